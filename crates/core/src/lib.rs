@@ -1,0 +1,17 @@
+//! Everything about a reward-model request that is not tensor math: the conversation and
+//! result types, chat-template rendering that matches `transformers`' `apply_chat_template`,
+//! tokenization, and the score math (ranking, preference probabilities).
+//!
+//! This crate builds for `wasm32-unknown-unknown`; keep it free of native-only dependencies.
+
+pub mod error;
+pub mod score;
+pub mod template;
+pub mod text;
+pub mod types;
+
+pub use error::CoreError;
+pub use score::{preference_probability, ranking};
+pub use template::ChatTemplate;
+pub use text::TextEncoder;
+pub use types::{Message, Role};
