@@ -1,1 +1,18 @@
-//! placeholder
+//! Reward-model forward passes in Candle: `config.json` parsing, checkpoint loading, the
+//! decoder with its sequence/token classification heads, and [`RewardModel`], which turns
+//! conversations into scores (template, tokenization, length policy, batching, pooling).
+//!
+//! Builds for `wasm32-unknown-unknown`; memory-mapped loading is behind the `mmap` feature.
+
+pub mod config;
+pub mod decoder;
+pub mod error;
+pub mod files;
+pub mod reward_model;
+pub mod weights;
+
+pub use config::{Architecture, Family, HeadKind, ModelConfig};
+pub use decoder::{DecoderRewardModel, HeadOutput, Padding};
+pub use error::{ModelError, Result};
+pub use files::{CheckpointFiles, WeightFiles};
+pub use reward_model::{ConversationScore, LengthPolicy, PairScore, ResponseScores, RewardModel};

@@ -1,0 +1,224 @@
+//! [`RewardModel`]: conversations in, scores out, exactly as transformers computes them.
+
+use crate::config::ModelConfig;
+use crate::decoder::{DecoderRewardModel, HeadOutput, Padding};
+use crate::files::CheckpointFiles;
+use crate::weights::WeightSource;
+use crate::{ModelError, Result};
+use candle_core::Device;
+use rewardlens_core::types::prompt_response;
+use rewardlens_core::{preference_probability, ranking, ChatTemplate, Message, TextEncoder};
+
+/// How over-long inputs are handled: an error by default, cut on request (and reported).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LengthPolicy {
+    /// A limit below the model's `max_position_embeddings`.
+    pub max_tokens: Option<usize>,
+    /// Keep the first `limit` tokens instead of failing.
+    pub truncate: bool,
+}
+
+/// A conversation rendered and tokenized, ready to score.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EncodedInput {
+    pub ids: Vec<u32>,
+    pub truncated_tokens: usize,
+}
+
+/// The model's output for one conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConversationScore {
+    /// One value per label: at the pooled token for sequence classification, at the last
+    /// token for token classification.
+    pub logits: Vec<f32>,
+    /// Token classification only: one logit vector per input token.
+    pub token_logits: Option<Vec<Vec<f32>>>,
+    /// Tokens scored (after truncation).
+    pub tokens: usize,
+    /// Tokens cut off the end when truncation was requested.
+    pub truncated_tokens: usize,
+}
+
+impl ConversationScore {
+    /// The scalar reward: the first label's value.
+    pub fn score(&self) -> f32 {
+        self.logits[0]
+    }
+}
+
+/// Scores of N responses to one prompt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResponseScores {
+    /// In input order.
+    pub responses: Vec<ConversationScore>,
+    /// Response indices, best first.
+    pub ranking: Vec<usize>,
+}
+
+/// Scores of a preference pair.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PairScore {
+    pub chosen: ConversationScore,
+    pub rejected: ConversationScore,
+    /// `sigmoid(chosen - rejected)`.
+    pub preference_probability: f32,
+}
+
+impl PairScore {
+    /// Whether the model prefers the chosen response.
+    pub fn correct(&self) -> bool {
+        self.chosen.score() > self.rejected.score()
+    }
+}
+
+/// A loaded reward model with its tokenizer and chat template.
+pub struct RewardModel {
+    model: DecoderRewardModel,
+    template: ChatTemplate,
+    encoder: TextEncoder,
+}
+
+impl RewardModel {
+    /// Loads a checkpoint onto `device`.
+    pub fn load(files: CheckpointFiles, device: &Device) -> Result<Self> {
+        let config = ModelConfig::from_json(&files.config_json)?;
+        let template =
+            ChatTemplate::from_tokenizer_config(&files.tokenizer_config_json, files.chat_template_jinja.as_deref())?;
+        let encoder = TextEncoder::from_bytes(&files.tokenizer_json)?;
+        let weights = files.weights.open()?;
+        Self::from_parts(config, &weights, template, encoder, device)
+    }
+
+    /// Builds the model from any weight store (safetensors, GGUF).
+    pub fn from_parts(
+        config: ModelConfig,
+        weights: &dyn WeightSource,
+        template: ChatTemplate,
+        encoder: TextEncoder,
+        device: &Device,
+    ) -> Result<Self> {
+        if encoder.vocab_size() > config.vocab_size {
+            // Ids past the embedding table would only fail at scoring time; say it now.
+            return Err(ModelError::Config(format!(
+                "the tokenizer has {} tokens but the model's vocab_size is {}",
+                encoder.vocab_size(),
+                config.vocab_size
+            )));
+        }
+        let model = DecoderRewardModel::load(config, weights, device)?;
+        Ok(Self { model, template, encoder })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// Label names in label-id order.
+    pub fn labels(&self) -> &[String] {
+        &self.config().labels
+    }
+
+    /// The conversation as the chat template writes it.
+    pub fn render(&self, conversation: &[Message]) -> Result<String> {
+        Ok(self.template.render(conversation, false)?)
+    }
+
+    /// The longest input this model accepts under `policy`.
+    pub fn token_limit(&self, policy: &LengthPolicy) -> usize {
+        let max = self.config().max_position_embeddings;
+        policy.max_tokens.map_or(max, |m| m.min(max))
+    }
+
+    /// Renders and tokenizes a conversation, applying the length policy.
+    pub fn encode(&self, conversation: &[Message], policy: &LengthPolicy) -> Result<EncodedInput> {
+        let text = self.render(conversation)?;
+        let mut ids = self.encoder.encode(&text)?;
+        if ids.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let limit = self.token_limit(policy);
+        let mut truncated_tokens = 0;
+        if ids.len() > limit {
+            if !policy.truncate {
+                return Err(ModelError::InputTooLong { tokens: ids.len(), limit });
+            }
+            truncated_tokens = ids.len() - limit;
+            ids.truncate(limit);
+        }
+        Ok(EncodedInput { ids, truncated_tokens })
+    }
+
+    /// Scores encoded inputs, `batch_size` at a time. Inputs are grouped by length so that
+    /// batches carry little padding; results come back in input order.
+    pub fn score_encoded(&self, inputs: &[EncodedInput], batch_size: usize) -> Result<Vec<ConversationScore>> {
+        let batch_size = batch_size.max(1);
+        let mut order: Vec<usize> = (0..inputs.len()).collect();
+        order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].ids.len()));
+        let mut out: Vec<Option<ConversationScore>> = vec![None; inputs.len()];
+        for chunk in order.chunks(batch_size) {
+            let rows: Vec<&[u32]> = chunk.iter().map(|&i| inputs[i].ids.as_slice()).collect();
+            let outputs = self.model.forward(&rows, Padding::Right)?;
+            for (&i, o) in chunk.iter().zip(outputs) {
+                out[i] = Some(self.to_score(o, &inputs[i]));
+            }
+        }
+        Ok(out.into_iter().map(|s| s.expect("every input scored")).collect())
+    }
+
+    fn to_score(&self, o: HeadOutput, input: &EncodedInput) -> ConversationScore {
+        let (logits, token_logits) = match o {
+            HeadOutput::Sequence { logits, .. } => (logits, None),
+            HeadOutput::Token(t) => (t.last().cloned().unwrap_or_default(), Some(t)),
+        };
+        ConversationScore { logits, token_logits, tokens: input.ids.len(), truncated_tokens: input.truncated_tokens }
+    }
+
+    /// Raw head outputs of a batch padded on the given side (for tests and the benchmark).
+    pub fn forward_padded(&self, rows: &[&[u32]], padding: Padding) -> Result<Vec<HeadOutput>> {
+        self.model.forward(rows, padding)
+    }
+
+    /// Scores whole conversations.
+    pub fn score_conversations(
+        &self,
+        conversations: &[Vec<Message>],
+        policy: &LengthPolicy,
+        batch_size: usize,
+    ) -> Result<Vec<ConversationScore>> {
+        let inputs = conversations.iter().map(|c| self.encode(c, policy)).collect::<Result<Vec<_>>>()?;
+        self.score_encoded(&inputs, batch_size)
+    }
+
+    /// Scores one conversation.
+    pub fn score_conversation(&self, conversation: &[Message], policy: &LengthPolicy) -> Result<ConversationScore> {
+        let input = self.encode(conversation, policy)?;
+        Ok(self.score_encoded(std::slice::from_ref(&input), 1)?.remove(0))
+    }
+
+    /// Scores each response as the assistant's answer to `prompt`.
+    pub fn score_responses(
+        &self,
+        prompt: &str,
+        responses: &[String],
+        policy: &LengthPolicy,
+        batch_size: usize,
+    ) -> Result<ResponseScores> {
+        let convs: Vec<Vec<Message>> = responses.iter().map(|r| prompt_response(prompt, r)).collect();
+        let responses = self.score_conversations(&convs, policy, batch_size)?;
+        let scores: Vec<f32> = responses.iter().map(ConversationScore::score).collect();
+        Ok(ResponseScores { ranking: ranking(&scores), responses })
+    }
+
+    /// Scores a preference pair.
+    pub fn score_pair(&self, prompt: &str, chosen: &str, rejected: &str, policy: &LengthPolicy) -> Result<PairScore> {
+        let mut r = self.score_conversations(
+            &[prompt_response(prompt, chosen), prompt_response(prompt, rejected)],
+            policy,
+            2,
+        )?;
+        let rejected = r.pop().expect("two scores");
+        let chosen = r.pop().expect("two scores");
+        let preference_probability = preference_probability(chosen.score(), rejected.score());
+        Ok(PairScore { chosen, rejected, preference_probability })
+    }
+}

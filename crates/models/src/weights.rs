@@ -1,0 +1,89 @@
+//! Where tensors come from: safetensors checkpoints (memory-mapped natively, from byte buffers
+//! in the browser). Every tensor is checked for presence and shape and converted to the compute
+//! dtype, so a bad checkpoint fails with the tensor's name instead of deep inside a matmul.
+
+use crate::{ModelError, Result};
+use candle_core::quantized::QMatMul;
+use candle_core::safetensors::BufferedSafetensors;
+use candle_core::{DType, Device, Tensor};
+
+/// A named-tensor store a model can be built from.
+pub trait WeightSource {
+    /// The tensor `name`, which must have `shape`, as `dtype`.
+    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor>;
+
+    /// Whether the store holds `name`.
+    fn contains(&self, name: &str) -> bool;
+
+    /// The weight of a linear layer `name` (`[out, inp]`), kept quantized where the store is.
+    fn linear_weight(&self, name: &str, out: usize, inp: usize, dtype: DType, device: &Device) -> Result<QMatMul> {
+        Ok(QMatMul::Tensor(self.tensor(name, &[out, inp], dtype, device)?))
+    }
+}
+
+/// The files of a safetensors checkpoint (one file or the shards of an index).
+pub enum SafetensorsWeights {
+    #[cfg(feature = "mmap")]
+    Mmaped(candle_core::safetensors::MmapedSafetensors),
+    Buffered(Vec<BufferedSafetensors>),
+}
+
+impl SafetensorsWeights {
+    /// Memory-maps the shard files.
+    #[cfg(feature = "mmap")]
+    pub fn mmap(paths: &[std::path::PathBuf]) -> Result<Self> {
+        // SAFETY: the files are opened read-only; like every mmap user we rely on nobody
+        // truncating a checkpoint while it is being scored.
+        let st = unsafe { candle_core::safetensors::MmapedSafetensors::multi(paths) }
+            .map_err(|e| ModelError::Weights(e.to_string()))?;
+        Ok(Self::Mmaped(st))
+    }
+
+    /// Parses shard files already in memory.
+    pub fn from_buffers(buffers: Vec<Vec<u8>>) -> Result<Self> {
+        let shards = buffers
+            .into_iter()
+            .enumerate()
+            .map(|(i, b)| {
+                BufferedSafetensors::new(b)
+                    .map_err(|e| ModelError::Weights(format!("shard {i} is not a valid safetensors file: {e}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self::Buffered(shards))
+    }
+
+    fn load(&self, name: &str, device: &Device) -> Option<candle_core::Result<Tensor>> {
+        match self {
+            #[cfg(feature = "mmap")]
+            Self::Mmaped(st) => st.get(name).ok().map(|_| st.load(name, device)),
+            Self::Buffered(shards) => {
+                shards.iter().rev().find(|s| s.get(name).is_ok()).map(|s| s.load(name, device))
+            }
+        }
+    }
+}
+
+impl WeightSource for SafetensorsWeights {
+    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let t = self
+            .load(name, device)
+            .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })?
+            .map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))?;
+        if t.dims() != shape {
+            return Err(ModelError::TensorShape {
+                name: name.to_owned(),
+                expected: shape.to_vec(),
+                actual: t.dims().to_vec(),
+            });
+        }
+        Ok(t.to_dtype(dtype)?)
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        match self {
+            #[cfg(feature = "mmap")]
+            Self::Mmaped(st) => st.get(name).is_ok(),
+            Self::Buffered(shards) => shards.iter().any(|s| s.get(name).is_ok()),
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! Every fixture model against the scores transformers computed for it (tests/fixtures/generate.py).
+
+use candle_core::Device;
+use rewardlens_core::Message;
+use rewardlens_models::{CheckpointFiles, HeadOutput, LengthPolicy, ModelError, Padding, RewardModel};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+const MODELS: [&str; 6] = ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name)
+}
+
+fn load(name: &str) -> (RewardModel, Value) {
+    let dir = fixture(name);
+    let model = RewardModel::load(CheckpointFiles::from_dir(&dir).unwrap(), &Device::Cpu).unwrap();
+    let golden: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("golden.json")).unwrap()).unwrap();
+    (model, golden)
+}
+
+/// |ours - theirs| <= 1e-4 relative (absolute below magnitude 1).
+fn assert_close(ours: &[f32], theirs: &Value, what: &str) {
+    let theirs: Vec<f64> = theirs.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(ours.len(), theirs.len(), "{what}: label count");
+    for (a, b) in ours.iter().zip(&theirs) {
+        let tol = 1e-4 * b.abs().max(1.0);
+        assert!((*a as f64 - b).abs() <= tol, "{what}: ours {a} vs transformers {b}");
+    }
+}
+
+fn assert_output(o: &HeadOutput, golden: &Value, what: &str) {
+    match o {
+        HeadOutput::Sequence { logits, .. } => assert_close(logits, golden, what),
+        HeadOutput::Token(rows) => {
+            let g = golden.as_array().unwrap();
+            assert_eq!(rows.len(), g.len(), "{what}: token count");
+            for (i, (r, gr)) in rows.iter().zip(g).enumerate() {
+                assert_close(r, gr, &format!("{what} token {i}"));
+            }
+        }
+    }
+}
+
+fn messages(v: &Value) -> Vec<Message> {
+    serde_json::from_value(v.clone()).unwrap()
+}
+
+#[test]
+fn templates_and_token_ids_match_transformers() {
+    for name in MODELS {
+        let (model, golden) = load(name);
+        for (key, case) in golden["conversations"].as_object().unwrap() {
+            let msgs = messages(&case["messages"]);
+            assert_eq!(model.render(&msgs).unwrap(), case["text"].as_str().unwrap(), "{name}/{key}: rendered text");
+            let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+            assert_eq!(model.encode(&msgs, &LengthPolicy::default()).unwrap().ids, ids, "{name}/{key}: token ids");
+        }
+    }
+}
+
+#[test]
+fn single_inputs_match_transformers() {
+    for name in MODELS {
+        let (model, golden) = load(name);
+        for (key, case) in golden["conversations"].as_object().unwrap() {
+            let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+            let out = model.forward_padded(&[&ids], Padding::Right).unwrap();
+            let g = &case["logits"];
+            match &out[0] {
+                // transformers returns pooled logits as [labels]; per-token as [tokens][labels].
+                HeadOutput::Sequence { .. } => assert_output(&out[0], g, &format!("{name}/{key}")),
+                HeadOutput::Token(_) => assert_output(&out[0], g, &format!("{name}/{key}")),
+            }
+        }
+    }
+}
+
+#[test]
+fn padded_batches_match_transformers_both_sides() {
+    for name in MODELS {
+        let (model, golden) = load(name);
+        for (side, padding) in [("right", Padding::Right), ("left", Padding::Left)] {
+            let batch = &golden["batches"][side];
+            let ids: Vec<Vec<u32>> = batch["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| serde_json::from_value(golden["conversations"][k.as_str().unwrap()]["input_ids"].clone()).unwrap())
+                .collect();
+            let rows: Vec<&[u32]> = ids.iter().map(|r| r.as_slice()).collect();
+            let out = model.forward_padded(&rows, padding).unwrap();
+            for (i, o) in out.iter().enumerate() {
+                assert_output(o, &batch["logits"][i], &format!("{name} {side}-padded row {i}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn library_api_scores_match_and_rank() {
+    let (model, golden) = load("qwen3-seq");
+    let convs = &golden["conversations"];
+    let score = |k: &str| convs[k]["logits"][0].as_f64().unwrap() as f32;
+    let prompt = "What is the capital of France?";
+    let responses = vec!["The capital of France is Paris.".to_owned(), "The capital of France is Berlin.".to_owned()];
+    let r = model.score_responses(prompt, &responses, &LengthPolicy::default(), 4).unwrap();
+    assert_close(&[r.responses[0].score(), r.responses[1].score()], &serde_json::json!([score("simple"), score("wrong")]), "responses");
+    let expected_best = if score("simple") > score("wrong") { 0 } else { 1 };
+    assert_eq!(r.ranking[0], expected_best);
+    let pair = model.score_pair(prompt, &responses[0], &responses[1], &LengthPolicy::default()).unwrap();
+    assert_eq!(pair.correct(), score("simple") > score("wrong"));
+    let p = 1.0 / (1.0 + (-(score("simple") - score("wrong")) as f64).exp());
+    assert!((pair.preference_probability as f64 - p).abs() < 1e-4);
+
+    // Length-grouped batching returns input order.
+    let keys: Vec<&String> = convs.as_object().unwrap().keys().collect();
+    let all: Vec<Vec<Message>> = keys.iter().map(|k| messages(&convs[k.as_str()]["messages"])).collect();
+    let scores = model.score_conversations(&all, &LengthPolicy::default(), 3).unwrap();
+    for (k, s) in keys.iter().zip(&scores) {
+        assert_close(&s.logits, &convs[k.as_str()]["logits"], k);
+    }
+}
+
+#[test]
+fn multi_label_head_keeps_names() {
+    let (model, _) = load("qwen2-seq");
+    assert_eq!(model.labels(), ["helpfulness", "correctness", "coherence"]);
+}
+
+#[test]
+fn over_long_input_is_an_error_unless_truncation_is_asked() {
+    let (model, golden) = load("qwen3-seq");
+    let msgs = messages(&golden["conversations"]["long"]["messages"]);
+    let strict = LengthPolicy { max_tokens: Some(512), truncate: false };
+    match model.score_conversation(&msgs, &strict) {
+        Err(ModelError::InputTooLong { tokens: 1925, limit: 512 }) => {}
+        other => panic!("expected InputTooLong, got {other:?}"),
+    }
+    let cut = model.score_conversation(&msgs, &LengthPolicy { max_tokens: Some(512), truncate: true }).unwrap();
+    assert_eq!((cut.tokens, cut.truncated_tokens), (512, 1925 - 512));
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let dir = fixture("qwen3-seq");
+    let mut files = CheckpointFiles::from_dir(&dir).unwrap();
+    // Drop one tensor by rewriting the checkpoint without it.
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<(String, safetensors::tensor::TensorView)> =
+        st.tensors().into_iter().filter(|(n, _)| n != "model.layers.1.self_attn.k_norm.weight").collect();
+    let out = safetensors::serialize(kept, None).unwrap();
+    files.weights = rewardlens_models::WeightFiles::Buffers(vec![out]);
+    let err = RewardModel::load(files, &Device::Cpu).err().expect("load must fail").to_string();
+    assert!(err.contains("model.layers.1.self_attn.k_norm.weight"), "{err}");
+}
