@@ -1,1 +1,65 @@
-fn main() {}
+//! The `rewardlens` command line: batch JSONL scoring and benchmarks on the native CPU engine.
+
+mod bench;
+mod jsonl;
+mod source;
+
+use anyhow::Result;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "rewardlens", version, about = "Score LLM answers with reward models")]
+struct Cli {
+    /// Worker threads for the tensor math (default: all cores).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Score a JSONL file of conversations, responses or preference pairs.
+    Score(jsonl::ScoreArgs),
+    /// Measure scoring speed and peak memory on random token ids.
+    Bench(bench::BenchArgs),
+}
+
+/// A model given as a local folder or a Hugging Face Hub repo id.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A checkpoint folder, or a Hub repo id such as Skywork/Skywork-Reward-V2-Qwen3-0.6B.
+    #[arg(long)]
+    pub model: String,
+    /// Hub revision (branch, tag or commit).
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+}
+
+impl ModelArgs {
+    pub fn local_path(&self) -> Option<PathBuf> {
+        let p = PathBuf::from(&self.model);
+        p.exists().then_some(p)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(n) = cli.threads {
+        // Read by candle's CPU kernels when they first run, so set before any model work.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    let result: Result<ExitCode> = match cli.command {
+        Command::Score(args) => jsonl::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}

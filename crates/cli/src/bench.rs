@@ -1,0 +1,69 @@
+//! `rewardlens bench`: tokens/s and peak memory of the forward pass on fixed token ids, the
+//! same ids `tests/bench/torch_bench.py` feeds PyTorch so the two numbers compare.
+
+use crate::{source, ModelArgs};
+use anyhow::Result;
+use rewardlens_models::Padding;
+use std::process::ExitCode;
+use std::time::Instant;
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Sequence lengths to measure.
+    #[arg(long, value_delimiter = ',', default_value = "128,512,2048")]
+    lengths: Vec<usize>,
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Timed repetitions per length (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    iters: usize,
+}
+
+/// Deterministic token ids shared with the PyTorch script.
+pub fn bench_ids(len: usize, row: usize, vocab: usize) -> Vec<u32> {
+    (0..len).map(|i| ((i * 7919 + row * 104_729 + 13) % (vocab - 1000)) as u32 + 100).collect()
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), in MiB.
+fn peak_rss_mib() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub fn run(args: BenchArgs) -> Result<ExitCode> {
+    let t0 = Instant::now();
+    let model = source::load_model(&args.model)?;
+    let vocab = model.config().vocab_size;
+    println!(
+        "model {} ({}), loaded in {:.2}s, threads {}",
+        args.model.model,
+        model.config().architecture.name(),
+        t0.elapsed().as_secs_f64(),
+        std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
+    );
+    println!("| tokens | batch | median s | tokens/s |");
+    println!("|---:|---:|---:|---:|");
+    for &len in &args.lengths {
+        let rows: Vec<Vec<u32>> = (0..args.batch).map(|r| bench_ids(len, r, vocab)).collect();
+        let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+        model.forward_padded(&refs, Padding::Right)?;
+        let mut times: Vec<f64> = (0..args.iters.max(1))
+            .map(|_| {
+                let t = Instant::now();
+                model.forward_padded(&refs, Padding::Right).map(|_| t.elapsed().as_secs_f64())
+            })
+            .collect::<rewardlens_models::Result<_>>()?;
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let median = times[times.len() / 2];
+        println!("| {len} | {} | {median:.3} | {:.1} |", args.batch, (len * args.batch) as f64 / median);
+    }
+    if let Some(m) = peak_rss_mib() {
+        println!("peak RSS: {m:.0} MiB");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,329 @@
+//! The `rewardlens score` binary against the fixture models' golden values, and its error paths.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::{Arc, Mutex};
+
+const MODELS: [&str; 6] = ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token"];
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name)
+}
+
+fn golden(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("golden.json")).unwrap()).unwrap()
+}
+
+fn rewardlens(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rewardlens")).args(args).output().unwrap()
+}
+
+fn score(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["score", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    rewardlens(&args)
+}
+
+fn read_jsonl(p: &Path) -> Vec<Value> {
+    BufReader::new(std::fs::File::open(p).unwrap()).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect()
+}
+
+fn write_lines(p: &Path, lines: &[String]) {
+    std::fs::write(p, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+}
+
+/// The scalar transformers gives a conversation: the pooled first label, or for token
+/// classification the last token's first label.
+fn expected_score(g: &Value, key: &str) -> f64 {
+    let logits = &g["conversations"][key]["logits"];
+    let v = if g["architecture"].as_str().unwrap().contains("Token") { &logits.as_array().unwrap().last().unwrap()[0] } else { &logits[0] };
+    v.as_f64().unwrap()
+}
+
+fn close(a: &Value, b: f64) -> bool {
+    (a.as_f64().unwrap() - b).abs() <= 1e-4 * b.abs().max(1.0)
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Every golden conversation in all four input forms.
+fn golden_input(g: &Value) -> Vec<String> {
+    let convs = g["conversations"].as_object().unwrap();
+    let mut lines: Vec<String> = convs.values().map(|c| json!({"conversation": c["messages"]}).to_string()).collect();
+    for c in convs.values() {
+        let m = c["messages"].as_array().unwrap();
+        if m.len() == 2 {
+            lines.push(json!({"instruction": m[0]["content"], "response": m[1]["content"]}).to_string());
+        }
+    }
+    let prompt = &convs["simple"]["messages"][0]["content"];
+    let (a, b) = (&convs["simple"]["messages"][1]["content"], &convs["wrong"]["messages"][1]["content"]);
+    lines.push(json!({"prompt": prompt, "responses": [a, b, a]}).to_string());
+    lines.push(json!({"prompt": prompt, "chosen": a, "rejected": b}).to_string());
+    lines.push(json!({"prompt": prompt, "chosen": b, "rejected": a}).to_string());
+    lines
+}
+
+#[test]
+fn scores_every_fixture_in_every_form() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in MODELS {
+        let g = golden(name);
+        let input = tmp.path().join(format!("{name}.jsonl"));
+        let output = tmp.path().join(format!("{name}.out.jsonl"));
+        let lines = golden_input(&g);
+        write_lines(&input, &lines);
+        let o = score(&fixture(name), &input, &output, &["--batch-size", "3"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        assert!(stderr(&o).contains("pair accuracy"), "{name}: summary: {}", stderr(&o));
+        let out = read_jsonl(&output);
+        assert_eq!(out.len(), lines.len(), "{name}: one output line per input line");
+        let convs = g["conversations"].as_object().unwrap();
+        let key_of = |response: &Value| {
+            convs.iter().find(|(_, c)| c["messages"].as_array().unwrap().len() == 2 && c["messages"][1]["content"] == *response).map(|(k, _)| k.clone()).unwrap()
+        };
+        let (simple, wrong) = (expected_score(&g, "simple"), expected_score(&g, "wrong"));
+        for (line, o) in lines.iter().zip(&out) {
+            let input: Value = serde_json::from_str(line).unwrap();
+            for (k, v) in input.as_object().unwrap() {
+                assert_eq!(&o[k], v, "{name}: input fields are kept");
+            }
+            if let Some(conv) = input.get("conversation") {
+                let key = convs.iter().find(|(_, c)| c["messages"] == *conv).unwrap().0;
+                assert!(close(&o["score"], expected_score(&g, key)), "{name}/{key}: {} vs {}", o["score"], expected_score(&g, key));
+            } else if let Some(r) = input.get("response") {
+                let key = key_of(r);
+                assert!(close(&o["score"], expected_score(&g, &key)), "{name}/{key} instruction form");
+            } else if input.get("responses").is_some() {
+                let s = o["scores"].as_array().unwrap();
+                assert!(close(&s[0], simple) && close(&s[1], wrong) && close(&s[2], simple), "{name}: responses {s:?}");
+                // Equal texts may differ in the last bits (different padding), so check by text.
+                let best = if simple >= wrong { &convs["simple"]["messages"][1]["content"] } else { &convs["wrong"]["messages"][1]["content"] };
+                let first = o["ranking"][0].as_u64().unwrap() as usize;
+                assert_eq!(&input["responses"][first], best, "{name}: ranking");
+                assert_eq!(o["ranking"].as_array().unwrap().len(), 3);
+            } else {
+                let (c, r) = (expected_score(&g, &key_of(&input["chosen"])), expected_score(&g, &key_of(&input["rejected"])));
+                assert!(close(&o["chosen_score"], c) && close(&o["rejected_score"], r), "{name}: pair");
+                assert_eq!(o["correct"], json!(c > r), "{name}: correct follows transformers' scores");
+            }
+            let labels = g["id2label"].as_object().unwrap();
+            if labels.len() > 1 && input.get("conversation").is_some() {
+                assert_eq!(o["attributes"].as_object().unwrap().len(), labels.len(), "{name}: attributes");
+            }
+        }
+    }
+}
+
+#[test]
+fn broken_line_is_reported_and_skipped_or_aborts_with_strict() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    let ok = json!({"instruction": "Hi", "response": "Hello!"}).to_string();
+    write_lines(&input, &[ok.clone(), "{\"instruction\": \"Hi\"".into(), json!({"foo": 1}).to_string(), ok]);
+    let out = tmp.path().join("out.jsonl");
+    let o = score(&fixture("qwen3-seq"), &input, &out, &[]);
+    assert_eq!(o.status.code(), Some(3), "skipped lines give exit 3: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("line 2: not a JSON object"), "{err}");
+    assert!(err.contains("line 3: expected one of"), "{err}");
+    assert_eq!(read_jsonl(&out).len(), 2);
+
+    let out2 = tmp.path().join("out2.jsonl");
+    let o = score(&fixture("qwen3-seq"), &input, &out2, &["--strict"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("line 2") && stderr(&o).contains("--strict"), "{}", stderr(&o));
+}
+
+#[test]
+fn over_long_input_errors_or_truncates_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = golden("llama-seq");
+    let input = tmp.path().join("in.jsonl");
+    write_lines(&input, &[json!({"conversation": g["conversations"]["long"]["messages"]}).to_string()]);
+    let o = score(&fixture("llama-seq"), &input, &tmp.path().join("a.jsonl"), &["--max-tokens", "100"]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(stderr(&o).contains("exceeds the limit of 100 tokens"), "{}", stderr(&o));
+    let out = tmp.path().join("b.jsonl");
+    let o = score(&fixture("llama-seq"), &input, &out, &["--max-tokens", "100", "--truncate"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let n = g["conversations"]["long"]["input_ids"].as_array().unwrap().len();
+    assert_eq!(read_jsonl(&out)[0]["truncated_tokens"], json!(n - 100));
+}
+
+fn copy_model(name: &str, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(fixture(name)).unwrap() {
+        let p = e.unwrap().path();
+        std::fs::copy(&p, dst.join(p.file_name().unwrap())).unwrap();
+    }
+}
+
+#[test]
+fn unknown_architecture_and_missing_tensor_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    write_lines(&input, &[json!({"instruction": "Hi", "response": "Hello!"}).to_string()]);
+
+    let dir = tmp.path().join("bert");
+    copy_model("qwen3-seq", &dir);
+    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("Qwen3ForSequenceClassification", "BertForSequenceClassification");
+    std::fs::write(dir.join("config.json"), cfg).unwrap();
+    let out = tmp.path().join("o1.jsonl");
+    let o = score(&dir, &input, &out, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("unsupported architecture `BertForSequenceClassification`"), "{}", stderr(&o));
+    assert!(!out.exists(), "no output file when the model cannot load");
+
+    let dir = tmp.path().join("missing");
+    copy_model("qwen3-seq", &dir);
+    let bytes = std::fs::read(dir.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let kept: Vec<_> = st.tensors().into_iter().filter(|(n, _)| n != "score.weight").collect();
+    std::fs::write(dir.join("model.safetensors"), safetensors::serialize(kept, None).unwrap()).unwrap();
+    let o = score(&dir, &input, &tmp.path().join("o2.jsonl"), &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing tensor `score.weight`"), "{}", stderr(&o));
+}
+
+#[test]
+fn existing_output_is_kept_and_resume_completes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = golden("qwen3-seq");
+    let input = tmp.path().join("in.jsonl");
+    let lines = golden_input(&g);
+    write_lines(&input, &lines);
+    let full = tmp.path().join("full.jsonl");
+    assert!(score(&fixture("qwen3-seq"), &input, &full, &[]).status.success());
+    let full_text = std::fs::read_to_string(&full).unwrap();
+
+    // Refuses to overwrite.
+    let o = score(&fixture("qwen3-seq"), &input, &full, &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&full).unwrap(), full_text, "untouched");
+
+    // An interrupted run: three whole lines and half of the fourth.
+    let partial = tmp.path().join("partial.jsonl");
+    let mut f = std::fs::File::create(&partial).unwrap();
+    let whole: Vec<&str> = full_text.lines().collect();
+    for l in &whole[..3] {
+        writeln!(f, "{l}").unwrap();
+    }
+    write!(f, "{}", &whole[3][..20]).unwrap();
+    drop(f);
+    let o = score(&fixture("qwen3-seq"), &input, &partial, &["--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("3 already in output"), "{}", stderr(&o));
+    // Same lines in the same order; scores equal up to batch-composition rounding.
+    let (resumed, full) = (read_jsonl(&partial), read_jsonl(&full));
+    assert_eq!(resumed.len(), full.len());
+    for (r, f) in resumed.iter().zip(&full) {
+        for (k, v) in f.as_object().unwrap() {
+            match v {
+                Value::Number(n) => assert!((r[k].as_f64().unwrap() - n.as_f64().unwrap()).abs() < 1e-5, "{k}"),
+                Value::Array(a) if a.iter().all(Value::is_number) => {
+                    for (x, y) in r[k].as_array().unwrap().iter().zip(a) {
+                        assert!((x.as_f64().unwrap() - y.as_f64().unwrap()).abs() < 1e-5, "{k}");
+                    }
+                }
+                _ if k == "ranking" || k == "correct" || k == "preference_probability" => {}
+                _ => assert_eq!(&r[k], v, "{k}"),
+            }
+        }
+    }
+}
+
+/// A stand-in for the Hub's file endpoint (`/{repo}/resolve/{rev}/{file}` with ranges, etag and
+/// commit headers, as hf-hub reads them), recording the Authorization headers it receives.
+fn serve_hub(root: PathBuf, repo: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = format!("http://{}", listener.local_addr().unwrap());
+    let auth = Arc::new(Mutex::new(Vec::new()));
+    let seen = auth.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let root = root.clone();
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).is_err() {
+                    return;
+                }
+                let mut range = None;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    let lower = h.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("range: bytes=") {
+                        let (a, b) = v.trim().split_once('-').unwrap();
+                        range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
+                    }
+                    if lower.starts_with("authorization:") {
+                        seen.lock().unwrap().push(h.trim().to_owned());
+                    }
+                }
+                let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let prefix = format!("/{repo}/resolve/main/");
+                let file = path.strip_prefix(&prefix).map(|f| root.join(f));
+                let body = file.and_then(|f| std::fs::read(f).ok());
+                let resp = match body {
+                    None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
+                    Some(data) => {
+                        let (a, b) = range.unwrap_or((0, None));
+                        let b = b.unwrap_or(data.len() - 1).min(data.len() - 1);
+                        let mut r = format!(
+                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\nETag: \"e{}\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
+                            b + 1 - a, data.len(), data.len()
+                        ).into_bytes();
+                        r.extend_from_slice(&data[a..=b]);
+                        r
+                    }
+                };
+                let _ = stream.write_all(&resp);
+                let _ = stream.read(&mut [0u8; 1]);
+            });
+        }
+    });
+    (addr, auth)
+}
+
+#[test]
+fn hub_repo_ids_download_into_the_hf_cache_and_then_work_offline() {
+    let tmp = tempfile::tempdir().unwrap();
+    let repo = "tiny-org/llama-seq-rm";
+    let (endpoint, auth) = serve_hub(std::fs::canonicalize(fixture("llama-seq")).unwrap(), repo);
+    let g = golden("llama-seq");
+    let input = tmp.path().join("in.jsonl");
+    write_lines(&input, &[json!({"conversation": g["conversations"]["simple"]["messages"]}).to_string()]);
+    let hf_home = tmp.path().join("hf");
+    let run = |endpoint: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+            .args(["score", "--model", repo, "--input", input.to_str().unwrap(), "--output", tmp.path().join(out).to_str().unwrap()])
+            .env("HF_ENDPOINT", endpoint)
+            .env("HF_HOME", &hf_home)
+            .env("HF_TOKEN", "hf_test_token")
+            .output()
+            .unwrap()
+    };
+    let o = run(&endpoint, "a.jsonl");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(close(&read_jsonl(&tmp.path().join("a.jsonl"))[0]["score"], expected_score(&g, "simple")));
+    let snapshot = hf_home.join("hub/models--tiny-org--llama-seq-rm/snapshots/0123456789abcdef0123456789abcdef01234567");
+    assert!(snapshot.join("model-00002-of-00002.safetensors").is_file(), "shards land in the HF cache");
+    assert!(auth.lock().unwrap().iter().any(|h| h == "authorization: Bearer hf_test_token" || h == "Authorization: Bearer hf_test_token"), "{:?}", auth.lock().unwrap());
+
+    // Second run: the endpoint is gone, the cache serves.
+    let o = run("http://127.0.0.1:9", "b.jsonl");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_jsonl(&tmp.path().join("b.jsonl"))[0]["score"], read_jsonl(&tmp.path().join("a.jsonl"))[0]["score"]);
+}
