@@ -24,8 +24,18 @@ const EXIT_SKIPPED: u8 = 3;
 
 /// Fields this command adds; stripped again to recognise already-scored lines on `--resume`.
 const ADDED_FIELDS: [&str; 12] = [
-    "score", "attributes", "token_logits", "scores", "ranking", "chosen_score", "rejected_score",
-    "chosen_attributes", "rejected_attributes", "correct", "preference_probability", "truncated_tokens",
+    "score",
+    "attributes",
+    "token_logits",
+    "scores",
+    "ranking",
+    "chosen_score",
+    "rejected_score",
+    "chosen_attributes",
+    "rejected_attributes",
+    "correct",
+    "preference_probability",
+    "truncated_tokens",
 ];
 
 #[derive(clap::Args)]
@@ -76,9 +86,7 @@ impl Job {
 }
 
 fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
-    obj.get(key)
-        .and_then(Value::as_str)
-        .with_context(|| format!("`{key}` must be a string"))
+    obj.get(key).and_then(Value::as_str).with_context(|| format!("`{key}` must be a string"))
 }
 
 fn conversation(v: &Value, key: &str) -> Result<Vec<Message>> {
@@ -129,7 +137,9 @@ fn parse_job(obj: &Map<String, Value>) -> Result<Job> {
         }
         return Ok(Job::Pair(pair_side(obj, "chosen")?, pair_side(obj, "rejected")?));
     }
-    bail!("expected one of: `conversation`; `instruction`+`response`; `prompt`+`responses`; `prompt`+`chosen`+`rejected`")
+    bail!(
+        "expected one of: `conversation`; `instruction`+`response`; `prompt`+`responses`; `prompt`+`chosen`+`rejected`"
+    )
 }
 
 /// Key-order-independent text of a value, to match input lines with output lines.
@@ -138,7 +148,8 @@ fn canonical(v: &Value) -> String {
         Value::Object(o) => {
             let mut keys: Vec<&String> = o.keys().collect();
             keys.sort();
-            let parts: Vec<String> = keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&o[*k]))).collect();
+            let parts: Vec<String> =
+                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&o[*k]))).collect();
             format!("{{{}}}", parts.join(","))
         }
         Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
@@ -160,14 +171,22 @@ fn open_output(path: &Path, resume: bool) -> Result<(File, HashMap<String, usize
     if !resume {
         let f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
-                anyhow::anyhow!("{} already exists: pass --resume to continue it, or choose another --output", path.display())
+                anyhow::anyhow!(
+                    "{} already exists: pass --resume to continue it, or choose another --output",
+                    path.display()
+                )
             } else {
                 anyhow::anyhow!("cannot create {}: {e}", path.display())
             }
         })?;
         return Ok((f, done));
     }
-    let mut f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
+    let mut f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
         .with_context(|| format!("cannot open {}", path.display()))?;
     let mut text = Vec::new();
     f.read_to_end(&mut text)?;
@@ -176,8 +195,9 @@ fn open_output(path: &Path, resume: bool) -> Result<(File, HashMap<String, usize
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let obj: Map<String, Value> = serde_json::from_slice(line)
-            .with_context(|| format!("{} line {} is not a JSON object; refusing to resume into it", path.display(), i + 1))?;
+        let obj: Map<String, Value> = serde_json::from_slice(line).with_context(|| {
+            format!("{} line {} is not a JSON object; refusing to resume into it", path.display(), i + 1)
+        })?;
         *done.entry(input_key(obj)).or_insert(0) += 1;
     }
     // An interrupted write leaves at most one partial line: cut it so the next line is whole.
@@ -237,7 +257,11 @@ fn annotate(obj: &mut Map<String, Value>, job: &Job, scores: &[ConversationScore
         }
     }
     if truncated.iter().any(|&t| t > 0) {
-        let v = if truncated.len() == 1 { Value::from(truncated[0]) } else { serde_json::to_value(&truncated).expect("ints") };
+        let v = if truncated.len() == 1 {
+            Value::from(truncated[0])
+        } else {
+            serde_json::to_value(&truncated).expect("ints")
+        };
         obj.insert("truncated_tokens".into(), v);
     }
 }

@@ -22,13 +22,24 @@ fn rewardlens(args: &[&str]) -> Output {
 }
 
 fn score(model: &Path, input: &Path, output: &Path, extra: &[&str]) -> Output {
-    let mut args = vec!["score", "--model", model.to_str().unwrap(), "--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()];
+    let mut args = vec![
+        "score",
+        "--model",
+        model.to_str().unwrap(),
+        "--input",
+        input.to_str().unwrap(),
+        "--output",
+        output.to_str().unwrap(),
+    ];
     args.extend_from_slice(extra);
     rewardlens(&args)
 }
 
 fn read_jsonl(p: &Path) -> Vec<Value> {
-    BufReader::new(std::fs::File::open(p).unwrap()).lines().map(|l| serde_json::from_str(&l.unwrap()).unwrap()).collect()
+    BufReader::new(std::fs::File::open(p).unwrap())
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
 }
 
 fn write_lines(p: &Path, lines: &[String]) {
@@ -39,7 +50,11 @@ fn write_lines(p: &Path, lines: &[String]) {
 /// classification the last token's first label.
 fn expected_score(g: &Value, key: &str) -> f64 {
     let logits = &g["conversations"][key]["logits"];
-    let v = if g["architecture"].as_str().unwrap().contains("Token") { &logits.as_array().unwrap().last().unwrap()[0] } else { &logits[0] };
+    let v = if g["architecture"].as_str().unwrap().contains("Token") {
+        &logits.as_array().unwrap().last().unwrap()[0]
+    } else {
+        &logits[0]
+    };
     v.as_f64().unwrap()
 }
 
@@ -85,7 +100,11 @@ fn scores_every_fixture_in_every_form() {
         assert_eq!(out.len(), lines.len(), "{name}: one output line per input line");
         let convs = g["conversations"].as_object().unwrap();
         let key_of = |response: &Value| {
-            convs.iter().find(|(_, c)| c["messages"].as_array().unwrap().len() == 2 && c["messages"][1]["content"] == *response).map(|(k, _)| k.clone()).unwrap()
+            convs
+                .iter()
+                .find(|(_, c)| c["messages"].as_array().unwrap().len() == 2 && c["messages"][1]["content"] == *response)
+                .map(|(k, _)| k.clone())
+                .unwrap()
         };
         let (simple, wrong) = (expected_score(&g, "simple"), expected_score(&g, "wrong"));
         for (line, o) in lines.iter().zip(&out) {
@@ -95,7 +114,12 @@ fn scores_every_fixture_in_every_form() {
             }
             if let Some(conv) = input.get("conversation") {
                 let key = convs.iter().find(|(_, c)| c["messages"] == *conv).unwrap().0;
-                assert!(close(&o["score"], expected_score(&g, key)), "{name}/{key}: {} vs {}", o["score"], expected_score(&g, key));
+                assert!(
+                    close(&o["score"], expected_score(&g, key)),
+                    "{name}/{key}: {} vs {}",
+                    o["score"],
+                    expected_score(&g, key)
+                );
             } else if let Some(r) = input.get("response") {
                 let key = key_of(r);
                 assert!(close(&o["score"], expected_score(&g, &key)), "{name}/{key} instruction form");
@@ -103,12 +127,17 @@ fn scores_every_fixture_in_every_form() {
                 let s = o["scores"].as_array().unwrap();
                 assert!(close(&s[0], simple) && close(&s[1], wrong) && close(&s[2], simple), "{name}: responses {s:?}");
                 // Equal texts may differ in the last bits (different padding), so check by text.
-                let best = if simple >= wrong { &convs["simple"]["messages"][1]["content"] } else { &convs["wrong"]["messages"][1]["content"] };
+                let best = if simple >= wrong {
+                    &convs["simple"]["messages"][1]["content"]
+                } else {
+                    &convs["wrong"]["messages"][1]["content"]
+                };
                 let first = o["ranking"][0].as_u64().unwrap() as usize;
                 assert_eq!(&input["responses"][first], best, "{name}: ranking");
                 assert_eq!(o["ranking"].as_array().unwrap().len(), 3);
             } else {
-                let (c, r) = (expected_score(&g, &key_of(&input["chosen"])), expected_score(&g, &key_of(&input["rejected"])));
+                let (c, r) =
+                    (expected_score(&g, &key_of(&input["chosen"])), expected_score(&g, &key_of(&input["rejected"])));
                 assert!(close(&o["chosen_score"], c) && close(&o["rejected_score"], r), "{name}: pair");
                 assert_eq!(o["correct"], json!(c > r), "{name}: correct follows transformers' scores");
             }
@@ -172,7 +201,9 @@ fn unknown_architecture_and_missing_tensor_are_named() {
 
     let dir = tmp.path().join("bert");
     copy_model("qwen3-seq", &dir);
-    let cfg = std::fs::read_to_string(dir.join("config.json")).unwrap().replace("Qwen3ForSequenceClassification", "BertForSequenceClassification");
+    let cfg = std::fs::read_to_string(dir.join("config.json"))
+        .unwrap()
+        .replace("Qwen3ForSequenceClassification", "BertForSequenceClassification");
     std::fs::write(dir.join("config.json"), cfg).unwrap();
     let out = tmp.path().join("o1.jsonl");
     let o = score(&dir, &input, &out, &[]);
@@ -308,7 +339,15 @@ fn hub_repo_ids_download_into_the_hf_cache_and_then_work_offline() {
     let hf_home = tmp.path().join("hf");
     let run = |endpoint: &str, out: &str| {
         Command::new(env!("CARGO_BIN_EXE_rewardlens"))
-            .args(["score", "--model", repo, "--input", input.to_str().unwrap(), "--output", tmp.path().join(out).to_str().unwrap()])
+            .args([
+                "score",
+                "--model",
+                repo,
+                "--input",
+                input.to_str().unwrap(),
+                "--output",
+                tmp.path().join(out).to_str().unwrap(),
+            ])
             .env("HF_ENDPOINT", endpoint)
             .env("HF_HOME", &hf_home)
             .env("HF_TOKEN", "hf_test_token")
@@ -318,12 +357,23 @@ fn hub_repo_ids_download_into_the_hf_cache_and_then_work_offline() {
     let o = run(&endpoint, "a.jsonl");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(close(&read_jsonl(&tmp.path().join("a.jsonl"))[0]["score"], expected_score(&g, "simple")));
-    let snapshot = hf_home.join("hub/models--tiny-org--llama-seq-rm/snapshots/0123456789abcdef0123456789abcdef01234567");
+    let snapshot =
+        hf_home.join("hub/models--tiny-org--llama-seq-rm/snapshots/0123456789abcdef0123456789abcdef01234567");
     assert!(snapshot.join("model-00002-of-00002.safetensors").is_file(), "shards land in the HF cache");
-    assert!(auth.lock().unwrap().iter().any(|h| h == "authorization: Bearer hf_test_token" || h == "Authorization: Bearer hf_test_token"), "{:?}", auth.lock().unwrap());
+    assert!(
+        auth.lock()
+            .unwrap()
+            .iter()
+            .any(|h| h == "authorization: Bearer hf_test_token" || h == "Authorization: Bearer hf_test_token"),
+        "{:?}",
+        auth.lock().unwrap()
+    );
 
     // Second run: the endpoint is gone, the cache serves.
     let o = run("http://127.0.0.1:9", "b.jsonl");
     assert!(o.status.success(), "{}", stderr(&o));
-    assert_eq!(read_jsonl(&tmp.path().join("b.jsonl"))[0]["score"], read_jsonl(&tmp.path().join("a.jsonl"))[0]["score"]);
+    assert_eq!(
+        read_jsonl(&tmp.path().join("b.jsonl"))[0]["score"],
+        read_jsonl(&tmp.path().join("a.jsonl"))[0]["score"]
+    );
 }

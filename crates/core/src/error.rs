@@ -5,7 +5,9 @@ use thiserror::Error;
 pub enum CoreError {
     #[error("tokenizer_config.json: {0}")]
     TokenizerConfig(String),
-    #[error("the model has no chat template (neither `chat_template` in tokenizer_config.json nor chat_template.jinja)")]
+    #[error(
+        "the model has no chat template (neither `chat_template` in tokenizer_config.json nor chat_template.jinja)"
+    )]
     NoChatTemplate,
     #[error("chat template: {0}")]
     Template(String),

@@ -31,15 +31,10 @@ fn token_content(v: &Json) -> Option<String> {
 impl ChatTemplate {
     /// Builds the template from `tokenizer_config.json`'s text and, when present, the
     /// `chat_template.jinja` file that newer transformers versions write instead.
-    pub fn from_tokenizer_config(
-        tokenizer_config: &str,
-        chat_template_jinja: Option<&str>,
-    ) -> Result<Self, CoreError> {
+    pub fn from_tokenizer_config(tokenizer_config: &str, chat_template_jinja: Option<&str>) -> Result<Self, CoreError> {
         let cfg: Json = serde_json::from_str(tokenizer_config)
             .map_err(|e| CoreError::TokenizerConfig(format!("not valid JSON: {e}")))?;
-        let cfg = cfg
-            .as_object()
-            .ok_or_else(|| CoreError::TokenizerConfig("expected a JSON object".into()))?;
+        let cfg = cfg.as_object().ok_or_else(|| CoreError::TokenizerConfig("expected a JSON object".into()))?;
         let source = match chat_template_jinja {
             Some(s) => s.to_owned(),
             None => match cfg.get("chat_template") {
@@ -64,8 +59,7 @@ impl ChatTemplate {
             }
         }
         if let Some(Json::Array(extra)) = cfg.get("additional_special_tokens") {
-            let list: Vec<Json> =
-                extra.iter().filter_map(token_content).map(Json::String).collect();
+            let list: Vec<Json> = extra.iter().filter_map(token_content).map(Json::String).collect();
             special_tokens.insert("additional_special_tokens".into(), Json::Array(list));
         }
         let bos_token = cfg.get("bos_token").and_then(token_content);
@@ -98,8 +92,7 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", strftime_now);
-        env.add_template(TEMPLATE_NAME, &self.source)
-            .map_err(|e| CoreError::Template(describe(&e)))?;
+        env.add_template(TEMPLATE_NAME, &self.source).map_err(|e| CoreError::Template(describe(&e)))?;
         Ok(env)
     }
 
@@ -142,8 +135,8 @@ fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, Jinja
     let indent: Option<usize> = kwargs.get("indent")?;
     let _: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
-    let json: Json = serde_json::to_value(&value)
-        .map_err(|e| JinjaError::new(ErrorKind::BadSerialization, e.to_string()))?;
+    let json: Json =
+        serde_json::to_value(&value).map_err(|e| JinjaError::new(ErrorKind::BadSerialization, e.to_string()))?;
     let text = match indent {
         None => python_compact_json(&json),
         Some(n) => {

@@ -23,18 +23,13 @@ impl TextEncoder {
             .map_err(|e| CoreError::Tokenizer(format!("cannot parse tokenizer.json: {e}")))?;
         // Padding and truncation are ours to do (and to report), never the tokenizer's.
         inner.with_padding(None);
-        inner
-            .with_truncation(None)
-            .map_err(|e| CoreError::Tokenizer(e.to_string()))?;
+        inner.with_truncation(None).map_err(|e| CoreError::Tokenizer(e.to_string()))?;
         Ok(Self { inner })
     }
 
     /// Token ids of `text`, adding no special tokens.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, CoreError> {
-        let enc = self
-            .inner
-            .encode(text, false)
-            .map_err(|e| CoreError::Tokenizer(e.to_string()))?;
+        let enc = self.inner.encode(text, false).map_err(|e| CoreError::Tokenizer(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
     }
 

@@ -76,9 +76,16 @@ impl Architecture {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
     None,
-    Linear { factor: f64 },
+    Linear {
+        factor: f64,
+    },
     /// Llama 3.x: low frequencies divided by `factor`, high kept, a smooth ramp between.
-    Llama3 { factor: f64, low_freq_factor: f64, high_freq_factor: f64, original_max_position_embeddings: f64 },
+    Llama3 {
+        factor: f64,
+        low_freq_factor: f64,
+        high_freq_factor: f64,
+        original_max_position_embeddings: f64,
+    },
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,20 +150,14 @@ fn cfg_err(msg: impl Into<String>) -> ModelError {
 }
 
 fn get_f64(v: &Value, key: &str) -> Result<f64> {
-    v.get(key)
-        .and_then(Value::as_f64)
-        .ok_or_else(|| cfg_err(format!("rope scaling needs a numeric `{key}`")))
+    v.get(key).and_then(Value::as_f64).ok_or_else(|| cfg_err(format!("rope scaling needs a numeric `{key}`")))
 }
 
 impl ModelConfig {
     pub fn from_json(text: &str) -> Result<Self> {
-        let raw: RawConfig =
-            serde_json::from_str(text).map_err(|e| cfg_err(format!("cannot parse: {e}")))?;
-        let arch_name = raw
-            .architectures
-            .as_ref()
-            .and_then(|a| a.first())
-            .ok_or_else(|| cfg_err("no `architectures` entry"))?;
+        let raw: RawConfig = serde_json::from_str(text).map_err(|e| cfg_err(format!("cannot parse: {e}")))?;
+        let arch_name =
+            raw.architectures.as_ref().and_then(|a| a.first()).ok_or_else(|| cfg_err("no `architectures` entry"))?;
         let architecture = Architecture::from_name(arch_name)?;
         if raw.use_sliding_window {
             return Err(cfg_err("`use_sliding_window: true` is not supported"));
@@ -170,31 +171,25 @@ impl ModelConfig {
             return Err(cfg_err("num_attention_heads is 0"));
         }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
-        if num_key_value_heads == 0 || raw.num_attention_heads % num_key_value_heads != 0 {
+        if num_key_value_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_key_value_heads) {
             return Err(cfg_err(format!(
                 "num_attention_heads ({}) is not a multiple of num_key_value_heads ({num_key_value_heads})",
                 raw.num_attention_heads
             )));
         }
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim == 0 || head_dim % 2 != 0 {
+        if head_dim == 0 || !head_dim.is_multiple_of(2) {
             return Err(cfg_err(format!("head_dim {head_dim} must be even and positive")));
         }
 
         // transformers 5 folds rope_theta and the scaling into `rope_parameters`.
         let rope = raw.rope_parameters.clone().or_else(|| raw.rope_scaling.clone());
-        let rope_theta = raw
-            .rope_theta
-            .or_else(|| raw.rope_parameters.as_ref()?.get("rope_theta")?.as_f64())
-            .unwrap_or(10_000.0);
+        let rope_theta =
+            raw.rope_theta.or_else(|| raw.rope_parameters.as_ref()?.get("rope_theta")?.as_f64()).unwrap_or(10_000.0);
         let rope_scaling = match rope.as_ref().filter(|v| !v.is_null()) {
             None => RopeScaling::None,
             Some(v) => {
-                let kind = v
-                    .get("rope_type")
-                    .or_else(|| v.get("type"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("default");
+                let kind = v.get("rope_type").or_else(|| v.get("type")).and_then(Value::as_str).unwrap_or("default");
                 match kind {
                     "default" => RopeScaling::None,
                     "linear" => RopeScaling::Linear { factor: get_f64(v, "factor")? },
@@ -204,7 +199,9 @@ impl ModelConfig {
                         high_freq_factor: get_f64(v, "high_freq_factor")?,
                         original_max_position_embeddings: get_f64(v, "original_max_position_embeddings")?,
                     },
-                    other => return Err(cfg_err(format!("rope type `{other}` is not supported (default, linear, llama3)"))),
+                    other => {
+                        return Err(cfg_err(format!("rope type `{other}` is not supported (default, linear, llama3)")))
+                    }
                 }
             }
         };
@@ -213,9 +210,7 @@ impl ModelConfig {
         let labels: Vec<String> = match (&raw.id2label, raw.num_labels) {
             (Some(map), n) if !map.is_empty() => {
                 let n = n.unwrap_or(map.len());
-                (0..n)
-                    .map(|i| map.get(&i.to_string()).cloned().unwrap_or_else(|| format!("LABEL_{i}")))
-                    .collect()
+                (0..n).map(|i| map.get(&i.to_string()).cloned().unwrap_or_else(|| format!("LABEL_{i}"))).collect()
             }
             (_, n) => (0..n.unwrap_or(2)).map(|i| format!("LABEL_{i}")).collect(),
         };
@@ -251,8 +246,7 @@ impl ModelConfig {
             qk_norm: family == Family::Qwen3,
             labels,
             pad_token_id,
-            score_bias: architecture.head == HeadKind::Token
-                && raw.token_classification_bias.unwrap_or(true),
+            score_bias: architecture.head == HeadKind::Token && raw.token_classification_bias.unwrap_or(true),
         })
     }
 
@@ -263,12 +257,16 @@ impl ModelConfig {
     /// Inverse frequencies of the rotary embedding, `head_dim / 2` of them, scaled as configured.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
         let d = self.head_dim;
-        let base: Vec<f64> =
-            (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
         let scaled: Vec<f64> = match self.rope_scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
-            RopeScaling::Llama3 { factor, low_freq_factor, high_freq_factor, original_max_position_embeddings: old } => {
+            RopeScaling::Llama3 {
+                factor,
+                low_freq_factor,
+                high_freq_factor,
+                original_max_position_embeddings: old,
+            } => {
                 let low_wavelen = old / low_freq_factor;
                 let high_wavelen = old / high_freq_factor;
                 base.iter()
@@ -328,7 +326,10 @@ mod tests {
     fn unknown_architecture_is_named() {
         let bad = V4.replace("LlamaForSequenceClassification", "BertForSequenceClassification");
         let err = ModelConfig::from_json(&bad).unwrap_err().to_string();
-        assert!(err.contains("BertForSequenceClassification") && err.contains("Qwen3ForSequenceClassification"), "{err}");
+        assert!(
+            err.contains("BertForSequenceClassification") && err.contains("Qwen3ForSequenceClassification"),
+            "{err}"
+        );
         let bad = V4.replace("LlamaForSequenceClassification", "LlamaForCausalLM");
         assert!(ModelConfig::from_json(&bad).unwrap_err().to_string().contains("LlamaForCausalLM"));
     }

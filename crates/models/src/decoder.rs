@@ -17,6 +17,9 @@ use candle_core::{DType, Device, Module, Tensor, D};
 /// Compute dtype on the CPU: transformers' reference runs in f32 and so do we.
 const DTYPE: DType = DType::F32;
 
+/// Query rows per attention block.
+const QUERY_BLOCK: usize = 256;
+
 /// A linear layer whose weight may be quantized.
 #[derive(Debug, Clone)]
 struct Linear {
@@ -93,8 +96,8 @@ impl Attention {
         })
     }
 
-    /// `x`: (b, t, hidden); `mask`: additive (b, 1, 1, t, t).
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Tensor) -> Result<Tensor> {
+    /// `x`: (b, t, hidden); `mask`: per query block, the additive (b, 1, 1, block, keys) mask.
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &[Tensor]) -> Result<Tensor> {
         let (b, t, _) = x.dims3()?;
         let (hd, nq, nkv) = (self.head_dim, self.heads, self.kv_heads);
         let split = |y: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
@@ -110,12 +113,24 @@ impl Attention {
         let v = split(self.v.forward(x)?, nkv, &None)?;
         // Grouped-query attention without copying K/V: head h uses kv head h / rep, so the
         // `rep` query heads of one group are stacked along the row axis of one matmul.
+        // Queries go in blocks, each against only the keys it can see (causal): this skips the
+        // upper triangle and keeps the score buffer small for long inputs.
         let rep = nq / nkv;
-        let q = q.reshape((b, nkv, rep * t, hd))?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?.reshape((b, nkv, rep, t, t))?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(mask)?)?;
-        let out = probs.reshape((b, nkv, rep * t, t))?.matmul(&v)?;
+        let q = q.reshape((b, nkv, rep, t, hd))?;
+        let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
+        for start in (0..t).step_by(QUERY_BLOCK) {
+            let len = QUERY_BLOCK.min(t - start);
+            let end = start + len;
+            let qb = q.narrow(3, start, len)?.contiguous()?.reshape((b, nkv, rep * len, hd))?;
+            let kb = k.narrow(2, 0, end)?;
+            let vb = v.narrow(2, 0, end)?;
+            let scores = (qb.matmul(&kb.t()?)? * scale)?.reshape((b, nkv, rep, len, end))?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask[start / QUERY_BLOCK])?)?;
+            let ob = probs.reshape((b, nkv, rep * len, end))?.matmul(&vb.contiguous()?)?;
+            blocks.push(ob.reshape((b, nkv, rep, len, hd))?);
+        }
+        let out = Tensor::cat(&blocks, 3)?;
         let out = out.reshape((b, nq, t, hd))?.transpose(1, 2)?.reshape((b, t, nq * hd))?;
         self.o.forward(&out)
     }
@@ -213,9 +228,21 @@ impl DecoderRewardModel {
             .map(|i| {
                 let p = format!("model.layers.{i}");
                 Ok(Layer {
-                    input_norm: RmsNorm::load(w, &format!("{p}.input_layernorm"), c.hidden_size, c.rms_norm_eps, device)?,
+                    input_norm: RmsNorm::load(
+                        w,
+                        &format!("{p}.input_layernorm"),
+                        c.hidden_size,
+                        c.rms_norm_eps,
+                        device,
+                    )?,
                     attn: Attention::load(w, &format!("{p}.self_attn"), c, device)?,
-                    post_norm: RmsNorm::load(w, &format!("{p}.post_attention_layernorm"), c.hidden_size, c.rms_norm_eps, device)?,
+                    post_norm: RmsNorm::load(
+                        w,
+                        &format!("{p}.post_attention_layernorm"),
+                        c.hidden_size,
+                        c.rms_norm_eps,
+                        device,
+                    )?,
                     mlp: Mlp::load(w, &format!("{p}.mlp"), c, device)?,
                 })
             })
@@ -276,7 +303,7 @@ impl DecoderRewardModel {
         }
         let dev = &self.device;
         let ids = Tensor::from_vec(ids, (b, t), dev)?;
-        let mask = attention_mask(rows, &starts, t, dev)?;
+        let mask = attention_masks(rows, &starts, t, dev)?;
         let rope = Rope::new(&self.inv_freq, t, dev)?;
 
         let mut x = self.embed.embedding_rows(&ids)?;
@@ -323,20 +350,27 @@ impl DecoderRewardModel {
     }
 }
 
-/// Additive mask (b, 1, 1, t, t): 0 where query i may attend key j (causal, both real), a large
-/// negative number elsewhere. Finite rather than -inf so that fully masked padding rows give a
-/// harmless uniform softmax instead of NaNs that would leak through `0 * NaN`.
-fn attention_mask(rows: &[&[u32]], starts: &[usize], t: usize, dev: &Device) -> Result<Tensor> {
-    let mut m = vec![f32::MIN; rows.len() * t * t];
-    for (bi, (r, &s)) in rows.iter().zip(starts).enumerate() {
-        let base = bi * t * t;
-        for i in s..s + r.len() {
-            for j in s..=i {
-                m[base + i * t + j] = 0.0;
+/// Additive attention masks, one per query block of `QUERY_BLOCK` rows: block `i` is
+/// (b, 1, 1, rows, keys) for the keys `0..end` of the block, 0 where the query may attend the key
+/// (causal, both real tokens), a large negative number elsewhere. Finite rather than -inf so
+/// that fully masked padding rows give a harmless uniform softmax instead of NaNs that would
+/// leak through `0 * NaN`. Built once per batch and shared by every layer.
+fn attention_masks(rows: &[&[u32]], starts: &[usize], t: usize, dev: &Device) -> Result<Vec<Tensor>> {
+    let b = rows.len();
+    let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
+    for start in (0..t).step_by(QUERY_BLOCK) {
+        let len = QUERY_BLOCK.min(t - start);
+        let end = start + len;
+        let mut m = vec![f32::MIN; b * len * end];
+        for (bi, (r, &s)) in rows.iter().zip(starts).enumerate() {
+            for i in start.max(s)..end.min(s + r.len()) {
+                let row = (bi * len + (i - start)) * end;
+                m[row + s..=row + i].fill(0.0);
             }
         }
+        blocks.push(Tensor::from_vec(m, (b, 1, 1, len, end), dev)?);
     }
-    Ok(Tensor::from_vec(m, (rows.len(), 1, 1, t, t), dev)?)
+    Ok(blocks)
 }
 
 trait EmbeddingRows {

@@ -211,11 +211,8 @@ impl RewardModel {
 
     /// Scores a preference pair.
     pub fn score_pair(&self, prompt: &str, chosen: &str, rejected: &str, policy: &LengthPolicy) -> Result<PairScore> {
-        let mut r = self.score_conversations(
-            &[prompt_response(prompt, chosen), prompt_response(prompt, rejected)],
-            policy,
-            2,
-        )?;
+        let mut r =
+            self.score_conversations(&[prompt_response(prompt, chosen), prompt_response(prompt, rejected)], policy, 2)?;
         let rejected = r.pop().expect("two scores");
         let chosen = r.pop().expect("two scores");
         let preference_probability = preference_probability(chosen.score(), rejected.score());

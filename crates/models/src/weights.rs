@@ -56,9 +56,7 @@ impl SafetensorsWeights {
         match self {
             #[cfg(feature = "mmap")]
             Self::Mmaped(st) => st.get(name).ok().map(|_| st.load(name, device)),
-            Self::Buffered(shards) => {
-                shards.iter().rev().find(|s| s.get(name).is_ok()).map(|s| s.load(name, device))
-            }
+            Self::Buffered(shards) => shards.iter().rev().find(|s| s.get(name).is_ok()).map(|s| s.load(name, device)),
         }
     }
 }

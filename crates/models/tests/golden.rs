@@ -86,7 +86,9 @@ fn padded_batches_match_transformers_both_sides() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|k| serde_json::from_value(golden["conversations"][k.as_str().unwrap()]["input_ids"].clone()).unwrap())
+                .map(|k| {
+                    serde_json::from_value(golden["conversations"][k.as_str().unwrap()]["input_ids"].clone()).unwrap()
+                })
                 .collect();
             let rows: Vec<&[u32]> = ids.iter().map(|r| r.as_slice()).collect();
             let out = model.forward_padded(&rows, padding).unwrap();
@@ -105,7 +107,11 @@ fn library_api_scores_match_and_rank() {
     let prompt = "What is the capital of France?";
     let responses = vec!["The capital of France is Paris.".to_owned(), "The capital of France is Berlin.".to_owned()];
     let r = model.score_responses(prompt, &responses, &LengthPolicy::default(), 4).unwrap();
-    assert_close(&[r.responses[0].score(), r.responses[1].score()], &serde_json::json!([score("simple"), score("wrong")]), "responses");
+    assert_close(
+        &[r.responses[0].score(), r.responses[1].score()],
+        &serde_json::json!([score("simple"), score("wrong")]),
+        "responses",
+    );
     let expected_best = if score("simple") > score("wrong") { 0 } else { 1 };
     assert_eq!(r.ranking[0], expected_best);
     let pair = model.score_pair(prompt, &responses[0], &responses[1], &LengthPolicy::default()).unwrap();
