@@ -39,12 +39,24 @@ fn wasm_args(cmd: &mut Command) -> &mut Command {
     cmd
 }
 
+/// Adds the wasm32 target when rustup lacks it, so `cargo xtask test` works on a fresh machine.
+fn ensure_wasm_target() -> Result<()> {
+    let out = Command::new("rustup").args(["target", "list", "--installed"]).output();
+    match out {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == "wasm32-unknown-unknown") => Ok(()),
+        Ok(_) => run(Command::new("rustup").args(["target", "add", "wasm32-unknown-unknown"])),
+        Err(e) => bail!("rustup not found ({e}); install the wasm32-unknown-unknown target for your toolchain"),
+    }
+}
+
 fn test() -> Result<()> {
+    ensure_wasm_target()?;
     run(wasm_args(cargo().args(["build", "--release"])))?;
     run(cargo().args(["test", "--workspace", "--release"]))
 }
 
 fn lint() -> Result<()> {
+    ensure_wasm_target()?;
     run(cargo().args(["fmt", "--all", "--check"]))?;
     run(cargo().args(["clippy", "--workspace", "--all-targets", "--release", "--", "-D", "warnings"]))?;
     run(wasm_args(cargo().args(["clippy", "--release"])).args(["--", "-D", "warnings"]))
