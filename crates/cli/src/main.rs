@@ -1,7 +1,10 @@
 //! The `rewardlens` command line: batch JSONL scoring and benchmarks on the native CPU engine.
 
 mod bench;
+mod compare;
 mod jsonl;
+mod quantize;
+mod random_model;
 mod source;
 
 use anyhow::Result;
@@ -25,6 +28,13 @@ enum Command {
     Score(jsonl::ScoreArgs),
     /// Measure scoring speed and peak memory on random token ids.
     Bench(bench::BenchArgs),
+    /// Write a checkpoint as one self-contained, quantized GGUF file.
+    Quantize(quantize::QuantizeArgs),
+    /// Compare two scorings of the same input: score error and rank/pair agreement.
+    Compare(compare::CompareArgs),
+    /// Write a checkpoint with deterministic random weights (tests and benchmarks).
+    #[command(hide = true)]
+    RandomModel(random_model::RandomModelArgs),
 }
 
 /// A model given as a local folder or a Hugging Face Hub repo id.
@@ -36,6 +46,10 @@ pub struct ModelArgs {
     /// Hub revision (branch, tag or commit).
     #[arg(long, default_value = "main")]
     pub revision: String,
+    /// For a GGUF without an embedded tokenizer (llama.cpp's): the folder holding the model's
+    /// tokenizer.json and tokenizer_config.json.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -54,6 +68,9 @@ fn main() -> ExitCode {
     let result: Result<ExitCode> = match cli.command {
         Command::Score(args) => jsonl::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Quantize(args) => quantize::run(args),
+        Command::Compare(args) => compare::run(args),
+        Command::RandomModel(args) => random_model::run(args),
     };
     match result {
         Ok(code) => code,

@@ -5,15 +5,46 @@ use crate::ModelArgs;
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use rewardlens_models::files::{self, CheckpointFiles};
+use rewardlens_models::gguf::GgufFile;
 use rewardlens_models::RewardModel;
 use std::path::PathBuf;
 
-/// Loads the model named by `args`.
+/// The local folder of a checkpoint: the path given, or the Hub snapshot after download.
+pub fn resolve_dir(args: &ModelArgs) -> Result<PathBuf> {
+    match args.local_path() {
+        Some(p) if p.is_dir() => Ok(p),
+        Some(p) => bail!("{} is a file, not a checkpoint folder", p.display()),
+        None => download(&args.model, &args.revision),
+    }
+}
+
+/// Whether `path` is a GGUF file (by its magic, not its name).
+fn is_gguf(path: &std::path::Path) -> bool {
+    use std::io::Read;
+    let mut magic = [0u8; 4];
+    path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"GGUF"
+}
+
+/// Loads the model named by `args`: a checkpoint folder, a GGUF file, or a Hub repo id.
 pub fn load_model(args: &ModelArgs) -> Result<RewardModel> {
-    let dir = match args.local_path() {
-        Some(p) => p,
-        None => download(&args.model, &args.revision)?,
-    };
+    if let Some(p) = args.local_path().filter(|p| p.is_file()) {
+        if !is_gguf(&p) {
+            bail!("{}: not a GGUF file and not a checkpoint folder", p.display());
+        }
+        let tokenizer = match &args.tokenizer {
+            Some(dir) => Some((
+                std::fs::read(dir.join(files::TOKENIZER))
+                    .with_context(|| format!("reading {}/tokenizer.json", dir.display()))?,
+                std::fs::read_to_string(dir.join(files::TOKENIZER_CONFIG))
+                    .with_context(|| format!("reading {}/tokenizer_config.json", dir.display()))?,
+            )),
+            None => None,
+        };
+        let file = GgufFile::open(&p)?;
+        return RewardModel::from_gguf(file, tokenizer, &Device::Cpu)
+            .with_context(|| format!("loading {}", p.display()));
+    }
+    let dir = resolve_dir(args)?;
     let files = CheckpointFiles::from_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
     RewardModel::load(files, &Device::Cpu).with_context(|| format!("loading {}", args.model))
 }

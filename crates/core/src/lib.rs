@@ -11,7 +11,7 @@ pub mod text;
 pub mod types;
 
 pub use error::CoreError;
-pub use score::{preference_probability, ranking};
+pub use score::{kendall_tau_b, pair_order_agreement, preference_probability, ranking, spearman};
 pub use template::ChatTemplate;
 pub use text::TextEncoder;
 pub use types::{Message, Role};

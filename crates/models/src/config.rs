@@ -76,6 +76,8 @@ impl Architecture {
 #[derive(Debug, Clone, PartialEq)]
 pub enum RopeScaling {
     None,
+    /// One divisor per frequency, as llama.cpp stores llama3 scaling (`rope_freqs.weight`).
+    Factors(Vec<f64>),
     Linear {
         factor: f64,
     },
@@ -261,6 +263,7 @@ impl ModelConfig {
         let scaled: Vec<f64> = match self.rope_scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
+            RopeScaling::Factors(ref divisors) => base.iter().zip(divisors).map(|(f, d)| f / d).collect(),
             RopeScaling::Llama3 {
                 factor,
                 low_freq_factor,

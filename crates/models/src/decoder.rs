@@ -12,7 +12,7 @@ use crate::config::{HeadKind, ModelConfig};
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Module, Tensor};
 
 /// Compute dtype on the CPU: transformers' reference runs in f32 and so do we.
 const DTYPE: DType = DType::F32;
@@ -211,7 +211,7 @@ pub enum HeadOutput {
 /// A decoder reward model: embeddings, layers, final norm and score head.
 pub struct DecoderRewardModel {
     config: ModelConfig,
-    embed: Tensor,
+    embed: QMatMul,
     layers: Vec<Layer>,
     norm: RmsNorm,
     score: Linear,
@@ -223,7 +223,7 @@ impl DecoderRewardModel {
     /// Builds the model from transformers' tensor names (`model.layers.N...`, `score`).
     pub fn load(config: ModelConfig, w: &dyn WeightSource, device: &Device) -> Result<Self> {
         let c = &config;
-        let embed = w.tensor("model.embed_tokens.weight", &[c.vocab_size, c.hidden_size], DTYPE, device)?;
+        let embed = w.embedding_weight("model.embed_tokens.weight", c.vocab_size, c.hidden_size, DTYPE, device)?;
         let layers = (0..c.num_hidden_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
@@ -306,7 +306,7 @@ impl DecoderRewardModel {
         let mask = attention_masks(rows, &starts, t, dev)?;
         let rope = Rope::new(&self.inv_freq, t, dev)?;
 
-        let mut x = self.embed.embedding_rows(&ids)?;
+        let mut x = self.embed.embedding(&ids)?;
         for layer in &self.layers {
             let h = layer.attn.forward(&layer.input_norm.forward(&x)?, &rope, &mask)?;
             x = (x + h)?;
@@ -371,17 +371,4 @@ fn attention_masks(rows: &[&[u32]], starts: &[usize], t: usize, dev: &Device) ->
         blocks.push(Tensor::from_vec(m, (b, 1, 1, len, end), dev)?);
     }
     Ok(blocks)
-}
-
-trait EmbeddingRows {
-    fn embedding_rows(&self, ids: &Tensor) -> candle_core::Result<Tensor>;
-}
-
-impl EmbeddingRows for Tensor {
-    /// Gathers rows of an embedding matrix: (b, t) ids -> (b, t, hidden).
-    fn embedding_rows(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t) = ids.dims2()?;
-        let h = self.dim(D::Minus1)?;
-        self.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, h))
-    }
 }

@@ -8,7 +8,10 @@ pub mod config;
 pub mod decoder;
 pub mod error;
 pub mod files;
+pub mod gguf;
+pub mod quantized;
 pub mod reward_model;
+pub mod st_header;
 pub mod weights;
 
 pub use config::{Architecture, Family, HeadKind, ModelConfig};

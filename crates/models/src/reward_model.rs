@@ -3,6 +3,8 @@
 use crate::config::ModelConfig;
 use crate::decoder::{DecoderRewardModel, HeadOutput, Padding};
 use crate::files::CheckpointFiles;
+use crate::gguf::GgufFile;
+use crate::quantized;
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 use candle_core::Device;
@@ -86,6 +88,24 @@ impl RewardModel {
             ChatTemplate::from_tokenizer_config(&files.tokenizer_config_json, files.chat_template_jinja.as_deref())?;
         let encoder = TextEncoder::from_bytes(&files.tokenizer_json)?;
         let weights = files.weights.open()?;
+        Self::from_parts(config, &weights, template, encoder, device)
+    }
+
+    /// Loads a GGUF reward model. Files written by `rewardlens quantize` carry their tokenizer and
+    /// chat template; for others (llama.cpp's), pass `tokenizer` as (tokenizer.json,
+    /// tokenizer_config.json) contents.
+    pub fn from_gguf(file: GgufFile, tokenizer: Option<(Vec<u8>, String)>, device: &Device) -> Result<Self> {
+        let config = quantized::gguf_config(&file)?;
+        let (tokenizer_json, tokenizer_config) = match tokenizer {
+            Some(t) => t,
+            None => {
+                let (t, c) = quantized::gguf_tokenizer(&file)?;
+                (t.into_bytes(), c)
+            }
+        };
+        let template = ChatTemplate::from_tokenizer_config(&tokenizer_config, None)?;
+        let encoder = TextEncoder::from_bytes(&tokenizer_json)?;
+        let weights = quantized::GgufWeights::new(file, config.clone());
         Self::from_parts(config, &weights, template, encoder, device)
     }
 

@@ -19,6 +19,18 @@ pub trait WeightSource {
     fn linear_weight(&self, name: &str, out: usize, inp: usize, dtype: DType, device: &Device) -> Result<QMatMul> {
         Ok(QMatMul::Tensor(self.tensor(name, &[out, inp], dtype, device)?))
     }
+
+    /// The token embedding table (`[vocab, hidden]`), kept quantized where the store is.
+    fn embedding_weight(
+        &self,
+        name: &str,
+        vocab: usize,
+        hidden: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<QMatMul> {
+        Ok(QMatMul::Tensor(self.tensor(name, &[vocab, hidden], dtype, device)?))
+    }
 }
 
 /// The files of a safetensors checkpoint (one file or the shards of an index).

@@ -1,0 +1,108 @@
+//! `rewardlens random-model` (hidden, for tests and benchmarks): writes a checkpoint with
+//! deterministic random weights for any supported config, with transformers' tensor names, so
+//! quantization accuracy and speed can be measured on real shapes without downloading weights
+//! or running Python.
+
+use anyhow::{Context, Result};
+use candle_core::{DType, Device, Tensor};
+use rewardlens_models::config::HeadKind;
+use rewardlens_models::ModelConfig;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct RandomModelArgs {
+    /// config.json of the model shape to generate.
+    #[arg(long)]
+    config: PathBuf,
+    /// Folder with tokenizer.json and tokenizer_config.json to copy next to the weights.
+    #[arg(long)]
+    tokenizer: PathBuf,
+    /// Output folder (created).
+    #[arg(long)]
+    out: PathBuf,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+/// splitmix64 + Box-Muller: reproducible normals without a rand dependency.
+struct Normal(u64);
+
+impl Normal {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn sample(&mut self) -> f32 {
+        let u1 = ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        let u2 = (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
+    }
+    fn tensor(&mut self, shape: &[usize], mean: f32, std: f32) -> Result<Tensor> {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| mean + std * self.sample()).collect();
+        Ok(Tensor::from_vec(v, shape, &Device::Cpu)?.to_dtype(DType::BF16)?)
+    }
+}
+
+pub fn run(args: RandomModelArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.config).with_context(|| args.config.display().to_string())?;
+    let c = ModelConfig::from_json(&text)?;
+    let mut rng = Normal(args.seed);
+    let mut t: HashMap<String, Tensor> = HashMap::new();
+    let (h, hd, nq, nkv, i) =
+        (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
+    // Scale 1/sqrt(fan_in) keeps activations of a random deep stack in range.
+    let linear = |t: &mut HashMap<String, Tensor>,
+                  rng: &mut Normal,
+                  name: String,
+                  out: usize,
+                  inp: usize,
+                  bias: bool|
+     -> Result<()> {
+        t.insert(format!("{name}.weight"), rng.tensor(&[out, inp], 0.0, 1.0 / (inp as f32).sqrt())?);
+        if bias {
+            t.insert(format!("{name}.bias"), rng.tensor(&[out], 0.0, 0.02)?);
+        }
+        Ok(())
+    };
+    t.insert("model.embed_tokens.weight".into(), rng.tensor(&[c.vocab_size, h], 0.0, 1.0)?);
+    for l in 0..c.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        linear(&mut t, &mut rng, format!("{p}.self_attn.q_proj"), nq * hd, h, c.qkv_bias)?;
+        linear(&mut t, &mut rng, format!("{p}.self_attn.k_proj"), nkv * hd, h, c.qkv_bias)?;
+        linear(&mut t, &mut rng, format!("{p}.self_attn.v_proj"), nkv * hd, h, c.qkv_bias)?;
+        linear(&mut t, &mut rng, format!("{p}.self_attn.o_proj"), h, nq * hd, c.o_bias)?;
+        linear(&mut t, &mut rng, format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias)?;
+        linear(&mut t, &mut rng, format!("{p}.mlp.up_proj"), i, h, c.mlp_bias)?;
+        linear(&mut t, &mut rng, format!("{p}.mlp.down_proj"), h, i, c.mlp_bias)?;
+        if c.qk_norm {
+            t.insert(format!("{p}.self_attn.q_norm.weight"), rng.tensor(&[hd], 1.0, 0.1)?);
+            t.insert(format!("{p}.self_attn.k_norm.weight"), rng.tensor(&[hd], 1.0, 0.1)?);
+        }
+        t.insert(format!("{p}.input_layernorm.weight"), rng.tensor(&[h], 1.0, 0.1)?);
+        t.insert(format!("{p}.post_attention_layernorm.weight"), rng.tensor(&[h], 1.0, 0.1)?);
+    }
+    t.insert("model.norm.weight".into(), rng.tensor(&[h], 1.0, 0.1)?);
+    linear(
+        &mut t,
+        &mut rng,
+        "score".into(),
+        c.num_labels(),
+        h,
+        c.architecture.head == HeadKind::Token && c.score_bias,
+    )?;
+
+    std::fs::create_dir_all(&args.out)?;
+    candle_core::safetensors::save(&t, args.out.join("model.safetensors"))?;
+    std::fs::write(args.out.join("config.json"), text)?;
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(args.tokenizer.join(f), args.out.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    eprintln!("wrote {} ({} tensors)", args.out.display(), t.len());
+    Ok(ExitCode::SUCCESS)
+}
