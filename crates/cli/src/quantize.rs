@@ -114,8 +114,9 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
             Ok(Tensor::from_raw_buffer(&buf, t.dtype, &t.shape, &Device::Cpu)?)
         };
         let w = quantized::write_gguf(out, &meta, &config, &planned, load, |p| {
-            let (_, t) = by_name[p.hf_name.as_str()];
-            bar.inc(t.end - t.start);
+            if let Some((_, t)) = by_name.get(p.hf_name.as_str()) {
+                bar.inc(t.end - t.start);
+            }
             bar.set_message(format!("{} -> {:?}", p.gguf_name, p.dtype));
         })?;
         let f = w.into_inner().map_err(|e| e.into_error())?;

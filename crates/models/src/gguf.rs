@@ -143,7 +143,7 @@ pub fn tensor_bytes(dims: &[usize], dtype: GgmlDType) -> Result<u64> {
         dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(|| bad("tensor size overflows"))?;
     let inner = *dims.last().unwrap_or(&1) as u64;
     let bs = dtype.block_size() as u64;
-    if inner % bs != 0 {
+    if !inner.is_multiple_of(bs) {
         return Err(bad(format!("rows of {inner} elements do not fit {dtype:?} blocks of {bs}")));
     }
     (elems / bs).checked_mul(dtype.type_size() as u64).ok_or_else(|| bad("tensor size overflows"))
@@ -241,7 +241,7 @@ impl<'a> Cursor<'a> {
     fn bytes(&mut self, n: u64, what: &str) -> Result<&[u8]> {
         if n > self.remaining() {
             return Err(bad(format!(
-                "{what} needs {n} bytes at offset {} but the file ends at {}",
+                "{what} needs {n} bytes at offset {} but the file ends at {}: truncated?",
                 self.pos,
                 self.src.len()
             )));
@@ -406,8 +406,10 @@ impl GgufFile {
     /// Opens a GGUF file on disk.
     #[cfg(feature = "mmap")]
     pub fn open(path: &std::path::Path) -> Result<Self> {
-        Self::parse(Box::new(FileSource::open(path)?))
-            .map_err(|e| ModelError::Weights(format!("{}: {e}", path.display())))
+        Self::parse(Box::new(FileSource::open(path)?)).map_err(|e| match e {
+            ModelError::Weights(m) => ModelError::Weights(format!("{}: {m}", path.display())),
+            other => other,
+        })
     }
 
     /// Parses a GGUF file held in memory (the browser's case).
@@ -579,7 +581,7 @@ mod tests {
                 assert!(f.tensors.values().all(|t| t.offset + t.size <= cut as u64));
             }
         }
-        assert!(GgufFile::from_bytes(full[..full.len() - 20].to_vec())
+        assert!(GgufFile::from_bytes(full[..full.len() - 25].to_vec())
             .unwrap_err()
             .to_string()
             .contains("past the end"));

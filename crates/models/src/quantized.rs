@@ -260,6 +260,14 @@ pub fn gguf_config(f: &GgufFile) -> Result<ModelConfig> {
         )));
     };
     let k = |s: &str| format!("{arch}.{s}");
+    match f.metadata.get(&k("pooling_type")).and_then(MetaValue::as_u64) {
+        None | Some(3) | Some(4) => {}
+        Some(p) => {
+            return Err(ModelError::Config(format!(
+                "pooling type {p} is not supported (reward models pool the last token: 3 or 4)"
+            )))
+        }
+    }
     let hidden = meta_u64(f, &k("embedding_length"))?;
     let heads = meta_u64(f, &k("attention.head_count"))?;
     let labels: Vec<String> = match f.metadata.get(&k("classifier.output_labels")).and_then(MetaValue::as_array) {
@@ -331,6 +339,8 @@ pub struct PlannedTensor {
     pub gguf_name: String,
     pub dims: Vec<usize>,
     pub dtype: GgmlDType,
+    /// Written from these values instead of a checkpoint tensor (llama.cpp's `rope_freqs`).
+    pub computed: Option<Vec<f32>>,
 }
 
 /// Which type each tensor gets: the layers' matrices and the embedding table take `qt`; norms,
@@ -347,7 +357,21 @@ pub fn plan(config: &ModelConfig, tensors: &[(String, Vec<usize>)], qt: QuantTyp
         let is_matrix = dims.len() == 2 && g != "cls.output.weight";
         let dtype = if is_matrix { qt.for_row_len(dims[1]) } else { GgmlDType::F32 };
         tensor_bytes(dims, dtype)?;
-        out.push(PlannedTensor { hf_name: hf.clone(), gguf_name: g, dims: dims.clone(), dtype });
+        out.push(PlannedTensor { hf_name: hf.clone(), gguf_name: g, dims: dims.clone(), dtype, computed: None });
+    }
+    // llama.cpp reads llama3 rope scaling as per-frequency divisors; write them so it can.
+    if let RopeScaling::Llama3 { .. } = config.rope_scaling {
+        let mut plain = config.clone();
+        plain.rope_scaling = RopeScaling::None;
+        let divisors: Vec<f32> =
+            plain.rope_inv_freq().iter().zip(config.rope_inv_freq()).map(|(base, scaled)| base / scaled).collect();
+        out.push(PlannedTensor {
+            hf_name: String::new(),
+            gguf_name: "rope_freqs.weight".into(),
+            dims: vec![divisors.len()],
+            dtype: GgmlDType::F32,
+            computed: Some(divisors),
+        });
     }
     Ok(out)
 }
@@ -410,6 +434,12 @@ pub fn write_gguf<W: std::io::Write>(
         planned.iter().map(|p| (p.gguf_name.clone(), p.dims.clone(), p.dtype)).collect();
     let mut w = GgufWriter::begin(out, meta, &decl)?;
     for p in planned {
+        if let Some(values) = &p.computed {
+            let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+            w.write_tensor(&p.gguf_name, &bytes)?;
+            progress(p);
+            continue;
+        }
         let t = load(&p.hf_name)?.to_dtype(DType::F32)?;
         if t.dims() != p.dims {
             return Err(ModelError::TensorShape {
