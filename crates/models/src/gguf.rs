@@ -16,6 +16,8 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Longest key or tensor name we accept; real ones are far shorter.
 const MAX_NAME: u64 = 65_535;
 const MAX_DIMS: u32 = 4;
+/// Total metadata array items accepted in one file.
+const MAX_ARRAY_ITEMS: u64 = 1 << 24;
 
 fn bad(msg: impl Into<String>) -> ModelError {
     ModelError::Weights(format!("GGUF: {}", msg.into()))
@@ -227,11 +229,14 @@ struct Cursor<'a> {
     pos: u64,
     buf: Vec<u8>,
     buf_start: u64,
+    /// Metadata array items left to accept: bounds memory (an item in memory is larger than
+    /// its bytes in the file). Real vocabularies are a few hundred thousand entries.
+    items_left: u64,
 }
 
 impl<'a> Cursor<'a> {
     fn new(src: &'a dyn ByteSource) -> Self {
-        Self { src, pos: 0, buf: Vec::new(), buf_start: 0 }
+        Self { src, pos: 0, buf: Vec::new(), buf_start: 0, items_left: MAX_ARRAY_ITEMS }
     }
 
     fn remaining(&self) -> u64 {
@@ -298,6 +303,10 @@ impl<'a> Cursor<'a> {
                 if n > self.remaining() {
                     return Err(bad(format!("`{key}`: array of {n} items cannot fit in the file")));
                 }
+                if n > self.items_left {
+                    return Err(bad(format!("`{key}`: more array items than any model needs ({n})")));
+                }
+                self.items_left -= n;
                 let mut items = Vec::with_capacity(n.min(1 << 20) as usize);
                 for _ in 0..n {
                     items.push(self.value(item_ty, key, depth + 1)?);
@@ -585,6 +594,29 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("past the end"));
+    }
+
+    #[test]
+    fn random_corruption_never_panics() {
+        let full = sample();
+        let mut state = 0x1234_5678_u64;
+        let mut next = || {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        for _ in 0..5000 {
+            let mut b = full.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = next() % b.len();
+                b[i] = next() as u8;
+            }
+            let cut = b.len() - next() % 8;
+            if let Ok(f) = GgufFile::from_bytes(b[..cut].to_vec()) {
+                for n in f.tensor_order.clone() {
+                    let _ = f.tensor_data(&n);
+                }
+            }
+        }
     }
 
     #[test]
