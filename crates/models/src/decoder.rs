@@ -18,7 +18,7 @@ use candle_core::{DType, Device, Module, Tensor};
 const DTYPE: DType = DType::F32;
 
 /// Query rows per attention block.
-const QUERY_BLOCK: usize = 256;
+const QUERY_BLOCK: usize = 128;
 
 /// A linear layer whose weight may be quantized.
 #[derive(Debug, Clone)]
