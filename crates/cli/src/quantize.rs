@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
 use indicatif::{ProgressBar, ProgressStyle};
 use rewardlens_core::ChatTemplate;
-use rewardlens_models::files::{self, CheckpointFiles};
+use rewardlens_models::files::{CheckpointFiles, WeightFiles};
 use rewardlens_models::quantized::{self, QuantType};
 use rewardlens_models::st_header::{self, StTensor};
 use rewardlens_models::ModelConfig;
@@ -34,17 +34,11 @@ pub struct QuantizeArgs {
     force: bool,
 }
 
-/// The checkpoint's tensors: where each lives (file, range) and its dtype and shape.
-fn tensor_directory(dir: &Path) -> Result<Vec<(PathBuf, StTensor)>> {
-    let shards: Vec<PathBuf> = if dir.join(files::WEIGHTS_INDEX).is_file() {
-        let text = std::fs::read_to_string(dir.join(files::WEIGHTS_INDEX))?;
-        files::shard_names(&text)?.into_iter().map(|n| dir.join(n)).collect()
-    } else {
-        vec![dir.join(files::SINGLE_WEIGHTS)]
-    };
+/// The tensors of the shard files: where each lives (file, range) and its dtype and shape.
+fn tensor_directory(shards: &[PathBuf]) -> Result<Vec<(PathBuf, StTensor)>> {
     let mut out = Vec::new();
     for path in shards {
-        let f = File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let len = f.metadata()?.len();
         let mut first = [0u8; 8];
         f.read_exact_at(&mut first, 0).with_context(|| format!("{}: too short for safetensors", path.display()))?;
@@ -72,7 +66,11 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
     tok_cfg.insert("chat_template".into(), template.source().into());
     let tokenizer_json = String::from_utf8(ck.tokenizer_json).context("tokenizer.json is not UTF-8")?;
 
-    let directory = tensor_directory(&dir)?;
+    // from_dir already resolved the single file or the index's shards.
+    let directory = match &ck.weights {
+        WeightFiles::Paths(shards) => tensor_directory(shards)?,
+        WeightFiles::Buffers(_) => bail!("quantize reads checkpoint files from disk"),
+    };
     let shapes: Vec<(String, Vec<usize>)> = directory.iter().map(|(_, t)| (t.name.clone(), t.shape.clone())).collect();
     let planned = quantized::plan(&config, &shapes, qt)?;
     let by_name: HashMap<&str, &(PathBuf, StTensor)> = directory.iter().map(|e| (e.1.name.as_str(), e)).collect();

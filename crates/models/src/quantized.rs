@@ -205,10 +205,6 @@ impl WeightSource for GgufWeights {
         Ok(self.qtensor(name, shape, device)?.dequantize(device)?.to_dtype(dtype)?)
     }
 
-    fn contains(&self, name: &str) -> bool {
-        gguf_name(name).is_some_and(|n| self.file.tensors.contains_key(&n))
-    }
-
     fn linear_weight(&self, name: &str, out: usize, inp: usize, _dtype: DType, device: &Device) -> Result<QMatMul> {
         Ok(QMatMul::from_qtensor(self.qtensor(name, &[out, inp], device)?)?)
     }

@@ -12,9 +12,6 @@ pub trait WeightSource {
     /// The tensor `name`, which must have `shape`, as `dtype`.
     fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor>;
 
-    /// Whether the store holds `name`.
-    fn contains(&self, name: &str) -> bool;
-
     /// The weight of a linear layer `name` (`[out, inp]`), kept quantized where the store is.
     fn linear_weight(&self, name: &str, out: usize, inp: usize, dtype: DType, device: &Device) -> Result<QMatMul> {
         Ok(QMatMul::Tensor(self.tensor(name, &[out, inp], dtype, device)?))
@@ -87,13 +84,5 @@ impl WeightSource for SafetensorsWeights {
             });
         }
         Ok(t.to_dtype(dtype)?)
-    }
-
-    fn contains(&self, name: &str) -> bool {
-        match self {
-            #[cfg(feature = "mmap")]
-            Self::Mmaped(st) => st.get(name).is_ok(),
-            Self::Buffered(shards) => shards.iter().any(|s| s.get(name).is_ok()),
-        }
     }
 }
