@@ -361,8 +361,9 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         })();
         match parsed {
             Ok((obj, job, inputs)) => {
-                let key = input_key(obj.clone());
-                if let Some(n) = done.get_mut(&key).filter(|n| **n > 0) {
+                // Only a resumed run has lines to match; skip the canonical copy otherwise.
+                let already = (!done.is_empty()).then(|| input_key(obj.clone()));
+                if let Some(n) = already.and_then(|key| done.get_mut(&key)).filter(|n| **n > 0) {
                     *n -= 1;
                     totals.resumed += 1;
                     bar.inc(1);
