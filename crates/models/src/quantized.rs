@@ -486,3 +486,41 @@ mod tests {
         assert_eq!(QuantType::Q8_0.for_row_len(64), GgmlDType::Q8_0);
     }
 }
+
+/// Quantizes a float checkpoint's matrices while loading, so a model whose f32 weights would
+/// not fit (the browser's 4 GiB) is held at about a quarter of that. Norms, biases and the
+/// score head stay f32, as in the files `rewardlens quantize` writes.
+pub struct QuantizeOnLoad<'a> {
+    pub inner: &'a dyn WeightSource,
+    pub qtype: QuantType,
+}
+
+impl QuantizeOnLoad<'_> {
+    fn quantize(&self, t: Tensor, cols: usize) -> Result<QMatMul> {
+        let q = QTensor::quantize(&t, self.qtype.for_row_len(cols))?;
+        Ok(QMatMul::QTensor(std::sync::Arc::new(q)))
+    }
+}
+
+impl WeightSource for QuantizeOnLoad<'_> {
+    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        self.inner.tensor(name, shape, dtype, device)
+    }
+
+    fn linear_weight(&self, name: &str, out: usize, inp: usize, _dtype: DType, device: &Device) -> Result<QMatMul> {
+        let t = self.inner.tensor(name, &[out, inp], DType::F32, device)?;
+        self.quantize(t, inp)
+    }
+
+    fn embedding_weight(
+        &self,
+        name: &str,
+        vocab: usize,
+        hidden: usize,
+        _dtype: DType,
+        device: &Device,
+    ) -> Result<QMatMul> {
+        let t = self.inner.tensor(name, &[vocab, hidden], DType::F32, device)?;
+        self.quantize(t, hidden)
+    }
+}

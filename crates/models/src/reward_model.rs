@@ -4,7 +4,7 @@ use crate::config::ModelConfig;
 use crate::decoder::{DecoderRewardModel, HeadOutput, Padding};
 use crate::files::CheckpointFiles;
 use crate::gguf::GgufFile;
-use crate::quantized;
+use crate::quantized::{self, QuantType};
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 use candle_core::Device;
@@ -73,6 +73,15 @@ impl PairScore {
     }
 }
 
+/// The text files of a checkpoint (everything but the weights).
+#[derive(Debug, Clone, Copy)]
+pub struct CheckpointText<'a> {
+    pub config_json: &'a str,
+    pub tokenizer_json: &'a [u8],
+    pub tokenizer_config_json: &'a str,
+    pub chat_template_jinja: Option<&'a str>,
+}
+
 /// A loaded reward model with its tokenizer and chat template.
 pub struct RewardModel {
     model: DecoderRewardModel,
@@ -83,12 +92,34 @@ pub struct RewardModel {
 impl RewardModel {
     /// Loads a checkpoint onto `device`.
     pub fn load(files: CheckpointFiles, device: &Device) -> Result<Self> {
-        let config = ModelConfig::from_json(&files.config_json)?;
-        let template =
-            ChatTemplate::from_tokenizer_config(&files.tokenizer_config_json, files.chat_template_jinja.as_deref())?;
-        let encoder = TextEncoder::from_bytes(&files.tokenizer_json)?;
-        let weights = files.weights.open()?;
-        Self::from_parts(config, &weights, template, encoder, device)
+        let CheckpointFiles { config_json, tokenizer_json, tokenizer_config_json, chat_template_jinja, weights } = files;
+        let text = CheckpointText {
+            config_json: &config_json,
+            tokenizer_json: &tokenizer_json,
+            tokenizer_config_json: &tokenizer_config_json,
+            chat_template_jinja: chat_template_jinja.as_deref(),
+        };
+        Self::from_checkpoint(&text, &weights.open()?, None, device)
+    }
+
+    /// Builds a model from a checkpoint's text files and any weight store; with `quantize`,
+    /// the matrices are quantized while loading (a float checkpoint at a quarter of its f32 size).
+    pub fn from_checkpoint(
+        text: &CheckpointText<'_>,
+        weights: &dyn WeightSource,
+        quantize: Option<QuantType>,
+        device: &Device,
+    ) -> Result<Self> {
+        let config = ModelConfig::from_json(text.config_json)?;
+        let template = ChatTemplate::from_tokenizer_config(text.tokenizer_config_json, text.chat_template_jinja)?;
+        let encoder = TextEncoder::from_bytes(text.tokenizer_json)?;
+        match quantize {
+            Some(qtype) => {
+                let q = quantized::QuantizeOnLoad { inner: weights, qtype };
+                Self::from_parts(config, &q, template, encoder, device)
+            }
+            None => Self::from_parts(config, weights, template, encoder, device),
+        }
     }
 
     /// Loads a GGUF reward model. Files written by `rewardlens quantize` carry their tokenizer and

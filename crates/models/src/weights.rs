@@ -2,6 +2,8 @@
 //! in the browser). Every tensor is checked for presence and shape and converted to the compute
 //! dtype, so a bad checkpoint fails with the tensor's name instead of deep inside a matmul.
 
+use crate::gguf::ByteSource;
+use crate::st_header::{self, StTensor};
 use crate::{ModelError, Result};
 use candle_core::quantized::QMatMul;
 use candle_core::safetensors::BufferedSafetensors;
@@ -84,5 +86,46 @@ impl WeightSource for SafetensorsWeights {
             });
         }
         Ok(t.to_dtype(dtype)?)
+    }
+}
+
+/// Safetensors shards read tensor by tensor through positioned reads, so only the converted
+/// tensors are held in memory, never the file bytes as well: the browser keeps downloaded files
+/// outside wasm memory and hands them over this way.
+pub struct StreamedSafetensors {
+    shards: Vec<(Box<dyn ByteSource>, Vec<StTensor>)>,
+}
+
+impl StreamedSafetensors {
+    /// Reads each shard's directory; `names` label the shards in errors.
+    pub fn new(shards: Vec<(String, Box<dyn ByteSource>)>) -> Result<Self> {
+        let shards = shards
+            .into_iter()
+            .map(|(name, src)| {
+                let dir =
+                    st_header::read_directory(src.as_ref()).map_err(|e| ModelError::Weights(format!("{name}: {e}")))?;
+                Ok((src, dir))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self { shards })
+    }
+}
+
+impl WeightSource for StreamedSafetensors {
+    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let (src, t) = self
+            .shards
+            .iter()
+            .find_map(|(src, dir)| dir.iter().find(|t| t.name == name).map(|t| (src, t)))
+            .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })?;
+        if t.shape != shape {
+            return Err(ModelError::TensorShape { name: name.to_owned(), expected: shape.to_vec(), actual: t.shape.clone() });
+        }
+        let mut bytes = vec![0u8; (t.end - t.start) as usize];
+        src.read_at(t.start, &mut bytes).map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))?;
+        let loaded = Tensor::from_raw_buffer(&bytes, t.dtype, &t.shape, device)
+            .map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))?;
+        drop(bytes);
+        Ok(loaded.to_dtype(dtype)?)
     }
 }

@@ -1,0 +1,153 @@
+//! How much memory a model needs before any weight is downloaded, so the browser can refuse a
+//! model that cannot fit in wasm32's 4 GiB address space instead of crashing half-way.
+
+use crate::config::ModelConfig;
+use crate::quantized::QuantType;
+
+/// wasm32 addresses at most 4 GiB of linear memory.
+pub const WASM32_MEMORY_LIMIT: u64 = 4 << 30;
+
+/// How the weights are held once loaded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightStorage {
+    /// Dequantized to f32 (safetensors checkpoints loaded as they are).
+    F32,
+    /// Kept in (or quantized to) a GGML block type.
+    Quantized(QuantType),
+}
+
+impl WeightStorage {
+    /// Bytes per weight, block scales included.
+    pub fn bytes_per_weight(self) -> f64 {
+        match self {
+            Self::F32 => 4.0,
+            Self::Quantized(q) => {
+                let t = q.for_row_len(256);
+                t.type_size() as f64 / t.block_size() as f64
+            }
+        }
+    }
+}
+
+/// Parameters per part of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParameterCount {
+    pub embedding: u64,
+    /// Projections and MLPs of all layers (the matrices a quantized model keeps quantized).
+    pub matrices: u64,
+    /// Norms, biases and the score head (always f32).
+    pub small: u64,
+}
+
+impl ParameterCount {
+    pub fn of(c: &ModelConfig) -> Self {
+        let (h, i, l) = (c.hidden_size as u64, c.intermediate_size as u64, c.num_hidden_layers as u64);
+        let q = (c.num_attention_heads * c.head_dim) as u64;
+        let kv = (c.num_key_value_heads * c.head_dim) as u64;
+        let per_layer = h * q + 2 * h * kv + q * h + 3 * h * i;
+        let mut small_per_layer = 2 * h;
+        if c.qkv_bias {
+            small_per_layer += q + 2 * kv;
+        }
+        if c.o_bias {
+            small_per_layer += h;
+        }
+        if c.mlp_bias {
+            small_per_layer += 2 * i + h;
+        }
+        if c.qk_norm {
+            small_per_layer += 2 * c.head_dim as u64;
+        }
+        let labels = c.labels.len() as u64;
+        Self {
+            embedding: c.vocab_size as u64 * h,
+            matrices: l * per_layer,
+            small: l * small_per_layer + h + labels * h + if c.score_bias { labels } else { 0 },
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.embedding + self.matrices + self.small
+    }
+}
+
+/// Memory a loaded model needs, in bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MemoryEstimate {
+    pub parameters: u64,
+    pub weights: u64,
+    /// The largest tensor converted at once while loading (its source bytes and its f32 copy).
+    pub loading_peak: u64,
+    /// Activations of one forward pass of `tokens` tokens.
+    pub activations: u64,
+}
+
+impl MemoryEstimate {
+    /// For scoring sequences of up to `tokens` tokens, one at a time.
+    pub fn new(c: &ModelConfig, storage: WeightStorage, tokens: usize) -> Self {
+        let p = ParameterCount::of(c);
+        let bpw = storage.bytes_per_weight();
+        let weights = ((p.embedding + p.matrices) as f64 * bpw) as u64 + p.small * 4;
+        // Loading converts one tensor at a time; the embedding table is the biggest.
+        let loading_peak = p.embedding * 4 + (p.embedding as f64 * bpw) as u64;
+        let t = tokens as u64;
+        let (h, i) = (c.hidden_size as u64, c.intermediate_size as u64);
+        let qkv = ((c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim) as u64;
+        // Residual stream, normed copy, q/k/v, MLP gate/up/product, and one 128-row block of
+        // attention scores per head; f32 throughout, with 2x for temporaries.
+        let per_token = h * 3 + qkv + 3 * i;
+        let attention = c.num_attention_heads as u64 * 128 * t;
+        let activations = 2 * 4 * (t * per_token + attention);
+        Self { parameters: p.total(), weights, loading_peak, activations }
+    }
+
+    /// Peak bytes: the weights plus the larger of loading and scoring.
+    pub fn total(&self) -> u64 {
+        self.weights + self.loading_peak.max(self.activations)
+    }
+
+    /// Whether the model fits in wasm32 memory, keeping `reserve` bytes for the tokenizer,
+    /// the allocator's slack and the rest of the program.
+    pub fn fits_wasm32(&self, reserve: u64) -> bool {
+        self.total() + reserve <= WASM32_MEMORY_LIMIT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn skywork_06b() -> ModelConfig {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../tests/fixtures/shapes/skywork-reward-v2-qwen3-0.6b.json"
+        ))
+        .unwrap();
+        ModelConfig::from_json(&text).unwrap()
+    }
+
+    #[test]
+    fn parameter_count_matches_qwen3_0_6b() {
+        // Qwen3-0.6B has 596,049,920 parameters (its LM head is tied to the embedding); the
+        // reward model adds a 1 x 1,024 score head.
+        let p = ParameterCount::of(&skywork_06b());
+        assert_eq!(p.total(), 596_049_920 + 1_024);
+    }
+
+    #[test]
+    fn estimates_order_storage_types() {
+        let c = skywork_06b();
+        let f32 = MemoryEstimate::new(&c, WeightStorage::F32, 2048);
+        let q8 = MemoryEstimate::new(&c, WeightStorage::Quantized(QuantType::Q8_0), 2048);
+        let q4 = MemoryEstimate::new(&c, WeightStorage::Quantized(QuantType::Q4K), 2048);
+        assert!(f32.weights > 3 * q8.weights && q8.weights > q4.weights);
+        assert!(f32.fits_wasm32(256 << 20));
+        // A 4B model in f32 cannot fit; in q4_k it can.
+        let mut big = c.clone();
+        big.num_hidden_layers = 36;
+        big.hidden_size = 2560;
+        big.intermediate_size = 9728;
+        assert!(!MemoryEstimate::new(&big, WeightStorage::F32, 2048).fits_wasm32(0));
+        assert!(MemoryEstimate::new(&big, WeightStorage::Quantized(QuantType::Q4K), 2048).fits_wasm32(256 << 20));
+    }
+}
