@@ -7,10 +7,9 @@
 use crate::{source, ModelArgs};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rewardlens_core::types::prompt_response;
-use rewardlens_core::{preference_probability, ranking, Message};
+use rewardlens_models::records::{annotate, input_key, parse_record, Record};
 use rewardlens_models::reward_model::EncodedInput;
-use rewardlens_models::{ConversationScore, LengthPolicy, RewardModel};
+use rewardlens_models::{LengthPolicy, RewardModel};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -21,22 +20,6 @@ use std::time::Instant;
 
 /// Exit status when some input lines could not be scored and were skipped.
 const EXIT_SKIPPED: u8 = 3;
-
-/// Fields this command adds; stripped again to recognise already-scored lines on `--resume`.
-const ADDED_FIELDS: [&str; 12] = [
-    "score",
-    "attributes",
-    "token_logits",
-    "scores",
-    "ranking",
-    "chosen_score",
-    "rejected_score",
-    "chosen_attributes",
-    "rejected_attributes",
-    "correct",
-    "preference_probability",
-    "truncated_tokens",
-];
 
 #[derive(clap::Args)]
 pub struct ScoreArgs {
@@ -63,105 +46,6 @@ pub struct ScoreArgs {
     /// Continue an interrupted run: keep OUTPUT's complete lines and skip the inputs they hold.
     #[arg(long)]
     resume: bool,
-}
-
-/// One input line, understood.
-enum Job {
-    /// `conversation` or `instruction`/`response`: one sequence.
-    Single(Vec<Message>),
-    /// `prompt`/`responses`: one sequence per response.
-    Responses(Vec<Vec<Message>>),
-    /// `chosen`/`rejected`: two sequences.
-    Pair(Vec<Message>, Vec<Message>),
-}
-
-impl Job {
-    fn conversations(&self) -> Vec<&[Message]> {
-        match self {
-            Job::Single(c) => vec![c],
-            Job::Responses(cs) => cs.iter().map(|c| c.as_slice()).collect(),
-            Job::Pair(a, b) => vec![a, b],
-        }
-    }
-}
-
-fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
-    obj.get(key).and_then(Value::as_str).with_context(|| format!("`{key}` must be a string"))
-}
-
-fn conversation(v: &Value, key: &str) -> Result<Vec<Message>> {
-    let msgs: Vec<Message> = serde_json::from_value(v.clone())
-        .with_context(|| format!("`{key}` must be a list of {{\"role\", \"content\"}} messages"))?;
-    if msgs.is_empty() {
-        bail!("`{key}` has no messages");
-    }
-    Ok(msgs)
-}
-
-/// A chosen/rejected side: a response string (needs `prompt`) or a whole conversation.
-fn pair_side(obj: &Map<String, Value>, key: &str) -> Result<Vec<Message>> {
-    match &obj[key] {
-        Value::String(s) => Ok(prompt_response(str_field(obj, "prompt")?, s)),
-        v @ Value::Array(_) => conversation(v, key),
-        _ => bail!("`{key}` must be a string or a list of messages"),
-    }
-}
-
-fn parse_job(obj: &Map<String, Value>) -> Result<Job> {
-    if let Some(c) = obj.get("conversation") {
-        return Ok(Job::Single(conversation(c, "conversation")?));
-    }
-    if obj.contains_key("instruction") || obj.contains_key("response") {
-        return Ok(Job::Single(prompt_response(str_field(obj, "instruction")?, str_field(obj, "response")?)));
-    }
-    if let Some(r) = obj.get("responses") {
-        let prompt = str_field(obj, "prompt")?;
-        let list = r.as_array().context("`responses` must be a list of strings")?;
-        if list.is_empty() {
-            bail!("`responses` is empty");
-        }
-        let convs = list
-            .iter()
-            .enumerate()
-            .map(|(i, v)| {
-                v.as_str()
-                    .map(|s| prompt_response(prompt, s))
-                    .with_context(|| format!("`responses[{i}]` must be a string"))
-            })
-            .collect::<Result<_>>()?;
-        return Ok(Job::Responses(convs));
-    }
-    if obj.contains_key("chosen") || obj.contains_key("rejected") {
-        if !(obj.contains_key("chosen") && obj.contains_key("rejected")) {
-            bail!("a preference pair needs both `chosen` and `rejected`");
-        }
-        return Ok(Job::Pair(pair_side(obj, "chosen")?, pair_side(obj, "rejected")?));
-    }
-    bail!(
-        "expected one of: `conversation`; `instruction`+`response`; `prompt`+`responses`; `prompt`+`chosen`+`rejected`"
-    )
-}
-
-/// Key-order-independent text of a value, to match input lines with output lines.
-fn canonical(v: &Value) -> String {
-    match v {
-        Value::Object(o) => {
-            let mut keys: Vec<&String> = o.keys().collect();
-            keys.sort();
-            let parts: Vec<String> =
-                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&o[*k]))).collect();
-            format!("{{{}}}", parts.join(","))
-        }
-        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
-        other => other.to_string(),
-    }
-}
-
-fn input_key(mut obj: Map<String, Value>) -> String {
-    for f in ADDED_FIELDS {
-        obj.remove(f);
-    }
-    canonical(&Value::Object(obj))
 }
 
 /// Opens the output for appending. With `resume`, drops a trailing partial line and returns how
@@ -206,66 +90,6 @@ fn open_output(path: &Path, resume: bool) -> Result<(File, HashMap<String, usize
     Ok((f, done))
 }
 
-/// An f32 as JSON with its shortest round-trip digits (0.23079002, not 0.23079001903533936).
-fn num(v: f32) -> Value {
-    if !v.is_finite() {
-        return Value::Null;
-    }
-    v.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null)
-}
-
-fn nums(vs: &[f32]) -> Value {
-    Value::Array(vs.iter().map(|&v| num(v)).collect())
-}
-
-/// Adds the scores of `job` to `obj`.
-fn annotate(obj: &mut Map<String, Value>, job: &Job, scores: &[ConversationScore], labels: &[String]) {
-    let attributes = |s: &ConversationScore| -> Value {
-        Value::Object(labels.iter().cloned().zip(s.logits.iter().map(|&v| num(v))).collect())
-    };
-    let multi = labels.len() > 1;
-    let truncated: Vec<usize> = scores.iter().map(|s| s.truncated_tokens).collect();
-    match job {
-        Job::Single(_) => {
-            let s = &scores[0];
-            obj.insert("score".into(), num(s.score()));
-            if multi {
-                obj.insert("attributes".into(), attributes(s));
-            }
-            if let Some(t) = &s.token_logits {
-                obj.insert("token_logits".into(), Value::Array(t.iter().map(|r| nums(r)).collect()));
-            }
-        }
-        Job::Responses(_) => {
-            let values: Vec<f32> = scores.iter().map(ConversationScore::score).collect();
-            obj.insert("scores".into(), nums(&values));
-            obj.insert("ranking".into(), serde_json::to_value(ranking(&values)).expect("ints serialize"));
-            if multi {
-                obj.insert("attributes".into(), Value::Array(scores.iter().map(attributes).collect()));
-            }
-        }
-        Job::Pair(..) => {
-            let (c, r) = (&scores[0], &scores[1]);
-            obj.insert("chosen_score".into(), num(c.score()));
-            obj.insert("rejected_score".into(), num(r.score()));
-            obj.insert("correct".into(), (c.score() > r.score()).into());
-            obj.insert("preference_probability".into(), num(preference_probability(c.score(), r.score())));
-            if multi {
-                obj.insert("chosen_attributes".into(), attributes(c));
-                obj.insert("rejected_attributes".into(), attributes(r));
-            }
-        }
-    }
-    if truncated.iter().any(|&t| t > 0) {
-        let v = if truncated.len() == 1 {
-            Value::from(truncated[0])
-        } else {
-            serde_json::to_value(&truncated).expect("ints")
-        };
-        obj.insert("truncated_tokens".into(), v);
-    }
-}
-
 /// A message above the progress bar, or plainly on stderr when the bar is hidden (not a TTY).
 fn report(bar: &ProgressBar, msg: String) {
     if bar.is_hidden() {
@@ -288,7 +112,7 @@ struct Totals {
 
 /// Lines waiting for their batch to be scored.
 struct Pending {
-    lines: Vec<(Map<String, Value>, Job)>,
+    lines: Vec<(Map<String, Value>, Record)>,
     inputs: Vec<EncodedInput>,
 }
 
@@ -310,7 +134,7 @@ fn flush_pending(
         let s = &scores[at..at + n];
         at += n;
         annotate(&mut obj, &job, s, model.labels());
-        if let Job::Pair(..) = job {
+        if let Record::Pair(..) = job {
             totals.pairs += 1;
             totals.pairs_correct += usize::from(s[0].score() > s[1].score());
         }
@@ -349,9 +173,9 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
             continue;
         }
         totals.lines += 1;
-        let parsed = (|| -> Result<(Map<String, Value>, Job, Vec<EncodedInput>)> {
+        let parsed = (|| -> Result<(Map<String, Value>, Record, Vec<EncodedInput>)> {
             let obj: Map<String, Value> = serde_json::from_str(&line).context("not a JSON object")?;
-            let job = parse_job(&obj)?;
+            let job = parse_record(&obj)?;
             let inputs = job
                 .conversations()
                 .iter()

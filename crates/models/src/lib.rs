@@ -11,6 +11,7 @@ pub mod files;
 pub mod gguf;
 pub mod memory;
 pub mod quantized;
+pub mod records;
 pub mod reward_model;
 pub mod st_header;
 pub mod weights;

@@ -1,0 +1,193 @@
+//! The JSONL record forms shared by every front end (CLI batch files, the browser's batch
+//! scoring, the JS API): what a line asks for, and the fields its scores add.
+
+use crate::ConversationScore;
+use rewardlens_core::types::prompt_response;
+use rewardlens_core::{preference_probability, ranking, Message};
+use serde_json::{Map, Value};
+
+/// What is wrong with a record, naming the field.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct RecordError(pub String);
+
+type Result<T> = std::result::Result<T, RecordError>;
+
+fn bail<T>(msg: impl Into<String>) -> Result<T> {
+    Err(RecordError(msg.into()))
+}
+
+/// Fields scoring adds; stripped again to recognise already-scored lines on `--resume`.
+pub const ADDED_FIELDS: [&str; 12] = [
+    "score",
+    "attributes",
+    "token_logits",
+    "scores",
+    "ranking",
+    "chosen_score",
+    "rejected_score",
+    "chosen_attributes",
+    "rejected_attributes",
+    "correct",
+    "preference_probability",
+    "truncated_tokens",
+];
+
+/// One input line, understood.
+pub enum Record {
+    /// `conversation` or `instruction`/`response`: one sequence.
+    Single(Vec<Message>),
+    /// `prompt`/`responses`: one sequence per response.
+    Responses(Vec<Vec<Message>>),
+    /// `chosen`/`rejected`: two sequences.
+    Pair(Vec<Message>, Vec<Message>),
+}
+
+impl Record {
+    pub fn conversations(&self) -> Vec<&[Message]> {
+        match self {
+            Record::Single(c) => vec![c],
+            Record::Responses(cs) => cs.iter().map(|c| c.as_slice()).collect(),
+            Record::Pair(a, b) => vec![a, b],
+        }
+    }
+}
+
+fn str_field<'a>(obj: &'a Map<String, Value>, key: &str) -> Result<&'a str> {
+    obj.get(key).and_then(Value::as_str).ok_or_else(|| RecordError(format!("`{key}` must be a string")))
+}
+
+fn conversation(v: &Value, key: &str) -> Result<Vec<Message>> {
+    let msgs: Vec<Message> = serde_json::from_value(v.clone())
+        .map_err(|e| RecordError(format!("`{key}` must be a list of {{\"role\", \"content\"}} messages: {e}")))?;
+    if msgs.is_empty() {
+        return bail(format!("`{key}` has no messages"));
+    }
+    Ok(msgs)
+}
+
+/// A chosen/rejected side: a response string (needs `prompt`) or a whole conversation.
+fn pair_side(obj: &Map<String, Value>, key: &str) -> Result<Vec<Message>> {
+    match &obj[key] {
+        Value::String(s) => Ok(prompt_response(str_field(obj, "prompt")?, s)),
+        v @ Value::Array(_) => conversation(v, key),
+        _ => bail(format!("`{key}` must be a string or a list of messages")),
+    }
+}
+
+/// Understands one input object.
+pub fn parse_record(obj: &Map<String, Value>) -> Result<Record> {
+    if let Some(c) = obj.get("conversation") {
+        return Ok(Record::Single(conversation(c, "conversation")?));
+    }
+    if obj.contains_key("instruction") || obj.contains_key("response") {
+        return Ok(Record::Single(prompt_response(str_field(obj, "instruction")?, str_field(obj, "response")?)));
+    }
+    if let Some(r) = obj.get("responses") {
+        let prompt = str_field(obj, "prompt")?;
+        let list = r.as_array().ok_or_else(|| RecordError("`responses` must be a list of strings".into()))?;
+        if list.is_empty() {
+            return bail("`responses` is empty");
+        }
+        let convs = list
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                v.as_str()
+                    .map(|s| prompt_response(prompt, s))
+                    .ok_or_else(|| RecordError(format!("`responses[{i}]` must be a string")))
+            })
+            .collect::<Result<_>>()?;
+        return Ok(Record::Responses(convs));
+    }
+    if obj.contains_key("chosen") || obj.contains_key("rejected") {
+        if !(obj.contains_key("chosen") && obj.contains_key("rejected")) {
+            return bail("a preference pair needs both `chosen` and `rejected`");
+        }
+        return Ok(Record::Pair(pair_side(obj, "chosen")?, pair_side(obj, "rejected")?));
+    }
+    bail("expected one of: `conversation`; `instruction`+`response`; `prompt`+`responses`; `prompt`+`chosen`+`rejected`")
+}
+
+/// Key-order-independent text of a value, to match input lines with output lines.
+fn canonical(v: &Value) -> String {
+    match v {
+        Value::Object(o) => {
+            let mut keys: Vec<&String> = o.keys().collect();
+            keys.sort();
+            let parts: Vec<String> =
+                keys.iter().map(|k| format!("{}:{}", Value::String((*k).clone()), canonical(&o[*k]))).collect();
+            format!("{{{}}}", parts.join(","))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        other => other.to_string(),
+    }
+}
+
+pub fn input_key(mut obj: Map<String, Value>) -> String {
+    for f in ADDED_FIELDS {
+        obj.remove(f);
+    }
+    canonical(&Value::Object(obj))
+}
+
+/// An f32 as JSON with its shortest round-trip digits (0.23079002, not 0.23079001903533936).
+pub fn num(v: f32) -> Value {
+    if !v.is_finite() {
+        return Value::Null;
+    }
+    v.to_string().parse::<f64>().map(Value::from).unwrap_or(Value::Null)
+}
+
+pub fn nums(vs: &[f32]) -> Value {
+    Value::Array(vs.iter().map(|&v| num(v)).collect())
+}
+
+/// Adds the scores of `record` to `obj`.
+pub fn annotate(obj: &mut Map<String, Value>, record: &Record, scores: &[ConversationScore], labels: &[String]) {
+    let attributes = |s: &ConversationScore| -> Value {
+        Value::Object(labels.iter().cloned().zip(s.logits.iter().map(|&v| num(v))).collect())
+    };
+    let multi = labels.len() > 1;
+    let truncated: Vec<usize> = scores.iter().map(|s| s.truncated_tokens).collect();
+    match record {
+        Record::Single(_) => {
+            let s = &scores[0];
+            obj.insert("score".into(), num(s.score()));
+            if multi {
+                obj.insert("attributes".into(), attributes(s));
+            }
+            if let Some(t) = &s.token_logits {
+                obj.insert("token_logits".into(), Value::Array(t.iter().map(|r| nums(r)).collect()));
+            }
+        }
+        Record::Responses(_) => {
+            let values: Vec<f32> = scores.iter().map(ConversationScore::score).collect();
+            obj.insert("scores".into(), nums(&values));
+            obj.insert("ranking".into(), serde_json::to_value(ranking(&values)).expect("ints serialize"));
+            if multi {
+                obj.insert("attributes".into(), Value::Array(scores.iter().map(attributes).collect()));
+            }
+        }
+        Record::Pair(..) => {
+            let (c, r) = (&scores[0], &scores[1]);
+            obj.insert("chosen_score".into(), num(c.score()));
+            obj.insert("rejected_score".into(), num(r.score()));
+            obj.insert("correct".into(), (c.score() > r.score()).into());
+            obj.insert("preference_probability".into(), num(preference_probability(c.score(), r.score())));
+            if multi {
+                obj.insert("chosen_attributes".into(), attributes(c));
+                obj.insert("rejected_attributes".into(), attributes(r));
+            }
+        }
+    }
+    if truncated.iter().any(|&t| t > 0) {
+        let v = if truncated.len() == 1 {
+            Value::from(truncated[0])
+        } else {
+            serde_json::to_value(&truncated).expect("ints")
+        };
+        obj.insert("truncated_tokens".into(), v);
+    }
+}
+
