@@ -76,8 +76,11 @@ impl ParameterCount {
 pub struct MemoryEstimate {
     pub parameters: u64,
     pub weights: u64,
-    /// The largest tensor converted at once while loading (its source bytes and its f32 copy).
-    pub loading_peak: u64,
+    /// While the embedding table (loaded first) is converted: its f32 copy and, when
+    /// quantizing, the quantized one.
+    pub embedding_load: u64,
+    /// Converting one layer matrix: its raw bytes and its f32 copy.
+    pub matrix_load: u64,
     /// Activations of one forward pass of `tokens` tokens.
     pub activations: u64,
 }
@@ -88,22 +91,23 @@ impl MemoryEstimate {
         let p = ParameterCount::of(c);
         let bpw = storage.bytes_per_weight();
         let weights = ((p.embedding + p.matrices) as f64 * bpw) as u64 + p.small * 4;
-        // Loading converts one tensor at a time; the embedding table is the biggest.
-        let loading_peak = p.embedding * 4 + (p.embedding as f64 * bpw) as u64;
-        let t = tokens as u64;
+        let embedding_load = p.embedding * 4 + (p.embedding as f64 * bpw) as u64;
         let (h, i) = (c.hidden_size as u64, c.intermediate_size as u64);
+        let matrix_load = h * i * (4 + 4);
+        let t = tokens as u64;
         let qkv = ((c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim) as u64;
         // Residual stream, normed copy, q/k/v, MLP gate/up/product, and one 128-row block of
         // attention scores per head; f32 throughout, with 2x for temporaries.
         let per_token = h * 3 + qkv + 3 * i;
         let attention = c.num_attention_heads as u64 * 128 * t;
         let activations = 2 * 4 * (t * per_token + attention);
-        Self { parameters: p.total(), weights, loading_peak, activations }
+        Self { parameters: p.total(), weights, embedding_load, matrix_load, activations }
     }
 
-    /// Peak bytes: the weights plus the larger of loading and scoring.
+    /// Peak bytes: loading the embedding first, or all weights plus the larger of loading
+    /// a layer matrix and scoring.
     pub fn total(&self) -> u64 {
-        self.weights + self.loading_peak.max(self.activations)
+        self.embedding_load.max(self.weights + self.matrix_load.max(self.activations))
     }
 
     /// Whether the model fits in wasm32 memory, keeping `reserve` bytes for the tokenizer,
@@ -142,6 +146,12 @@ mod tests {
         let q4 = MemoryEstimate::new(&c, WeightStorage::Quantized(QuantType::Q4K), 2048);
         assert!(f32.weights > 3 * q8.weights && q8.weights > q4.weights);
         assert!(f32.fits_wasm32(256 << 20));
+        // Qwen3-1.7B's shape: not in f32, but in q8_0.
+        let mut mid = c.clone();
+        mid.hidden_size = 2048;
+        mid.intermediate_size = 6144;
+        assert!(!MemoryEstimate::new(&mid, WeightStorage::F32, 2048).fits_wasm32(0));
+        assert!(MemoryEstimate::new(&mid, WeightStorage::Quantized(QuantType::Q8_0), 2048).fits_wasm32(512 << 20));
         // A 4B model in f32 cannot fit; in q4_k it can.
         let mut big = c.clone();
         big.num_hidden_layers = 36;

@@ -1,0 +1,122 @@
+//! Deep links. `?model=<repo id or URL>&revision=…` picks the model; the inputs travel in the
+//! URL fragment (`#in=…`, deflated JSON in base64url), which browsers never send to a server,
+//! so a shared comparison is scored on the opener's machine without its text leaving it.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// Largest inflated fragment accepted: a link is not a file transfer.
+const MAX_INFLATED: usize = 1 << 20;
+
+/// What a link carries besides the model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct SharedInputs {
+    pub prompt: String,
+    pub responses: Vec<String>,
+}
+
+pub fn encode_fragment(inputs: &SharedInputs) -> String {
+    let json = serde_json::to_vec(inputs).expect("strings serialize");
+    let packed = miniz_oxide::deflate::compress_to_vec(&json, 9);
+    format!("in={}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(packed))
+}
+
+/// Reads a fragment (with or without its `#`); `Ok(None)` when it carries no inputs.
+pub fn decode_fragment(fragment: &str) -> Result<Option<SharedInputs>, String> {
+    let f = fragment.trim_start_matches('#');
+    let Some(data) = f.split('&').find_map(|kv| kv.strip_prefix("in=")) else {
+        return Ok(None);
+    };
+    let packed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(data)
+        .map_err(|e| format!("the link's inputs are not valid base64url: {e}"))?;
+    let json = miniz_oxide::inflate::decompress_to_vec_with_limit(&packed, MAX_INFLATED)
+        .map_err(|e| format!("the link's inputs cannot be inflated ({e:?}); was it cut short?"))?;
+    serde_json::from_slice(&json).map(Some).map_err(|e| format!("the link's inputs are not valid: {e}"))
+}
+
+/// Percent-encodes a query value.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~/:".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Decodes a percent-encoded query value (`+` is a space, as forms write it).
+pub fn query_unescape(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                match u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16) {
+                    Ok(v) => {
+                        out.push(v);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `name`'s value in a query string (with or without its `?`).
+pub fn query_param(query: &str, name: &str) -> Option<String> {
+    query
+        .trim_start_matches('?')
+        .split('&')
+        .filter_map(|kv| kv.split_once('=').or(Some((kv, ""))))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| query_unescape(v))
+}
+
+/// The query part of a link to `model` at `revision`.
+pub fn model_query(model: &str, revision: &str) -> String {
+    let mut q = format!("?model={}", query_escape(model));
+    if !revision.is_empty() && revision != "main" {
+        q.push_str(&format!("&revision={}", query_escape(revision)));
+    }
+    q
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragment_round_trips_unicode_and_markup() {
+        let inputs = SharedInputs {
+            prompt: "Résumé of 2+2? <script>alert(1)</script>".into(),
+            responses: vec!["4".into(), "five 🖐".into(), String::new()],
+        };
+        let frag = encode_fragment(&inputs);
+        assert!(frag.chars().all(|c| c.is_ascii_alphanumeric() || "=-_".contains(c)), "{frag}");
+        assert_eq!(decode_fragment(&format!("#{frag}")).unwrap(), Some(inputs));
+        assert_eq!(decode_fragment("#other=1").unwrap(), None);
+        assert!(decode_fragment("#in=!!!").unwrap_err().contains("base64url"));
+        assert!(decode_fragment(&format!("#{}", &frag[..frag.len() / 2])).is_err());
+    }
+
+    #[test]
+    fn query_values_round_trip() {
+        let q = model_query("https://h.org/a b/m.gguf?x=1&y", "v1.0");
+        assert_eq!(query_param(&q, "model").unwrap(), "https://h.org/a b/m.gguf?x=1&y");
+        assert_eq!(query_param(&q, "revision").unwrap(), "v1.0");
+        assert_eq!(query_param("?model=a%2Fb&x", "model").unwrap(), "a/b");
+        assert_eq!(query_param("?model=a+b%", "model").unwrap(), "a b%");
+        assert_eq!(query_param("?m=1", "model"), None);
+    }
+}

@@ -1,0 +1,370 @@
+//! What to score: a prompt with responses, a conversation, or a JSONL batch. Everything typed
+//! is saved to localStorage as it changes, so a reload loses nothing.
+
+use super::engine::{Engine, Phase, Submitted};
+use super::ModelChoice;
+use crate::protocol::{ScoreJob, StorageChoice};
+use crate::share::{self, SharedInputs};
+use leptos::prelude::*;
+use rewardlens_core::Message;
+use serde::{Deserialize, Serialize};
+
+const STORAGE_KEY: &str = "rewardlens.inputs.v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    #[default]
+    Responses,
+    Conversation,
+    Jsonl,
+}
+
+/// What localStorage keeps.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
+struct Saved {
+    mode: Mode,
+    prompt: String,
+    responses: Vec<String>,
+    conversation: String,
+    truncate: bool,
+    model: Option<String>,
+    revision: String,
+    storage: String,
+}
+
+#[derive(Clone, Copy)]
+pub struct Inputs {
+    pub mode: RwSignal<Mode>,
+    pub prompt: RwSignal<String>,
+    /// (stable key, text), so reordering keeps each editor's identity.
+    pub responses: RwSignal<Vec<(u64, String)>>,
+    next_key: StoredValue<u64>,
+    pub conversation: RwSignal<String>,
+    pub jsonl: RwSignal<Option<(String, String)>>,
+    pub truncate: RwSignal<bool>,
+    saved: StoredValue<Saved>,
+}
+
+fn local_storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.local_storage().ok()?
+}
+
+const EXAMPLE_CONVERSATION: &str = r#"[
+  {"role": "user", "content": "What is the capital of France?"},
+  {"role": "assistant", "content": "Paris."},
+  {"role": "user", "content": "And of Italy?"},
+  {"role": "assistant", "content": "Rome."}
+]"#;
+
+impl Inputs {
+    pub fn restore() -> Self {
+        let saved: Saved = local_storage()
+            .and_then(|s| s.get_item(STORAGE_KEY).ok().flatten())
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_else(|| Saved {
+                prompt: "What is 2 + 2?".into(),
+                responses: vec!["2 + 2 = 4.".into(), "2 + 2 = 5.".into()],
+                conversation: EXAMPLE_CONVERSATION.into(),
+                ..Saved::default()
+            });
+        let responses: Vec<(u64, String)> =
+            saved.responses.iter().enumerate().map(|(i, r)| (i as u64, r.clone())).collect();
+        Self {
+            mode: RwSignal::new(saved.mode),
+            prompt: RwSignal::new(saved.prompt.clone()),
+            next_key: StoredValue::new(responses.len() as u64),
+            responses: RwSignal::new(responses),
+            conversation: RwSignal::new(saved.conversation.clone()),
+            jsonl: RwSignal::new(None),
+            truncate: RwSignal::new(saved.truncate),
+            saved: StoredValue::new(saved),
+        }
+    }
+
+    pub fn saved_model(&self) -> Option<String> {
+        self.saved.with_value(|s| s.model.clone())
+    }
+    pub fn saved_revision(&self) -> String {
+        self.saved.with_value(|s| s.revision.clone())
+    }
+    pub fn saved_storage(&self) -> StorageChoice {
+        self.saved.with_value(|s| StorageChoice::from_key(&s.storage))
+    }
+
+    pub fn apply_shared(&self, shared: SharedInputs) {
+        self.mode.set(Mode::Responses);
+        self.prompt.set(shared.prompt);
+        let list: Vec<(u64, String)> = shared.responses.into_iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
+        self.next_key.set_value(list.len() as u64);
+        self.responses.set(list);
+    }
+
+    /// Saves the inputs and the model choice whenever they change (never the token).
+    pub fn persist(self, choice: ModelChoice) {
+        Effect::new(move |_| {
+            let saved = Saved {
+                mode: self.mode.get(),
+                prompt: self.prompt.get(),
+                responses: self.responses.get().into_iter().map(|(_, r)| r).collect(),
+                conversation: self.conversation.get(),
+                truncate: self.truncate.get(),
+                model: Some(choice.model.get()),
+                revision: choice.revision.get(),
+                storage: choice.storage.get().key().to_owned(),
+            };
+            if let (Some(s), Ok(text)) = (local_storage(), serde_json::to_string(&saved)) {
+                let _ = s.set_item(STORAGE_KEY, &text);
+            }
+        });
+    }
+
+    fn add_response(&self) {
+        let key = self.next_key.get_value();
+        self.next_key.set_value(key + 1);
+        self.responses.update(|r| r.push((key, String::new())));
+    }
+
+    /// Sends the current mode's job.
+    pub fn score(self, engine: Engine) {
+        let truncate = self.truncate.get_untracked();
+        match self.mode.get_untracked() {
+            Mode::Responses => {
+                let prompt = self.prompt.get_untracked();
+                let responses: Vec<String> = self.responses.get_untracked().into_iter().map(|(_, r)| r).collect();
+                let submitted = Submitted { prompt: prompt.clone(), responses: responses.clone() };
+                engine.score(ScoreJob::Responses { prompt, responses }, truncate, submitted);
+            }
+            Mode::Conversation => {
+                let text = self.conversation.get_untracked();
+                match serde_json::from_str::<Vec<Message>>(&text) {
+                    Ok(messages) => {
+                        let last = messages.last().map(|m| m.content.clone()).unwrap_or_default();
+                        let prompt = messages
+                            .iter()
+                            .rev()
+                            .find(|m| matches!(m.role, rewardlens_core::Role::User))
+                            .map(|m| m.content.clone())
+                            .unwrap_or_default();
+                        let submitted = Submitted { prompt, responses: vec![last] };
+                        engine.score(ScoreJob::Conversation { messages }, truncate, submitted);
+                    }
+                    Err(e) => engine.state.error.set(Some(crate::protocol::UserError::new(
+                        "bad_conversation",
+                        format!("the conversation must be a JSON list of {{\"role\", \"content\"}} messages: {e}"),
+                    ))),
+                }
+            }
+            Mode::Jsonl => match self.jsonl.get_untracked() {
+                Some((_, text)) => engine.score(
+                    ScoreJob::Jsonl { text },
+                    truncate,
+                    Submitted { prompt: String::new(), responses: vec![] },
+                ),
+                None => engine
+                    .state
+                    .error
+                    .set(Some(crate::protocol::UserError::new("no_input", "pick a JSONL file to score first"))),
+            },
+        }
+    }
+
+    fn share_link(&self, choice: ModelChoice) -> Option<String> {
+        let loc = web_sys::window()?.location();
+        let base = format!("{}{}", loc.origin().ok()?, loc.pathname().ok()?);
+        let shared = SharedInputs {
+            prompt: self.prompt.get_untracked(),
+            responses: self.responses.get_untracked().into_iter().map(|(_, r)| r).collect(),
+        };
+        Some(format!(
+            "{base}{}#{}",
+            share::model_query(&choice.model.get_untracked(), &choice.revision.get_untracked()),
+            share::encode_fragment(&shared)
+        ))
+    }
+}
+
+#[component]
+pub fn InputPanel(engine: Engine, inputs: Inputs, choice: ModelChoice) -> impl IntoView {
+    let link = RwSignal::new(None::<String>);
+    let busy = move || engine.state.phase.get() != Phase::Idle;
+    let no_model = move || engine.state.model.get().is_none();
+    let tab = move |mode: Mode, label: &'static str, id: &'static str| {
+        view! {
+            <button
+                id=id
+                role="tab"
+                aria-selected=move || (inputs.mode.get() == mode).to_string()
+                class:active=move || inputs.mode.get() == mode
+                on:click=move |_| inputs.mode.set(mode)
+            >
+                {label}
+            </button>
+        }
+    };
+    view! {
+        <section class="panel" id="input-panel" aria-labelledby="input-heading">
+            <h2 id="input-heading">"Input"</h2>
+            <div role="tablist" class="tabs">
+                {tab(Mode::Responses, "Prompt + responses", "tab-responses")}
+                {tab(Mode::Conversation, "Conversation (JSON)", "tab-conversation")}
+                {tab(Mode::Jsonl, "JSONL batch", "tab-jsonl")}
+            </div>
+            <Show when=move || inputs.mode.get() == Mode::Responses>
+                <ResponsesEditor inputs />
+            </Show>
+            <Show when=move || inputs.mode.get() == Mode::Conversation>
+                <label class="block">
+                    "Conversation, in the CLI's `conversation` format (the last assistant turn is scored)"
+                    <textarea
+                        id="conversation"
+                        rows="10"
+                        prop:value=move || inputs.conversation.get()
+                        on:input=move |ev| inputs.conversation.set(event_target_value(&ev))
+                    ></textarea>
+                </label>
+            </Show>
+            <Show when=move || inputs.mode.get() == Mode::Jsonl>
+                <label class="block">
+                    "A JSONL file in any of the CLI's forms (conversation; instruction + response; prompt + responses; prompt + chosen + rejected): "
+                    <input
+                        id="jsonl-file"
+                        type="file"
+                        accept=".jsonl,.json,.txt"
+                        on:change=move |ev| {
+                            let input: web_sys::HtmlInputElement = event_target(&ev);
+                            if let Some(f) = input.files().and_then(|l| l.get(0)) {
+                                let name = f.name();
+                                wasm_bindgen_futures::spawn_local(async move {
+                                    if let Ok(t) = wasm_bindgen_futures::JsFuture::from(f.text()).await {
+                                        inputs.jsonl.set(t.as_string().map(|t| (name, t)));
+                                    }
+                                });
+                            }
+                        }
+                    />
+                </label>
+                <p>
+                    {move || {
+                        inputs
+                            .jsonl
+                            .get()
+                            .map(|(n, t)| format!("{n}: {} lines", t.lines().filter(|l| !l.trim().is_empty()).count()))
+                    }}
+                </p>
+            </Show>
+            <div class="row">
+                <label>
+                    <input
+                        type="checkbox"
+                        prop:checked=move || inputs.truncate.get()
+                        on:change=move |ev| {
+                            let input: web_sys::HtmlInputElement = event_target(&ev);
+                            inputs.truncate.set(input.checked());
+                        }
+                    />
+                    " Truncate over-long inputs instead of refusing them"
+                </label>
+            </div>
+            <div class="row">
+                <button
+                    id="score"
+                    class="primary"
+                    on:click=move |_| inputs.score(engine)
+                    disabled=move || busy() || no_model()
+                    title=move || if no_model() { "Load a model first" } else { "" }
+                >
+                    "Score"
+                </button>
+                <Show when=move || engine.state.phase.get() == Phase::Scoring>
+                    <button id="cancel" on:click=move |_| engine.cancel()>"Cancel"</button>
+                </Show>
+                <button
+                    id="copy-link"
+                    on:click=move |_| {
+                        let l = inputs.share_link(choice);
+                        if let (Some(l), Some(w)) = (&l, web_sys::window()) {
+                            let _ = w.navigator().clipboard().write_text(l);
+                        }
+                        link.set(l);
+                    }
+                >
+                    "Copy link"
+                </button>
+            </div>
+            <Show when=move || link.get().is_some()>
+                <label class="block">
+                    "Link with the model and these inputs (the inputs ride in the #fragment, which is never sent to a server):"
+                    <input id="share-link" type="text" readonly=true prop:value=move || link.get().unwrap_or_default() />
+                </label>
+            </Show>
+        </section>
+    }
+}
+
+#[component]
+fn ResponsesEditor(inputs: Inputs) -> impl IntoView {
+    let move_by = move |key: u64, delta: isize| {
+        inputs.responses.update(|list| {
+            if let Some(i) = list.iter().position(|(k, _)| *k == key) {
+                let j = i as isize + delta;
+                if j >= 0 && (j as usize) < list.len() {
+                    list.swap(i, j as usize);
+                }
+            }
+        })
+    };
+    view! {
+        <label class="block">
+            "Prompt"
+            <textarea
+                id="prompt"
+                rows="3"
+                prop:value=move || inputs.prompt.get()
+                on:input=move |ev| inputs.prompt.set(event_target_value(&ev))
+            ></textarea>
+        </label>
+        <ol id="responses">
+            <For
+                each=move || inputs.responses.get()
+                key=|(k, _)| *k
+                children=move |(key, text)| {
+                    let index = move || {
+                        inputs.responses.with(|l| l.iter().position(|(k, _)| *k == key).map(|i| i + 1).unwrap_or(0))
+                    };
+                    view! {
+                        <li class="response">
+                            <textarea
+                                rows="3"
+                                aria-label=move || format!("Response {}", index())
+                                prop:value=text
+                                on:input=move |ev| {
+                                    let v = event_target_value(&ev);
+                                    inputs.responses.update(|l| {
+                                        if let Some(e) = l.iter_mut().find(|(k, _)| *k == key) {
+                                            e.1 = v;
+                                        }
+                                    });
+                                }
+                            ></textarea>
+                            <div class="response-tools">
+                                <button on:click=move |_| move_by(key, -1) aria-label=move || format!("Move response {} up", index())>"↑"</button>
+                                <button on:click=move |_| move_by(key, 1) aria-label=move || format!("Move response {} down", index())>"↓"</button>
+                                <button
+                                    class="remove"
+                                    on:click=move |_| inputs.responses.update(|l| l.retain(|(k, _)| *k != key))
+                                    aria-label=move || format!("Remove response {}", index())
+                                >
+                                    "Remove"
+                                </button>
+                            </div>
+                        </li>
+                    }
+                }
+            />
+        </ol>
+        <button id="add-response" on:click=move |_| inputs.add_response()>"Add response"</button>
+    }
+}
+

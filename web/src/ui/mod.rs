@@ -1,0 +1,370 @@
+//! The page: model picker, inputs, results. Small components over the signals of
+//! [`engine::Engine`]; every piece of user or model text is rendered as text, never as HTML.
+
+pub mod engine;
+mod inputs;
+mod results;
+
+use crate::presets::{preset_for, DEFAULT_MODEL, PRESETS};
+use crate::protocol::{ModelSource, StorageChoice};
+use crate::share;
+use engine::{Engine, Phase};
+use inputs::{InputPanel, Inputs};
+use leptos::prelude::*;
+use results::{BatchView, ResultsView};
+use wasm_bindgen::JsCast;
+use web_sys::File;
+
+pub fn mount() {
+    console_error_panic_hook::set_once();
+    leptos::mount::mount_to_body(App);
+}
+
+/// Formats a byte count for people.
+pub fn human_bytes(b: u64) -> String {
+    let b = b as f64;
+    if b >= 1e9 {
+        format!("{:.2} GB", b / 1e9)
+    } else if b >= 1e6 {
+        format!("{:.1} MB", b / 1e6)
+    } else if b >= 1e3 {
+        format!("{:.1} kB", b / 1e3)
+    } else {
+        format!("{b:.0} B")
+    }
+}
+
+fn simd_supported() -> bool {
+    // The smallest module using a v128 instruction: it validates only where simd128 is supported.
+    const PROBE: [u8; 30] =
+        [0, 97, 115, 109, 1, 0, 0, 0, 1, 5, 1, 96, 0, 1, 123, 3, 2, 1, 0, 10, 10, 1, 8, 0, 65, 0, 253, 15, 253, 98];
+    let mut bytes = PROBE.to_vec();
+    bytes.push(11);
+    js_sys::WebAssembly::validate(&js_sys::Uint8Array::from(bytes.as_slice()).into()).unwrap_or(false)
+}
+
+/// The model picker's state.
+#[derive(Clone, Copy)]
+pub struct ModelChoice {
+    pub model: RwSignal<String>,
+    pub revision: RwSignal<String>,
+    pub storage: RwSignal<StorageChoice>,
+    /// Kept in memory only: never written to storage or links.
+    pub token: RwSignal<String>,
+    pub files: StoredValue<Vec<File>, LocalStorage>,
+    pub file_names: RwSignal<Vec<String>>,
+}
+
+#[component]
+fn App() -> impl IntoView {
+    let engine = Engine::new();
+    let window = web_sys::window().expect("a window");
+    let location = window.location();
+    let query = location.search().unwrap_or_default();
+    let fragment = location.hash().unwrap_or_default();
+
+    let inputs = Inputs::restore();
+    let choice = ModelChoice {
+        model: RwSignal::new(inputs.saved_model().unwrap_or_else(|| DEFAULT_MODEL.to_owned())),
+        revision: RwSignal::new(inputs.saved_revision()),
+        storage: RwSignal::new(inputs.saved_storage()),
+        token: RwSignal::new(String::new()),
+        files: StoredValue::new_local(Vec::new()),
+        file_names: RwSignal::new(Vec::new()),
+    };
+
+    // Deep links: `?model=&revision=` pick the model and load it; `#in=` carries inputs,
+    // which are scored as soon as the model is loaded.
+    let linked_model = share::query_param(&query, "model");
+    if let Some(m) = &linked_model {
+        choice.model.set(m.clone());
+        choice.revision.set(share::query_param(&query, "revision").unwrap_or_default());
+    }
+    let mut score_when_loaded = false;
+    match share::decode_fragment(&fragment) {
+        Ok(Some(shared)) => {
+            inputs.apply_shared(shared);
+            score_when_loaded = true;
+        }
+        Ok(None) => {}
+        Err(e) => engine.state.notice.set(Some(format!("The link's inputs could not be read: {e}"))),
+    }
+    inputs.persist(choice);
+    if linked_model.is_some() {
+        load_model(engine, choice);
+    }
+    if score_when_loaded {
+        let done = StoredValue::new(false);
+        Effect::new(move |_| {
+            if engine.state.loads.get() > 0 && !done.get_value() {
+                done.set_value(true);
+                inputs.score(engine);
+            }
+        });
+    }
+
+    let simd = simd_supported();
+    view! {
+        <header>
+            <h1>"rewardlens"</h1>
+            <p class="tagline">"Reward-model scores computed in your browser: your text never leaves this machine."</p>
+        </header>
+        <main>
+            <ModelPanel engine choice />
+            <InputPanel engine inputs choice />
+            <StatusLine engine />
+            <ResultsView engine />
+            <BatchView engine />
+        </main>
+        <footer>
+            <span id="simd" data-supported=simd.to_string()>
+                {if simd { "WebAssembly SIMD (simd128): supported" } else { "WebAssembly SIMD (simd128): NOT supported" }}
+            </span>
+            " · "
+            <CacheLine engine />
+        </footer>
+    }
+}
+
+fn load_model(engine: Engine, choice: ModelChoice) {
+    let names = choice.file_names.get_untracked();
+    let (source, files) = if !names.is_empty() && choice.model.get_untracked().is_empty() {
+        (ModelSource::Files { names }, choice.files.get_value())
+    } else {
+        match ModelSource::parse(&choice.model.get_untracked(), &choice.revision.get_untracked()) {
+            Ok(s) => (s, Vec::new()),
+            Err(e) => {
+                engine.state.error.set(Some(crate::protocol::UserError::new("bad_source", e)));
+                return;
+            }
+        }
+    };
+    let token = Some(choice.token.get_untracked()).filter(|t| !t.trim().is_empty());
+    engine.load(source, choice.storage.get_untracked(), token, files);
+}
+
+#[component]
+fn ModelPanel(engine: Engine, choice: ModelChoice) -> impl IntoView {
+    let busy = move || engine.state.phase.get() == Phase::Loading;
+    let on_files = move |list: Option<web_sys::FileList>| {
+        let Some(list) = list else { return };
+        let files: Vec<File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
+        if files.is_empty() {
+            return;
+        }
+        choice.file_names.set(files.iter().map(|f| f.name()).collect());
+        choice.files.set_value(files);
+        choice.model.set(String::new());
+    };
+    view! {
+        <section class="panel" id="model-panel" aria-labelledby="model-heading">
+            <h2 id="model-heading">"Model"</h2>
+            <div class="row">
+                <label>
+                    "Preset "
+                    <select
+                        id="preset"
+                        on:change=move |ev| {
+                            let v = event_target_value(&ev);
+                            if let Some(p) = PRESETS.iter().find(|p| p.model == v) {
+                                choice.model.set(p.model.to_owned());
+                                choice.storage.set(p.storage);
+                                choice.file_names.set(vec![]);
+                            }
+                        }
+                        prop:value=move || preset_for(&choice.model.get()).map(|p| p.model).unwrap_or("custom")
+                    >
+                        {PRESETS.iter().map(|p| view! { <option value=p.model>{p.label}</option> }).collect_view()}
+                        <option value="custom">"custom"</option>
+                    </select>
+                </label>
+                <label class="grow">
+                    "Hub repo id or URL "
+                    <input
+                        id="model-input"
+                        type="text"
+                        placeholder="owner/name, https://…/folder/ or https://…/model.gguf"
+                        prop:value=move || choice.model.get()
+                        on:input=move |ev| {
+                            choice.model.set(event_target_value(&ev));
+                            choice.file_names.set(vec![]);
+                        }
+                    />
+                </label>
+                <label>
+                    "Revision "
+                    <input
+                        id="revision"
+                        type="text"
+                        size="10"
+                        placeholder="main"
+                        prop:value=move || choice.revision.get()
+                        on:input=move |ev| choice.revision.set(event_target_value(&ev))
+                    />
+                </label>
+            </div>
+            <div class="row">
+                <label>
+                    "Weights in memory "
+                    <select
+                        id="storage"
+                        on:change=move |ev| choice.storage.set(StorageChoice::from_key(&event_target_value(&ev)))
+                        prop:value=move || choice.storage.get().key()
+                    >
+                        {StorageChoice::ALL.iter().map(|(s, l)| view! { <option value=s.key()>{*l}</option> }).collect_view()}
+                    </select>
+                </label>
+                <label>
+                    "HF token (gated repos; kept in memory only) "
+                    <input
+                        id="token"
+                        type="password"
+                        autocomplete="off"
+                        prop:value=move || choice.token.get()
+                        on:input=move |ev| choice.token.set(event_target_value(&ev))
+                    />
+                </label>
+            </div>
+            <div
+                class="dropzone"
+                on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default()
+                on:drop=move |ev: web_sys::DragEvent| {
+                    ev.prevent_default();
+                    on_files(ev.data_transfer().and_then(|d| d.files()));
+                }
+            >
+                <label>
+                    "Or pick / drop local files (a GGUF, or config.json + tokenizer.json + tokenizer_config.json + .safetensors): "
+                    <input
+                        id="files"
+                        type="file"
+                        multiple=true
+                        on:change=move |ev| {
+                            let input: web_sys::HtmlInputElement = event_target(&ev);
+                            on_files(input.files());
+                        }
+                    />
+                </label>
+                <Show when=move || !choice.file_names.get().is_empty()>
+                    <p class="files">"Picked: " {move || choice.file_names.get().join(", ")}</p>
+                </Show>
+            </div>
+            <div class="row">
+                <button id="load" on:click=move |_| load_model(engine, choice) disabled=busy>
+                    "Load model"
+                </button>
+                <Show when=busy>
+                    <button id="cancel-load" on:click=move |_| engine.cancel()>"Cancel"</button>
+                </Show>
+                <ModelSummary engine />
+            </div>
+        </section>
+    }
+}
+
+#[component]
+fn ModelSummary(engine: Engine) -> impl IntoView {
+    move || {
+        engine.state.model.get().map(|m| {
+            let labels = if m.labels.len() > 1 { format!(" · labels: {}", m.labels.join(", ")) } else { String::new() };
+            view! {
+                <span id="model-info" class="info" data-architecture=m.architecture.clone()>
+                    {format!(
+                        "Loaded {} · {} · {:.2}B parameters · {} · ~{} in memory · {:.1} s ({} downloaded, {} from cache){}",
+                        m.source,
+                        m.architecture,
+                        m.parameters as f64 / 1e9,
+                        m.storage,
+                        human_bytes(m.estimated_bytes),
+                        m.load_ms / 1000.0,
+                        human_bytes(m.downloaded_bytes),
+                        human_bytes(m.cached_bytes),
+                        labels,
+                    )}
+                </span>
+            }
+        })
+    }
+}
+
+#[component]
+fn StatusLine(engine: Engine) -> impl IntoView {
+    let s = engine.state;
+    view! {
+        <section id="status" aria-live="polite" data-phase=move || s.phase.get().key()>
+            {move || {
+                s.progress.get().map(|p| {
+                    let bytes = p.stage != "scoring" && p.stage != "scoring lines" && p.stage != "building the model";
+                    let text = match (bytes, p.total) {
+                        (true, Some(t)) => format!(
+                            "{}: {} / {} · {}/s",
+                            p.stage,
+                            human_bytes(p.done),
+                            human_bytes(t),
+                            human_bytes(p.rate as u64)
+                        ),
+                        (true, None) => format!("{}: {} · {}/s", p.stage, human_bytes(p.done), human_bytes(p.rate as u64)),
+                        (false, Some(t)) => format!("{}: {} / {} · {:.1}/s", p.stage, p.done, t, p.rate),
+                        (false, None) => format!("{}…", p.stage),
+                    };
+                    view! {
+                        <div class="progress">
+                            <progress
+                                max=p.total.unwrap_or(0).max(1).to_string()
+                                value=move || if p.total.is_some() { p.done.to_string() } else { String::new() }
+                            ></progress>
+                            <span>{text}</span>
+                        </div>
+                    }
+                })
+            }}
+            {move || {
+                (s.phase.get() == Phase::Starting).then(|| view! { <p>"Starting the engine…"</p> })
+            }}
+            {move || s.notice.get().map(|n| view! { <p class="notice">{n}</p> })}
+            {move || {
+                s.error.get().map(|e| {
+                    view! {
+                        <div id="error" class="error" role="alert" data-code=e.code.clone()>
+                            <strong>"Error: "</strong>
+                            {e.message.clone()}
+                            <button class="dismiss" on:click=move |_| s.error.set(None) aria-label="Dismiss error">
+                                "×"
+                            </button>
+                        </div>
+                    }
+                })
+            }}
+        </section>
+    }
+}
+
+#[component]
+fn CacheLine(engine: Engine) -> impl IntoView {
+    view! {
+        <span id="cache" data-bytes=move || engine.state.cache.get().map(|c| c.0).unwrap_or(0).to_string()>
+            {move || match engine.state.cache.get() {
+                Some((b, n)) => format!("Browser cache: {} in {n} files ", human_bytes(b)),
+                None => "Browser cache: … ".to_owned(),
+            }}
+        </span>
+        <button id="clear-cache" on:click=move |_| engine.clear_cache()>"Clear cache"</button>
+    }
+}
+
+/// Starts a download of `text` as a file.
+pub fn download(name: &str, mime: &str, text: &str) {
+    let parts = js_sys::Array::of1(&wasm_bindgen::JsValue::from_str(text));
+    let opts = web_sys::BlobPropertyBag::new();
+    opts.set_type(mime);
+    let Ok(blob) = web_sys::Blob::new_with_str_sequence_and_options(&parts, &opts) else { return };
+    let Ok(url) = web_sys::Url::create_object_url_with_blob(&blob) else { return };
+    let doc = web_sys::window().and_then(|w| w.document()).expect("a document");
+    if let Ok(a) = doc.create_element("a") {
+        let a: web_sys::HtmlAnchorElement = a.unchecked_into();
+        a.set_href(&url);
+        a.set_download(name);
+        a.click();
+    }
+    let _ = web_sys::Url::revoke_object_url(&url);
+}

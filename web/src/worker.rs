@@ -1,0 +1,663 @@
+//! The engine's side of the Web Worker: downloads (with progress and the browser cache),
+//! model building and scoring, so none of it blocks the page.
+//!
+//! Jobs run as futures on the worker's event loop and yield between sequences, which is where
+//! a `Cancel` message is seen. Downloaded files stay in JS memory (`Uint8Array`s) and weights
+//! are copied into wasm memory one tensor at a time.
+
+use crate::protocol::*;
+use candle_core::Device;
+use js_sys::{Array, Promise, Reflect, Uint8Array};
+use rewardlens_core::types::prompt_response;
+use rewardlens_core::Message;
+use rewardlens_models::gguf::{ByteSource, GgufFile};
+use rewardlens_models::memory::{MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
+use rewardlens_models::quantized::{self, QuantType};
+use rewardlens_models::records::{annotate, parse_record};
+use rewardlens_models::weights::StreamedSafetensors;
+use rewardlens_models::{files, CheckpointText, LengthPolicy, ModelConfig, ModelError, RewardModel};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::rc::Rc;
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use wasm_bindgen_futures::{spawn_local, JsFuture};
+use web_sys::{
+    Blob, Cache, DedicatedWorkerGlobalScope, File, Headers, MessageEvent, ReadableStreamDefaultReader, RequestInit,
+    Response, ResponseInit,
+};
+
+const CACHE_NAME: &str = "rewardlens-models-v1";
+/// Header recording an entry's size, so the cache size is known without reading bodies.
+const SIZE_HEADER: &str = "x-rewardlens-bytes";
+/// wasm memory kept free for the tokenizer, the program and allocator slack.
+const RESERVE: u64 = 512 << 20;
+/// Longest sequence the memory estimate plans for.
+const PLANNED_TOKENS: usize = 4096;
+pub const BACKEND: &str = "WASM CPU (simd128)";
+
+/// A downloaded file, outside wasm memory.
+struct JsBytes(Uint8Array);
+
+// SAFETY: this build has no wasm threads (no atomics), so the array never leaves the worker's
+// one thread; the GGUF reader's `Send + Sync` bound is for native multi-threaded use.
+unsafe impl Send for JsBytes {}
+unsafe impl Sync for JsBytes {}
+
+impl ByteSource for JsBytes {
+    fn len(&self) -> u64 {
+        self.0.length() as u64
+    }
+    fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = offset.checked_add(buf.len() as u64).filter(|&e| e <= self.len());
+        let end = end.ok_or(std::io::ErrorKind::UnexpectedEof)?;
+        self.0.subarray(offset as u32, end as u32).copy_to(buf);
+        Ok(())
+    }
+}
+
+struct Loaded {
+    model: RewardModel,
+    info: ModelInfo,
+}
+
+struct Engine {
+    scope: DedicatedWorkerGlobalScope,
+    model: RefCell<Option<Rc<Loaded>>>,
+    cancelled: RefCell<HashSet<u64>>,
+}
+
+type Res<T> = Result<T, UserError>;
+
+fn js_text(v: &JsValue) -> String {
+    v.as_string()
+        .or_else(|| Reflect::get(v, &"message".into()).ok().and_then(|m| m.as_string()))
+        .unwrap_or_else(|| format!("{v:?}"))
+}
+
+fn model_error(e: ModelError) -> UserError {
+    match e {
+        ModelError::UnsupportedArchitecture(_) => UserError::new("unsupported_architecture", e.to_string()),
+        ModelError::Config(_) => UserError::new("bad_config", e.to_string()),
+        ModelError::MissingTensor { .. } | ModelError::TensorShape { .. } | ModelError::Weights(_) => UserError::new(
+            "corrupted",
+            format!("the model files are damaged or incomplete: {e}. Clear the cache and load again, or check the files."),
+        ),
+        ModelError::InputTooLong { .. } => UserError::new("too_long", e.to_string()),
+        other => UserError::new("engine", other.to_string()),
+    }
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.2} GiB", bytes as f64 / (1u64 << 30) as f64)
+}
+
+impl Engine {
+    fn post(&self, msg: &FromWorker) {
+        let text = serde_json::to_string(msg).expect("messages serialize");
+        let _ = self.scope.post_message(&JsValue::from_str(&text));
+    }
+
+    fn now(&self) -> f64 {
+        js_sys::Date::now()
+    }
+
+    fn check_cancel(&self, id: u64) -> Res<()> {
+        if self.cancelled.borrow_mut().remove(&id) {
+            return Err(UserError::new("cancelled", "cancelled"));
+        }
+        Ok(())
+    }
+
+    /// Lets the event loop run (and deliver `Cancel`) between long synchronous steps.
+    async fn yield_now(&self) {
+        let scope = self.scope.clone();
+        let p = Promise::new(&mut |resolve, _| {
+            let _ = scope.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, 0);
+        });
+        let _ = JsFuture::from(p).await;
+    }
+
+    async fn handle(self: Rc<Self>, msg: ToWorker, files: Vec<File>) {
+        match msg {
+            ToWorker::Load { id, source, storage, token } => {
+                match self.load(id, &source, storage, token.as_deref(), files).await {
+                    Ok(loaded) => {
+                        self.post(&FromWorker::Loaded { id, info: loaded.info.clone() });
+                        *self.model.borrow_mut() = Some(Rc::new(loaded));
+                    }
+                    Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
+                    Err(error) => self.post(&FromWorker::Failed { id, error }),
+                }
+                self.cancelled.borrow_mut().remove(&id);
+            }
+            ToWorker::Score { id, job, truncate } => {
+                let started = self.now();
+                match self.score(id, job, truncate).await {
+                    Ok(output) => self.post(&FromWorker::Scored {
+                        id,
+                        output,
+                        backend: BACKEND.into(),
+                        ms: self.now() - started,
+                    }),
+                    Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
+                    Err(error) => self.post(&FromWorker::Failed { id, error }),
+                }
+                self.cancelled.borrow_mut().remove(&id);
+            }
+            ToWorker::Cancel { id } => {
+                self.cancelled.borrow_mut().insert(id);
+            }
+            ToWorker::CacheInfo => {
+                let (bytes, entries) = self.cache_size().await.unwrap_or((0, 0));
+                self.post(&FromWorker::CacheInfo { bytes, entries });
+            }
+            ToWorker::ClearCache => {
+                if let Ok(caches) = self.scope.caches() {
+                    let _ = JsFuture::from(caches.delete(CACHE_NAME)).await;
+                }
+                let (bytes, entries) = self.cache_size().await.unwrap_or((0, 0));
+                self.post(&FromWorker::CacheInfo { bytes, entries });
+            }
+        }
+    }
+
+    async fn cache(&self) -> Option<Cache> {
+        let caches = self.scope.caches().ok()?;
+        JsFuture::from(caches.open(CACHE_NAME)).await.ok()?.dyn_into().ok()
+    }
+
+    async fn cache_size(&self) -> Option<(u64, u64)> {
+        let cache = self.cache().await?;
+        let keys: Array = JsFuture::from(cache.keys()).await.ok()?.dyn_into().ok()?;
+        let mut bytes = 0;
+        for req in keys.iter() {
+            let req: web_sys::Request = req.dyn_into().ok()?;
+            let resp: Response = JsFuture::from(cache.match_with_str(&req.url())).await.ok()?.dyn_into().ok()?;
+            bytes += resp.headers().get(SIZE_HEADER).ok().flatten().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
+        Some((bytes, keys.length() as u64))
+    }
+
+    /// Fetches `url` (from the cache when it is there). `Ok(None)`: an optional file that does
+    /// not exist. The token is only ever sent to huggingface.co.
+    async fn fetch(
+        &self,
+        id: u64,
+        url: &str,
+        label: &str,
+        token: Option<&str>,
+        optional: bool,
+        stats: &mut (u64, u64),
+    ) -> Res<Option<Uint8Array>> {
+        let cache = self.cache().await;
+        if let Some(cache) = &cache {
+            if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
+                if let Ok(resp) = hit.dyn_into::<Response>() {
+                    if resp.status() == 404 && optional {
+                        return Ok(None);
+                    }
+                    if resp.ok() {
+                        let buf = JsFuture::from(resp.array_buffer().map_err(|e| UserError::new("cache", js_text(&e)))?)
+                            .await
+                            .map_err(|e| UserError::new("cache", js_text(&e)))?;
+                        let bytes = Uint8Array::new(&buf);
+                        stats.1 += bytes.length() as u64;
+                        return Ok(Some(bytes));
+                    }
+                }
+            }
+        }
+
+        let init = RequestInit::new();
+        if let Some(t) = token.filter(|_| url.starts_with("https://huggingface.co/")) {
+            let h = Headers::new().map_err(|e| UserError::new("network", js_text(&e)))?;
+            let _ = h.set("Authorization", &format!("Bearer {t}"));
+            init.set_headers(&h);
+        }
+        let resp: Response = JsFuture::from(self.scope.fetch_with_str_and_init(url, &init))
+            .await
+            .map_err(|e| {
+                UserError::new(
+                    "network",
+                    format!(
+                        "could not fetch {url}: the server is unreachable or refused cross-origin access (CORS). \
+                         A server hosting models for the browser must send Access-Control-Allow-Origin. ({})",
+                        js_text(&e)
+                    ),
+                )
+            })?
+            .dyn_into()
+            .map_err(|_| UserError::new("network", "fetch did not return a Response"))?;
+        let status = resp.status();
+        if status == 404 {
+            if optional {
+                if let Some(cache) = &cache {
+                    // Remember the absence too, so a cached model loads with no request at all.
+                    let init = ResponseInit::new();
+                    init.set_status(404);
+                    if let Ok(r) = Response::new_with_opt_str_and_init(None, &init) {
+                        let _ = JsFuture::from(cache.put_with_str(url, &r)).await;
+                    }
+                }
+                return Ok(None);
+            }
+            return Err(UserError::new(
+                "not_found",
+                format!("{label} was not found at {url} (HTTP 404): check the repo id, revision and file names"),
+            ));
+        }
+        if status == 401 || status == 403 {
+            let hub = url.starts_with("https://huggingface.co/");
+            let msg = if hub && token.is_none() {
+                format!("{url} needs authorization (HTTP {status}): the repo is gated or private. Accept its terms on huggingface.co and enter an access token.")
+            } else if hub {
+                format!("{url} refused the access token (HTTP {status}): check that it is valid and that you accepted the repo's terms.")
+            } else {
+                format!("{url} refused access (HTTP {status})")
+            };
+            return Err(UserError::new("unauthorized", msg));
+        }
+        if !resp.ok() {
+            return Err(UserError::new("http", format!("{url} answered HTTP {status} {}", resp.status_text())));
+        }
+        let total = resp.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
+        if let Some(t) = total {
+            if t > WASM32_MEMORY_LIMIT {
+                return Err(UserError::new(
+                    "too_large",
+                    format!("{label} is {} — more than a browser tab can hold; use a quantized GGUF or remote scoring", gib(t)),
+                ));
+            }
+        }
+        let body = resp.body().ok_or_else(|| UserError::new("http", format!("{url}: empty response body")))?;
+        let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+        let chunks = Array::new();
+        let (mut done_bytes, started, mut last_post) = (0u64, self.now(), 0f64);
+        loop {
+            let chunk = JsFuture::from(reader.read())
+                .await
+                .map_err(|e| UserError::new("network", format!("download of {url} broke off: {}", js_text(&e))))?;
+            if Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
+                break;
+            }
+            let value: Uint8Array =
+                Reflect::get(&chunk, &"value".into()).map_err(|e| UserError::new("network", js_text(&e)))?.unchecked_into();
+            done_bytes += value.length() as u64;
+            chunks.push(&value);
+            let now = self.now();
+            if now - last_post > 100.0 {
+                last_post = now;
+                let rate = done_bytes as f64 / ((now - started).max(1.0) / 1000.0);
+                self.post(&FromWorker::Progress { id, stage: label.into(), done: done_bytes, total, rate });
+                if self.cancelled.borrow().contains(&id) {
+                    let _ = reader.cancel();
+                    self.check_cancel(id)?;
+                }
+            }
+        }
+        if let Some(t) = total.filter(|&t| t != done_bytes) {
+            return Err(UserError::new(
+                "network",
+                format!("download of {url} ended after {done_bytes} of {t} bytes; try again"),
+            ));
+        }
+        let rate = done_bytes as f64 / ((self.now() - started).max(1.0) / 1000.0);
+        self.post(&FromWorker::Progress { id, stage: label.into(), done: done_bytes, total: Some(done_bytes), rate });
+        stats.0 += done_bytes;
+        let blob = Blob::new_with_u8_array_sequence(&chunks).map_err(|e| UserError::new("memory", js_text(&e)))?;
+        drop(chunks);
+        if let Some(cache) = &cache {
+            let init = ResponseInit::new();
+            init.set_status(200);
+            if let Ok(h) = Headers::new() {
+                let _ = h.set(SIZE_HEADER, &done_bytes.to_string());
+                init.set_headers(&h);
+            }
+            if let Ok(r) = Response::new_with_opt_blob_and_init(Some(&blob), &init) {
+                // A full disk (quota) only costs the next reload a download.
+                let _ = JsFuture::from(cache.put_with_str(url, &r)).await;
+            }
+        }
+        let buf = JsFuture::from(blob.array_buffer())
+            .await
+            .map_err(|e| UserError::new("memory", format!("reading {label}: {}", js_text(&e))))?;
+        Ok(Some(Uint8Array::new(&buf)))
+    }
+
+    async fn load(
+        &self,
+        id: u64,
+        source: &ModelSource,
+        choice: StorageChoice,
+        token: Option<&str>,
+        files: Vec<File>,
+    ) -> Res<Loaded> {
+        let started = self.now();
+        let mut stats = (0u64, 0u64);
+        let mut picked = std::collections::HashMap::new();
+        for f in &files {
+            let buf = JsFuture::from(f.array_buffer())
+                .await
+                .map_err(|e| UserError::new("file", format!("cannot read {}: {}", f.name(), js_text(&e))))?;
+            picked.insert(f.name(), Uint8Array::new(&buf));
+        }
+        // Either one GGUF, or a checkpoint folder's files.
+        let gguf: Option<(String, Uint8Array)> = match source {
+            ModelSource::Files { .. } => {
+                picked.iter().find(|(n, _)| is_gguf_name(n)).map(|(n, b)| (n.clone(), b.clone()))
+            }
+            _ => {
+                let base = source.base_url().expect("URL sources have one");
+                if is_gguf_name(&base) {
+                    let name = base.rsplit('/').next().unwrap_or("model.gguf").to_owned();
+                    let b = self.fetch(id, &base, &name, token, false, &mut stats).await?.expect("required");
+                    Some((name, b))
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some((name, bytes)) = gguf {
+            return self.load_gguf(id, source, &name, bytes, started, stats).await;
+        }
+
+        // A safetensors checkpoint: small files first, so a bad config or a model too big
+        // for the tab is refused before the weights are downloaded.
+        let base = source.base_url();
+        let get = async |name: &str, optional: bool, stats: &mut (u64, u64)| -> Res<Option<Uint8Array>> {
+            match &base {
+                Some(b) => self.fetch(id, &format!("{b}{name}"), name, token, optional, stats).await,
+                None => match picked.get(name) {
+                    Some(v) => Ok(Some(v.clone())),
+                    None if optional => Ok(None),
+                    None => Err(UserError::new(
+                        "missing_files",
+                        format!(
+                            "{name} is missing: pick a GGUF file, or a checkpoint's config.json, tokenizer.json, \
+                             tokenizer_config.json and .safetensors file(s) together"
+                        ),
+                    )),
+                },
+            }
+        };
+        let text = |b: Uint8Array, name: &str| -> Res<String> {
+            String::from_utf8(b.to_vec()).map_err(|_| UserError::new("corrupted", format!("{name} is not UTF-8 text")))
+        };
+        let config_json = text(get(files::CONFIG, false, &mut stats).await?.expect("required"), files::CONFIG)?;
+        let config = ModelConfig::from_json(&config_json).map_err(model_error)?;
+        let (storage, estimate) = choose_storage(&config, choice)?;
+        self.check_cancel(id)?;
+        let tokenizer_config =
+            text(get(files::TOKENIZER_CONFIG, false, &mut stats).await?.expect("required"), files::TOKENIZER_CONFIG)?;
+        let tokenizer = get(files::TOKENIZER, false, &mut stats).await?.expect("required").to_vec();
+        let template = match get(files::CHAT_TEMPLATE, true, &mut stats).await? {
+            Some(b) => Some(text(b, files::CHAT_TEMPLATE)?),
+            None => None,
+        };
+        let shard_names = match get(files::WEIGHTS_INDEX, true, &mut stats).await? {
+            Some(index) => files::shard_names(&text(index, files::WEIGHTS_INDEX)?).map_err(model_error)?,
+            None if base.is_none() => {
+                let mut names: Vec<String> =
+                    picked.keys().filter(|n| n.ends_with(".safetensors")).cloned().collect();
+                names.sort();
+                if names.is_empty() {
+                    return Err(UserError::new("missing_files", "no .safetensors file among the picked files"));
+                }
+                names
+            }
+            None => vec![files::SINGLE_WEIGHTS.to_owned()],
+        };
+        let mut shards: Vec<(String, Box<dyn ByteSource>)> = Vec::new();
+        for name in &shard_names {
+            self.check_cancel(id)?;
+            let bytes = get(name, false, &mut stats).await?.expect("required");
+            shards.push((name.clone(), Box::new(JsBytes(bytes))));
+        }
+        self.post(&FromWorker::Progress { id, stage: "building the model".into(), done: 0, total: None, rate: 0.0 });
+        self.yield_now().await;
+        let weights = StreamedSafetensors::new(shards).map_err(model_error)?;
+        let text = CheckpointText {
+            config_json: &config_json,
+            tokenizer_json: &tokenizer,
+            tokenizer_config_json: &tokenizer_config,
+            chat_template_jinja: template.as_deref(),
+        };
+        let quantize = match storage {
+            WeightStorage::F32 => None,
+            WeightStorage::Quantized(q) => Some(q),
+        };
+        let model = RewardModel::from_checkpoint(&text, &weights, quantize, &Device::Cpu).map_err(model_error)?;
+        let info = ModelInfo {
+            source: source.label(),
+            architecture: config.architecture.name(),
+            labels: config.labels.clone(),
+            parameters: estimate.parameters,
+            storage: match storage {
+                WeightStorage::F32 => "f32".into(),
+                WeightStorage::Quantized(q) => format!("{} (quantized on load)", q.name()),
+            },
+            estimated_bytes: estimate.total(),
+            max_tokens: config.max_position_embeddings,
+            load_ms: self.now() - started,
+            downloaded_bytes: stats.0,
+            cached_bytes: stats.1,
+        };
+        Ok(Loaded { model, info })
+    }
+
+    async fn load_gguf(
+        &self,
+        id: u64,
+        source: &ModelSource,
+        name: &str,
+        bytes: Uint8Array,
+        started: f64,
+        stats: (u64, u64),
+    ) -> Res<Loaded> {
+        let len = bytes.length() as u64;
+        // GGUF tensors are copied into wasm memory as they are: the file size is the weights.
+        if len + RESERVE > WASM32_MEMORY_LIMIT {
+            return Err(too_large(name, len + RESERVE));
+        }
+        self.post(&FromWorker::Progress { id, stage: "building the model".into(), done: 0, total: None, rate: 0.0 });
+        self.yield_now().await;
+        let file = GgufFile::parse(Box::new(JsBytes(bytes))).map_err(|e| {
+            UserError::new("corrupted", format!("{name} is not a valid GGUF file: {e}"))
+        })?;
+        let config = quantized::gguf_config(&file).map_err(model_error)?;
+        let types: std::collections::BTreeSet<String> =
+            file.tensors.values().map(|t| format!("{:?}", t.dtype).to_lowercase()).collect();
+        let model = RewardModel::from_gguf(file, None, &Device::Cpu).map_err(model_error)?;
+        let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
+        Ok(Loaded {
+            info: ModelInfo {
+                source: source.label(),
+                architecture: config.architecture.name(),
+                labels: config.labels.clone(),
+                parameters: estimate.parameters,
+                storage: format!("GGUF ({})", types.into_iter().collect::<Vec<_>>().join(", ")),
+                estimated_bytes: len + estimate.activations,
+                max_tokens: config.max_position_embeddings,
+                load_ms: self.now() - started,
+                downloaded_bytes: stats.0,
+                cached_bytes: stats.1,
+            },
+            model,
+        })
+    }
+
+    async fn score(&self, id: u64, job: ScoreJob, truncate: bool) -> Res<ScoreOutput> {
+        let loaded = self
+            .model
+            .borrow()
+            .clone()
+            .ok_or_else(|| UserError::new("no_model", "load a model before scoring"))?;
+        let policy = LengthPolicy { max_tokens: None, truncate };
+        let labels = loaded.info.labels.clone();
+        match job {
+            ScoreJob::Responses { prompt, responses } => {
+                if responses.is_empty() {
+                    return Err(UserError::new("no_input", "add at least one response"));
+                }
+                let convs: Vec<Vec<Message>> = responses.iter().map(|r| prompt_response(&prompt, r)).collect();
+                let results = self.score_sequences(id, &loaded.model, &convs, policy).await?;
+                Ok(ScoreOutput::Sequences { results, labels })
+            }
+            ScoreJob::Conversation { messages } => {
+                if messages.is_empty() {
+                    return Err(UserError::new("no_input", "the conversation has no messages"));
+                }
+                let results = self.score_sequences(id, &loaded.model, &[messages], policy).await?;
+                Ok(ScoreOutput::Sequences { results, labels })
+            }
+            ScoreJob::Jsonl { text } => self.score_jsonl(id, &loaded.model, &text, policy).await,
+        }
+    }
+
+    async fn score_sequences(
+        &self,
+        id: u64,
+        model: &RewardModel,
+        convs: &[Vec<Message>],
+        policy: LengthPolicy,
+    ) -> Res<Vec<SequenceResult>> {
+        let mut out = Vec::with_capacity(convs.len());
+        let started = self.now();
+        for (i, c) in convs.iter().enumerate() {
+            let t0 = self.now();
+            let enc = model.encode(c, &policy).map_err(model_error)?;
+            let s = model.score_encoded(std::slice::from_ref(&enc), 1).map_err(model_error)?.remove(0);
+            out.push(SequenceResult {
+                score: s.score(),
+                logits: s.logits.clone(),
+                tokens: s.tokens,
+                truncated_tokens: s.truncated_tokens,
+                ms: self.now() - t0,
+            });
+            let rate = (i + 1) as f64 / ((self.now() - started).max(1.0) / 1000.0);
+            self.post(&FromWorker::Progress {
+                id,
+                stage: "scoring".into(),
+                done: i as u64 + 1,
+                total: Some(convs.len() as u64),
+                rate,
+            });
+            self.yield_now().await;
+            self.check_cancel(id)?;
+        }
+        Ok(out)
+    }
+
+    async fn score_jsonl(&self, id: u64, model: &RewardModel, text: &str, policy: LengthPolicy) -> Res<ScoreOutput> {
+        let lines: Vec<&str> = text.lines().collect();
+        let (mut out, mut skipped, mut scored) = (String::new(), Vec::new(), 0);
+        let started = self.now();
+        for (i, line) in lines.iter().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let result = (|| -> Result<String, String> {
+                let mut obj: serde_json::Map<String, serde_json::Value> =
+                    serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
+                let record = parse_record(&obj).map_err(|e| e.to_string())?;
+                let mut scores = Vec::new();
+                for c in record.conversations() {
+                    let enc = model.encode(c, &policy).map_err(|e| e.to_string())?;
+                    scores.extend(model.score_encoded(&[enc], 1).map_err(|e| e.to_string())?);
+                }
+                annotate(&mut obj, &record, &scores, model.labels());
+                Ok(serde_json::to_string(&obj).expect("JSON values serialize"))
+            })();
+            match result {
+                Ok(l) => {
+                    out.push_str(&l);
+                    out.push('\n');
+                    scored += 1;
+                }
+                Err(e) => skipped.push(format!("line {}: {e}", i + 1)),
+            }
+            let rate = (i + 1) as f64 / ((self.now() - started).max(1.0) / 1000.0);
+            self.post(&FromWorker::Progress {
+                id,
+                stage: "scoring lines".into(),
+                done: i as u64 + 1,
+                total: Some(lines.len() as u64),
+                rate,
+            });
+            self.yield_now().await;
+            self.check_cancel(id)?;
+        }
+        Ok(ScoreOutput::Jsonl { text: out, scored, skipped })
+    }
+}
+
+fn too_large(what: &str, need: u64) -> UserError {
+    UserError::new(
+        "too_large",
+        format!(
+            "{what} needs about {} of memory, more than the {} a browser tab's WebAssembly can address \
+             (less {} kept for the program). Choose q4_k storage or a smaller model, or score it on a \
+             server (rewardlens serve) when remote scoring is configured.",
+            gib(need),
+            gib(WASM32_MEMORY_LIMIT),
+            gib(RESERVE)
+        ),
+    )
+}
+
+/// Picks how to hold the weights and checks that it fits, before any weight is downloaded.
+fn choose_storage(config: &ModelConfig, choice: StorageChoice) -> Res<(WeightStorage, MemoryEstimate)> {
+    let est = |s| MemoryEstimate::new(config, s, PLANNED_TOKENS);
+    let candidates: Vec<WeightStorage> = match choice {
+        StorageChoice::Auto => vec![
+            WeightStorage::F32,
+            WeightStorage::Quantized(QuantType::Q8_0),
+            WeightStorage::Quantized(QuantType::Q4K),
+        ],
+        StorageChoice::F32 => vec![WeightStorage::F32],
+        StorageChoice::Q8_0 => vec![WeightStorage::Quantized(QuantType::Q8_0)],
+        StorageChoice::Q4K => vec![WeightStorage::Quantized(QuantType::Q4K)],
+    };
+    for s in &candidates {
+        let e = est(*s);
+        if e.fits_wasm32(RESERVE) {
+            return Ok((*s, e));
+        }
+    }
+    let last = est(*candidates.last().expect("non-empty"));
+    let what = format!("this model ({:.2}B parameters)", last.parameters as f64 / 1e9);
+    Err(too_large(&what, last.total() + RESERVE))
+}
+
+/// Starts the worker: listens for `ToWorker` messages (JSON text in `msg`, picked files in
+/// `files`) and says `Ready`.
+pub fn start() {
+    console_error_panic_hook::set_once();
+    let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    let engine = Rc::new(Engine { scope: scope.clone(), model: RefCell::new(None), cancelled: RefCell::default() });
+    let e = engine.clone();
+    let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
+        let data = ev.data();
+        let text = Reflect::get(&data, &"msg".into()).ok().and_then(|m| m.as_string()).unwrap_or_default();
+        let files: Vec<File> = Reflect::get(&data, &"files".into())
+            .ok()
+            .and_then(|f| f.dyn_into::<Array>().ok())
+            .map(|a| a.iter().filter_map(|f| f.dyn_into::<File>().ok()).collect())
+            .unwrap_or_default();
+        match serde_json::from_str::<ToWorker>(&text) {
+            // Cancellation is recorded at once; the running job sees it at its next yield.
+            Ok(ToWorker::Cancel { id }) => {
+                e.cancelled.borrow_mut().insert(id);
+            }
+            Ok(msg) => spawn_local(e.clone().handle(msg, files)),
+            Err(err) => e.post(&FromWorker::Failed {
+                id: 0,
+                error: UserError::new("protocol", format!("unreadable message: {err}")),
+            }),
+        }
+    });
+    scope.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
+    onmessage.forget();
+    engine.post(&FromWorker::Ready);
+}
