@@ -59,11 +59,17 @@ impl Comparison {
                 .collect();
             o.insert("attributes".into(), Value::Array(attrs));
         }
-        o.insert("preference_probability".into(), Value::Array(self.preference_matrix().iter().map(|r| nums(r)).collect()));
+        o.insert(
+            "preference_probability".into(),
+            Value::Array(self.preference_matrix().iter().map(|r| nums(r)).collect()),
+        );
         o.insert("tokens".into(), json!(self.results.iter().map(|r| r.tokens).collect::<Vec<_>>()));
         o.insert("ms".into(), json!(self.results.iter().map(|r| (r.ms * 10.0).round() / 10.0).collect::<Vec<_>>()));
         if self.results.iter().any(|r| r.truncated_tokens > 0) {
-            o.insert("truncated_tokens".into(), json!(self.results.iter().map(|r| r.truncated_tokens).collect::<Vec<_>>()));
+            o.insert(
+                "truncated_tokens".into(),
+                json!(self.results.iter().map(|r| r.truncated_tokens).collect::<Vec<_>>()),
+            );
         }
         Value::Object(o)
     }

@@ -11,8 +11,16 @@ pub struct Preset {
 }
 
 pub const PRESETS: [Preset; 3] = [
-    Preset { label: "Skywork-Reward-V2-Qwen3-0.6B", model: "Skywork/Skywork-Reward-V2-Qwen3-0.6B", storage: StorageChoice::Auto },
-    Preset { label: "Skywork-Reward-V2-Qwen3-1.7B", model: "Skywork/Skywork-Reward-V2-Qwen3-1.7B", storage: StorageChoice::Auto },
+    Preset {
+        label: "Skywork-Reward-V2-Qwen3-0.6B",
+        model: "Skywork/Skywork-Reward-V2-Qwen3-0.6B",
+        storage: StorageChoice::Auto,
+    },
+    Preset {
+        label: "Skywork-Reward-V2-Qwen3-1.7B",
+        model: "Skywork/Skywork-Reward-V2-Qwen3-1.7B",
+        storage: StorageChoice::Auto,
+    },
     Preset {
         label: "Skywork-Reward-V2-Llama-3.2-1B",
         model: "Skywork/Skywork-Reward-V2-Llama-3.2-1B",

@@ -177,9 +177,16 @@ pub struct SequenceResult {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ScoreOutput {
-    Sequences { results: Vec<SequenceResult>, labels: Vec<String> },
+    Sequences {
+        results: Vec<SequenceResult>,
+        labels: Vec<String>,
+    },
     /// Annotated JSONL text and how many lines were skipped (each with its reason).
-    Jsonl { text: String, scored: usize, skipped: Vec<String> },
+    Jsonl {
+        text: String,
+        scored: usize,
+        skipped: Vec<String>,
+    },
 }
 
 /// Worker -> page.

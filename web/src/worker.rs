@@ -81,7 +81,9 @@ fn model_error(e: ModelError) -> UserError {
         ModelError::Config(_) => UserError::new("bad_config", e.to_string()),
         ModelError::MissingTensor { .. } | ModelError::TensorShape { .. } | ModelError::Weights(_) => UserError::new(
             "corrupted",
-            format!("the model files are damaged or incomplete: {e}. Clear the cache and load again, or check the files."),
+            format!(
+                "the model files are damaged or incomplete: {e}. Clear the cache and load again, or check the files."
+            ),
         ),
         ModelError::InputTooLong { .. } => UserError::new("too_long", e.to_string()),
         other => UserError::new("engine", other.to_string()),
@@ -134,12 +136,9 @@ impl Engine {
             ToWorker::Score { id, job, truncate } => {
                 let started = self.now();
                 match self.score(id, job, truncate).await {
-                    Ok(output) => self.post(&FromWorker::Scored {
-                        id,
-                        output,
-                        backend: BACKEND.into(),
-                        ms: self.now() - started,
-                    }),
+                    Ok(output) => {
+                        self.post(&FromWorker::Scored { id, output, backend: BACKEND.into(), ms: self.now() - started })
+                    }
                     Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
                     Err(error) => self.post(&FromWorker::Failed { id, error }),
                 }
@@ -198,9 +197,10 @@ impl Engine {
                         return Ok(None);
                     }
                     if resp.ok() {
-                        let buf = JsFuture::from(resp.array_buffer().map_err(|e| UserError::new("cache", js_text(&e)))?)
-                            .await
-                            .map_err(|e| UserError::new("cache", js_text(&e)))?;
+                        let buf =
+                            JsFuture::from(resp.array_buffer().map_err(|e| UserError::new("cache", js_text(&e)))?)
+                                .await
+                                .map_err(|e| UserError::new("cache", js_text(&e)))?;
                         let bytes = Uint8Array::new(&buf);
                         stats.1 += bytes.length() as u64;
                         return Ok(Some(bytes));
@@ -266,7 +266,10 @@ impl Engine {
             if t > WASM32_MEMORY_LIMIT {
                 return Err(UserError::new(
                     "too_large",
-                    format!("{label} is {} — more than a browser tab can hold; use a quantized GGUF or remote scoring", gib(t)),
+                    format!(
+                        "{label} is {} — more than a browser tab can hold; use a quantized GGUF or remote scoring",
+                        gib(t)
+                    ),
                 ));
             }
         }
@@ -281,8 +284,9 @@ impl Engine {
             if Reflect::get(&chunk, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true) {
                 break;
             }
-            let value: Uint8Array =
-                Reflect::get(&chunk, &"value".into()).map_err(|e| UserError::new("network", js_text(&e)))?.unchecked_into();
+            let value: Uint8Array = Reflect::get(&chunk, &"value".into())
+                .map_err(|e| UserError::new("network", js_text(&e)))?
+                .unchecked_into();
             done_bytes += value.length() as u64;
             chunks.push(&value);
             let now = self.now();
@@ -398,8 +402,7 @@ impl Engine {
         let shard_names = match get(files::WEIGHTS_INDEX, true, &mut stats).await? {
             Some(index) => files::shard_names(&text(index, files::WEIGHTS_INDEX)?).map_err(model_error)?,
             None if base.is_none() => {
-                let mut names: Vec<String> =
-                    picked.keys().filter(|n| n.ends_with(".safetensors")).cloned().collect();
+                let mut names: Vec<String> = picked.keys().filter(|n| n.ends_with(".safetensors")).cloned().collect();
                 names.sort();
                 if names.is_empty() {
                     return Err(UserError::new("missing_files", "no .safetensors file among the picked files"));
@@ -462,9 +465,8 @@ impl Engine {
         }
         self.post(&FromWorker::Progress { id, stage: "building the model".into(), done: 0, total: None, rate: 0.0 });
         self.yield_now().await;
-        let file = GgufFile::parse(Box::new(JsBytes(bytes))).map_err(|e| {
-            UserError::new("corrupted", format!("{name} is not a valid GGUF file: {e}"))
-        })?;
+        let file = GgufFile::parse(Box::new(JsBytes(bytes)))
+            .map_err(|e| UserError::new("corrupted", format!("{name} is not a valid GGUF file: {e}")))?;
         let config = quantized::gguf_config(&file).map_err(model_error)?;
         let types: std::collections::BTreeSet<String> =
             file.tensors.values().map(|t| format!("{:?}", t.dtype).to_lowercase()).collect();
@@ -488,11 +490,8 @@ impl Engine {
     }
 
     async fn score(&self, id: u64, job: ScoreJob, truncate: bool) -> Res<ScoreOutput> {
-        let loaded = self
-            .model
-            .borrow()
-            .clone()
-            .ok_or_else(|| UserError::new("no_model", "load a model before scoring"))?;
+        let loaded =
+            self.model.borrow().clone().ok_or_else(|| UserError::new("no_model", "load a model before scoring"))?;
         let policy = LengthPolicy { max_tokens: None, truncate };
         let labels = loaded.info.labels.clone();
         match job {

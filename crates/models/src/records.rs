@@ -106,7 +106,9 @@ pub fn parse_record(obj: &Map<String, Value>) -> Result<Record> {
         }
         return Ok(Record::Pair(pair_side(obj, "chosen")?, pair_side(obj, "rejected")?));
     }
-    bail("expected one of: `conversation`; `instruction`+`response`; `prompt`+`responses`; `prompt`+`chosen`+`rejected`")
+    bail(
+        "expected one of: `conversation`; `instruction`+`response`; `prompt`+`responses`; `prompt`+`chosen`+`rejected`",
+    )
 }
 
 /// Key-order-independent text of a value, to match input lines with output lines.
@@ -190,4 +192,3 @@ pub fn annotate(obj: &mut Map<String, Value>, record: &Record, scores: &[Convers
         obj.insert("truncated_tokens".into(), v);
     }
 }
-

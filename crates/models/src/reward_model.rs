@@ -92,7 +92,8 @@ pub struct RewardModel {
 impl RewardModel {
     /// Loads a checkpoint onto `device`.
     pub fn load(files: CheckpointFiles, device: &Device) -> Result<Self> {
-        let CheckpointFiles { config_json, tokenizer_json, tokenizer_config_json, chat_template_jinja, weights } = files;
+        let CheckpointFiles { config_json, tokenizer_json, tokenizer_config_json, chat_template_jinja, weights } =
+            files;
         let text = CheckpointText {
             config_json: &config_json,
             tokenizer_json: &tokenizer_json,

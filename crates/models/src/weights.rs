@@ -119,7 +119,11 @@ impl WeightSource for StreamedSafetensors {
             .find_map(|(src, dir)| dir.iter().find(|t| t.name == name).map(|t| (src, t)))
             .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })?;
         if t.shape != shape {
-            return Err(ModelError::TensorShape { name: name.to_owned(), expected: shape.to_vec(), actual: t.shape.clone() });
+            return Err(ModelError::TensorShape {
+                name: name.to_owned(),
+                expected: shape.to_vec(),
+                actual: t.shape.clone(),
+            });
         }
         let mut bytes = vec![0u8; (t.end - t.start) as usize];
         src.read_at(t.start, &mut bytes).map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))?;

@@ -108,10 +108,9 @@ impl Engine {
         let worker = match Worker::new_with_options("./worker_loader.js", &opts) {
             Ok(w) => w,
             Err(e) => {
-                self.state.error.set(Some(UserError::new(
-                    "no_worker",
-                    format!("cannot start the engine's Web Worker: {e:?}"),
-                )));
+                self.state
+                    .error
+                    .set(Some(UserError::new("no_worker", format!("cannot start the engine's Web Worker: {e:?}"))));
                 return;
             }
         };
@@ -264,6 +263,8 @@ impl Engine {
         let id = self.begin(Phase::Scoring, Some(submitted));
         if matches!(job, ScoreJob::Jsonl { .. }) {
             self.state.batch.set(None);
+        } else {
+            self.state.results.set(None);
         }
         self.send(&ToWorker::Score { id, job, truncate }, &[]);
     }

@@ -367,4 +367,3 @@ fn ResponsesEditor(inputs: Inputs) -> impl IntoView {
         <button id="add-response" on:click=move |_| inputs.add_response()>"Add response"</button>
     }
 }
-

@@ -28,7 +28,9 @@ fn ComparisonView(c: Comparison) -> impl IntoView {
     let csv = c.to_csv();
     let attr_ranges: Vec<(f32, f32)> = (0..c.labels.len())
         .map(|j| {
-            c.results.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), r| (l.min(r.logits[j]), h.max(r.logits[j])))
+            c.results
+                .iter()
+                .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), r| (l.min(r.logits[j]), h.max(r.logits[j])))
         })
         .collect();
     let rows = c

@@ -1,0 +1,349 @@
+//! What the browser tests need: a static file server for the built app and fixture models
+//! (correct MIME types, optional CORS, a request log), and a minimal WebDriver client that
+//! drives Debian's headless Chromium through chromedriver.
+
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
+}
+
+/// The app as `cargo xtask dist` builds it.
+pub fn dist_dir() -> PathBuf {
+    let d = std::env::var_os("REWARDLENS_DIST").map(PathBuf::from).unwrap_or_else(|| repo_root().join("web/dist"));
+    assert!(d.join("index.html").exists(), "{} has no index.html: run `cargo xtask dist` first", d.display());
+    d
+}
+
+pub fn mime(path: &Path) -> &'static str {
+    match path.extension().and_then(|e| e.to_str()).unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "js" => "text/javascript; charset=utf-8",
+        "wasm" => "application/wasm",
+        "css" => "text/css; charset=utf-8",
+        "json" => "application/json",
+        "jsonl" => "application/x-ndjson",
+        "png" => "image/png",
+        "jinja" | "txt" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// Serves directories under URL prefixes on 127.0.0.1, one thread per connection.
+pub struct StaticServer {
+    pub url: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl StaticServer {
+    /// `mounts`: (URL prefix such as `/fixtures/`, directory). With `cors`, every answer allows
+    /// any origin, as the Hugging Face Hub does; without it, cross-origin fetches are refused.
+    pub fn start(mounts: Vec<(String, PathBuf)>, cors: bool) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let l = log.clone();
+        let mounts = Arc::new(mounts);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (mounts, log) = (mounts.clone(), l.clone());
+                std::thread::spawn(move || {
+                    let _ = serve_one(stream, &mounts, cors, &log);
+                });
+            }
+        });
+        Self { url, log }
+    }
+
+    /// Request paths seen so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
+}
+
+fn serve_one(
+    mut stream: TcpStream,
+    mounts: &[(String, PathBuf)],
+    cors: bool,
+    log: &Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut line = String::new();
+    reader.read_line(&mut line)?;
+    let mut parts = line.split_whitespace();
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
+            break;
+        }
+    }
+    let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
+    log.lock().unwrap().push(path.clone());
+    let cors_header = if cors { "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: *\r\n" } else { "" };
+    if method == "OPTIONS" {
+        write!(stream, "HTTP/1.1 204 No Content\r\n{cors_header}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
+        return Ok(());
+    }
+    let file = mounts.iter().find_map(|(prefix, dir)| {
+        let rest = path.strip_prefix(prefix.as_str())?;
+        if rest.split('/').any(|seg| seg == "..") {
+            return None;
+        }
+        let mut p = dir.join(percent_decode(rest));
+        if p.is_dir() {
+            p = p.join("index.html");
+        }
+        p.is_file().then_some(p)
+    });
+    match file {
+        Some(p) => {
+            let body = std::fs::read(&p)?;
+            write!(
+                stream,
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n{cors_header}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                mime(&p),
+                body.len()
+            )?;
+            if method != "HEAD" {
+                stream.write_all(&body)?;
+            }
+        }
+        None => {
+            let body = b"not found";
+            write!(
+                stream,
+                "HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n{cors_header}Connection: close\r\n\r\n",
+                body.len()
+            )?;
+            stream.write_all(body)?;
+        }
+    }
+    stream.flush()
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(v);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A headless Chromium session.
+pub struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    agent: ureq::Agent,
+}
+
+impl Browser {
+    pub fn start() -> Self {
+        let port = free_port();
+        let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+        let driver = Command::new(&driver_bin)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {driver_bin} ({e}); install Debian's chromium-driver"));
+        let base = format!("http://127.0.0.1:{port}");
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(300)).build();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while agent.get(&format!("{base}/status")).call().is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = std::env::temp_dir().join(format!("rewardlens-chrome-{port}"));
+        let binary = std::env::var("CHROME").unwrap_or_else(|_| "/usr/bin/chromium".into());
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:loggingPrefs": {"browser": "ALL"},
+            "goog:chromeOptions": {
+                "binary": binary,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                         "--no-first-run", "--disable-quic", "--window-size=1280,1400",
+                         format!("--user-data-dir={}", profile.display())]
+            }
+        }}});
+        let resp: Value = agent
+            .post(&format!("{base}/session"))
+            .send_json(caps)
+            .unwrap_or_else(|e| panic!("chromedriver refused a session: {}", error_body(e)))
+            .into_json()
+            .unwrap();
+        let session = resp["value"]["sessionId"].as_str().expect("session id").to_owned();
+        Self { driver, base, session, agent }
+    }
+
+    fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
+        let url = format!("{}/session/{}{}", self.base, self.session, path);
+        let r = match method {
+            "GET" => self.agent.get(&url).call(),
+            "DELETE" => self.agent.delete(&url).call(),
+            _ => self.agent.post(&url).send_json(body),
+        };
+        match r {
+            Ok(r) => r.into_json::<Value>().map(|v| v["value"].clone()).unwrap_or(Value::Null),
+            Err(e) => panic!("WebDriver {method} {path}: {}", error_body(e)),
+        }
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.cmd("POST", "/url", json!({ "url": url }));
+    }
+
+    /// Runs `js` (a function body; `arguments` holds `args`) and returns its value.
+    pub fn script(&self, js: &str, args: Value) -> Value {
+        self.cmd("POST", "/execute/sync", json!({ "script": js, "args": args }))
+    }
+
+    pub fn exists(&self, css: &str) -> bool {
+        self.script("return document.querySelector(arguments[0]) !== null;", json!([css])) == json!(true)
+    }
+
+    /// Waits until `css` matches an element, or panics with the page's state.
+    pub fn wait_for(&self, css: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.exists(css) {
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out after {timeout:?} waiting for `{css}`; page text:\n{}\nconsole:\n{}",
+                    self.text("body"),
+                    self.console()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits until `css` matches or `error_css` appears (returning Err with its text).
+    pub fn wait_for_either(&self, css: &str, error_css: &str, timeout: Duration) -> Result<(), String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.exists(css) {
+                return Ok(());
+            }
+            if self.exists(error_css) {
+                return Err(self.text(error_css));
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "timed out waiting for `{css}`; page text:\n{}\nconsole:\n{}",
+                    self.text("body"),
+                    self.console()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn text(&self, css: &str) -> String {
+        self.script("const e = document.querySelector(arguments[0]); return e ? e.innerText : '';", json!([css]))
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    pub fn attr(&self, css: &str, name: &str) -> Option<String> {
+        self.script(
+            "const e = document.querySelector(arguments[0]); return e ? e.getAttribute(arguments[1]) : null;",
+            json!([css, name]),
+        )
+        .as_str()
+        .map(str::to_owned)
+    }
+
+    /// Every match's attribute, in document order.
+    pub fn attrs(&self, css: &str, name: &str) -> Vec<String> {
+        let v = self.script(
+            "return Array.from(document.querySelectorAll(arguments[0])).map(e => e.getAttribute(arguments[1]));",
+            json!([css, name]),
+        );
+        v.as_array().map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect()).unwrap_or_default()
+    }
+
+    pub fn click(&self, css: &str) {
+        let ok = self.script(
+            "const e = document.querySelector(arguments[0]); if (!e || e.disabled) return false; e.click(); return true;",
+            json!([css]),
+        );
+        assert_eq!(ok, json!(true), "`{css}` is missing or disabled; page text:\n{}", self.text("body"));
+    }
+
+    /// Sets an input's or textarea's value as typing would (an `input` event follows).
+    pub fn fill(&self, css: &str, value: &str) {
+        let ok = self.script(
+            "const e = document.querySelector(arguments[0]); if (!e) return false; e.value = arguments[1]; \
+             e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true;",
+            json!([css, value]),
+        );
+        assert_eq!(ok, json!(true), "`{css}` not found");
+    }
+
+    /// The browser console so far (errors from the page and the worker).
+    pub fn console(&self) -> String {
+        let url = format!("{}/session/{}/se/log", self.base, self.session);
+        match self.agent.post(&url).send_json(json!({"type": "browser"})) {
+            Ok(r) => r
+                .into_json::<Value>()
+                .ok()
+                .and_then(|v| v["value"].as_array().cloned())
+                .unwrap_or_default()
+                .iter()
+                .map(|e| format!("{} {}", e["level"].as_str().unwrap_or(""), e["message"].as_str().unwrap_or("")))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            Err(_) => String::new(),
+        }
+    }
+
+    pub fn screenshot(&self, path: &Path) {
+        use base64::Engine;
+        let v = self.cmd("GET", "/screenshot", Value::Null);
+        let png = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap_or("")).expect("base64 PNG");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, png).unwrap();
+    }
+}
+
+fn error_body(e: ureq::Error) -> String {
+    match e {
+        ureq::Error::Status(code, r) => {
+            let mut s = String::new();
+            let _ = r.into_reader().take(4000).read_to_string(&mut s);
+            format!("HTTP {code}: {s}")
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.agent.delete(&format!("{}/session/{}", self.base, self.session)).call();
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
