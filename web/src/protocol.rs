@@ -36,10 +36,11 @@ impl ModelSource {
         Err(format!("`{t}` is neither a Hub repo id (owner/name) nor a URL (https://…)"))
     }
 
-    /// The base URL files are fetched from, or the GGUF's URL.
-    pub fn base_url(&self) -> Option<String> {
+    /// The base URL files are fetched from, or the GGUF's URL; Hub repos resolve against
+    /// `hub` (the Hugging Face Hub, or a mirror with the same URL layout).
+    pub fn base_url(&self, hub: &str) -> Option<String> {
         match self {
-            Self::Hub { repo, revision } => Some(format!("https://huggingface.co/{repo}/resolve/{revision}/")),
+            Self::Hub { repo, revision } => Some(format!("{}/{repo}/resolve/{revision}/", hub.trim_end_matches('/'))),
             Self::Url { url } if is_gguf_name(url) => Some(url.clone()),
             Self::Url { url } if url.ends_with('/') => Some(url.clone()),
             Self::Url { url } => Some(format!("{url}/")),
@@ -57,6 +58,9 @@ impl ModelSource {
         }
     }
 }
+
+/// Where Hub repo ids are fetched from unless a mirror is configured.
+pub const HUB: &str = "https://huggingface.co";
 
 pub fn is_gguf_name(name: &str) -> bool {
     name.split(['?', '#']).next().unwrap_or("").to_ascii_lowercase().ends_with(".gguf")
@@ -118,6 +122,8 @@ pub enum ToWorker {
         storage: StorageChoice,
         /// A Hugging Face token for gated repos; kept in memory only.
         token: Option<String>,
+        /// The Hub endpoint (a mirror, or a local stand-in in tests); `HUB` when absent.
+        hub: Option<String>,
     },
     Score {
         id: u64,
@@ -234,16 +240,16 @@ mod tests {
     #[test]
     fn sources_parse() {
         assert_eq!(
-            ModelSource::parse("Skywork/Skywork-Reward-V2-Qwen3-0.6B", "").unwrap().base_url().unwrap(),
+            ModelSource::parse("Skywork/Skywork-Reward-V2-Qwen3-0.6B", "").unwrap().base_url(HUB).unwrap(),
             "https://huggingface.co/Skywork/Skywork-Reward-V2-Qwen3-0.6B/resolve/main/"
         );
         assert_eq!(
             ModelSource::parse("a/b", "refs/pr/1").unwrap(),
             ModelSource::Hub { repo: "a/b".into(), revision: "refs/pr/1".into() }
         );
-        assert_eq!(ModelSource::parse("/fixtures/m", "").unwrap().base_url().unwrap(), "/fixtures/m/");
+        assert_eq!(ModelSource::parse("/fixtures/m", "").unwrap().base_url(HUB).unwrap(), "/fixtures/m/");
         assert_eq!(
-            ModelSource::parse("https://x.org/m.Q8_0.gguf?download=1", "").unwrap().base_url().unwrap(),
+            ModelSource::parse("https://x.org/m.Q8_0.gguf?download=1", "").unwrap().base_url(HUB).unwrap(),
             "https://x.org/m.Q8_0.gguf?download=1"
         );
         assert!(ModelSource::parse("not a model", "").unwrap_err().contains("neither"));

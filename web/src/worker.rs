@@ -122,8 +122,9 @@ impl Engine {
 
     async fn handle(self: Rc<Self>, msg: ToWorker, files: Vec<File>) {
         match msg {
-            ToWorker::Load { id, source, storage, token } => {
-                match self.load(id, &source, storage, token.as_deref(), files).await {
+            ToWorker::Load { id, source, storage, token, hub } => {
+                let hub = hub.unwrap_or_else(|| HUB.to_owned());
+                match self.load(id, &source, storage, token.as_deref(), &hub, files).await {
                     Ok(loaded) => {
                         self.post(&FromWorker::Loaded { id, info: loaded.info.clone() });
                         *self.model.borrow_mut() = Some(Rc::new(loaded));
@@ -179,13 +180,13 @@ impl Engine {
     }
 
     /// Fetches `url` (from the cache when it is there). `Ok(None)`: an optional file that does
-    /// not exist. The token is only ever sent to huggingface.co.
+    /// not exist. The token is only ever sent to the Hub endpoint.
     async fn fetch(
         &self,
         id: u64,
         url: &str,
         label: &str,
-        token: Option<&str>,
+        token: Option<(&str, &str)>,
         optional: bool,
         stats: &mut (u64, u64),
     ) -> Res<Option<Uint8Array>> {
@@ -210,7 +211,8 @@ impl Engine {
         }
 
         let init = RequestInit::new();
-        if let Some(t) = token.filter(|_| url.starts_with("https://huggingface.co/")) {
+        let hub = token.map(|(_, hub)| url.starts_with(&format!("{}/", hub.trim_end_matches('/')))).unwrap_or(false);
+        if let Some((t, _)) = token.filter(|(t, _)| hub && !t.is_empty()) {
             let h = Headers::new().map_err(|e| UserError::new("network", js_text(&e)))?;
             let _ = h.set("Authorization", &format!("Bearer {t}"));
             init.set_headers(&h);
@@ -248,8 +250,8 @@ impl Engine {
             ));
         }
         if status == 401 || status == 403 {
-            let hub = url.starts_with("https://huggingface.co/");
-            let msg = if hub && token.is_none() {
+            let no_token = token.map(|(t, _)| t.is_empty()).unwrap_or(true);
+            let msg = if hub && no_token {
                 format!("{url} needs authorization (HTTP {status}): the repo is gated or private. Accept its terms on huggingface.co and enter an access token.")
             } else if hub {
                 format!("{url} refused the access token (HTTP {status}): check that it is valid and that you accepted the repo's terms.")
@@ -335,8 +337,11 @@ impl Engine {
         source: &ModelSource,
         choice: StorageChoice,
         token: Option<&str>,
+        hub: &str,
         files: Vec<File>,
     ) -> Res<Loaded> {
+        // The hub is passed even without a token, to word authorization errors.
+        let token = Some((token.unwrap_or(""), hub));
         let started = self.now();
         let mut stats = (0u64, 0u64);
         let mut picked = std::collections::HashMap::new();
@@ -352,7 +357,7 @@ impl Engine {
                 picked.iter().find(|(n, _)| is_gguf_name(n)).map(|(n, b)| (n.clone(), b.clone()))
             }
             _ => {
-                let base = source.base_url().expect("URL sources have one");
+                let base = source.base_url(hub).expect("URL sources have one");
                 if is_gguf_name(&base) {
                     let name = base.rsplit('/').next().unwrap_or("model.gguf").to_owned();
                     let b = self.fetch(id, &base, &name, token, false, &mut stats).await?.expect("required");
@@ -368,7 +373,7 @@ impl Engine {
 
         // A safetensors checkpoint: small files first, so a bad config or a model too big
         // for the tab is refused before the weights are downloaded.
-        let base = source.base_url();
+        let base = source.base_url(hub);
         let get = async |name: &str, optional: bool, stats: &mut (u64, u64)| -> Res<Option<Uint8Array>> {
             match &base {
                 Some(b) => self.fetch(id, &format!("{b}{name}"), name, token, optional, stats).await,

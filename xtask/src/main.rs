@@ -1,6 +1,9 @@
 //! Project chores, run as `cargo xtask <command>`:
 //!
-//! - `test`: builds the engine crates for wasm32 and runs every test of the workspace.
+//! - `test`: builds the web app (trunk), runs every test of the workspace, then the browser
+//!   tests in headless Chromium.
+//! - `serve [PORT]`: installs the web tool chain if missing and serves the app on 127.0.0.1.
+//! - `dist`: the app as a static site in web/dist.
 //! - `lint`: rustfmt check and clippy with `-D warnings`, native and wasm32.
 //! - `bench`: rewardlens and PyTorch on a random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped
 //!   model (generated under target/, needs a Python with torch + transformers: set `PYTHON`).
@@ -13,8 +16,10 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod web;
+
 /// The crates that must build for the browser.
-const WASM_CRATES: [&str; 2] = ["rewardlens-core", "rewardlens-models"];
+const WASM_CRATES: [&str; 3] = ["rewardlens-core", "rewardlens-models", "rewardlens-web"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -29,8 +34,12 @@ fn run(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
+fn cargo_path() -> String {
+    std::env::var("CARGO").unwrap_or_else(|_| "cargo".into())
+}
+
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    Command::new(cargo_path())
 }
 
 fn wasm_args(cmd: &mut Command) -> &mut Command {
@@ -52,9 +61,21 @@ fn ensure_wasm_target() -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    ensure_wasm_target()?;
-    run(wasm_args(cargo().args(["build", "--release"])))?;
-    run(cargo().args(["test", "--workspace", "--release"]))
+    web::check_browser()?;
+    // The web app's release build (trunk) also proves the engine crates build for wasm32.
+    web::dist()?;
+    run(cargo().args(["test", "--workspace", "--release"]))?;
+    web::browser_fixtures()?;
+    // One browser at a time: two Chromiums and their engines would share 2 cores.
+    run(cargo().args([
+        "test",
+        "--release",
+        "-p",
+        "rewardlens-browser-tests",
+        "--",
+        "--include-ignored",
+        "--test-threads=1",
+    ]))
 }
 
 fn lint() -> Result<()> {
@@ -258,11 +279,13 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
+        Some("dist") => web::dist().map(|_| ()),
+        Some("serve") => web::serve(&args[1..]),
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),
         Some("fixtures") => fixtures(),
         Some("quant-accuracy") => quant_accuracy(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
-        _ => bail!("usage: cargo xtask <test|lint|bench [THREADS] [--no-torch]|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
+        _ => bail!("usage: cargo xtask <test|lint|serve [PORT]|dist|bench [THREADS] [--no-torch]|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
     }
 }

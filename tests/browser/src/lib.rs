@@ -35,60 +35,94 @@ pub fn mime(path: &Path) -> &'static str {
     }
 }
 
+/// A request the server saw.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub authorization: Option<String>,
+}
+
 /// Serves directories under URL prefixes on 127.0.0.1, one thread per connection.
 pub struct StaticServer {
     pub url: String,
-    log: Arc<Mutex<Vec<String>>>,
+    log: Arc<Mutex<Vec<Seen>>>,
 }
 
 impl StaticServer {
     /// `mounts`: (URL prefix such as `/fixtures/`, directory). With `cors`, every answer allows
     /// any origin, as the Hugging Face Hub does; without it, cross-origin fetches are refused.
     pub fn start(mounts: Vec<(String, PathBuf)>, cors: bool) -> Self {
+        Self::start_with_statuses(mounts, Vec::new(), cors)
+    }
+
+    /// As `start`, answering paths under each `(prefix, status)` with that status instead.
+    pub fn start_with_statuses(mounts: Vec<(String, PathBuf)>, statuses: Vec<(String, u16)>, cors: bool) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let log = Arc::new(Mutex::new(Vec::new()));
         let l = log.clone();
         let mounts = Arc::new(mounts);
+        let statuses = Arc::new(statuses);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (mounts, log) = (mounts.clone(), l.clone());
+                let (mounts, statuses, log) = (mounts.clone(), statuses.clone(), l.clone());
                 std::thread::spawn(move || {
-                    let _ = serve_one(stream, &mounts, cors, &log);
+                    let _ = serve_one(stream, &mounts, &statuses, cors, &log);
                 });
             }
         });
         Self { url, log }
     }
 
-    /// Request paths seen so far, in order.
-    pub fn requests(&self) -> Vec<String> {
+    /// Requests seen so far, in order.
+    pub fn requests(&self) -> Vec<Seen> {
         self.log.lock().unwrap().clone()
+    }
+
+    /// How many GETs asked for `path`.
+    pub fn gets(&self, path: &str) -> usize {
+        self.requests().iter().filter(|r| r.method == "GET" && r.path == path).count()
     }
 }
 
 fn serve_one(
     mut stream: TcpStream,
     mounts: &[(String, PathBuf)],
+    statuses: &[(String, u16)],
     cors: bool,
-    log: &Mutex<Vec<String>>,
+    log: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut line = String::new();
     reader.read_line(&mut line)?;
     let mut parts = line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let mut authorization = None;
     loop {
         let mut h = String::new();
         if reader.read_line(&mut h)? == 0 || h == "\r\n" || h == "\n" {
             break;
         }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("authorization") {
+                authorization = Some(v.trim().to_owned());
+            }
+        }
     }
     let path = target.split(['?', '#']).next().unwrap_or("/").to_owned();
-    log.lock().unwrap().push(path.clone());
-    let cors_header = if cors { "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: *\r\n" } else { "" };
+    log.lock().unwrap().push(Seen { method: method.to_owned(), path: path.clone(), authorization });
+    let cors_header = if cors {
+        "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: Authorization, Content-Type\r\n"
+    } else {
+        ""
+    };
     if method == "OPTIONS" {
         write!(stream, "HTTP/1.1 204 No Content\r\n{cors_header}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
+        return Ok(());
+    }
+    if let Some((_, code)) = statuses.iter().find(|(p, _)| path.starts_with(p.as_str())) {
+        write!(stream, "HTTP/1.1 {code} Refused\r\nContent-Length: 0\r\n{cors_header}Connection: close\r\n\r\n")?;
         return Ok(());
     }
     let file = mounts.iter().find_map(|(prefix, dir)| {
@@ -301,6 +335,15 @@ impl Browser {
             json!([css, value]),
         );
         assert_eq!(ok, json!(true), "`{css}` not found");
+    }
+
+    /// Puts local files into an `<input type=file>` (as a user picking them would).
+    pub fn upload(&self, css: &str, paths: &[PathBuf]) {
+        let found = self.cmd("POST", "/element", json!({"using": "css selector", "value": css}));
+        let id =
+            found.as_object().and_then(|o| o.values().next()).and_then(|v| v.as_str()).expect("element id").to_owned();
+        let text = paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join("\n");
+        self.cmd("POST", &format!("/element/{id}/value"), json!({ "text": text }));
     }
 
     /// The browser console so far (errors from the page and the worker).

@@ -116,3 +116,261 @@ fn scores_in_the_page_match_transformers() {
         assert_close(v, *e, "qwen2 attribute");
     }
 }
+
+/// A checkpoint folder in a temp dir, from a fixture, to break in one way.
+fn broken_copy(name: &str, fixture: &str, edit: impl FnOnce(&std::path::Path)) -> PathBuf {
+    let dir = repo_root().join("target/browser-artifacts/models").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for entry in std::fs::read_dir(fixtures().join(fixture)).unwrap() {
+        let p = entry.unwrap().path();
+        std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
+    }
+    edit(&dir);
+    dir
+}
+
+fn load_error(b: &Browser, model: &str) -> (String, String) {
+    b.wait_for("#status[data-phase='idle']", LOAD);
+    b.fill("#model-input", model);
+    b.click("#load");
+    match b.wait_for_either("#error", "#model-info", LOAD) {
+        Ok(()) => (b.attr("#error", "data-code").unwrap_or_default(), b.text("#error")),
+        Err(info) => panic!("{model} loaded ({info}) but should have failed"),
+    }
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn bad_models_get_clear_errors_and_the_page_keeps_working() {
+    let corrupted = broken_copy("corrupted", "qwen3-seq", |d| {
+        let p = d.join("model.safetensors");
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    });
+    let unsupported = broken_copy("unsupported", "qwen3-seq", |d| {
+        let p = d.join("config.json");
+        let text = std::fs::read_to_string(&p).unwrap();
+        std::fs::write(&p, text.replace("Qwen3ForSequenceClassification", "BertForSequenceClassification")).unwrap();
+    });
+    let too_big = broken_copy("too-big", "qwen3-seq", |d| {
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+        // An 8B model's shape: f32 and q8_0 cannot fit in 4 GiB, and neither does q4_k with it.
+        for (k, v) in [("hidden_size", 4096), ("intermediate_size", 14336), ("num_hidden_layers", 48)] {
+            c[k] = v.into();
+        }
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    });
+    let work = corrupted.parent().unwrap().to_path_buf();
+    let srv = StaticServer::start_with_statuses(
+        vec![("/fixtures/".into(), fixtures()), ("/work/".into(), work), ("/".into(), dist_dir())],
+        vec![("/hub/gated/".into(), 401)],
+        true,
+    );
+    let no_cors = StaticServer::start(vec![("/fixtures/".into(), fixtures())], false);
+    let b = Browser::start();
+    b.goto(&format!("{}/?hub={}/hub", srv.url, srv.url));
+
+    let (code, msg) = load_error(&b, &format!("{}/work/corrupted", srv.url));
+    assert_eq!(code, "corrupted", "{msg}");
+    assert!(msg.contains("damaged or incomplete"), "{msg}");
+
+    let (code, msg) = load_error(&b, &format!("{}/fixtures/no-such-model", srv.url));
+    assert_eq!(code, "not_found", "{msg}");
+    assert!(msg.contains("config.json") && msg.contains("404"), "{msg}");
+
+    let (code, msg) = load_error(&b, &format!("{}/fixtures/qwen3-seq", no_cors.url));
+    assert_eq!(code, "network", "{msg}");
+    assert!(msg.contains("CORS"), "{msg}");
+
+    let (code, msg) = load_error(&b, &format!("{}/work/unsupported", srv.url));
+    assert_eq!(code, "unsupported_architecture", "{msg}");
+    assert!(msg.contains("BertForSequenceClassification") && msg.contains("Qwen3ForSequenceClassification"), "{msg}");
+
+    let (code, msg) = load_error(&b, &format!("{}/work/too-big", srv.url));
+    assert_eq!(code, "too_large", "{msg}");
+    assert!(msg.contains("GiB") && msg.contains("rewardlens serve"), "{msg}");
+
+    let (code, msg) = load_error(&b, "gated/model");
+    assert_eq!(code, "unauthorized", "{msg}");
+    assert!(msg.contains("gated") && msg.contains("token"), "{msg}");
+
+    // Weights were never requested for models refused on their config.
+    for dir in ["unsupported", "too-big"] {
+        assert_eq!(srv.gets(&format!("/work/{dir}/model.safetensors")), 0, "{dir}: weights fetched before refusal");
+    }
+
+    // The page still works: a good model loads and scores.
+    load(&b, &format!("{}/fixtures/qwen3-seq", srv.url));
+    assert!(!b.exists("#error"), "the error is cleared by a successful load");
+    score_responses(&b, "What is the capital of France?", &["The capital of France is Paris."]);
+    assert_close(
+        &b.attrs("#scores td.score", "data-score")[0],
+        golden_logits(&golden("qwen3-seq"), "simple")[0],
+        "after errors",
+    );
+    b.screenshot(&artifacts().join("after-errors.png"));
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn hub_ids_deep_links_cache_and_saved_inputs() {
+    use rewardlens_web::share::{encode_fragment, model_query, SharedInputs};
+    let srv = StaticServer::start(
+        vec![
+            ("/hub/test-org/tiny-rm/resolve/v1/".into(), fixtures().join("qwen3-seq")),
+            ("/fixtures/".into(), fixtures()),
+            ("/".into(), dist_dir()),
+        ],
+        true,
+    );
+    let paris = "The capital of France is Paris.";
+    let berlin = "The capital of France is Berlin.";
+    let shared =
+        SharedInputs { prompt: "What is the capital of France?".into(), responses: vec![paris.into(), berlin.into()] };
+    let link = format!(
+        "{}/{}&hub={}/hub#{}",
+        srv.url,
+        model_query("test-org/tiny-rm", "v1"),
+        srv.url,
+        encode_fragment(&shared)
+    );
+    let g = golden("qwen3-seq");
+    let weights = "/hub/test-org/tiny-rm/resolve/v1/model.safetensors";
+
+    let b = Browser::start();
+    // A deep link loads the Hub repo at its revision and scores the linked inputs unasked.
+    b.goto(&link);
+    b.wait_for("#results", LOAD);
+    let shown = b.attrs("#scores td.score", "data-score");
+    assert_close(&shown[0], golden_logits(&g, "simple")[0], "deep link Paris");
+    assert_close(&shown[1], golden_logits(&g, "wrong")[0], "deep link Berlin");
+    assert_eq!(srv.gets(weights), 1);
+    assert!(srv.requests().iter().all(|r| r.authorization.is_none()), "no token was given, none is sent");
+    let cached: u64 = b.attr("#cache", "data-bytes").unwrap().parse().unwrap();
+    assert!(cached > 19_000_000, "the cache holds the weights: {cached} bytes");
+
+    // A reload scores again from the browser cache: no second download of anything.
+    let before = srv.requests().len();
+    b.goto("about:blank");
+    b.goto(&link);
+    b.wait_for("#results", LOAD);
+    assert_eq!(srv.gets(weights), 1, "weights came from the cache");
+    let fetched_again: Vec<String> =
+        srv.requests()[before..].iter().filter(|r| r.path.starts_with("/hub/")).map(|r| r.path.clone()).collect();
+    assert!(fetched_again.is_empty(), "model files fetched again after reload: {fetched_again:?}");
+    assert!(b.text("#model-info").contains("0 B downloaded"), "{}", b.text("#model-info"));
+
+    // Typed inputs survive a reload without any link.
+    b.click("#tab-responses");
+    b.fill("#prompt", "Kept across reloads?");
+    b.goto("about:blank");
+    b.goto(&format!("{}/", srv.url));
+    b.wait_for("#prompt", LOAD);
+    assert_eq!(
+        b.script("return document.querySelector('#prompt').value;", serde_json::json!([])),
+        "Kept across reloads?"
+    );
+
+    // "Copy link" makes a link with the model in the query and the inputs in the fragment.
+    b.click("#copy-link");
+    b.wait_for("#share-link", LOAD);
+    let made = b.script("return document.querySelector('#share-link').value;", serde_json::json!([]));
+    let made = made.as_str().unwrap();
+    assert!(made.contains("?model=test-org/tiny-rm&revision=v1#in="), "{made}");
+
+    // Clearing the cache empties it.
+    b.click("#clear-cache");
+    b.wait_for("#cache[data-bytes='0']", LOAD);
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn gguf_local_files_jsonl_batches_and_cancel() {
+    let built = std::env::var_os("REWARDLENS_BROWSER_FIXTURES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/browser-fixtures"));
+    let gguf = built.join("qwen3-seq.q8_0.gguf");
+    assert!(gguf.exists(), "{} is missing: `cargo xtask test` makes it", gguf.display());
+    let srv = StaticServer::start(
+        vec![("/built/".into(), built.clone()), ("/fixtures/".into(), fixtures()), ("/".into(), dist_dir())],
+        true,
+    );
+    let g = golden("qwen3-seq");
+    let paris = "The capital of France is Paris.";
+    let b = Browser::start();
+    b.goto(&format!("{}/", srv.url));
+
+    // Our quantizer's GGUF by URL: q8_0 scores stay within 0.06 of transformers' f32.
+    load(&b, &format!("{}/built/qwen3-seq.q8_0.gguf", srv.url));
+    assert!(b.text("#model-info").contains("GGUF"), "{}", b.text("#model-info"));
+    score_responses(&b, "What is the capital of France?", &[paris]);
+    let v: f64 = b.attrs("#scores td.score", "data-score")[0].parse().unwrap();
+    assert!((v - golden_logits(&g, "simple")[0]).abs() < 0.06, "q8_0 GGUF in the page: {v}");
+
+    // Local files picked by the user: the checkpoint folder's files.
+    let dir = fixtures().join("qwen3-seq");
+    let files: Vec<PathBuf> = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    b.upload("#files", &files);
+    b.wait_for(".files", LOAD);
+    b.click("#load");
+    b.wait_for("#model-info", LOAD);
+    score_responses(&b, "What is the capital of France?", &[paris]);
+    assert_close(&b.attrs("#scores td.score", "data-score")[0], golden_logits(&g, "simple")[0], "local files");
+
+    // A JSONL batch: a preference pair in the CLI's format, and a broken line that is skipped.
+    let jsonl = artifacts().join("batch.jsonl");
+    std::fs::create_dir_all(artifacts()).unwrap();
+    std::fs::write(
+        &jsonl,
+        format!(
+            "{}\nnot json\n",
+            serde_json::json!({"prompt": "What is the capital of France?", "chosen": paris, "rejected": "The capital of France is Berlin."})
+        ),
+    )
+    .unwrap();
+    b.click("#tab-jsonl");
+    b.upload("#jsonl-file", std::slice::from_ref(&jsonl));
+    std::thread::sleep(Duration::from_millis(300));
+    b.click("#score");
+    b.wait_for("#batch-summary", LOAD);
+    assert_eq!(b.attr("#batch-summary", "data-scored").as_deref(), Some("1"));
+    assert_eq!(b.attr("#batch-summary", "data-skipped").as_deref(), Some("1"));
+    assert!(b.text("#batch").contains("line 2: not a JSON object"), "{}", b.text("#batch"));
+    let line: Value = serde_json::from_str(b.text("#batch-output").lines().next().unwrap()).unwrap();
+    assert_close(&line["chosen_score"].to_string(), golden_logits(&g, "simple")[0], "JSONL chosen");
+    assert_close(&line["rejected_score"].to_string(), golden_logits(&g, "wrong")[0], "JSONL rejected");
+    assert_eq!(line["correct"], Value::Bool(false));
+
+    // Cancel: a long batch stops at the next sequence and the page can score again.
+    let long: String = (0..400)
+        .map(|i| {
+            format!(
+                "{}\n",
+                serde_json::json!({"instruction": format!("Question {i}?"), "response": "An answer. ".repeat(200)})
+            )
+        })
+        .collect();
+    let long_path = artifacts().join("long.jsonl");
+    std::fs::write(&long_path, long).unwrap();
+    b.upload("#jsonl-file", &[long_path]);
+    std::thread::sleep(Duration::from_millis(300));
+    b.click("#score");
+    b.wait_for("#cancel", LOAD);
+    // The UI stays responsive while the worker computes: typing updates the page at once.
+    b.click("#tab-responses");
+    b.fill("#prompt", "typed while scoring");
+    assert_eq!(
+        b.script("return document.querySelector('#prompt').value;", serde_json::json!([])),
+        "typed while scoring"
+    );
+    b.click("#cancel");
+    b.wait_for("#status[data-phase='idle']", Duration::from_secs(30));
+    assert!(b.text("#status").contains("Cancelled"), "{}", b.text("#status"));
+    assert!(!b.exists("#batch-summary"), "a cancelled batch shows no results");
+    score_responses(&b, "What is the capital of France?", &[paris]);
+    assert_close(&b.attrs("#scores td.score", "data-score")[0], golden_logits(&g, "simple")[0], "after cancel");
+}

@@ -252,11 +252,18 @@ impl Engine {
         id
     }
 
-    pub fn load(self, source: ModelSource, storage: StorageChoice, token: Option<String>, files: Vec<File>) {
+    pub fn load(
+        self,
+        source: ModelSource,
+        storage: StorageChoice,
+        token: Option<String>,
+        hub: Option<String>,
+        files: Vec<File>,
+    ) {
         let id = self.begin(Phase::Loading, None);
         self.state.model.set(None);
         self.state.results.set(None);
-        self.send(&ToWorker::Load { id, source, storage, token }, &files);
+        self.send(&ToWorker::Load { id, source, storage, token, hub }, &files);
     }
 
     pub fn score(self, job: ScoreJob, truncate: bool, submitted: Submitted) {

@@ -53,6 +53,8 @@ pub struct ModelChoice {
     pub token: RwSignal<String>,
     pub files: StoredValue<Vec<File>, LocalStorage>,
     pub file_names: RwSignal<Vec<String>>,
+    /// A Hub mirror from `?hub=` (same URL layout as huggingface.co).
+    pub hub: StoredValue<Option<String>>,
 }
 
 #[component]
@@ -71,6 +73,7 @@ fn App() -> impl IntoView {
         token: RwSignal::new(String::new()),
         files: StoredValue::new_local(Vec::new()),
         file_names: RwSignal::new(Vec::new()),
+        hub: StoredValue::new(share::query_param(&query, "hub").filter(|h| !h.is_empty())),
     };
 
     // Deep links: `?model=&revision=` pick the model and load it; `#in=` carries inputs,
@@ -140,7 +143,7 @@ fn load_model(engine: Engine, choice: ModelChoice) {
         }
     };
     let token = Some(choice.token.get_untracked()).filter(|t| !t.trim().is_empty());
-    engine.load(source, choice.storage.get_untracked(), token, files);
+    engine.load(source, choice.storage.get_untracked(), token, choice.hub.get_value(), files);
 }
 
 #[component]

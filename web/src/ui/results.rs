@@ -164,6 +164,7 @@ pub fn BatchView(engine: Engine) -> impl IntoView {
         engine.state.batch.get().map(|b| {
             let text = b.text.clone();
             let size = human_bytes(text.len() as u64);
+            let preview: String = text.lines().take(20).collect::<Vec<_>>().join("\n");
             view! {
                 <section class="panel" id="batch" aria-labelledby="batch-heading">
                     <h2 id="batch-heading">"Batch results"</h2>
@@ -171,6 +172,7 @@ pub fn BatchView(engine: Engine) -> impl IntoView {
                         {format!("{} lines scored, {} skipped ({size})", b.scored, b.skipped.len())}
                     </p>
                     <ul class="skipped">{b.skipped.iter().map(|s| view! { <li>{s.clone()}</li> }).collect_view()}</ul>
+                    <pre id="batch-output" class="preview">{preview}</pre>
                     <button
                         id="download-jsonl"
                         on:click=move |_| download("rewardlens-scored.jsonl", "application/x-ndjson", &text)

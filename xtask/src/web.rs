@@ -1,0 +1,141 @@
+//! The browser app's tool chain and commands: `serve`, `dist`, and the browser tests' set-up.
+//!
+//! Tools are pinned and installed only when missing: trunk 0.21.14 (the last release that
+//! builds with this toolchain, `--locked`), wasm-bindgen-cli equal to Cargo.lock's
+//! wasm-bindgen, and binaryen's wasm-opt 132 from npm (Debian's wasm-opt 108 emits broken
+//! wasm for this app). Trunk runs offline, so it never downloads a tool itself.
+
+use crate::{ensure_wasm_target, root, run};
+use anyhow::{bail, Context, Result};
+use std::path::PathBuf;
+use std::process::Command;
+
+const TRUNK: &str = "0.21.14";
+const BINARYEN: &str = "132.0.0";
+
+/// wasm-bindgen's version in Cargo.lock: the CLI must match it exactly.
+fn locked_wasm_bindgen() -> Result<String> {
+    let lock = std::fs::read_to_string(root().join("Cargo.lock"))?;
+    let mut lines = lock.lines();
+    while let Some(l) = lines.next() {
+        if l == "name = \"wasm-bindgen\"" {
+            if let Some(v) = lines.next().and_then(|v| v.strip_prefix("version = \"")) {
+                return Ok(v.trim_end_matches('"').to_owned());
+            }
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+fn version_of(bin: &str) -> Option<String> {
+    let out = Command::new(bin).arg("--version").output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+        .join("bin")
+}
+
+/// Installs what is missing and returns the PATH trunk must run with.
+pub fn ensure_tools() -> Result<std::ffi::OsString> {
+    ensure_wasm_target()?;
+    let binaryen = root().join("target/tools/binaryen");
+    let wasm_opt_dir = binaryen.join("node_modules/.bin");
+    let mut path = vec![wasm_opt_dir.clone(), cargo_bin_dir()];
+    path.extend(std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()));
+    let path = std::env::join_paths(path)?;
+    let with_path = |bin: &str| -> Option<String> {
+        let out = Command::new(bin).arg("--version").env("PATH", &path).output().ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    };
+
+    if !with_path("trunk").is_some_and(|v| v == format!("trunk {TRUNK}")) {
+        run(Command::new(crate::cargo_path()).args(["install", "trunk", "--version", TRUNK, "--locked"]))?;
+    }
+    let wb = locked_wasm_bindgen()?;
+    if !with_path("wasm-bindgen").is_some_and(|v| v == format!("wasm-bindgen {wb}")) {
+        // Its lock file pins a webpki-roots the registry no longer has, hence no --locked.
+        run(Command::new(crate::cargo_path()).args(["install", "wasm-bindgen-cli", "--version", &wb]))?;
+    }
+    if !wasm_opt_dir.join("wasm-opt").exists() {
+        std::fs::create_dir_all(&binaryen)?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&binaryen)
+            .arg(format!("binaryen@{BINARYEN}")))
+        .context("installing binaryen's wasm-opt from npm (needs Node.js and npm)")?;
+    }
+    let _ = version_of("node").context("Node.js is needed to run binaryen's wasm-opt")?;
+    Ok(path)
+}
+
+fn trunk(path: &std::ffi::OsString) -> Command {
+    let mut c = Command::new("trunk");
+    c.env("PATH", path).env("TRUNK_SKIP_VERSION_CHECK", "true").current_dir(root().join("web"));
+    c
+}
+
+/// `cargo xtask dist`: the static site in web/dist (release build, wasm-opt'd).
+pub fn dist() -> Result<PathBuf> {
+    let path = ensure_tools()?;
+    let mut c = trunk(&path);
+    c.args(["build", "--release"]);
+    eprintln!("$ (cd web && trunk build --release)");
+    let status = c.status().context("starting trunk")?;
+    if !status.success() {
+        bail!("trunk build failed with {status}");
+    }
+    let dist = root().join("web/dist");
+    for f in ["index.html", "worker_loader.js", "worker_bg.wasm", "_headers"] {
+        if !dist.join(f).exists() {
+            bail!("trunk's output lacks {f}");
+        }
+    }
+    eprintln!(
+        "static site: {} (serve it from any static host; .wasm must be served as application/wasm)",
+        dist.display()
+    );
+    Ok(dist)
+}
+
+/// `cargo xtask serve [PORT]`: trunk's development server on 127.0.0.1 (release build: the
+/// engine is unusably slow unoptimized), rebuilding on changes.
+pub fn serve(args: &[String]) -> Result<()> {
+    let path = ensure_tools()?;
+    let port = args.first().cloned().unwrap_or_else(|| "8080".into());
+    let mut c = trunk(&path);
+    c.args(["serve", "--release", "--address", "127.0.0.1", "--port", &port]);
+    eprintln!("$ (cd web && trunk serve --release --address 127.0.0.1 --port {port})");
+    eprintln!("open http://127.0.0.1:{port}/ once the build is done");
+    let status = c.status().context("starting trunk")?;
+    if !status.success() {
+        bail!("trunk serve exited with {status}");
+    }
+    Ok(())
+}
+
+/// Files the browser tests load that are built rather than committed: a GGUF of a fixture.
+pub fn browser_fixtures() -> Result<PathBuf> {
+    let dir = root().join("target/browser-fixtures");
+    std::fs::create_dir_all(&dir)?;
+    let gguf = dir.join("qwen3-seq.q8_0.gguf");
+    if !gguf.exists() {
+        run(Command::new(crate::bin())
+            .args(["quantize", "--type", "q8_0", "--model", "tests/fixtures/models/qwen3-seq", "--out"])
+            .arg(&gguf))?;
+    }
+    Ok(dir)
+}
+
+/// Chromium and chromedriver must be there for the browser tests (`.ci/run` installs them).
+pub fn check_browser() -> Result<()> {
+    for (bin, pkg) in [("chromium", "chromium"), ("chromedriver", "chromium-driver")] {
+        if version_of(bin).is_none() {
+            bail!("`{bin}` not found: install Debian's {pkg} package (`.ci/run` does)");
+        }
+    }
+    Ok(())
+}
