@@ -52,11 +52,11 @@ pub fn ensure_tools() -> Result<std::ffi::OsString> {
         Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     };
 
-    if !with_path("trunk").is_some_and(|v| v == format!("trunk {TRUNK}")) {
+    if with_path("trunk").is_none_or(|v| v != format!("trunk {TRUNK}")) {
         run(Command::new(crate::cargo_path()).args(["install", "trunk", "--version", TRUNK, "--locked"]))?;
     }
     let wb = locked_wasm_bindgen()?;
-    if !with_path("wasm-bindgen").is_some_and(|v| v == format!("wasm-bindgen {wb}")) {
+    if with_path("wasm-bindgen").is_none_or(|v| v != format!("wasm-bindgen {wb}")) {
         // Its lock file pins a webpki-roots the registry no longer has, hence no --locked.
         run(Command::new(crate::cargo_path()).args(["install", "wasm-bindgen-cli", "--version", &wb]))?;
     }

@@ -455,38 +455,6 @@ pub fn write_gguf<W: std::io::Write>(
     w.finish()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_follow_llama_cpp() {
-        assert_eq!(gguf_name("model.layers.12.self_attn.q_proj.weight").unwrap(), "blk.12.attn_q.weight");
-        assert_eq!(gguf_name("model.layers.0.self_attn.k_norm.weight").unwrap(), "blk.0.attn_k_norm.weight");
-        assert_eq!(gguf_name("model.layers.3.post_attention_layernorm.weight").unwrap(), "blk.3.ffn_norm.weight");
-        assert_eq!(gguf_name("score.weight").unwrap(), "cls.output.weight");
-        assert_eq!(gguf_name("model.embed_tokens.weight").unwrap(), "token_embd.weight");
-        assert!(gguf_name("lm_head.weight").is_none());
-    }
-
-    #[test]
-    fn row_permutation_round_trips_and_interleaves_halves() {
-        // 2 heads of 4 rows, one byte per row.
-        let data: Vec<u8> = (0..8).collect();
-        let g = permute_rows(&data, 8, 2, true);
-        assert_eq!(g, vec![0, 2, 1, 3, 4, 6, 5, 7]);
-        assert_eq!(permute_rows(&g, 8, 2, false), data);
-    }
-
-    #[test]
-    fn k_quants_fall_back_on_narrow_rows() {
-        assert_eq!(QuantType::Q4K.for_row_len(1024), GgmlDType::Q4K);
-        assert_eq!(QuantType::Q4K.for_row_len(64), GgmlDType::Q5_0);
-        assert_eq!(QuantType::Q6K.for_row_len(64), GgmlDType::Q8_0);
-        assert_eq!(QuantType::Q8_0.for_row_len(64), GgmlDType::Q8_0);
-    }
-}
-
 /// Quantizes a float checkpoint's matrices while loading, so a model whose f32 weights would
 /// not fit (the browser's 4 GiB) is held at about a quarter of that. Norms, biases and the
 /// score head stay f32, as in the files `rewardlens quantize` writes.
@@ -522,5 +490,37 @@ impl WeightSource for QuantizeOnLoad<'_> {
     ) -> Result<QMatMul> {
         let t = self.inner.tensor(name, &[vocab, hidden], DType::F32, device)?;
         self.quantize(t, hidden)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_llama_cpp() {
+        assert_eq!(gguf_name("model.layers.12.self_attn.q_proj.weight").unwrap(), "blk.12.attn_q.weight");
+        assert_eq!(gguf_name("model.layers.0.self_attn.k_norm.weight").unwrap(), "blk.0.attn_k_norm.weight");
+        assert_eq!(gguf_name("model.layers.3.post_attention_layernorm.weight").unwrap(), "blk.3.ffn_norm.weight");
+        assert_eq!(gguf_name("score.weight").unwrap(), "cls.output.weight");
+        assert_eq!(gguf_name("model.embed_tokens.weight").unwrap(), "token_embd.weight");
+        assert!(gguf_name("lm_head.weight").is_none());
+    }
+
+    #[test]
+    fn row_permutation_round_trips_and_interleaves_halves() {
+        // 2 heads of 4 rows, one byte per row.
+        let data: Vec<u8> = (0..8).collect();
+        let g = permute_rows(&data, 8, 2, true);
+        assert_eq!(g, vec![0, 2, 1, 3, 4, 6, 5, 7]);
+        assert_eq!(permute_rows(&g, 8, 2, false), data);
+    }
+
+    #[test]
+    fn k_quants_fall_back_on_narrow_rows() {
+        assert_eq!(QuantType::Q4K.for_row_len(1024), GgmlDType::Q4K);
+        assert_eq!(QuantType::Q4K.for_row_len(64), GgmlDType::Q5_0);
+        assert_eq!(QuantType::Q6K.for_row_len(64), GgmlDType::Q8_0);
+        assert_eq!(QuantType::Q8_0.for_row_len(64), GgmlDType::Q8_0);
     }
 }

@@ -85,6 +85,17 @@ pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<StTensor>> {
     Ok(out)
 }
 
+/// Reads and parses the directory of a safetensors file given random access to it.
+pub fn read_directory(src: &dyn crate::gguf::ByteSource) -> Result<Vec<StTensor>> {
+    let len = src.len();
+    let mut first = [0u8; 8];
+    src.read_at(0, &mut first).map_err(|_| bad("file shorter than 8 bytes"))?;
+    let hlen = header_len(&first, len)?;
+    let mut header = vec![0u8; (hlen - 8) as usize];
+    src.read_at(8, &mut header).map_err(|e| bad(format!("reading the header: {e}")))?;
+    parse_header(&header, len)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,15 +113,4 @@ mod tests {
         assert!(parse_header(huge, 1000).is_err());
         assert!(header_len(&u64::MAX.to_le_bytes(), 100).is_err());
     }
-}
-
-/// Reads and parses the directory of a safetensors file given random access to it.
-pub fn read_directory(src: &dyn crate::gguf::ByteSource) -> Result<Vec<StTensor>> {
-    let len = src.len();
-    let mut first = [0u8; 8];
-    src.read_at(0, &mut first).map_err(|_| bad("file shorter than 8 bytes"))?;
-    let hlen = header_len(&first, len)?;
-    let mut header = vec![0u8; (hlen - 8) as usize];
-    src.read_at(8, &mut header).map_err(|e| bad(format!("reading the header: {e}")))?;
-    parse_header(&header, len)
 }

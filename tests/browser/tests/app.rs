@@ -148,12 +148,12 @@ fn bad_models_get_clear_errors_and_the_page_keeps_working() {
         let bytes = std::fs::read(&p).unwrap();
         std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
     });
-    let unsupported = broken_copy("unsupported", "qwen3-seq", |d| {
+    broken_copy("unsupported", "qwen3-seq", |d| {
         let p = d.join("config.json");
         let text = std::fs::read_to_string(&p).unwrap();
         std::fs::write(&p, text.replace("Qwen3ForSequenceClassification", "BertForSequenceClassification")).unwrap();
     });
-    let too_big = broken_copy("too-big", "qwen3-seq", |d| {
+    broken_copy("too-big", "qwen3-seq", |d| {
         let mut c: Value = serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
         // An 8B model's shape: f32 and q8_0 cannot fit in 4 GiB, and neither does q4_k with it.
         for (k, v) in [("hidden_size", 4096), ("intermediate_size", 14336), ("num_hidden_layers", 48)] {

@@ -79,7 +79,8 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new() -> Self {
+    /// Starts the worker; its `Ready` message flushes anything sent before.
+    pub fn start() -> Self {
         let state = EngineState {
             phase: RwSignal::new(Phase::Starting),
             progress: RwSignal::new(None),

@@ -59,7 +59,7 @@ pub struct ModelChoice {
 
 #[component]
 fn App() -> impl IntoView {
-    let engine = Engine::new();
+    let engine = Engine::start();
     let window = web_sys::window().expect("a window");
     let location = window.location();
     let query = location.search().unwrap_or_default();
