@@ -130,6 +130,12 @@ pub enum ToWorker {
         job: ScoreJob,
         truncate: bool,
     },
+    /// Times the forward pass on `bench_ids` of each length (one warm-up, then `iters` runs).
+    Bench {
+        id: u64,
+        lengths: Vec<usize>,
+        iters: usize,
+    },
     /// Stops the job `id` at the next sequence boundary.
     Cancel {
         id: u64,
@@ -195,6 +201,14 @@ pub enum ScoreOutput {
     },
 }
 
+/// One benchmark length's median.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchRow {
+    pub tokens: usize,
+    pub median_ms: f64,
+    pub tokens_per_s: f64,
+}
+
 /// Worker -> page.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -219,6 +233,10 @@ pub enum FromWorker {
         output: ScoreOutput,
         backend: String,
         ms: f64,
+    },
+    Benched {
+        id: u64,
+        rows: Vec<BenchRow>,
     },
     Cancelled {
         id: u64,

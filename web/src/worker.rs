@@ -11,7 +11,7 @@ use js_sys::{Array, Promise, Reflect, Uint8Array};
 use rewardlens_core::types::prompt_response;
 use rewardlens_core::Message;
 use rewardlens_models::gguf::{ByteSource, GgufFile};
-use rewardlens_models::memory::{MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
+use rewardlens_models::memory::{pick_storage, MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
 use rewardlens_models::quantized::{self, QuantType};
 use rewardlens_models::records::{annotate, parse_record};
 use rewardlens_models::weights::StreamedSafetensors;
@@ -65,6 +65,9 @@ struct Engine {
     scope: DedicatedWorkerGlobalScope,
     model: RefCell<Option<Rc<Loaded>>>,
     cancelled: RefCell<HashSet<u64>>,
+    /// Jobs run one at a time, in arrival order (a cache query must not overtake a clear).
+    queue: RefCell<std::collections::VecDeque<(ToWorker, Vec<File>)>>,
+    running: std::cell::Cell<bool>,
 }
 
 type Res<T> = Result<T, UserError>;
@@ -120,7 +123,16 @@ impl Engine {
         let _ = JsFuture::from(p).await;
     }
 
-    async fn handle(self: Rc<Self>, msg: ToWorker, files: Vec<File>) {
+    async fn run_queue(self: Rc<Self>) {
+        loop {
+            let next = self.queue.borrow_mut().pop_front();
+            let Some((msg, files)) = next else { break };
+            self.handle(msg, files).await;
+        }
+        self.running.set(false);
+    }
+
+    async fn handle(&self, msg: ToWorker, files: Vec<File>) {
         match msg {
             ToWorker::Load { id, source, storage, token, hub } => {
                 let hub = hub.unwrap_or_else(|| HUB.to_owned());
@@ -140,6 +152,14 @@ impl Engine {
                     Ok(output) => {
                         self.post(&FromWorker::Scored { id, output, backend: BACKEND.into(), ms: self.now() - started })
                     }
+                    Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
+                    Err(error) => self.post(&FromWorker::Failed { id, error }),
+                }
+                self.cancelled.borrow_mut().remove(&id);
+            }
+            ToWorker::Bench { id, lengths, iters } => {
+                match self.bench(id, &lengths, iters).await {
+                    Ok(rows) => self.post(&FromWorker::Benched { id, rows }),
                     Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
                     Err(error) => self.post(&FromWorker::Failed { id, error }),
                 }
@@ -519,6 +539,40 @@ impl Engine {
         }
     }
 
+    async fn bench(&self, id: u64, lengths: &[usize], iters: usize) -> Res<Vec<BenchRow>> {
+        let loaded = self
+            .model
+            .borrow()
+            .clone()
+            .ok_or_else(|| UserError::new("no_model", "load a model before benchmarking"))?;
+        let vocab = loaded.model.config().vocab_size;
+        let mut rows = Vec::new();
+        for (n, &len) in lengths.iter().enumerate() {
+            let ids = rewardlens_models::synthetic::bench_ids(len, 0, vocab);
+            let mut times = Vec::new();
+            for i in 0..=iters.max(1) {
+                let t0 = self.now();
+                loaded.model.forward_padded(&[&ids], rewardlens_models::Padding::Right).map_err(model_error)?;
+                if i > 0 {
+                    times.push(self.now() - t0);
+                }
+                self.post(&FromWorker::Progress {
+                    id,
+                    stage: format!("benchmark {len} tokens"),
+                    done: n as u64,
+                    total: Some(lengths.len() as u64),
+                    rate: 0.0,
+                });
+                self.yield_now().await;
+                self.check_cancel(id)?;
+            }
+            times.sort_by(f64::total_cmp);
+            let median_ms = times[times.len() / 2];
+            rows.push(BenchRow { tokens: len, median_ms, tokens_per_s: len as f64 / (median_ms / 1000.0) });
+        }
+        Ok(rows)
+    }
+
     async fn score_sequences(
         &self,
         id: u64,
@@ -612,7 +666,6 @@ fn too_large(what: &str, need: u64) -> UserError {
 
 /// Picks how to hold the weights and checks that it fits, before any weight is downloaded.
 fn choose_storage(config: &ModelConfig, choice: StorageChoice) -> Res<(WeightStorage, MemoryEstimate)> {
-    let est = |s| MemoryEstimate::new(config, s, PLANNED_TOKENS);
     let candidates: Vec<WeightStorage> = match choice {
         StorageChoice::Auto => vec![
             WeightStorage::F32,
@@ -623,15 +676,10 @@ fn choose_storage(config: &ModelConfig, choice: StorageChoice) -> Res<(WeightSto
         StorageChoice::Q8_0 => vec![WeightStorage::Quantized(QuantType::Q8_0)],
         StorageChoice::Q4K => vec![WeightStorage::Quantized(QuantType::Q4K)],
     };
-    for s in &candidates {
-        let e = est(*s);
-        if e.fits_wasm32(RESERVE) {
-            return Ok((*s, e));
-        }
-    }
-    let last = est(*candidates.last().expect("non-empty"));
-    let what = format!("this model ({:.2}B parameters)", last.parameters as f64 / 1e9);
-    Err(too_large(&what, last.total() + RESERVE))
+    pick_storage(config, &candidates, PLANNED_TOKENS, RESERVE).map_err(|last| {
+        let what = format!("this model ({:.2}B parameters)", last.parameters as f64 / 1e9);
+        too_large(&what, last.total() + RESERVE)
+    })
 }
 
 /// Starts the worker: listens for `ToWorker` messages (JSON text in `msg`, picked files in
@@ -639,7 +687,13 @@ fn choose_storage(config: &ModelConfig, choice: StorageChoice) -> Res<(WeightSto
 pub fn start() {
     console_error_panic_hook::set_once();
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
-    let engine = Rc::new(Engine { scope: scope.clone(), model: RefCell::new(None), cancelled: RefCell::default() });
+    let engine = Rc::new(Engine {
+        scope: scope.clone(),
+        model: RefCell::new(None),
+        cancelled: RefCell::default(),
+        queue: RefCell::default(),
+        running: std::cell::Cell::new(false),
+    });
     let e = engine.clone();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
         let data = ev.data();
@@ -654,7 +708,12 @@ pub fn start() {
             Ok(ToWorker::Cancel { id }) => {
                 e.cancelled.borrow_mut().insert(id);
             }
-            Ok(msg) => spawn_local(e.clone().handle(msg, files)),
+            Ok(msg) => {
+                e.queue.borrow_mut().push_back((msg, files));
+                if !e.running.replace(true) {
+                    spawn_local(e.clone().run_queue());
+                }
+            }
             Err(err) => e.post(&FromWorker::Failed {
                 id: 0,
                 error: UserError::new("protocol", format!("unreadable message: {err}")),

@@ -4,6 +4,7 @@
 //!   tests in headless Chromium.
 //! - `serve [PORT]`: installs the web tool chain if missing and serves the app on 127.0.0.1.
 //! - `dist`: the app as a static site in web/dist.
+//! - `bench-web`: the same model and token ids natively and in headless Chromium (wasm CPU).
 //! - `lint`: rustfmt check and clippy with `-D warnings`, native and wasm32.
 //! - `bench`: rewardlens and PyTorch on a random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped
 //!   model (generated under target/, needs a Python with torch + transformers: set `PYTHON`).
@@ -280,12 +281,13 @@ fn main() -> Result<()> {
     match args.first().map(String::as_str) {
         Some("test") => test(),
         Some("dist") => web::dist().map(|_| ()),
+        Some("bench-web") => web::bench_web(),
         Some("serve") => web::serve(&args[1..]),
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),
         Some("fixtures") => fixtures(),
         Some("quant-accuracy") => quant_accuracy(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
-        _ => bail!("usage: cargo xtask <test|lint|serve [PORT]|dist|bench [THREADS] [--no-torch]|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
+        _ => bail!("usage: cargo xtask <test|lint|serve [PORT]|dist|bench [THREADS] [--no-torch]|bench-web|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
     }
 }

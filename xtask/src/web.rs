@@ -139,3 +139,78 @@ pub fn check_browser() -> Result<()> {
     }
     Ok(())
 }
+
+/// Rows `| tokens | batch | median s | tokens/s |` of `rewardlens bench` output: (tokens, tokens/s).
+fn native_rows(out: &str) -> Vec<(usize, f64)> {
+    out.lines()
+        .filter_map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            Some((cells.first()?.parse().ok()?, cells.get(3)?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `cargo xtask bench-web`: the Skywork-Reward-V2-Qwen3-0.6B shape (random weights) scored on
+/// the same token ids natively and in headless Chromium (wasm32 + simd128, one thread), as
+/// q8_0 GGUF and as the bf16 checkpoint (f32 in memory). Writes target/bench-web.md.
+pub fn bench_web() -> Result<()> {
+    use rewardlens_browser_tests::{Browser, StaticServer};
+    let dist = dist()?;
+    run(crate::cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
+    let model = crate::skywork_shape()?;
+    let models = root().join("target/bench-models");
+    let gguf = models.join("skywork-q8_0.gguf");
+    if !gguf.is_file() {
+        run(Command::new(crate::bin())
+            .args(["quantize", "--type", "q8_0", "--model"])
+            .arg(&model)
+            .arg("--out")
+            .arg(&gguf))?;
+    }
+    let lengths = "128,512,2048";
+    let iters = "2";
+    let variants = [
+        ("q8_0 GGUF", "/models/skywork-q8_0.gguf", gguf.clone()),
+        ("f32 (bf16 checkpoint)", "/models/skywork-rand", model),
+    ];
+    let srv = StaticServer::start(vec![("/models/".into(), models), ("/".into(), dist)], true);
+    let mut table = String::from(
+        "| weights | tokens | native 1 thread tok/s | native 2 threads tok/s | Chromium wasm tok/s | wasm / native 1 thread |\n|---|---:|---:|---:|---:|---:|\n",
+    );
+    for (label, url, path) in variants {
+        let mut native = Vec::new();
+        for threads in ["1", "2"] {
+            eprintln!("--- native {label}, {threads} thread(s)");
+            let out = Command::new(crate::bin())
+                .args(["--threads", threads, "bench", "--lengths", lengths, "--iters", iters, "--model"])
+                .arg(&path)
+                .current_dir(root())
+                .output()?;
+            if !out.status.success() {
+                bail!("native bench failed: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            eprint!("{text}");
+            native.push(native_rows(&text));
+        }
+        eprintln!("--- headless Chromium {label}");
+        let b = Browser::start();
+        b.goto(&format!("{}/?model={url}&bench={lengths}&iters={iters}", srv.url));
+        if let Err(e) = b.wait_for_either("#bench", "#error", std::time::Duration::from_secs(3600)) {
+            bail!("the browser benchmark failed: {e}");
+        }
+        let toks = b.attrs("#bench .bench-row", "data-tokens");
+        let ms = b.attrs("#bench .bench-row", "data-ms");
+        eprintln!("{}", b.text("#model-info"));
+        for (i, (t, m)) in toks.iter().zip(&ms).enumerate() {
+            let tokens: usize = t.parse()?;
+            let wasm = tokens as f64 / (m.parse::<f64>()? / 1000.0);
+            let n1 = native[0].get(i).map(|r| r.1).unwrap_or(f64::NAN);
+            let n2 = native[1].get(i).map(|r| r.1).unwrap_or(f64::NAN);
+            table.push_str(&format!("| {label} | {tokens} | {n1:.1} | {n2:.1} | {wasm:.1} | {:.2} |\n", wasm / n1));
+        }
+    }
+    println!("{table}");
+    std::fs::write(root().join("target/bench-web.md"), &table)?;
+    Ok(())
+}

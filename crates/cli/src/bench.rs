@@ -3,6 +3,7 @@
 
 use crate::{source, ModelArgs};
 use anyhow::Result;
+use rewardlens_models::synthetic::bench_ids;
 use rewardlens_models::Padding;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -20,11 +21,6 @@ pub struct BenchArgs {
     /// Timed repetitions per length (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     iters: usize,
-}
-
-/// Deterministic token ids shared with the PyTorch script.
-pub fn bench_ids(len: usize, row: usize, vocab: usize) -> Vec<u32> {
-    (0..len).map(|i| ((i * 7919 + row * 104_729 + 13) % (vocab - 1000)) as u32 + 100).collect()
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.

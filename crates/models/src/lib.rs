@@ -14,6 +14,7 @@ pub mod quantized;
 pub mod records;
 pub mod reward_model;
 pub mod st_header;
+pub mod synthetic;
 pub mod weights;
 
 pub use config::{Architecture, Family, HeadKind, ModelConfig};

@@ -117,6 +117,25 @@ impl MemoryEstimate {
     }
 }
 
+/// The first of `candidates` whose estimate fits wasm32 with `reserve` bytes to spare, or the
+/// last candidate's estimate when none fits.
+pub fn pick_storage(
+    c: &ModelConfig,
+    candidates: &[WeightStorage],
+    tokens: usize,
+    reserve: u64,
+) -> Result<(WeightStorage, MemoryEstimate), MemoryEstimate> {
+    let mut last = None;
+    for &s in candidates {
+        let e = MemoryEstimate::new(c, s, tokens);
+        if e.fits_wasm32(reserve) {
+            return Ok((s, e));
+        }
+        last = Some(e);
+    }
+    Err(last.expect("at least one candidate"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -159,5 +178,26 @@ mod tests {
         big.intermediate_size = 9728;
         assert!(!MemoryEstimate::new(&big, WeightStorage::F32, 2048).fits_wasm32(0));
         assert!(MemoryEstimate::new(&big, WeightStorage::Quantized(QuantType::Q4K), 2048).fits_wasm32(256 << 20));
+    }
+
+    /// What the web app's "auto" storage picks for its presets (README: 0.6B in f32, the
+    /// 1.7B and Llama-3.2-1B in q8_0), with the browser's reserve and planned length.
+    #[test]
+    fn auto_storage_for_the_presets() {
+        let auto =
+            [WeightStorage::F32, WeightStorage::Quantized(QuantType::Q8_0), WeightStorage::Quantized(QuantType::Q4K)];
+        let pick = |c: &ModelConfig| pick_storage(c, &auto, 4096, 512 << 20).map(|(s, _)| s);
+        let q06 = skywork_06b();
+        assert_eq!(pick(&q06), Ok(WeightStorage::F32));
+        let mut q17 = q06.clone();
+        (q17.hidden_size, q17.intermediate_size) = (2048, 6144);
+        assert_eq!(pick(&q17), Ok(WeightStorage::Quantized(QuantType::Q8_0)));
+        let mut llama1b = q06.clone();
+        (llama1b.hidden_size, llama1b.intermediate_size, llama1b.num_hidden_layers) = (2048, 8192, 16);
+        (llama1b.num_attention_heads, llama1b.num_key_value_heads, llama1b.head_dim) = (32, 8, 64);
+        (llama1b.vocab_size, llama1b.qk_norm) = (128_256, false);
+        assert_eq!(pick(&llama1b), Ok(WeightStorage::Quantized(QuantType::Q8_0)));
+        let p = ParameterCount::of(&llama1b).total();
+        assert!((1_235_000_000..1_237_000_000).contains(&p), "Llama-3.2-1B has 1.236B parameters, got {p}");
     }
 }

@@ -218,7 +218,7 @@ impl Browser {
                 "binary": binary,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                         "--no-first-run", "--disable-quic", "--window-size=1280,1400",
+                         "--no-first-run", "--disable-quic", "--window-size=1280,1800",
                          format!("--user-data-dir={}", profile.display())]
             }
         }}});

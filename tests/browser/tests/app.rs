@@ -105,6 +105,13 @@ fn scores_in_the_page_match_transformers() {
     assert_close(&shown[0], golden_logits(&g, "simple")[0], "llama Paris");
     assert_close(&shown[1], golden_logits(&g, "wrong")[0], "llama Berlin");
 
+    // Response text is shown as text: markup in it is not interpreted.
+    let markup = "<img src=x onerror=\"document.title='owned'\"><b>bold</b>";
+    score_responses(&b, "Echo this markup.", &[markup]);
+    assert_eq!(b.text("#scores td.text"), markup);
+    assert!(!b.exists("#scores td.text img") && !b.exists("#scores td.text b"), "markup was rendered as HTML");
+    assert_ne!(b.script("return document.title;", serde_json::json!([])), "owned");
+
     // Qwen2 with three named labels: each attribute is shown.
     load(&b, &format!("{}/fixtures/qwen2-seq", srv.url));
     let g = golden("qwen2-seq");

@@ -62,6 +62,7 @@ pub struct EngineState {
     pub notice: RwSignal<Option<String>>,
     pub results: RwSignal<Option<Comparison>>,
     pub batch: RwSignal<Option<BatchOutput>>,
+    pub bench: RwSignal<Option<Vec<BenchRow>>>,
     pub cache: RwSignal<Option<(u64, u64)>>,
     /// Bumped whenever a model finishes loading (deep links score then).
     pub loads: RwSignal<u64>,
@@ -89,6 +90,7 @@ impl Engine {
             notice: RwSignal::new(None),
             results: RwSignal::new(None),
             batch: RwSignal::new(None),
+            bench: RwSignal::new(None),
             cache: RwSignal::new(None),
             loads: RwSignal::new(0),
         };
@@ -197,6 +199,10 @@ impl Engine {
                     }
                 }
             }
+            FromWorker::Benched { id, rows } if Some(id) == current => {
+                self.finish();
+                s.bench.set(Some(rows));
+            }
             FromWorker::Cancelled { id } if Some(id) == current => {
                 self.finish();
                 s.notice.set(Some("Cancelled.".into()));
@@ -275,6 +281,11 @@ impl Engine {
             self.state.results.set(None);
         }
         self.send(&ToWorker::Score { id, job, truncate }, &[]);
+    }
+
+    pub fn bench(self, lengths: Vec<usize>, iters: usize) {
+        let id = self.begin(Phase::Scoring, None);
+        self.send(&ToWorker::Bench { id, lengths, iters }, &[]);
     }
 
     pub fn cancel(self) {

@@ -106,6 +106,21 @@ fn App() -> impl IntoView {
         });
     }
 
+    // `?bench=128,512,2048`: time the forward pass once the model is loaded (`cargo xtask
+    // bench-web` reads the table).
+    let bench: Option<Vec<usize>> =
+        share::query_param(&query, "bench").map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
+    if let Some(lengths) = bench {
+        let iters = share::query_param(&query, "iters").and_then(|v| v.parse().ok()).unwrap_or(3);
+        let started = StoredValue::new(false);
+        Effect::new(move |_| {
+            if engine.state.loads.get() > 0 && !started.get_value() {
+                started.set_value(true);
+                engine.bench(lengths.clone(), iters);
+            }
+        });
+    }
+
     let simd = simd_supported();
     view! {
         <header>
@@ -118,6 +133,7 @@ fn App() -> impl IntoView {
             <StatusLine engine />
             <ResultsView engine />
             <BatchView engine />
+            <BenchView engine />
         </main>
         <footer>
             <span id="simd" data-supported=simd.to_string()>
@@ -339,6 +355,42 @@ fn StatusLine(engine: Engine) -> impl IntoView {
                 })
             }}
         </section>
+    }
+}
+
+#[component]
+fn BenchView(engine: Engine) -> impl IntoView {
+    move || {
+        engine.state.bench.get().map(|rows| {
+            view! {
+                <section class="panel" id="bench">
+                    <h2>"Benchmark (forward pass, this browser, one thread)"</h2>
+                    <table>
+                        <thead>
+                            <tr>
+                                <th>"tokens"</th>
+                                <th>"median ms"</th>
+                                <th>"tokens/s"</th>
+                            </tr>
+                        </thead>
+                        <tbody>
+                            {rows
+                                .into_iter()
+                                .map(|r| {
+                                    view! {
+                                        <tr class="bench-row" data-tokens=r.tokens.to_string() data-ms=r.median_ms.to_string()>
+                                            <td>{r.tokens}</td>
+                                            <td>{format!("{:.0}", r.median_ms)}</td>
+                                            <td>{format!("{:.1}", r.tokens_per_s)}</td>
+                                        </tr>
+                                    }
+                                })
+                                .collect_view()}
+                        </tbody>
+                    </table>
+                </section>
+            }
+        })
     }
 }
 
