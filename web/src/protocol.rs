@@ -100,6 +100,24 @@ impl StorageChoice {
     }
 }
 
+/// A remote scoring endpoint, as the user configured it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct RemoteSettings {
+    pub endpoint: String,
+    /// `vllm`, `vllm-classify`, `nim`, `openrlhf` or `tei`.
+    pub protocol: String,
+    /// The served model's name (the `model` field); empty for the server's default.
+    pub model: String,
+    /// Held in memory (and in localStorage only if the user asked to remember it).
+    pub api_key: String,
+}
+
+impl RemoteSettings {
+    pub fn is_set(&self) -> bool {
+        !self.endpoint.trim().is_empty()
+    }
+}
+
 /// What to score.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -124,6 +142,12 @@ pub enum ToWorker {
         token: Option<String>,
         /// The Hub endpoint (a mirror, or a local stand-in in tests); `HUB` when absent.
         hub: Option<String>,
+        /// A remote endpoint: used when the model cannot be loaded here (too large, failed),
+        /// or always with `remote_only`.
+        #[serde(default)]
+        remote: Option<RemoteSettings>,
+        #[serde(default)]
+        remote_only: bool,
     },
     Score {
         id: u64,
@@ -172,6 +196,10 @@ pub struct ModelInfo {
     pub load_ms: f64,
     pub downloaded_bytes: u64,
     pub cached_bytes: u64,
+    /// Who scores: `WASM CPU (simd128)` or `Remote (<protocol> at <url>)`.
+    pub backend: String,
+    /// Why scoring went remote instead of running here.
+    pub fallback_reason: Option<String>,
 }
 
 /// One scored sequence.

@@ -9,7 +9,9 @@ use crate::protocol::*;
 use candle_core::Device;
 use js_sys::{Array, Promise, Reflect, Uint8Array};
 use rewardlens_core::types::prompt_response;
-use rewardlens_core::Message;
+use rewardlens_core::{ChatTemplate, Message, Role};
+use rewardlens_models::ConversationScore;
+use rewardlens_remote::{Protocol, RemoteConfig, RemoteInput, RemoteScorer};
 use rewardlens_models::gguf::{ByteSource, GgufFile};
 use rewardlens_models::memory::{pick_storage, MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
 use rewardlens_models::quantized::{self, QuantType};
@@ -23,7 +25,7 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{
-    Blob, Cache, DedicatedWorkerGlobalScope, File, Headers, MessageEvent, ReadableStreamDefaultReader, RequestInit,
+    Cache, DedicatedWorkerGlobalScope, File, Headers, MessageEvent, ReadableStreamDefaultReader, RequestInit,
     Response, ResponseInit,
 };
 
@@ -56,8 +58,14 @@ impl ByteSource for JsBytes {
     }
 }
 
+/// What scores: the engine here, or a remote endpoint.
+enum Scorer {
+    Local(RewardModel),
+    Remote { client: RemoteScorer, template: Option<ChatTemplate> },
+}
+
 struct Loaded {
-    model: RewardModel,
+    scorer: Scorer,
     info: ModelInfo,
 }
 
@@ -134,9 +142,21 @@ impl Engine {
 
     async fn handle(&self, msg: ToWorker, files: Vec<File>) {
         match msg {
-            ToWorker::Load { id, source, storage, token, hub } => {
+            ToWorker::Load { id, source, storage, token, hub, remote, remote_only } => {
                 let hub = hub.unwrap_or_else(|| HUB.to_owned());
-                match self.load(id, &source, storage, token.as_deref(), &hub, files).await {
+                let remote = remote.filter(RemoteSettings::is_set);
+                let result = match (&remote, remote_only) {
+                    (Some(r), true) => self.load_remote(id, &source, r, None, &hub, None).await,
+                    _ => match self.load(id, &source, storage, token.as_deref(), &hub, files).await {
+                        Err(e) if e.code != "cancelled" && remote.is_some() => {
+                            // The browser cannot hold or load it: score on the configured endpoint.
+                            let r = remote.as_ref().expect("checked");
+                            self.load_remote(id, &source, r, Some(e.message), &hub, token.as_deref()).await
+                        }
+                        other => other,
+                    },
+                };
+                match result {
                     Ok(loaded) => {
                         self.post(&FromWorker::Loaded { id, info: loaded.info.clone() });
                         *self.model.borrow_mut() = Some(Rc::new(loaded));
@@ -237,8 +257,14 @@ impl Engine {
             let _ = h.set("Authorization", &format!("Bearer {t}"));
             init.set_headers(&h);
         }
-        let resp: Response = JsFuture::from(self.scope.fetch_with_str_and_init(url, &init))
-            .await
+        let fetched = JsFuture::from(self.scope.fetch_with_str_and_init(url, &init)).await;
+        if fetched.is_err() && optional {
+            // Some hosts answer a missing file without CORS headers, which fetch reports as a
+            // network error; an optional file is then treated as absent (a required file
+            // still reports the error).
+            return Ok(None);
+        }
+        let resp: Response = fetched
             .map_err(|e| {
                 UserError::new(
                     "network",
@@ -331,7 +357,15 @@ impl Engine {
         let rate = done_bytes as f64 / ((self.now() - started).max(1.0) / 1000.0);
         self.post(&FromWorker::Progress { id, stage: label.into(), done: done_bytes, total: Some(done_bytes), rate });
         stats.0 += done_bytes;
-        let blob = Blob::new_with_u8_array_sequence(&chunks).map_err(|e| UserError::new("memory", js_text(&e)))?;
+        // One contiguous array (a Blob of a large download may be paged to disk by the browser
+        // and then fail to read back).
+        let all = Uint8Array::new_with_length(done_bytes as u32);
+        let mut at = 0u32;
+        for c in chunks.iter() {
+            let c: Uint8Array = c.unchecked_into();
+            all.set(&c, at);
+            at += c.length();
+        }
         drop(chunks);
         if let Some(cache) = &cache {
             let init = ResponseInit::new();
@@ -340,15 +374,12 @@ impl Engine {
                 let _ = h.set(SIZE_HEADER, &done_bytes.to_string());
                 init.set_headers(&h);
             }
-            if let Ok(r) = Response::new_with_opt_blob_and_init(Some(&blob), &init) {
+            if let Ok(r) = Response::new_with_opt_js_u8_array_and_init(Some(&all), &init) {
                 // A full disk (quota) only costs the next reload a download.
                 let _ = JsFuture::from(cache.put_with_str(url, &r)).await;
             }
         }
-        let buf = JsFuture::from(blob.array_buffer())
-            .await
-            .map_err(|e| UserError::new("memory", format!("reading {label}: {}", js_text(&e))))?;
-        Ok(Some(Uint8Array::new(&buf)))
+        Ok(Some(all))
     }
 
     async fn load(
@@ -470,8 +501,10 @@ impl Engine {
             load_ms: self.now() - started,
             downloaded_bytes: stats.0,
             cached_bytes: stats.1,
+            backend: BACKEND.into(),
+            fallback_reason: None,
         };
-        Ok(Loaded { model, info })
+        Ok(Loaded { scorer: Scorer::Local(model), info })
     }
 
     async fn load_gguf(
@@ -509,8 +542,10 @@ impl Engine {
                 load_ms: self.now() - started,
                 downloaded_bytes: stats.0,
                 cached_bytes: stats.1,
+                backend: BACKEND.into(),
+                fallback_reason: None,
             },
-            model,
+            scorer: Scorer::Local(model),
         })
     }
 
@@ -518,25 +553,33 @@ impl Engine {
         let loaded =
             self.model.borrow().clone().ok_or_else(|| UserError::new("no_model", "load a model before scoring"))?;
         let policy = LengthPolicy { max_tokens: None, truncate };
-        let labels = loaded.info.labels.clone();
         match job {
             ScoreJob::Responses { prompt, responses } => {
                 if responses.is_empty() {
                     return Err(UserError::new("no_input", "add at least one response"));
                 }
                 let convs: Vec<Vec<Message>> = responses.iter().map(|r| prompt_response(&prompt, r)).collect();
-                let results = self.score_sequences(id, &loaded.model, &convs, policy).await?;
-                Ok(ScoreOutput::Sequences { results, labels })
+                let results = self.score_sequences(id, &loaded, &convs, policy, true).await?;
+                Ok(ScoreOutput::Sequences { labels: self.labels(&loaded, &results), results })
             }
             ScoreJob::Conversation { messages } => {
                 if messages.is_empty() {
                     return Err(UserError::new("no_input", "the conversation has no messages"));
                 }
-                let results = self.score_sequences(id, &loaded.model, &[messages], policy).await?;
-                Ok(ScoreOutput::Sequences { results, labels })
+                let results = self.score_sequences(id, &loaded, &[messages], policy, true).await?;
+                Ok(ScoreOutput::Sequences { labels: self.labels(&loaded, &results), results })
             }
-            ScoreJob::Jsonl { text } => self.score_jsonl(id, &loaded.model, &text, policy).await,
+            ScoreJob::Jsonl { text } => self.score_jsonl(id, &loaded, &text, policy).await,
         }
+    }
+
+    /// Label names: the model's, or for a remote endpoint what it named (else LABEL_i).
+    fn labels(&self, loaded: &Loaded, results: &[SequenceResult]) -> Vec<String> {
+        if !loaded.info.labels.is_empty() {
+            return loaded.info.labels.clone();
+        }
+        let n = results.first().map_or(1, |r| r.logits.len());
+        (0..n).map(|i| format!("LABEL_{i}")).collect()
     }
 
     async fn bench(&self, id: u64, lengths: &[usize], iters: usize) -> Res<Vec<BenchRow>> {
@@ -545,14 +588,17 @@ impl Engine {
             .borrow()
             .clone()
             .ok_or_else(|| UserError::new("no_model", "load a model before benchmarking"))?;
-        let vocab = loaded.model.config().vocab_size;
+        let Scorer::Local(model) = &loaded.scorer else {
+            return Err(UserError::new("remote", "the benchmark measures the engine in this browser, not a remote endpoint"));
+        };
+        let vocab = model.config().vocab_size;
         let mut rows = Vec::new();
         for (n, &len) in lengths.iter().enumerate() {
             let ids = rewardlens_models::synthetic::bench_ids(len, 0, vocab);
             let mut times = Vec::new();
             for i in 0..=iters.max(1) {
                 let t0 = self.now();
-                loaded.model.forward_padded(&[&ids], rewardlens_models::Padding::Right).map_err(model_error)?;
+                model.forward_padded(&[&ids], rewardlens_models::Padding::Right).map_err(model_error)?;
                 if i > 0 {
                     times.push(self.now() - t0);
                 }
@@ -573,41 +619,64 @@ impl Engine {
         Ok(rows)
     }
 
+    /// Scores conversations, in order: here one at a time (yielding between them, so the job
+    /// can be cancelled), or remotely in batches.
     async fn score_sequences(
         &self,
         id: u64,
-        model: &RewardModel,
+        loaded: &Loaded,
         convs: &[Vec<Message>],
         policy: LengthPolicy,
+        progress: bool,
     ) -> Res<Vec<SequenceResult>> {
         let mut out = Vec::with_capacity(convs.len());
         let started = self.now();
-        for (i, c) in convs.iter().enumerate() {
+        let step = match &loaded.scorer {
+            Scorer::Local(_) => 1,
+            Scorer::Remote { client, .. } => client.config().batch_size,
+        };
+        for chunk in convs.chunks(step) {
             let t0 = self.now();
-            let enc = model.encode(c, &policy).map_err(model_error)?;
-            let s = model.score_encoded(std::slice::from_ref(&enc), 1).map_err(model_error)?.remove(0);
-            out.push(SequenceResult {
-                score: s.score(),
-                logits: s.logits.clone(),
-                tokens: s.tokens,
-                truncated_tokens: s.truncated_tokens,
-                ms: self.now() - t0,
-            });
-            let rate = (i + 1) as f64 / ((self.now() - started).max(1.0) / 1000.0);
-            self.post(&FromWorker::Progress {
-                id,
-                stage: "scoring".into(),
-                done: i as u64 + 1,
-                total: Some(convs.len() as u64),
-                rate,
-            });
+            match &loaded.scorer {
+                Scorer::Local(model) => {
+                    let enc = model.encode(&chunk[0], &policy).map_err(model_error)?;
+                    let s = model.score_encoded(std::slice::from_ref(&enc), 1).map_err(model_error)?.remove(0);
+                    out.push(SequenceResult {
+                        score: s.score(),
+                        logits: s.logits.clone(),
+                        tokens: s.tokens,
+                        truncated_tokens: s.truncated_tokens,
+                        ms: self.now() - t0,
+                    });
+                }
+                Scorer::Remote { client, template } => {
+                    let inputs = chunk
+                        .iter()
+                        .map(|c| remote_input(c, template.as_ref(), client.config().protocol))
+                        .collect::<Res<Vec<_>>>()?;
+                    let scores = client.score(&inputs).await.map_err(|e| UserError::new(e.code(), e.to_string()))?;
+                    let ms = (self.now() - t0) / chunk.len() as f64;
+                    out.extend(scores.into_iter().map(|s| SequenceResult {
+                        score: s.score(),
+                        logits: s.values,
+                        tokens: 0,
+                        truncated_tokens: 0,
+                        ms,
+                    }));
+                }
+            }
+            if progress {
+                let rate = out.len() as f64 / ((self.now() - started).max(1.0) / 1000.0);
+                let (done, total) = (out.len() as u64, Some(convs.len() as u64));
+                self.post(&FromWorker::Progress { id, stage: "scoring".into(), done, total, rate });
+            }
             self.yield_now().await;
             self.check_cancel(id)?;
         }
         Ok(out)
     }
 
-    async fn score_jsonl(&self, id: u64, model: &RewardModel, text: &str, policy: LengthPolicy) -> Res<ScoreOutput> {
+    async fn score_jsonl(&self, id: u64, loaded: &Loaded, text: &str, policy: LengthPolicy) -> Res<ScoreOutput> {
         let lines: Vec<&str> = text.lines().collect();
         let (mut out, mut skipped, mut scored) = (String::new(), Vec::new(), 0);
         let started = self.now();
@@ -615,23 +684,32 @@ impl Engine {
             if line.trim().is_empty() {
                 continue;
             }
-            let result = (|| -> Result<String, String> {
-                let mut obj: serde_json::Map<String, serde_json::Value> =
-                    serde_json::from_str(line).map_err(|e| format!("not a JSON object: {e}"))?;
-                let record = parse_record(&obj).map_err(|e| e.to_string())?;
-                let mut scores = Vec::new();
-                for c in record.conversations() {
-                    let enc = model.encode(c, &policy).map_err(|e| e.to_string())?;
-                    scores.extend(model.score_encoded(&[enc], 1).map_err(|e| e.to_string())?);
-                }
-                annotate(&mut obj, &record, &scores, model.labels());
-                Ok(serde_json::to_string(&obj).expect("JSON values serialize"))
-            })();
-            match result {
-                Ok(l) => {
-                    out.push_str(&l);
-                    out.push('\n');
-                    scored += 1;
+            let parsed = serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(line)
+                .map_err(|e| format!("not a JSON object: {e}"))
+                .and_then(|obj| parse_record(&obj).map(|r| (obj, r)).map_err(|e| e.to_string()));
+            match parsed {
+                Ok((mut obj, record)) => {
+                    let convs: Vec<Vec<Message>> = record.conversations().iter().map(|c| c.to_vec()).collect();
+                    match self.score_sequences(id, loaded, &convs, policy, false).await {
+                        Ok(results) => {
+                            let labels = self.labels(loaded, &results);
+                            let scores: Vec<ConversationScore> = results
+                                .into_iter()
+                                .map(|r| ConversationScore {
+                                    logits: r.logits,
+                                    token_logits: None,
+                                    tokens: r.tokens,
+                                    truncated_tokens: r.truncated_tokens,
+                                })
+                                .collect();
+                            annotate(&mut obj, &record, &scores, &labels);
+                            out.push_str(&serde_json::to_string(&obj).expect("JSON values serialize"));
+                            out.push('\n');
+                            scored += 1;
+                        }
+                        Err(e) if e.code == "cancelled" => return Err(e),
+                        Err(e) => skipped.push(format!("line {}: {}", i + 1, e.message)),
+                    }
                 }
                 Err(e) => skipped.push(format!("line {}: {e}", i + 1)),
             }
@@ -647,6 +725,79 @@ impl Engine {
             self.check_cancel(id)?;
         }
         Ok(ScoreOutput::Jsonl { text: out, scored, skipped })
+    }
+
+    /// Scoring on a remote endpoint (chosen, or because the model cannot run here). Protocols
+    /// that take rendered text use the model's chat template when its source has one.
+    async fn load_remote(
+        &self,
+        id: u64,
+        source: &ModelSource,
+        r: &RemoteSettings,
+        reason: Option<String>,
+        hub: &str,
+        token: Option<&str>,
+    ) -> Res<Loaded> {
+        let protocol = Protocol::parse_name(&r.protocol).map_err(|e| UserError::new("remote", e))?;
+        let mut cfg = RemoteConfig::new(r.endpoint.trim(), protocol);
+        cfg.model = Some(r.model.trim().to_owned()).filter(|m| !m.is_empty());
+        cfg.api_key = Some(r.api_key.trim().to_owned()).filter(|k| !k.is_empty());
+        cfg.timeout = std::time::Duration::from_secs(120);
+        let client = RemoteScorer::new(cfg).map_err(|e| UserError::new("remote", e.to_string()))?;
+        let template = if protocol.takes_chat() {
+            None
+        } else {
+            let base = source.base_url(hub).filter(|b| !is_gguf_name(b)).ok_or_else(|| {
+                UserError::new(
+                    "remote",
+                    format!(
+                        "the {} protocol takes text rendered with the model's chat template; choose a Hub repo or folder URL as the model, or the vllm/nim protocol",
+                        protocol.name()
+                    ),
+                )
+            })?;
+            let mut stats = (0, 0);
+            let cfg_text = self
+                .fetch(id, &format!("{base}{}", files::TOKENIZER_CONFIG), files::TOKENIZER_CONFIG, Some((token.unwrap_or(""), hub)), false, &mut stats)
+                .await?
+                .expect("required");
+            let jinja = self
+                .fetch(id, &format!("{base}{}", files::CHAT_TEMPLATE), files::CHAT_TEMPLATE, Some((token.unwrap_or(""), hub)), true, &mut stats)
+                .await?
+                .map(|b| String::from_utf8_lossy(&b.to_vec()).into_owned());
+            let text = String::from_utf8_lossy(&cfg_text.to_vec()).into_owned();
+            Some(ChatTemplate::from_tokenizer_config(&text, jinja.as_deref()).map_err(|e| UserError::new("bad_config", e.to_string()))?)
+        };
+        let backend = format!("Remote ({} at {})", protocol.name(), client.url());
+        Ok(Loaded {
+            info: ModelInfo {
+                source: source.label(),
+                architecture: "remote".into(),
+                labels: Vec::new(),
+                parameters: 0,
+                storage: "on the server".into(),
+                estimated_bytes: 0,
+                max_tokens: 0,
+                load_ms: 0.0,
+                downloaded_bytes: 0,
+                cached_bytes: 0,
+                backend,
+                fallback_reason: reason,
+            },
+            scorer: Scorer::Remote { client, template },
+        })
+    }
+}
+
+fn remote_input(conv: &[Message], template: Option<&ChatTemplate>, protocol: Protocol) -> Res<RemoteInput> {
+    match template {
+        Some(t) if !protocol.takes_chat() => {
+            let text = t.render(conv, false).map_err(|e| UserError::new("template", e.to_string()))?;
+            let cut = conv.iter().rposition(|m| m.role == Role::Assistant).unwrap_or(conv.len());
+            let prompt = t.render(&conv[..cut], true).unwrap_or_default();
+            Ok(RemoteInput::Text { text, prompt })
+        }
+        _ => Ok(RemoteInput::Chat(conv.to_vec())),
     }
 }
 

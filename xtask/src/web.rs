@@ -177,7 +177,7 @@ pub fn bench_web() -> Result<()> {
     let mut table = String::from(
         "| weights | tokens | native 1 thread tok/s | native 2 threads tok/s | Chromium wasm tok/s | wasm / native 1 thread |\n|---|---:|---:|---:|---:|---:|\n",
     );
-    for (label, url, path) in variants {
+    for (label, url, path, lengths) in variants {
         let mut native = Vec::new();
         for threads in ["1", "2"] {
             eprintln!("--- native {label}, {threads} thread(s)");
@@ -207,7 +207,9 @@ pub fn bench_web() -> Result<()> {
             let wasm = tokens as f64 / (m.parse::<f64>()? / 1000.0);
             let n1 = native[0].get(i).map(|r| r.1).unwrap_or(f64::NAN);
             let n2 = native[1].get(i).map(|r| r.1).unwrap_or(f64::NAN);
-            table.push_str(&format!("| {label} | {tokens} | {n1:.1} | {n2:.1} | {wasm:.1} | {:.2} |\n", wasm / n1));
+            let row = format!("| {label} | {tokens} | {n1:.1} | {n2:.1} | {wasm:.1} | {:.2} |\n", wasm / n1);
+            eprint!("{row}");
+            table.push_str(&row);
         }
     }
     println!("{table}");

@@ -4,12 +4,11 @@
 //! run leaves only whole lines (plus at most one partial line that `--resume` cuts off).
 //! An existing output file is never overwritten without `--resume`.
 
-use crate::{source, ModelArgs};
+use crate::backend::{Backend, BackendArgs, Prepared};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rewardlens_models::records::{annotate, input_key, parse_record, Record};
-use rewardlens_models::reward_model::EncodedInput;
-use rewardlens_models::{LengthPolicy, RewardModel};
+use rewardlens_models::LengthPolicy;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -24,7 +23,7 @@ const EXIT_SKIPPED: u8 = 3;
 #[derive(clap::Args)]
 pub struct ScoreArgs {
     #[command(flatten)]
-    model: ModelArgs,
+    backend: BackendArgs,
     /// JSONL input: one conversation, instruction/response, prompt/responses or preference pair per line.
     #[arg(long)]
     input: PathBuf,
@@ -113,12 +112,12 @@ struct Totals {
 /// Lines waiting for their batch to be scored.
 struct Pending {
     lines: Vec<(Map<String, Value>, Record)>,
-    inputs: Vec<EncodedInput>,
+    inputs: Vec<Prepared>,
 }
 
 fn flush_pending(
     pending: &mut Pending,
-    model: &RewardModel,
+    backend: &Backend,
     batch_size: usize,
     out: &mut File,
     totals: &mut Totals,
@@ -127,13 +126,13 @@ fn flush_pending(
     if pending.lines.is_empty() {
         return Ok(());
     }
-    let scores = model.score_encoded(&pending.inputs, batch_size).context("scoring")?;
+    let (scores, labels) = backend.score(std::mem::take(&mut pending.inputs), batch_size).context("scoring")?;
     let mut at = 0;
     for (mut obj, job) in pending.lines.drain(..) {
         let n = job.conversations().len();
         let s = &scores[at..at + n];
         at += n;
-        annotate(&mut obj, &job, s, model.labels());
+        annotate(&mut obj, &job, s, &labels);
         if let Record::Pair(..) = job {
             totals.pairs += 1;
             totals.pairs_correct += usize::from(s[0].score() > s[1].score());
@@ -153,7 +152,7 @@ fn flush_pending(
 pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     let input = File::open(&args.input).with_context(|| format!("cannot open --input {}", args.input.display()))?;
     let total_lines = BufReader::new(File::open(&args.input)?).lines().count();
-    let model = source::load_model(&args.model)?;
+    let backend = Backend::open(&args.backend)?;
     let (mut out, mut done) = open_output(&args.output, args.resume)?;
     let policy = LengthPolicy { max_tokens: args.max_tokens, truncate: args.truncate };
 
@@ -173,14 +172,14 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
             continue;
         }
         totals.lines += 1;
-        let parsed = (|| -> Result<(Map<String, Value>, Record, Vec<EncodedInput>)> {
+        let parsed = (|| -> Result<(Map<String, Value>, Record, Vec<Prepared>)> {
             let obj: Map<String, Value> = serde_json::from_str(&line).context("not a JSON object")?;
             let job = parse_record(&obj)?;
             let inputs = job
                 .conversations()
                 .iter()
-                .map(|c| model.encode(c, &policy))
-                .collect::<rewardlens_models::Result<Vec<_>>>()?;
+                .map(|c| backend.prepare(c, &policy))
+                .collect::<Result<Vec<_>>>()?;
             Ok((obj, job, inputs))
         })();
         match parsed {
@@ -208,12 +207,12 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
             }
         }
         if pending.inputs.len() >= args.batch_size.max(1) * 4 {
-            flush_pending(&mut pending, &model, args.batch_size, &mut out, &mut totals, &bar)?;
+            flush_pending(&mut pending, &backend, args.batch_size, &mut out, &mut totals, &bar)?;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{:.0} tokens/s", totals.tokens as f64 / secs));
         }
     }
-    flush_pending(&mut pending, &model, args.batch_size, &mut out, &mut totals, &bar)?;
+    flush_pending(&mut pending, &backend, args.batch_size, &mut out, &mut totals, &bar)?;
     out.sync_all().context("writing output")?;
     bar.finish_and_clear();
 

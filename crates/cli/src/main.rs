@@ -1,10 +1,13 @@
-//! The `rewardlens` command line: batch JSONL scoring and benchmarks on the native CPU engine.
+//! The `rewardlens` command line: batch JSONL scoring (local or through a remote endpoint),
+//! quantization, benchmarks, and `serve`.
 
+mod backend;
 mod bench;
 mod compare;
 mod jsonl;
 mod quantize;
 mod random_model;
+mod serve;
 mod source;
 
 use anyhow::Result;
@@ -30,6 +33,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Write a checkpoint as one self-contained, quantized GGUF file.
     Quantize(quantize::QuantizeArgs),
+    /// Serve models over vLLM-, OpenRLHF-, NIM- and TEI-compatible HTTP APIs.
+    Serve(serve::ServeArgs),
     /// Compare two scorings of the same input: score error and rank/pair agreement.
     Compare(compare::CompareArgs),
     /// Write a checkpoint with deterministic random weights (tests and benchmarks).
@@ -70,6 +75,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::RandomModel(args) => random_model::run(args),
     };
     match result {

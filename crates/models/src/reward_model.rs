@@ -183,8 +183,13 @@ impl RewardModel {
 
     /// Renders and tokenizes a conversation, applying the length policy.
     pub fn encode(&self, conversation: &[Message], policy: &LengthPolicy) -> Result<EncodedInput> {
-        let text = self.render(conversation)?;
-        let mut ids = self.encoder.encode(&text)?;
+        self.encode_text(&self.render(conversation)?, policy)
+    }
+
+    /// Tokenizes text already rendered with the chat template (what OpenRLHF-style servers and
+    /// vLLM's `input` form receive), applying the length policy.
+    pub fn encode_text(&self, text: &str, policy: &LengthPolicy) -> Result<EncodedInput> {
+        let mut ids = self.encoder.encode(text)?;
         if ids.is_empty() {
             return Err(ModelError::EmptyInput);
         }

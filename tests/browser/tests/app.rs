@@ -381,3 +381,71 @@ fn gguf_local_files_jsonl_batches_and_cancel() {
     score_responses(&b, "What is the capital of France?", &[paris]);
     assert_close(&b.attrs("#scores td.score", "data-score")[0], golden_logits(&g, "simple")[0], "after cancel");
 }
+
+/// `rewardlens serve` (built by `cargo xtask test`) on a free port; killed on drop.
+struct RewardServer(std::process::Child, String);
+
+impl RewardServer {
+    fn start(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        let bin = repo_root().join("target/release/rewardlens");
+        assert!(bin.exists(), "{} is missing: `cargo xtask test` builds it", bin.display());
+        let mut child = std::process::Command::new(bin)
+            .args(["serve", "--port", "0"])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("listening on ").expect("the listening line").to_owned();
+        Self(child, url)
+    }
+}
+
+impl Drop for RewardServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist`, the release CLI and Chromium; run by `cargo xtask test`"]
+fn too_large_models_fall_back_to_a_remote_endpoint() {
+    let too_big = broken_copy("too-big-remote", "qwen3-seq", |d| {
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+        for (k, v) in [("hidden_size", 4096), ("intermediate_size", 14336), ("num_hidden_layers", 48)] {
+            c[k] = v.into();
+        }
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    });
+    let srv = StaticServer::start(
+        vec![("/work/".into(), too_big.parent().unwrap().to_path_buf()), ("/".into(), dist_dir())],
+        true,
+    );
+    let model = fixtures().join("qwen3-seq");
+    let rm = RewardServer::start(&["--model", model.to_str().unwrap(), "--served-model-name", "tiny", "--cors-origin", &srv.url]);
+    let g = golden("qwen3-seq");
+    let b = Browser::start();
+    b.goto(&format!("{}/", srv.url));
+    b.fill("#remote-endpoint", &rm.1);
+    b.fill("#remote-model", "tiny");
+    for protocol in ["vllm", "nim"] {
+        b.fill("#remote-protocol", protocol);
+        load(&b, &format!("{}/work/too-big-remote", srv.url));
+        assert_eq!(b.attr("#model-info", "data-architecture").as_deref(), Some("remote"));
+        let info = b.text("#model-info");
+        assert!(info.contains("not in this browser") && info.contains("GiB"), "{info}");
+        score_responses(&b, "What is the capital of France?", &["The capital of France is Paris.", "The capital of France is Berlin."]);
+        let backend = b.text("#backend");
+        assert!(backend.contains(&format!("Remote ({protocol} at {}", rm.1)), "{backend}");
+        let shown = b.attrs("#scores td.score", "data-score");
+        assert_close(&shown[0], golden_logits(&g, "simple")[0], "remote Paris");
+        assert_close(&shown[1], golden_logits(&g, "wrong")[0], "remote Berlin");
+    }
+    // The API key is not stored unless asked.
+    b.fill("#remote-key", "sekret");
+    let saved = b.script("return localStorage.getItem('rewardlens.inputs.v1');", serde_json::json!([]));
+    assert!(!saved.as_str().unwrap_or("").contains("sekret"), "the key reached localStorage");
+}

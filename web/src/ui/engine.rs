@@ -259,18 +259,21 @@ impl Engine {
         id
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub fn load(
         self,
         source: ModelSource,
         storage: StorageChoice,
         token: Option<String>,
         hub: Option<String>,
+        remote: Option<RemoteSettings>,
+        remote_only: bool,
         files: Vec<File>,
     ) {
         let id = self.begin(Phase::Loading, None);
         self.state.model.set(None);
         self.state.results.set(None);
-        self.send(&ToWorker::Load { id, source, storage, token, hub }, &files);
+        self.send(&ToWorker::Load { id, source, storage, token, hub, remote, remote_only }, &files);
     }
 
     pub fn score(self, job: ScoreJob, truncate: bool, submitted: Submitted) {

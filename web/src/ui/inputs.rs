@@ -32,6 +32,8 @@ struct Saved {
     model: Option<String>,
     revision: String,
     storage: String,
+    remote: crate::protocol::RemoteSettings,
+    remember_key: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -84,10 +86,16 @@ impl Inputs {
     }
 
     pub fn saved_model(&self) -> Option<String> {
-        self.saved.with_value(|s| s.model.clone())
+        self.saved.with_value(|s| s.model.clone()).filter(|m| !m.trim().is_empty())
     }
     pub fn saved_revision(&self) -> String {
         self.saved.with_value(|s| s.revision.clone())
+    }
+    pub fn saved_remote(&self) -> crate::protocol::RemoteSettings {
+        self.saved.with_value(|s| s.remote.clone())
+    }
+    pub fn saved_remember_key(&self) -> bool {
+        self.saved.with_value(|s| s.remember_key)
     }
     pub fn saved_storage(&self) -> StorageChoice {
         self.saved.with_value(|s| StorageChoice::from_key(&s.storage))
@@ -101,7 +109,8 @@ impl Inputs {
         self.responses.set(list);
     }
 
-    /// Saves the inputs and the model choice whenever they change (never the token).
+    /// Saves the inputs and the model choice whenever they change (never the Hub token; the
+    /// remote API key only when the user asked to remember it).
     pub fn persist(self, choice: ModelChoice) {
         Effect::new(move |_| {
             let saved = Saved {
@@ -113,6 +122,14 @@ impl Inputs {
                 model: Some(choice.model.get()),
                 revision: choice.revision.get(),
                 storage: choice.storage.get().key().to_owned(),
+                remote: {
+                    let mut r = choice.remote.get();
+                    if !choice.remember_key.get() {
+                        r.api_key.clear();
+                    }
+                    r
+                },
+                remember_key: choice.remember_key.get(),
             };
             if let (Some(s), Ok(text)) = (local_storage(), serde_json::to_string(&saved)) {
                 let _ = s.set_item(STORAGE_KEY, &text);

@@ -6,7 +6,7 @@ mod inputs;
 mod results;
 
 use crate::presets::{preset_for, DEFAULT_MODEL, PRESETS};
-use crate::protocol::{ModelSource, StorageChoice};
+use crate::protocol::{ModelSource, RemoteSettings, StorageChoice};
 use crate::share;
 use engine::{Engine, Phase};
 use inputs::{InputPanel, Inputs};
@@ -55,6 +55,11 @@ pub struct ModelChoice {
     pub file_names: RwSignal<Vec<String>>,
     /// A Hub mirror from `?hub=` (same URL layout as huggingface.co).
     pub hub: StoredValue<Option<String>>,
+    pub remote: RwSignal<RemoteSettings>,
+    /// Keep the API key in localStorage too (off: memory only).
+    pub remember_key: RwSignal<bool>,
+    /// Score on the endpoint even when the model would fit here.
+    pub remote_only: RwSignal<bool>,
 }
 
 #[component]
@@ -74,6 +79,9 @@ fn App() -> impl IntoView {
         files: StoredValue::new_local(Vec::new()),
         file_names: RwSignal::new(Vec::new()),
         hub: StoredValue::new(share::query_param(&query, "hub").filter(|h| !h.is_empty())),
+        remote: RwSignal::new(inputs.saved_remote()),
+        remember_key: RwSignal::new(inputs.saved_remember_key()),
+        remote_only: RwSignal::new(false),
     };
 
     // Deep links: `?model=&revision=` pick the model and load it; `#in=` carries inputs,
@@ -159,7 +167,9 @@ fn load_model(engine: Engine, choice: ModelChoice) {
         }
     };
     let token = Some(choice.token.get_untracked()).filter(|t| !t.trim().is_empty());
-    engine.load(source, choice.storage.get_untracked(), token, choice.hub.get_value(), files);
+    let remote = Some(choice.remote.get_untracked()).filter(RemoteSettings::is_set);
+    let remote_only = remote.is_some() && choice.remote_only.get_untracked();
+    engine.load(source, choice.storage.get_untracked(), token, choice.hub.get_value(), remote, remote_only, files);
 }
 
 #[component]
@@ -268,6 +278,7 @@ fn ModelPanel(engine: Engine, choice: ModelChoice) -> impl IntoView {
                     <p class="files">"Picked: " {move || choice.file_names.get().join(", ")}</p>
                 </Show>
             </div>
+            <RemotePanel choice />
             <div class="row">
                 <button id="load" on:click=move |_| load_model(engine, choice) disabled=busy>
                     "Load model"
@@ -282,9 +293,111 @@ fn ModelPanel(engine: Engine, choice: ModelChoice) -> impl IntoView {
 }
 
 #[component]
+fn RemotePanel(choice: ModelChoice) -> impl IntoView {
+    let r = choice.remote;
+    let field = move |f: fn(&mut RemoteSettings) -> &mut String| {
+        move |ev: web_sys::Event| {
+            let v = event_target_value(&ev);
+            r.update(|s| *f(s) = v);
+        }
+    };
+    view! {
+        <details id="remote-panel" open=move || r.with_untracked(RemoteSettings::is_set)>
+            <summary>"Remote endpoint — for models too large for the browser"</summary>
+            <p class="info">
+                "When a model cannot fit or fails to load here, scoring goes to this endpoint (your text is then sent to it). "
+                "Any server speaking these protocols works, e.g. vLLM, a NIM reward model, an OpenRLHF reward server, TEI, or "
+                <code>"rewardlens serve --cors-origin <this page's origin>"</code> "."
+            </p>
+            <div class="row">
+                <label class="grow">
+                    "Endpoint URL "
+                    <input
+                        id="remote-endpoint"
+                        type="text"
+                        placeholder="http://127.0.0.1:8000"
+                        prop:value=move || r.with(|s| s.endpoint.clone())
+                        on:input=field(|s| &mut s.endpoint)
+                    />
+                </label>
+                <label>
+                    "Protocol "
+                    <select
+                        id="remote-protocol"
+                        prop:value=move || r.with(|s| if s.protocol.is_empty() { "vllm".to_owned() } else { s.protocol.clone() })
+                        on:change=field(|s| &mut s.protocol)
+                    >
+                        <option value="vllm">"vLLM /pooling"</option>
+                        <option value="vllm-classify">"vLLM /classify"</option>
+                        <option value="nim">"NVIDIA NIM reward"</option>
+                        <option value="openrlhf">"OpenRLHF / LightRFT"</option>
+                        <option value="tei">"HF TEI /predict"</option>
+                    </select>
+                </label>
+            </div>
+            <div class="row">
+                <label>
+                    "Model name "
+                    <input
+                        id="remote-model"
+                        type="text"
+                        placeholder="server default"
+                        prop:value=move || r.with(|s| s.model.clone())
+                        on:input=field(|s| &mut s.model)
+                    />
+                </label>
+                <label>
+                    "API key "
+                    <input
+                        id="remote-key"
+                        type="password"
+                        autocomplete="off"
+                        prop:value=move || r.with(|s| s.api_key.clone())
+                        on:input=field(|s| &mut s.api_key)
+                    />
+                </label>
+                <label>
+                    <input
+                        id="remote-remember"
+                        type="checkbox"
+                        prop:checked=move || choice.remember_key.get()
+                        on:change=move |ev| {
+                            let i: web_sys::HtmlInputElement = event_target(&ev);
+                            choice.remember_key.set(i.checked());
+                        }
+                    />
+                    " remember the key on this device"
+                </label>
+                <label>
+                    <input
+                        id="remote-only"
+                        type="checkbox"
+                        prop:checked=move || choice.remote_only.get()
+                        on:change=move |ev| {
+                            let i: web_sys::HtmlInputElement = event_target(&ev);
+                            choice.remote_only.set(i.checked());
+                        }
+                    />
+                    " always score remotely"
+                </label>
+            </div>
+        </details>
+    }
+}
+
+#[component]
 fn ModelSummary(engine: Engine) -> impl IntoView {
     move || {
         engine.state.model.get().map(|m| {
+            if m.architecture == "remote" {
+                let why = m.fallback_reason.clone().map(|r| format!(" — not in this browser: {r}")).unwrap_or_default();
+                return view! {
+                    <span id="model-info" class="info" data-architecture="remote">
+                        {format!("{} · scored by {}{why}", m.source, m.backend)}
+                    </span>
+                }
+                .into_any();
+            }
             let labels = if m.labels.len() > 1 { format!(" · labels: {}", m.labels.join(", ")) } else { String::new() };
             view! {
                 <span id="model-info" class="info" data-architecture=m.architecture.clone()>
@@ -302,6 +415,7 @@ fn ModelSummary(engine: Engine) -> impl IntoView {
                     )}
                 </span>
             }
+            .into_any()
         })
     }
 }

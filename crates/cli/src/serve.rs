@@ -1,0 +1,90 @@
+//! `rewardlens serve`: the vLLM/OpenRLHF/NIM/TEI-compatible server over local models.
+
+use crate::{source, ModelArgs};
+use anyhow::{bail, Context, Result};
+use rewardlens_models::LengthPolicy;
+use rewardlens_server::{BatchPolicy, NamedModel, ServerConfig};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// A checkpoint folder, GGUF file or Hub repo id; repeat to serve several (requests pick
+    /// one by its `model` field; the first is the default).
+    #[arg(long, required = true)]
+    model: Vec<String>,
+    /// The names the models are served under (default: as given to --model).
+    #[arg(long)]
+    served_model_name: Vec<String>,
+    /// Hub revision for Hub repo ids.
+    #[arg(long, default_value = "main")]
+    revision: String,
+    /// Tokenizer folder for GGUFs without one (llama.cpp's).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    #[arg(long, default_value = "127.0.0.1")]
+    host: String,
+    #[arg(long, default_value_t = 8000)]
+    port: u16,
+    /// Require `Authorization: Bearer KEY` (all routes but /health).
+    #[arg(long, env = "REWARDLENS_API_KEY")]
+    api_key: Option<String>,
+    /// Allow browser calls from this origin (repeatable; `*` for any).
+    #[arg(long)]
+    cors_origin: Vec<String>,
+    /// Largest request body, in MiB.
+    #[arg(long, default_value_t = 16)]
+    max_body_mib: usize,
+    /// Requests waiting per model at most; more are answered 503.
+    #[arg(long, default_value_t = 256)]
+    queue: usize,
+    /// Sequences scored together at most.
+    #[arg(long, default_value_t = 64)]
+    max_batch: usize,
+    /// How long a request waits for others to batch with, in milliseconds.
+    #[arg(long, default_value_t = 5)]
+    batch_wait_ms: u64,
+    /// Token limit per sequence (default: the model's max_position_embeddings).
+    #[arg(long)]
+    max_tokens: Option<usize>,
+    /// Cut over-long inputs instead of answering 400.
+    #[arg(long)]
+    truncate: bool,
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode> {
+    if !args.served_model_name.is_empty() && args.served_model_name.len() != args.model.len() {
+        bail!("give one --served-model-name per --model ({} names for {} models)", args.served_model_name.len(), args.model.len());
+    }
+    let mut models = Vec::new();
+    for (i, m) in args.model.iter().enumerate() {
+        let margs = ModelArgs { model: m.clone(), revision: args.revision.clone(), tokenizer: args.tokenizer.clone() };
+        let model = source::load_model(&margs)?;
+        let name = args.served_model_name.get(i).cloned().unwrap_or_else(|| m.clone());
+        eprintln!("loaded {name} ({})", model.config().architecture.name());
+        models.push(NamedModel { name, model });
+    }
+    let cfg = ServerConfig {
+        api_key: args.api_key.filter(|k| !k.is_empty()),
+        cors_origins: args.cors_origin,
+        max_body_bytes: args.max_body_mib << 20,
+        batch: BatchPolicy {
+            queue: args.queue,
+            max_sequences: args.max_batch.max(1),
+            wait: Duration::from_millis(args.batch_wait_ms),
+            forward_batch: 8,
+        },
+        length: LengthPolicy { max_tokens: args.max_tokens, truncate: args.truncate },
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async move {
+        let addr = format!("{}:{}", args.host, args.port);
+        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        // Tests and scripts read this line to learn the port (with --port 0).
+        println!("listening on http://{}", listener.local_addr()?);
+        rewardlens_server::serve(listener, models, cfg, rewardlens_server::shutdown_signal()).await?;
+        eprintln!("shut down");
+        Ok(ExitCode::SUCCESS)
+    })
+}

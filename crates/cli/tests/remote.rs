@@ -1,0 +1,442 @@
+//! Remote scoring: our clients against a real `rewardlens serve` process for every protocol
+//! (remote scores equal transformers' goldens, as local ones do), `score --endpoint`, fault
+//! injection against a scripted server, and a bounded load test.
+
+use rewardlens_core::types::prompt_response;
+use rewardlens_core::ChatTemplate;
+use rewardlens_remote::{Protocol, RemoteConfig, RemoteError, RemoteInput, RemoteScorer};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name)
+}
+
+fn golden(name: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture(name).join("golden.json")).unwrap()).unwrap()
+}
+
+fn logits(g: &Value, case: &str) -> Vec<f64> {
+    g["conversations"][case]["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect()
+}
+
+fn close(a: f32, b: f64) -> bool {
+    (a as f64 - b).abs() <= 1e-4 * b.abs().max(1.0)
+}
+
+/// A `rewardlens serve` process on a free port, stopped (SIGTERM-like kill) on drop.
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+            .args(["serve", "--port", "0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
+        Self { child, url }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+fn template(model: &str) -> ChatTemplate {
+    let dir = fixture(model);
+    let cfg = std::fs::read_to_string(dir.join("tokenizer_config.json")).unwrap();
+    ChatTemplate::from_tokenizer_config(&cfg, None).unwrap()
+}
+
+const PROMPT: &str = "What is the capital of France?";
+const PARIS: &str = "The capital of France is Paris.";
+const BERLIN: &str = "The capital of France is Berlin.";
+
+#[test]
+fn every_protocol_round_trips_with_transformers_scores() {
+    let qwen3 = fixture("qwen3-seq");
+    let qwen2 = fixture("qwen2-seq");
+    let srv = Server::start(&[
+        "--model",
+        qwen3.to_str().unwrap(),
+        "--served-model-name",
+        "qwen3",
+        "--model",
+        qwen2.to_str().unwrap(),
+        "--served-model-name",
+        "qwen2",
+    ]);
+    let rt = rt();
+    let g3 = golden("qwen3-seq");
+    let g2 = golden("qwen2-seq");
+    let chats = vec![
+        RemoteInput::Chat(prompt_response(PROMPT, PARIS)),
+        RemoteInput::Chat(prompt_response(PROMPT, BERLIN)),
+    ];
+    let t = template("qwen3-seq");
+    let texts: Vec<RemoteInput> = [PARIS, BERLIN]
+        .iter()
+        .map(|r| RemoteInput::Text {
+            text: t.render(&prompt_response(PROMPT, r), false).unwrap(),
+            prompt: t.render(&prompt_response(PROMPT, r)[..1], true).unwrap(),
+        })
+        .collect();
+    let expect = [logits(&g3, "simple")[0], logits(&g3, "wrong")[0]];
+
+    for protocol in [Protocol::VllmPooling, Protocol::VllmClassify, Protocol::Nim, Protocol::OpenRlhf, Protocol::Tei] {
+        let mut cfg = RemoteConfig::new(srv.url.clone(), protocol);
+        cfg.model = Some("qwen3".into());
+        let client = RemoteScorer::new(cfg).unwrap();
+        let inputs = if protocol.takes_chat() { &chats } else { &texts };
+        let got = rt.block_on(client.score(inputs)).unwrap_or_else(|e| panic!("{}: {e}", protocol.name()));
+        for (s, e) in got.iter().zip(expect) {
+            assert!(close(s.score(), e), "{}: {} vs transformers {e}", protocol.name(), s.score());
+        }
+        if protocol.takes_chat() && protocol != Protocol::Nim {
+            // The text form of vLLM's API takes rendered text in one batched request.
+            let got = rt.block_on(client.score(&texts)).unwrap();
+            assert!(close(got[1].score(), expect[1]), "{} text form", protocol.name());
+        }
+    }
+
+    // Three labels: NIM names each attribute; vLLM returns them in label order.
+    let e2 = logits(&g2, "simple");
+    let mut cfg = RemoteConfig::new(srv.url.clone(), Protocol::Nim);
+    cfg.model = Some("qwen2".into());
+    let nim = rt.block_on(RemoteScorer::new(cfg).unwrap().score(&chats[..1])).unwrap();
+    assert_eq!(nim[0].labels.len(), 3);
+    for (v, e) in nim[0].values.iter().zip(&e2) {
+        assert!(close(*v, *e), "qwen2 attribute {v} vs {e}");
+    }
+
+    // Unknown model: 404 named, not retried.
+    let mut cfg = RemoteConfig::new(srv.url.clone(), Protocol::VllmPooling);
+    cfg.model = Some("nope".into());
+    let err = rt.block_on(RemoteScorer::new(cfg).unwrap().score(&chats[..1])).unwrap_err();
+    assert!(matches!(err, RemoteError::Status { status: 404, tries: 1, .. }), "{err}");
+    assert!(err.to_string().contains("/pooling") && err.to_string().contains("nope"), "{err}");
+
+    // /v1/models and /health, as vLLM answers them.
+    let models: Value = ureq_get(&format!("{}/v1/models", srv.url));
+    assert_eq!(models["data"][0]["id"], "qwen3");
+    assert_eq!(models["data"][1]["id"], "qwen2");
+}
+
+fn ureq_get(url: &str) -> Value {
+    let (host, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let mut s = TcpStream::connect(host).unwrap();
+    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    serde_json::from_str(body).unwrap_or(Value::Null)
+}
+
+#[test]
+fn score_endpoint_writes_what_local_scoring_writes() {
+    let model = fixture("qwen3-seq");
+    let srv = Server::start(&["--model", model.to_str().unwrap(), "--api-key", "sekret"]);
+    let dir = std::env::temp_dir().join(format!("rl-remote-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let input = dir.join("in.jsonl");
+    std::fs::write(
+        &input,
+        format!(
+            "{}\n{}\n",
+            json!({"prompt": PROMPT, "responses": [PARIS, BERLIN]}),
+            json!({"prompt": PROMPT, "chosen": PARIS, "rejected": BERLIN})
+        ),
+    )
+    .unwrap();
+    let run = |out: &str, extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+            .args(["score", "--input", input.to_str().unwrap(), "--output", dir.join(out).to_str().unwrap()])
+            .args(extra)
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, err) = run("local.jsonl", &["--model", model.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{err}");
+    for (name, protocol, extra) in [
+        ("vllm.jsonl", "vllm", vec![]),
+        ("nim.jsonl", "nim", vec![]),
+        ("openrlhf.jsonl", "openrlhf", vec!["--template", model.to_str().unwrap()]),
+        ("tei.jsonl", "tei", vec!["--template", model.to_str().unwrap()]),
+    ] {
+        let mut args = vec!["--endpoint", srv.url.as_str(), "--protocol", protocol, "--api-key", "sekret"];
+        args.extend(extra);
+        let (code, err) = run(name, &args);
+        assert_eq!(code, Some(0), "{protocol}: {err}");
+        let local: Vec<Value> = read_jsonl(&dir.join("local.jsonl"));
+        let remote: Vec<Value> = read_jsonl(&dir.join(name));
+        for (l, r) in local.iter().zip(&remote) {
+            for key in ["scores", "chosen_score", "rejected_score"] {
+                if let Some(lv) = l.get(key) {
+                    let flat = |v: &Value| -> Vec<f64> {
+                        v.as_array().map(|a| a.iter().map(|x| x.as_f64().unwrap()).collect()).unwrap_or_else(|| vec![v.as_f64().unwrap()])
+                    };
+                    for (a, b) in flat(lv).iter().zip(flat(&r[key])) {
+                        assert!((a - b).abs() < 1e-5, "{protocol} {key}: local {a} remote {b}");
+                    }
+                }
+            }
+            assert_eq!(l.get("ranking"), r.get("ranking"), "{protocol}");
+            assert_eq!(l.get("correct"), r.get("correct"), "{protocol}");
+        }
+    }
+    // A wrong key is a clear 401, not retried.
+    let (code, err) = run("denied.jsonl", &["--endpoint", srv.url.as_str(), "--api-key", "wrong"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("HTTP 401") && err.contains("/pooling"), "{err}");
+}
+
+fn read_jsonl(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// What the scripted server does with each successive request.
+#[derive(Clone, Debug)]
+enum Act {
+    Drop,
+    Status(u16),
+    Delay(Duration),
+    Malformed,
+    Ok,
+}
+
+/// A server that follows a script, answering OpenRLHF-style requests with one reward per
+/// query (the query's length) when the script says Ok; it records every request body.
+fn scripted(script: Vec<Act>) -> (String, Arc<Mutex<Vec<Value>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/get_reward", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s2 = seen.clone();
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let body = read_request(&mut stream);
+            s2.lock().unwrap().push(body.clone());
+            let act = script.get(i).cloned().unwrap_or(Act::Ok);
+            let ok_body = || {
+                let q = body["query"].as_array().cloned().unwrap_or_default();
+                json!({"rewards": q.iter().map(|x| x.as_str().unwrap_or("").len() as f64).collect::<Vec<_>>()}).to_string()
+            };
+            let reply = |stream: &mut TcpStream, status: u16, body: &str| {
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            };
+            match act {
+                Act::Drop => drop(stream),
+                Act::Status(s) => reply(&mut stream, s, r#"{"error": "scripted"}"#),
+                Act::Delay(d) => {
+                    std::thread::spawn(move || {
+                        std::thread::sleep(d);
+                        let b = "{\"rewards\": []}";
+                        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len());
+                    });
+                }
+                Act::Malformed => reply(&mut stream, 200, "{\"rewards\": [1.0,"),
+                Act::Ok => reply(&mut stream, 200, &ok_body()),
+            }
+        }
+    });
+    (url, seen)
+}
+
+fn read_request(s: &mut TcpStream) -> Value {
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body).unwrap();
+    serde_json::from_slice(&body).unwrap_or(Value::Null)
+}
+
+fn client(url: &str, tries: u32, timeout: Duration) -> RemoteScorer {
+    let mut cfg = RemoteConfig::new(url, Protocol::OpenRlhf);
+    cfg.max_tries = tries;
+    cfg.timeout = timeout;
+    cfg.backoff = Duration::from_millis(20);
+    RemoteScorer::new(cfg).unwrap()
+}
+
+fn texts(n: usize) -> Vec<RemoteInput> {
+    (0..n).map(|i| RemoteInput::Text { text: "x".repeat(i + 1), prompt: String::new() }).collect()
+}
+
+#[test]
+fn faults_are_retried_or_reported_and_batches_stay_whole() {
+    let rt = rt();
+    let t = Duration::from_secs(5);
+
+    // 503, then a dropped connection, then success: the same batch of three, in order, once.
+    let (url, seen) = scripted(vec![Act::Status(503), Act::Drop, Act::Ok]);
+    let got = rt.block_on(client(&url, 5, t).score(&texts(3))).unwrap();
+    assert_eq!(got.iter().map(|s| s.score()).collect::<Vec<_>>(), [1.0, 2.0, 3.0]);
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 3, "two retries");
+    assert!(seen.iter().all(|b| b["query"].as_array().map(Vec::len) == Some(3)), "every try carried the whole batch");
+
+    // 429 is retried too.
+    let (url, seen) = scripted(vec![Act::Status(429), Act::Ok]);
+    assert!(rt.block_on(client(&url, 5, t).score(&texts(1))).is_ok());
+    assert_eq!(seen.lock().unwrap().len(), 2);
+
+    // A delay past the timeout is retried; with one try it is a timeout error naming the URL.
+    let (url, seen) = scripted(vec![Act::Delay(Duration::from_secs(3)), Act::Ok]);
+    assert!(rt.block_on(client(&url, 3, Duration::from_millis(500)).score(&texts(2))).is_ok());
+    assert_eq!(seen.lock().unwrap().len(), 2);
+    let (url, _) = scripted(vec![Act::Delay(Duration::from_secs(3))]);
+    let err = rt.block_on(client(&url, 1, Duration::from_millis(500)).score(&texts(1))).unwrap_err();
+    assert!(matches!(err, RemoteError::Timeout { .. }) && err.to_string().contains(&url), "{err}");
+
+    // 401 and malformed JSON are not retried.
+    let (url, seen) = scripted(vec![Act::Status(401)]);
+    let err = rt.block_on(client(&url, 5, t).score(&texts(1))).unwrap_err();
+    assert!(matches!(err, RemoteError::Status { status: 401, .. }) && err.to_string().contains("HTTP 401"), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+    let (url, seen) = scripted(vec![Act::Malformed]);
+    let err = rt.block_on(client(&url, 5, t).score(&texts(1))).unwrap_err();
+    assert!(matches!(err, RemoteError::Malformed { .. }) && err.to_string().contains("not JSON"), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 1);
+
+    // Always 503: five tries, then an error saying so.
+    let (url, seen) = scripted(vec![Act::Status(503); 10]);
+    let err = rt.block_on(client(&url, 5, t).score(&texts(1))).unwrap_err();
+    assert!(err.to_string().contains("HTTP 503") && err.to_string().contains("after 5 tries"), "{err}");
+    assert_eq!(seen.lock().unwrap().len(), 5);
+
+    // Nothing listening: a network error naming the URL.
+    let dead = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/get_reward", l.local_addr().unwrap())
+    };
+    let err = rt.block_on(client(&dead, 2, t).score(&texts(1))).unwrap_err();
+    assert!(matches!(err, RemoteError::Network { tries: 2, .. }) && err.to_string().contains(&dead), "{err}");
+}
+
+#[test]
+fn load_test_many_concurrent_clients_nothing_dropped() {
+    let model = fixture("qwen3-seq");
+    let srv = Server::start(&["--model", model.to_str().unwrap(), "--queue", "1024"]);
+    let rt = rt();
+    let clients = 32;
+    let per_client = 8;
+    let expect = logits(&golden("qwen3-seq"), "simple")[0];
+    let started = Instant::now();
+    let latencies: Vec<Duration> = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let url = srv.url.clone();
+            tasks.push(tokio::spawn(async move {
+                let c = RemoteScorer::new(RemoteConfig::new(url, Protocol::VllmPooling)).unwrap();
+                let mut lat = Vec::new();
+                for _ in 0..per_client {
+                    let t = Instant::now();
+                    let s = c.score(&[RemoteInput::Chat(prompt_response(PROMPT, PARIS))]).await.unwrap();
+                    assert!(close(s[0].score(), expect));
+                    lat.push(t.elapsed());
+                }
+                lat
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all
+    });
+    let secs = started.elapsed().as_secs_f64();
+    let mut l = latencies.clone();
+    l.sort();
+    let pct = |p: f64| l[((l.len() as f64 * p) as usize).min(l.len() - 1)];
+    assert_eq!(latencies.len(), clients * per_client, "every request answered");
+    eprintln!(
+        "load: {} requests from {clients} clients in {secs:.2}s = {:.0} req/s; p50 {:?}, p99 {:?}",
+        latencies.len(),
+        latencies.len() as f64 / secs,
+        pct(0.50),
+        pct(0.99)
+    );
+}
+
+#[test]
+fn a_full_queue_answers_503_and_retries_get_through() {
+    let model = fixture("qwen3-seq");
+    // One waiting request at most and one sequence per batch: a burst must overflow.
+    let srv = Server::start(&["--model", model.to_str().unwrap(), "--queue", "1", "--max-batch", "1"]);
+    let rt = rt();
+    let long = "word ".repeat(300);
+    let (rejected, ok) = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let mut cfg = RemoteConfig::new(srv.url.clone(), Protocol::VllmPooling);
+            cfg.max_tries = 1;
+            let c = RemoteScorer::new(cfg).unwrap();
+            let input = RemoteInput::Chat(prompt_response(PROMPT, &long));
+            tasks.push(tokio::spawn(async move { c.score(&[input]).await }));
+        }
+        let (mut rejected, mut ok) = (0, 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(_) => ok += 1,
+                Err(RemoteError::Status { status: 503, .. }) => rejected += 1,
+                Err(e) => panic!("unexpected: {e}"),
+            }
+        }
+        (rejected, ok)
+    });
+    assert!(rejected > 0 && ok > 0, "{rejected} rejected, {ok} answered");
+    // With retries (backoff with jitter), every request gets through.
+    let done = rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let mut cfg = RemoteConfig::new(srv.url.clone(), Protocol::VllmPooling);
+            cfg.max_tries = 20;
+            cfg.backoff = Duration::from_millis(50);
+            let c = RemoteScorer::new(cfg).unwrap();
+            let input = RemoteInput::Chat(prompt_response(PROMPT, &long));
+            tasks.push(tokio::spawn(async move { c.score(&[input]).await }));
+        }
+        let mut n = 0;
+        for t in tasks {
+            t.await.unwrap().unwrap();
+            n += 1;
+        }
+        n
+    });
+    assert_eq!(done, 16);
+}

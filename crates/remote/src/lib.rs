@@ -1,0 +1,309 @@
+//! Clients for reward models served elsewhere, speaking the protocols people already run:
+//! vLLM pooling models (`/pooling`, `/classify`), NVIDIA NIM reward models
+//! (`/v1/chat/completions` answering `attribute:score,...`), OpenRLHF/LightRFT reward servers
+//! (`{"query": [...]}` -> `{"rewards": [...]}`) and Hugging Face TEI (`/predict`).
+//!
+//! One [`RemoteScorer`] per endpoint: timeouts, retries with exponential backoff and jitter for
+//! network errors, 429 and 5xx (never for other 4xx), batching, and errors that name the
+//! endpoint, the status and the field that was missing. Builds natively and for wasm32.
+
+pub mod protocol;
+
+use futures_util::future::join_all;
+use rewardlens_core::Message;
+use serde_json::Value;
+use std::time::Duration;
+
+pub use protocol::Protocol;
+
+/// Something to score.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RemoteInput {
+    /// A conversation; the server applies the model's chat template.
+    Chat(Vec<Message>),
+    /// Text already rendered with the model's chat template, and the prompt part of it
+    /// (OpenRLHF/LightRFT servers receive both).
+    Text { text: String, prompt: String },
+}
+
+/// The scores of one input: one value per label (`values[0]` is the reward).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RemoteScore {
+    pub values: Vec<f32>,
+    /// Label names when the server gives them (NIM attributes, vLLM/TEI labels).
+    pub labels: Vec<String>,
+}
+
+impl RemoteScore {
+    pub fn score(&self) -> f32 {
+        self.values[0]
+    }
+}
+
+/// How to reach an endpoint.
+#[derive(Debug, Clone)]
+pub struct RemoteConfig {
+    /// Base URL (`http://host:8000`) or the full URL of the scoring route.
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// The `model` field, where the protocol has one.
+    pub model: Option<String>,
+    /// Sent as `Authorization: Bearer …`.
+    pub api_key: Option<String>,
+    pub timeout: Duration,
+    /// Tries per request, the first included (LightRFT's `request_api_wrapper` makes 5).
+    pub max_tries: u32,
+    /// First backoff; doubled per retry, with ±50% jitter, at most 30 s.
+    pub backoff: Duration,
+    /// Sequences per request (protocols that batch) or requests in flight (those that don't).
+    pub batch_size: usize,
+    /// The response key holding the rewards (OpenRLHF-style servers).
+    pub score_key: String,
+}
+
+impl RemoteConfig {
+    pub fn new(endpoint: impl Into<String>, protocol: Protocol) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            protocol,
+            model: None,
+            api_key: None,
+            timeout: Duration::from_secs(180),
+            max_tries: 5,
+            backoff: Duration::from_millis(500),
+            batch_size: 16,
+            score_key: "rewards".into(),
+        }
+    }
+
+    /// The URL requests go to: the endpoint as given when it has a path, else the protocol's route.
+    pub fn url(&self) -> String {
+        let e = self.endpoint.trim_end_matches('/');
+        let has_path = e.split("://").nth(1).is_some_and(|rest| rest.contains('/'));
+        if has_path {
+            e.to_owned()
+        } else {
+            format!("{e}{}", self.protocol.route())
+        }
+    }
+}
+
+/// Why a remote score failed; every variant names the URL.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RemoteError {
+    #[error("{url}: {message} (after {tries} tries)")]
+    Network { url: String, message: String, tries: u32 },
+    #[error("{url}: no answer within {secs:.0} s (after {tries} tries)")]
+    Timeout { url: String, secs: f64, tries: u32 },
+    #[error("{url}: HTTP {status}{}: {body}", if *.tries > 1 { format!(" (after {} tries)", .tries) } else { String::new() })]
+    Status { url: String, status: u16, body: String, tries: u32 },
+    #[error("{url}: unexpected response: {what}")]
+    Malformed { url: String, what: String },
+    #[error("{0}")]
+    Input(String),
+}
+
+impl RemoteError {
+    /// A stable code for programs (the web app, the web component).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Network { .. } => "network",
+            Self::Timeout { .. } => "timeout",
+            Self::Status { status: 401 | 403, .. } => "unauthorized",
+            Self::Status { .. } => "http",
+            Self::Malformed { .. } => "malformed",
+            Self::Input(_) => "input",
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, RemoteError>;
+
+/// A client for one endpoint.
+#[derive(Debug, Clone)]
+pub struct RemoteScorer {
+    cfg: RemoteConfig,
+    http: reqwest::Client,
+    url: String,
+}
+
+async fn sleep(d: Duration) {
+    #[cfg(not(target_arch = "wasm32"))]
+    tokio::time::sleep(d).await;
+    #[cfg(target_arch = "wasm32")]
+    {
+        use wasm_bindgen_futures::JsFuture;
+        // setTimeout exists on both Window and WorkerGlobalScope.
+        let p = js_sys::Promise::new(&mut |resolve, _| {
+            let global = js_sys::global();
+            if let Ok(f) = js_sys::Reflect::get(&global, &"setTimeout".into()) {
+                let f: js_sys::Function = f.into();
+                let _ = f.call2(&global, &resolve, &(d.as_millis() as f64).into());
+            }
+        });
+        let _ = JsFuture::from(p).await;
+    }
+}
+
+/// Uniform in [0, 1): jitter spreads retries of many clients apart.
+fn jitter() -> f64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static STATE: AtomicU64 = AtomicU64::new(0x9e37_79b9_7f4a_7c15);
+    let mut x = STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+    x ^= x >> 30;
+    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x ^= x >> 27;
+    (x >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The wait before retry `n` (1-based).
+pub fn backoff_delay(base: Duration, n: u32) -> Duration {
+    let exp = base.as_secs_f64() * 2f64.powi(n.saturating_sub(1).min(16) as i32);
+    Duration::from_secs_f64((exp * (0.5 + jitter())).min(30.0))
+}
+
+impl RemoteScorer {
+    pub fn new(cfg: RemoteConfig) -> Result<Self> {
+        if cfg.batch_size == 0 || cfg.max_tries == 0 {
+            return Err(RemoteError::Input("batch size and tries must be at least 1".into()));
+        }
+        let builder = reqwest::Client::builder();
+        #[cfg(not(target_arch = "wasm32"))]
+        let builder = builder.timeout(cfg.timeout);
+        let http = builder.build().map_err(|e| RemoteError::Input(format!("HTTP client: {e}")))?;
+        let url = cfg.url();
+        Ok(Self { cfg, http, url })
+    }
+
+    pub fn config(&self) -> &RemoteConfig {
+        &self.cfg
+    }
+
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// POSTs `body`, retrying transient failures; the parsed JSON answer.
+    async fn post(&self, body: &Value) -> Result<Value> {
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let last = tries >= self.cfg.max_tries;
+            let mut req = self.http.post(&self.url).json(body);
+            if let Some(k) = &self.cfg.api_key {
+                req = req.bearer_auth(k);
+            }
+            #[cfg(target_arch = "wasm32")]
+            {
+                req = req.timeout(self.cfg.timeout);
+            }
+            let outcome = match req.send().await {
+                Ok(resp) => {
+                    let status = resp.status().as_u16();
+                    let text = resp.text().await;
+                    match (status, text) {
+                        (200..=299, Ok(t)) => {
+                            return serde_json::from_str(&t).map_err(|e| RemoteError::Malformed {
+                                url: self.url.clone(),
+                                what: format!("not JSON ({e}): {}", snippet(&t)),
+                            })
+                        }
+                        (s, t) => {
+                            let body = t.map(|t| snippet(&t)).unwrap_or_default();
+                            let retry = s == 429 || s >= 500;
+                            let err = RemoteError::Status { url: self.url.clone(), status: s, body, tries };
+                            if !retry {
+                                return Err(err);
+                            }
+                            err
+                        }
+                    }
+                }
+                Err(e) if e.is_timeout() => {
+                    RemoteError::Timeout { url: self.url.clone(), secs: self.cfg.timeout.as_secs_f64(), tries }
+                }
+                Err(e) => RemoteError::Network { url: self.url.clone(), message: error_chain(&e), tries },
+            };
+            if last {
+                return Err(outcome);
+            }
+            sleep(backoff_delay(self.cfg.backoff, tries)).await;
+        }
+    }
+
+    /// Scores `inputs`, in order.
+    pub async fn score(&self, inputs: &[RemoteInput]) -> Result<Vec<RemoteScore>> {
+        let p = self.cfg.protocol;
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(self.cfg.batch_size) {
+            if p.batches_text() && chunk.iter().all(|i| matches!(i, RemoteInput::Text { .. })) {
+                let body = p.text_request(chunk, &self.cfg)?;
+                let resp = self.post(&body).await?;
+                let scores = p.parse(&resp, chunk.len(), &self.cfg).map_err(|what| self.malformed(what))?;
+                out.extend(scores);
+            } else {
+                // One request per input, `batch_size` in flight.
+                let futs = chunk.iter().map(|input| async move {
+                    let body = p.single_request(input, &self.cfg)?;
+                    let resp = self.post(&body).await?;
+                    let mut s = p.parse(&resp, 1, &self.cfg).map_err(|what| self.malformed(what))?;
+                    Ok::<_, RemoteError>(s.remove(0))
+                });
+                for r in join_all(futs).await {
+                    out.push(r?);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn malformed(&self, what: String) -> RemoteError {
+        RemoteError::Malformed { url: self.url.clone(), what }
+    }
+}
+
+fn snippet(t: &str) -> String {
+    let t = t.trim();
+    if t.chars().count() > 300 {
+        format!("{}…", t.chars().take(300).collect::<String>())
+    } else {
+        t.to_owned()
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(&format!(": {x}"));
+        src = x.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_take_the_protocol_route_unless_given_one() {
+        let c = RemoteConfig::new("http://h:8000/", Protocol::VllmPooling);
+        assert_eq!(c.url(), "http://h:8000/pooling");
+        let c = RemoteConfig::new("http://h:5000/get_reward", Protocol::OpenRlhf);
+        assert_eq!(c.url(), "http://h:5000/get_reward");
+        let c = RemoteConfig::new("https://integrate.api.nvidia.com/v1/chat/completions", Protocol::Nim);
+        assert_eq!(c.url(), "https://integrate.api.nvidia.com/v1/chat/completions");
+        assert_eq!(RemoteConfig::new("http://h", Protocol::Tei).url(), "http://h/predict");
+    }
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_a_cap() {
+        let base = Duration::from_millis(100);
+        for n in 1..6 {
+            let d = backoff_delay(base, n).as_secs_f64();
+            let nominal = 0.1 * 2f64.powi(n as i32 - 1);
+            assert!(d >= nominal * 0.5 && d <= nominal * 1.5, "retry {n}: {d}");
+        }
+        assert!(backoff_delay(Duration::from_secs(10), 20) <= Duration::from_secs(30));
+    }
+}
