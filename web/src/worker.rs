@@ -10,14 +10,14 @@ use candle_core::Device;
 use js_sys::{Array, Promise, Reflect, Uint8Array};
 use rewardlens_core::types::prompt_response;
 use rewardlens_core::{ChatTemplate, Message, Role};
-use rewardlens_models::ConversationScore;
-use rewardlens_remote::{Protocol, RemoteConfig, RemoteInput, RemoteScorer};
 use rewardlens_models::gguf::{ByteSource, GgufFile};
 use rewardlens_models::memory::{pick_storage, MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
 use rewardlens_models::quantized::{self, QuantType};
 use rewardlens_models::records::{annotate, parse_record};
 use rewardlens_models::weights::StreamedSafetensors;
+use rewardlens_models::ConversationScore;
 use rewardlens_models::{files, CheckpointText, LengthPolicy, ModelConfig, ModelError, RewardModel};
+use rewardlens_remote::{Protocol, RemoteConfig, RemoteInput, RemoteScorer};
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::rc::Rc;
@@ -25,8 +25,8 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::{spawn_local, JsFuture};
 use web_sys::{
-    Cache, DedicatedWorkerGlobalScope, File, Headers, MessageEvent, ReadableStreamDefaultReader, RequestInit,
-    Response, ResponseInit,
+    Cache, DedicatedWorkerGlobalScope, File, Headers, MessageEvent, ReadableStreamDefaultReader, RequestInit, Response,
+    ResponseInit,
 };
 
 const CACHE_NAME: &str = "rewardlens-models-v1";
@@ -168,10 +168,9 @@ impl Engine {
             }
             ToWorker::Score { id, job, truncate } => {
                 let started = self.now();
+                let backend = self.model.borrow().as_ref().map(|l| l.info.backend.clone()).unwrap_or_default();
                 match self.score(id, job, truncate).await {
-                    Ok(output) => {
-                        self.post(&FromWorker::Scored { id, output, backend: BACKEND.into(), ms: self.now() - started })
-                    }
+                    Ok(output) => self.post(&FromWorker::Scored { id, output, backend, ms: self.now() - started }),
                     Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
                     Err(error) => self.post(&FromWorker::Failed { id, error }),
                 }
@@ -589,7 +588,10 @@ impl Engine {
             .clone()
             .ok_or_else(|| UserError::new("no_model", "load a model before benchmarking"))?;
         let Scorer::Local(model) = &loaded.scorer else {
-            return Err(UserError::new("remote", "the benchmark measures the engine in this browser, not a remote endpoint"));
+            return Err(UserError::new(
+                "remote",
+                "the benchmark measures the engine in this browser, not a remote endpoint",
+            ));
         };
         let vocab = model.config().vocab_size;
         let mut rows = Vec::new();
@@ -758,15 +760,32 @@ impl Engine {
             })?;
             let mut stats = (0, 0);
             let cfg_text = self
-                .fetch(id, &format!("{base}{}", files::TOKENIZER_CONFIG), files::TOKENIZER_CONFIG, Some((token.unwrap_or(""), hub)), false, &mut stats)
+                .fetch(
+                    id,
+                    &format!("{base}{}", files::TOKENIZER_CONFIG),
+                    files::TOKENIZER_CONFIG,
+                    Some((token.unwrap_or(""), hub)),
+                    false,
+                    &mut stats,
+                )
                 .await?
                 .expect("required");
             let jinja = self
-                .fetch(id, &format!("{base}{}", files::CHAT_TEMPLATE), files::CHAT_TEMPLATE, Some((token.unwrap_or(""), hub)), true, &mut stats)
+                .fetch(
+                    id,
+                    &format!("{base}{}", files::CHAT_TEMPLATE),
+                    files::CHAT_TEMPLATE,
+                    Some((token.unwrap_or(""), hub)),
+                    true,
+                    &mut stats,
+                )
                 .await?
                 .map(|b| String::from_utf8_lossy(&b.to_vec()).into_owned());
             let text = String::from_utf8_lossy(&cfg_text.to_vec()).into_owned();
-            Some(ChatTemplate::from_tokenizer_config(&text, jinja.as_deref()).map_err(|e| UserError::new("bad_config", e.to_string()))?)
+            Some(
+                ChatTemplate::from_tokenizer_config(&text, jinja.as_deref())
+                    .map_err(|e| UserError::new("bad_config", e.to_string()))?,
+            )
         };
         let backend = format!("Remote ({} at {})", protocol.name(), client.url());
         Ok(Loaded {

@@ -127,11 +127,10 @@ impl Backend {
                     })
                     .collect();
                 let scores = runtime.block_on(client.score(&inputs))?;
-                let labels = scores
-                    .iter()
-                    .find(|s| !s.labels.is_empty())
-                    .map(|s| s.labels.clone())
-                    .unwrap_or_else(|| (0..scores.first().map_or(1, |s| s.values.len())).map(|i| format!("LABEL_{i}")).collect());
+                let labels =
+                    scores.iter().find(|s| !s.labels.is_empty()).map(|s| s.labels.clone()).unwrap_or_else(|| {
+                        (0..scores.first().map_or(1, |s| s.values.len())).map(|i| format!("LABEL_{i}")).collect()
+                    });
                 let out = scores
                     .into_iter()
                     .map(|s| ConversationScore { logits: s.values, token_logits: None, tokens: 0, truncated_tokens: 0 })

@@ -175,11 +175,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         let parsed = (|| -> Result<(Map<String, Value>, Record, Vec<Prepared>)> {
             let obj: Map<String, Value> = serde_json::from_str(&line).context("not a JSON object")?;
             let job = parse_record(&obj)?;
-            let inputs = job
-                .conversations()
-                .iter()
-                .map(|c| backend.prepare(c, &policy))
-                .collect::<Result<Vec<_>>>()?;
+            let inputs = job.conversations().iter().map(|c| backend.prepare(c, &policy)).collect::<Result<Vec<_>>>()?;
             Ok((obj, job, inputs))
         })();
         match parsed {

@@ -55,7 +55,11 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
     if !args.served_model_name.is_empty() && args.served_model_name.len() != args.model.len() {
-        bail!("give one --served-model-name per --model ({} names for {} models)", args.served_model_name.len(), args.model.len());
+        bail!(
+            "give one --served-model-name per --model ({} names for {} models)",
+            args.served_model_name.len(),
+            args.model.len()
+        );
     }
     let mut models = Vec::new();
     for (i, m) in args.model.iter().enumerate() {
@@ -80,7 +84,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {
         let addr = format!("{}:{}", args.host, args.port);
-        let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+        let listener =
+            tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         // Tests and scripts read this line to learn the port (with --port 0).
         println!("listening on http://{}", listener.local_addr()?);
         rewardlens_server::serve(listener, models, cfg, rewardlens_server::shutdown_signal()).await?;

@@ -89,10 +89,8 @@ fn every_protocol_round_trips_with_transformers_scores() {
     let rt = rt();
     let g3 = golden("qwen3-seq");
     let g2 = golden("qwen2-seq");
-    let chats = vec![
-        RemoteInput::Chat(prompt_response(PROMPT, PARIS)),
-        RemoteInput::Chat(prompt_response(PROMPT, BERLIN)),
-    ];
+    let chats =
+        vec![RemoteInput::Chat(prompt_response(PROMPT, PARIS)), RemoteInput::Chat(prompt_response(PROMPT, BERLIN))];
     let t = template("qwen3-seq");
     let texts: Vec<RemoteInput> = [PARIS, BERLIN]
         .iter()
@@ -195,7 +193,9 @@ fn score_endpoint_writes_what_local_scoring_writes() {
             for key in ["scores", "chosen_score", "rejected_score"] {
                 if let Some(lv) = l.get(key) {
                     let flat = |v: &Value| -> Vec<f64> {
-                        v.as_array().map(|a| a.iter().map(|x| x.as_f64().unwrap()).collect()).unwrap_or_else(|| vec![v.as_f64().unwrap()])
+                        v.as_array()
+                            .map(|a| a.iter().map(|x| x.as_f64().unwrap()).collect())
+                            .unwrap_or_else(|| vec![v.as_f64().unwrap()])
                     };
                     for (a, b) in flat(lv).iter().zip(flat(&r[key])) {
                         assert!((a - b).abs() < 1e-5, "{protocol} {key}: local {a} remote {b}");
@@ -241,7 +241,8 @@ fn scripted(script: Vec<Act>) -> (String, Arc<Mutex<Vec<Value>>>) {
             let act = script.get(i).cloned().unwrap_or(Act::Ok);
             let ok_body = || {
                 let q = body["query"].as_array().cloned().unwrap_or_default();
-                json!({"rewards": q.iter().map(|x| x.as_str().unwrap_or("").len() as f64).collect::<Vec<_>>()}).to_string()
+                json!({"rewards": q.iter().map(|x| x.as_str().unwrap_or("").len() as f64).collect::<Vec<_>>()})
+                    .to_string()
             };
             let reply = |stream: &mut TcpStream, status: u16, body: &str| {
                 let _ = write!(
@@ -257,7 +258,11 @@ fn scripted(script: Vec<Act>) -> (String, Arc<Mutex<Vec<Value>>>) {
                     std::thread::spawn(move || {
                         std::thread::sleep(d);
                         let b = "{\"rewards\": []}";
-                        let _ = write!(stream, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}", b.len());
+                        let _ = write!(
+                            stream,
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
+                            b.len()
+                        );
                     });
                 }
                 Act::Malformed => reply(&mut stream, 200, "{\"rewards\": [1.0,"),

@@ -205,7 +205,8 @@ pub fn parse_nim(v: &Value) -> std::result::Result<crate::RemoteScore, String> {
     let mut labels = Vec::new();
     let mut values = Vec::new();
     for pair in content.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once(':').ok_or_else(|| format!("content `{content}` is not `name:score,...`"))?;
+        let (name, value) =
+            pair.split_once(':').ok_or_else(|| format!("content `{content}` is not `name:score,...`"))?;
         let value: f32 =
             value.trim().parse().map_err(|_| format!("content `{content}`: `{}` is not a number", value.trim()))?;
         labels.push(name.trim().to_owned());
@@ -215,7 +216,9 @@ pub fn parse_nim(v: &Value) -> std::result::Result<crate::RemoteScore, String> {
         if let Some(lp) = choice.get("logprobs").and_then(|l| l.get("content")).and_then(Value::as_array) {
             for e in lp {
                 labels.push(e.get("token").and_then(Value::as_str).unwrap_or("").to_owned());
-                values.push(e.get("logprob").and_then(Value::as_f64).ok_or("`logprobs.content[].logprob` missing")? as f32);
+                values.push(
+                    e.get("logprob").and_then(Value::as_f64).ok_or("`logprobs.content[].logprob` missing")? as f32
+                );
             }
         }
     }
@@ -258,7 +261,10 @@ fn parse_tei(v: &Value, n: usize) -> Parsed {
                 .iter()
                 .map(|p| {
                     let label = p.get("label").and_then(Value::as_str).unwrap_or("").to_owned();
-                    let score = p.get("score").and_then(Value::as_f64).ok_or_else(|| format!("prediction {i} has no `score`"))?;
+                    let score = p
+                        .get("score")
+                        .and_then(Value::as_f64)
+                        .ok_or_else(|| format!("prediction {i} has no `score`"))?;
                     Ok((label, score as f32))
                 })
                 .collect::<std::result::Result<_, String>>()?;
@@ -293,13 +299,19 @@ mod tests {
         assert_eq!(nim.labels, ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]);
         assert_eq!(nim.values, [1.6171875, 1.6484375, 3.3125, 0.546875, 0.515625]);
         let nim70 = parse_nim(&fixture("nim_llama_3_1_nemotron_70b_reward.json")).unwrap();
-        assert_eq!((nim70.labels.as_slice(), nim70.values.as_slice()), (&["reward".to_owned()][..], &[-2.609375f32][..]));
+        assert_eq!(
+            (nim70.labels.as_slice(), nim70.values.as_slice()),
+            (&["reward".to_owned()][..], &[-2.609375f32][..])
+        );
 
-        let pooling = Protocol::VllmPooling.parse(&fixture("vllm_pooling_classify.json"), 2, &cfg(Protocol::VllmPooling)).unwrap();
+        let pooling = Protocol::VllmPooling
+            .parse(&fixture("vllm_pooling_classify.json"), 2, &cfg(Protocol::VllmPooling))
+            .unwrap();
         assert_eq!(pooling[1].values, [-1.25]);
         let token = fixture("vllm_pooling_token_classify.json");
         assert!(Protocol::VllmPooling.parse(&token, 1, &cfg(Protocol::VllmPooling)).unwrap_err().contains("per token"));
-        let classify = Protocol::VllmClassify.parse(&fixture("vllm_classify.json"), 1, &cfg(Protocol::VllmClassify)).unwrap();
+        let classify =
+            Protocol::VllmClassify.parse(&fixture("vllm_classify.json"), 1, &cfg(Protocol::VllmClassify)).unwrap();
         assert_eq!(classify[0].values.len(), 2);
 
         let rlhf = Protocol::OpenRlhf.parse(&fixture("openrlhf_get_reward.json"), 2, &cfg(Protocol::OpenRlhf)).unwrap();
@@ -317,7 +329,8 @@ mod tests {
         assert!(e.contains("no `rewards` key") && e.contains("scores"), "{e}");
         let e = Protocol::OpenRlhf.parse(&json!({"rewards": [1.0]}), 2, &c).unwrap_err();
         assert!(e.contains("1 scores for 2 inputs"), "{e}");
-        let e = Protocol::VllmPooling.parse(&json!({"data": [{"index": 0}]}), 1, &cfg(Protocol::VllmPooling)).unwrap_err();
+        let e =
+            Protocol::VllmPooling.parse(&json!({"data": [{"index": 0}]}), 1, &cfg(Protocol::VllmPooling)).unwrap_err();
         assert!(e.contains("data[0].data"), "{e}");
         let e = parse_nim(&json!({"choices": [{"message": {"content": "helpfulness=2"}}]})).unwrap_err();
         assert!(e.contains("name:score"), "{e}");
@@ -336,7 +349,10 @@ mod tests {
         assert_eq!(b["use_activation"], false);
         assert_eq!(b["model"], "m");
         assert_eq!(b["messages"][1]["role"], "assistant");
-        let text = [RemoteInput::Text { text: "t".into(), prompt: "p".into() }, RemoteInput::Text { text: "u".into(), prompt: "q".into() }];
+        let text = [
+            RemoteInput::Text { text: "t".into(), prompt: "p".into() },
+            RemoteInput::Text { text: "u".into(), prompt: "q".into() },
+        ];
         let b = Protocol::OpenRlhf.text_request(&text, &cfg(Protocol::OpenRlhf)).unwrap();
         assert_eq!(b, json!({"query": ["t", "u"], "prompts": ["p", "q"], "labels": [null, null]}));
         let b = Protocol::Tei.text_request(&text, &cfg(Protocol::Tei)).unwrap();

@@ -61,10 +61,8 @@ pub(crate) struct AppState {
 /// The HTTP application (routes, auth, CORS, limits) over `models`.
 pub fn app(models: Vec<NamedModel>, cfg: ServerConfig) -> Router {
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let models = models
-        .into_iter()
-        .map(|m| Served { name: m.name, batcher: Batcher::start(m.model, cfg.batch) })
-        .collect();
+    let models =
+        models.into_iter().map(|m| Served { name: m.name, batcher: Batcher::start(m.model, cfg.batch) }).collect();
     routes::router(Arc::new(AppState { models, cfg, started }))
 }
 

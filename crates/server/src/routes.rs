@@ -68,9 +68,10 @@ impl IntoResponse for ApiError {
 
 fn model_error(e: ModelError) -> ApiError {
     match e {
-        ModelError::InputTooLong { .. } | ModelError::EmptyInput | ModelError::TokenOutOfVocab { .. } | ModelError::Core(_) => {
-            ApiError::bad(e.to_string())
-        }
+        ModelError::InputTooLong { .. }
+        | ModelError::EmptyInput
+        | ModelError::TokenOutOfVocab { .. }
+        | ModelError::Core(_) => ApiError::bad(e.to_string()),
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }
@@ -110,8 +111,11 @@ async fn auth(State(s): St, req: Request, next: Next) -> Response {
     if let Some(key) = &s.cfg.api_key {
         let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         if given != Some(format!("Bearer {key}").as_str()) {
-            return ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong API key (send `Authorization: Bearer <key>`)")
-                .into_response();
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong API key (send `Authorization: Bearer <key>`)",
+            )
+            .into_response();
         }
     }
     next.run(req).await
@@ -156,7 +160,8 @@ fn encode_inputs(s: &AppState, m: &Served, body: &Value) -> Result<Vec<EncodedIn
     }
     let input = body.get("input").ok_or_else(|| ApiError::bad("the body needs `input` or `messages`"))?;
     let ids = |v: &Value| -> Result<EncodedInput, ApiError> {
-        let ids: Vec<u32> = serde_json::from_value(v.clone()).map_err(|_| ApiError::bad("`input` token ids must be integers"))?;
+        let ids: Vec<u32> =
+            serde_json::from_value(v.clone()).map_err(|_| ApiError::bad("`input` token ids must be integers"))?;
         if ids.is_empty() {
             return Err(ApiError::bad("`input` is empty"));
         }
@@ -216,7 +221,9 @@ async fn run(m: &Served, inputs: Vec<EncodedInput>, tei: bool) -> Result<Vec<Con
     let wrap = |e: ApiError| if tei { e.tei() } else { e };
     let rx = m.batcher.submit(inputs).map_err(|r| {
         wrap(match r {
-            Refused::QueueFull => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is at capacity; retry shortly"),
+            Refused::QueueFull => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is at capacity; retry shortly")
+            }
             Refused::Stopped => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the model is shutting down"),
         })
     })?;
@@ -240,7 +247,10 @@ fn activate(v: &[f32], on: bool) -> Vec<f32> {
 }
 
 fn use_activation(body: &Value) -> bool {
-    ["use_activation", "activation", "softmax"].iter().find_map(|k| body.get(*k).and_then(Value::as_bool)).unwrap_or(true)
+    ["use_activation", "activation", "softmax"]
+        .iter()
+        .find_map(|k| body.get(*k).and_then(Value::as_bool))
+        .unwrap_or(true)
 }
 
 fn usage(scores: &[ConversationScore]) -> Value {
@@ -288,7 +298,9 @@ async fn pooling(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, A
             json!({"index": i, "object": "pooling", "data": d})
         })
         .collect();
-    Ok(Json(json!({"id": request_id("pool"), "object": "list", "created": now(), "model": m.name, "data": data, "usage": usage(&scores)})))
+    Ok(Json(
+        json!({"id": request_id("pool"), "object": "list", "created": now(), "model": m.name, "data": data, "usage": usage(&scores)}),
+    ))
 }
 
 async fn classify(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
@@ -307,7 +319,9 @@ async fn classify(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, 
             json!({"index": i, "label": labels.get(best), "probs": probs, "num_classes": probs.len()})
         })
         .collect();
-    Ok(Json(json!({"id": request_id("classify"), "object": "list", "created": now(), "model": m.name, "data": data, "usage": usage(&scores)})))
+    Ok(Json(
+        json!({"id": request_id("classify"), "object": "list", "created": now(), "model": m.name, "data": data, "usage": usage(&scores)}),
+    ))
 }
 
 /// OpenRLHF's `{"query": [...]}` (or LightRFT's `queries`): texts already rendered with the
@@ -315,7 +329,10 @@ async fn classify(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, 
 async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
     let m = pick(&s, &body)?;
-    let q = body.get("query").or_else(|| body.get("queries")).ok_or_else(|| ApiError::bad("the body needs `query` (a list of strings)"))?;
+    let q = body
+        .get("query")
+        .or_else(|| body.get("queries"))
+        .ok_or_else(|| ApiError::bad("the body needs `query` (a list of strings)"))?;
     let texts: Vec<String> = match q {
         Value::String(t) => vec![t.clone()],
         v => serde_json::from_value(v.clone()).map_err(|_| ApiError::bad("`query` must be a list of strings"))?,
@@ -326,7 +343,9 @@ async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>
     let inputs = texts
         .iter()
         .enumerate()
-        .map(|(i, t)| m.batcher.model.encode_text(t, &s.cfg.length).map_err(|e| ApiError::bad(format!("query[{i}]: {e}"))))
+        .map(|(i, t)| {
+            m.batcher.model.encode_text(t, &s.cfg.length).map_err(|e| ApiError::bad(format!("query[{i}]: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let scores = run(m, inputs, false).await?;
     let rewards: Vec<f32> = scores.iter().map(ConversationScore::score).collect();
@@ -350,8 +369,7 @@ async fn chat_completions(State(s): St, body: axum::body::Bytes) -> Result<Json<
     let scores = run(m, vec![input], false).await?;
     let sc = &scores[0];
     let labels = &m.batcher.model.config().labels;
-    let names: Vec<String> =
-        if labels.len() == 1 { vec!["reward".to_owned()] } else { labels.clone() };
+    let names: Vec<String> = if labels.len() == 1 { vec!["reward".to_owned()] } else { labels.clone() };
     let content = names.iter().zip(&sc.logits).map(|(n, v)| format!("{n}:{v}")).collect::<Vec<_>>().join(",");
     let logprobs: Vec<Value> = names
         .iter()
@@ -381,7 +399,12 @@ async fn predict(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, A
             for (i, x) in a.iter().enumerate() {
                 match x.as_array().map(Vec::as_slice) {
                     Some([Value::String(t)]) => out.push(t.clone()),
-                    _ => return Err(ApiError::bad(format!("`inputs[{i}]` must be a one-text list (pairs are not supported)")).tei()),
+                    _ => {
+                        return Err(ApiError::bad(format!(
+                            "`inputs[{i}]` must be a one-text list (pairs are not supported)"
+                        ))
+                        .tei())
+                    }
                 }
             }
             (out, true)

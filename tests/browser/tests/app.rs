@@ -69,6 +69,7 @@ fn scores_in_the_page_match_transformers() {
     let srv = server();
     let b = Browser::start();
     b.goto(&format!("{}/", srv.url));
+    b.wait_for("#simd", LOAD);
     assert_eq!(b.attr("#simd", "data-supported").as_deref(), Some("true"));
 
     // Qwen3, single safetensors file, through the UI.
@@ -425,7 +426,14 @@ fn too_large_models_fall_back_to_a_remote_endpoint() {
         true,
     );
     let model = fixtures().join("qwen3-seq");
-    let rm = RewardServer::start(&["--model", model.to_str().unwrap(), "--served-model-name", "tiny", "--cors-origin", &srv.url]);
+    let rm = RewardServer::start(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--served-model-name",
+        "tiny",
+        "--cors-origin",
+        &srv.url,
+    ]);
     let g = golden("qwen3-seq");
     let b = Browser::start();
     b.goto(&format!("{}/", srv.url));
@@ -437,7 +445,11 @@ fn too_large_models_fall_back_to_a_remote_endpoint() {
         assert_eq!(b.attr("#model-info", "data-architecture").as_deref(), Some("remote"));
         let info = b.text("#model-info");
         assert!(info.contains("not in this browser") && info.contains("GiB"), "{info}");
-        score_responses(&b, "What is the capital of France?", &["The capital of France is Paris.", "The capital of France is Berlin."]);
+        score_responses(
+            &b,
+            "What is the capital of France?",
+            &["The capital of France is Paris.", "The capital of France is Berlin."],
+        );
         let backend = b.text("#backend");
         assert!(backend.contains(&format!("Remote ({protocol} at {}", rm.1)), "{backend}");
         let shown = b.attrs("#scores td.score", "data-score");
