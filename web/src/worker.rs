@@ -59,6 +59,8 @@ impl ByteSource for JsBytes {
 }
 
 /// What scores: the engine here, or a remote endpoint.
+// One per loaded model, behind an Rc: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 enum Scorer {
     Local(RewardModel),
     Remote { client: RemoteScorer, template: Option<ChatTemplate> },

@@ -52,6 +52,8 @@ pub enum Prepared {
     Remote(RemoteInput),
 }
 
+// One per process: the size difference between the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Backend {
     Local(RewardModel),
     Remote { client: RemoteScorer, template: Option<ChatTemplate>, runtime: tokio::runtime::Runtime },
