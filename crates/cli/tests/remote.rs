@@ -445,3 +445,60 @@ fn a_full_queue_answers_503_and_retries_get_through() {
     });
     assert_eq!(done, 16);
 }
+
+fn raw_request(url: &str, request: &str) -> String {
+    let host = url.trim_start_matches("http://");
+    let mut s = TcpStream::connect(host).unwrap();
+    s.write_all(request.replace("{host}", host).as_bytes()).unwrap();
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}
+
+#[test]
+fn health_limits_cors_and_graceful_shutdown() {
+    let model = fixture("qwen3-seq");
+    let mut srv = Server::start(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--api-key",
+        "k",
+        "--max-body-mib",
+        "1",
+        "--cors-origin",
+        "http://app.example",
+    ]);
+    // /health needs no key; other routes do.
+    let r = raw_request(&srv.url, "GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    let r = raw_request(&srv.url, "GET /v1/models HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    assert!(r.starts_with("HTTP/1.1 401") && r.contains("AuthenticationError"), "{r}");
+    // A body over the limit is refused with 413 before it is read whole.
+    let big = "x".repeat(2 << 20);
+    let r = raw_request(
+        &srv.url,
+        &format!(
+            "POST /get_reward HTTP/1.1\r\nHost: {{host}}\r\nAuthorization: Bearer k\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{{\"query\": [\"{big}\"]}}",
+            big.len() + 14
+        ),
+    );
+    assert!(r.starts_with("HTTP/1.1 413"), "{}", &r[..r.len().min(200)]);
+    // CORS preflight from the allowed origin.
+    let r = raw_request(
+        &srv.url,
+        "OPTIONS /pooling HTTP/1.1\r\nHost: {host}\r\nOrigin: http://app.example\r\nAccess-Control-Request-Method: POST\r\nAccess-Control-Request-Headers: authorization, content-type\r\nConnection: close\r\n\r\n",
+    );
+    assert!(r.to_ascii_lowercase().contains("access-control-allow-origin: http://app.example"), "{r}");
+    // SIGTERM: the server stops accepting and exits cleanly.
+    let pid = srv.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(status) = srv.child.try_wait().unwrap() {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the server did not shut down");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

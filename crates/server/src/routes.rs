@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use rewardlens_core::{Message, Role};
+use rewardlens_models::records::num;
 use rewardlens_models::reward_model::EncodedInput;
 use rewardlens_models::{ConversationScore, HeadKind, ModelError};
 use serde_json::{json, Value};
@@ -374,7 +375,7 @@ async fn chat_completions(State(s): St, body: axum::body::Bytes) -> Result<Json<
     let logprobs: Vec<Value> = names
         .iter()
         .zip(&sc.logits)
-        .map(|(n, v)| json!({"token": n, "logprob": v, "bytes": null, "top_logprobs": []}))
+        .map(|(n, v)| json!({"token": n, "logprob": num(*v), "bytes": null, "top_logprobs": []}))
         .collect();
     Ok(Json(json!({
         "id": request_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": m.name,
