@@ -22,6 +22,9 @@ pub struct BackendArgs {
     /// For a GGUF without an embedded tokenizer (llama.cpp's): the tokenizer folder.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Where local math runs: cpu, or cuda (needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
     /// Score through a remote endpoint instead (base URL, or the full URL of the route).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -64,7 +67,12 @@ impl Backend {
         match &args.endpoint {
             None => {
                 let model = args.model.clone().context("give --model (a folder, GGUF or Hub repo id) or --endpoint")?;
-                let m = ModelArgs { model, revision: args.revision.clone(), tokenizer: args.tokenizer.clone() };
+                let m = ModelArgs {
+                    model,
+                    revision: args.revision.clone(),
+                    tokenizer: args.tokenizer.clone(),
+                    device: args.device.clone(),
+                };
                 Ok(Self::Local(source::load_model(&m)?))
             }
             Some(endpoint) => {
@@ -76,7 +84,12 @@ impl Backend {
                 cfg.score_key = args.score_key.clone();
                 let template = match &args.template {
                     Some(t) => {
-                        let m = ModelArgs { model: t.clone(), revision: args.revision.clone(), tokenizer: None };
+                        let m = ModelArgs {
+                            model: t.clone(),
+                            revision: args.revision.clone(),
+                            tokenizer: None,
+                            device: "cpu".into(),
+                        };
                         let dir = source::resolve_dir(&m)?;
                         let ck = rewardlens_models::CheckpointFiles::from_dir(&dir)?;
                         Some(ChatTemplate::from_tokenizer_config(&ck.tokenizer_config_json, ck.chat_template_jinja.as_deref())?)

@@ -55,6 +55,9 @@ pub struct ModelArgs {
     /// tokenizer.json and tokenizer_config.json.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Where the math runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
 }
 
 impl ModelArgs {

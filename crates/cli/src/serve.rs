@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Tokenizer folder for GGUFs without one (llama.cpp's).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
+    /// Where the math runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
+    #[arg(long, default_value = "cpu")]
+    device: String,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8000)]
@@ -63,7 +66,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
     }
     let mut models = Vec::new();
     for (i, m) in args.model.iter().enumerate() {
-        let margs = ModelArgs { model: m.clone(), revision: args.revision.clone(), tokenizer: args.tokenizer.clone() };
+        let margs = ModelArgs {
+            model: m.clone(),
+            revision: args.revision.clone(),
+            tokenizer: args.tokenizer.clone(),
+            device: args.device.clone(),
+        };
         let model = source::load_model(&margs)?;
         let name = args.served_model_name.get(i).cloned().unwrap_or_else(|| m.clone());
         eprintln!("loaded {name} ({})", model.config().architecture.name());

@@ -25,8 +25,23 @@ fn is_gguf(path: &std::path::Path) -> bool {
     path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"GGUF"
 }
 
+/// The compute device named on the command line.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        #[cfg(feature = "cuda")]
+        "cuda" => Ok(Device::new_cuda(0)?),
+        #[cfg(not(feature = "cuda"))]
+        "cuda" => bail!(
+            "this rewardlens was built without CUDA: build it with `cargo build --release -p rewardlens-cli --features cuda` (needs the CUDA toolkit)"
+        ),
+        other => bail!("unknown --device `{other}` (cpu or cuda)"),
+    }
+}
+
 /// Loads the model named by `args`: a checkpoint folder, a GGUF file, or a Hub repo id.
 pub fn load_model(args: &ModelArgs) -> Result<RewardModel> {
+    let device = device(&args.device)?;
     if let Some(p) = args.local_path().filter(|p| p.is_file()) {
         if !is_gguf(&p) {
             bail!("{}: not a GGUF file and not a checkpoint folder", p.display());
@@ -41,12 +56,11 @@ pub fn load_model(args: &ModelArgs) -> Result<RewardModel> {
             None => None,
         };
         let file = GgufFile::open(&p)?;
-        return RewardModel::from_gguf(file, tokenizer, &Device::Cpu)
-            .with_context(|| format!("loading {}", p.display()));
+        return RewardModel::from_gguf(file, tokenizer, &device).with_context(|| format!("loading {}", p.display()));
     }
     let dir = resolve_dir(args)?;
     let files = CheckpointFiles::from_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
-    RewardModel::load(files, &Device::Cpu).with_context(|| format!("loading {}", args.model))
+    RewardModel::load(files, &device).with_context(|| format!("loading {}", args.model))
 }
 
 fn looks_like_repo_id(s: &str) -> bool {
