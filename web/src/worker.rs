@@ -9,7 +9,7 @@ use crate::protocol::*;
 use candle_core::Device;
 use js_sys::{Array, Promise, Reflect, Uint8Array};
 use rewardlens_core::types::prompt_response;
-use rewardlens_core::{ChatTemplate, Message, Role};
+use rewardlens_core::{ChatTemplate, Message};
 use rewardlens_models::gguf::{ByteSource, GgufFile};
 use rewardlens_models::memory::{pick_storage, MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
 use rewardlens_models::quantized::{self, QuantType};
@@ -656,8 +656,9 @@ impl Engine {
                 Scorer::Remote { client, template } => {
                     let inputs = chunk
                         .iter()
-                        .map(|c| remote_input(c, template.as_ref(), client.config().protocol))
-                        .collect::<Res<Vec<_>>>()?;
+                        .map(|c| RemoteInput::from_conversation(c, template.as_ref(), client.config().protocol))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|e| UserError::new(e.code(), e.to_string()))?;
                     let scores = client.score(&inputs).await.map_err(|e| UserError::new(e.code(), e.to_string()))?;
                     let ms = (self.now() - t0) / chunk.len() as f64;
                     out.extend(scores.into_iter().map(|s| SequenceResult {
@@ -807,18 +808,6 @@ impl Engine {
             },
             scorer: Scorer::Remote { client, template },
         })
-    }
-}
-
-fn remote_input(conv: &[Message], template: Option<&ChatTemplate>, protocol: Protocol) -> Res<RemoteInput> {
-    match template {
-        Some(t) if !protocol.takes_chat() => {
-            let text = t.render(conv, false).map_err(|e| UserError::new("template", e.to_string()))?;
-            let cut = conv.iter().rposition(|m| m.role == Role::Assistant).unwrap_or(conv.len());
-            let prompt = t.render(&conv[..cut], true).unwrap_or_default();
-            Ok(RemoteInput::Text { text, prompt })
-        }
-        _ => Ok(RemoteInput::Chat(conv.to_vec())),
     }
 }
 

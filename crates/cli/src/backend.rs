@@ -3,7 +3,7 @@
 
 use crate::{source, ModelArgs};
 use anyhow::{bail, Context, Result};
-use rewardlens_core::{ChatTemplate, Message, Role};
+use rewardlens_core::{ChatTemplate, Message};
 use rewardlens_models::reward_model::EncodedInput;
 use rewardlens_models::{ConversationScore, LengthPolicy, RewardModel};
 use rewardlens_remote::{Protocol, RemoteConfig, RemoteInput, RemoteScorer};
@@ -110,13 +110,9 @@ impl Backend {
     pub fn prepare(&self, conv: &[Message], policy: &LengthPolicy) -> Result<Prepared> {
         match self {
             Self::Local(m) => Ok(Prepared::Local(m.encode(conv, policy)?)),
-            Self::Remote { template: Some(t), .. } => {
-                let text = t.render(conv, false)?;
-                let cut = conv.iter().rposition(|m| m.role == Role::Assistant).unwrap_or(conv.len());
-                let prompt = t.render(&conv[..cut], true).unwrap_or_default();
-                Ok(Prepared::Remote(RemoteInput::Text { text, prompt }))
+            Self::Remote { client, template, .. } => {
+                Ok(Prepared::Remote(RemoteInput::from_conversation(conv, template.as_ref(), client.config().protocol)?))
             }
-            Self::Remote { template: None, .. } => Ok(Prepared::Remote(RemoteInput::Chat(conv.to_vec()))),
         }
     }
 

@@ -26,6 +26,38 @@ pub enum RemoteInput {
     Text { text: String, prompt: String },
 }
 
+impl RemoteInput {
+    /// How `protocol` takes a conversation: as is, or rendered with the model's chat `template`
+    /// (with the prompt part, everything before the last assistant turn, rendered as the
+    /// model would be prompted).
+    pub fn from_conversation(
+        conversation: &[Message],
+        template: Option<&rewardlens_core::ChatTemplate>,
+        protocol: Protocol,
+    ) -> Result<Self> {
+        match template {
+            Some(t) if !protocol.takes_chat() => {
+                let render = |msgs: &[Message], gen: bool| {
+                    t.render(msgs, gen).map_err(|e| RemoteError::Input(format!("chat template: {e}")))
+                };
+                let cut = conversation
+                    .iter()
+                    .rposition(|m| m.role == rewardlens_core::Role::Assistant)
+                    .unwrap_or(conversation.len());
+                // The prompt is informational (OpenRLHF servers ignore it): a template that
+                // cannot render a conversation without its answer leaves it empty.
+                let prompt = render(&conversation[..cut], true).unwrap_or_default();
+                Ok(Self::Text { text: render(conversation, false)?, prompt })
+            }
+            None if !protocol.takes_chat() => Err(RemoteError::Input(format!(
+                "the {} protocol takes text rendered with the model's chat template, and none was given",
+                protocol.name()
+            ))),
+            _ => Ok(Self::Chat(conversation.to_vec())),
+        }
+    }
+}
+
 /// The scores of one input: one value per label (`values[0]` is the reward).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RemoteScore {
@@ -294,6 +326,28 @@ mod tests {
         let c = RemoteConfig::new("https://integrate.api.nvidia.com/v1/chat/completions", Protocol::Nim);
         assert_eq!(c.url(), "https://integrate.api.nvidia.com/v1/chat/completions");
         assert_eq!(RemoteConfig::new("http://h", Protocol::Tei).url(), "http://h/predict");
+    }
+
+    #[test]
+    fn conversations_become_chat_or_rendered_text() {
+        let t = rewardlens_core::ChatTemplate::from_tokenizer_config(
+            r#"{"chat_template": "{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}{% if add_generation_prompt %}<assistant>{% endif %}"}"#,
+            None,
+        )
+        .unwrap();
+        let conv = rewardlens_core::types::prompt_response("p", "r");
+        assert_eq!(
+            RemoteInput::from_conversation(&conv, Some(&t), Protocol::Nim).unwrap(),
+            RemoteInput::Chat(conv.clone())
+        );
+        assert_eq!(
+            RemoteInput::from_conversation(&conv, Some(&t), Protocol::OpenRlhf).unwrap(),
+            RemoteInput::Text { text: "<user>p<assistant>r".into(), prompt: "<user>p<assistant>".into() }
+        );
+        assert!(RemoteInput::from_conversation(&conv, None, Protocol::Tei)
+            .unwrap_err()
+            .to_string()
+            .contains("chat template"));
     }
 
     #[test]
