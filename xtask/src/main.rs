@@ -20,7 +20,8 @@ use std::process::Command;
 mod web;
 
 /// The crates that must build for the browser.
-const WASM_CRATES: [&str; 4] = ["rewardlens-core", "rewardlens-models", "rewardlens-remote", "rewardlens-web"];
+const WASM_CRATES: [&str; 5] =
+    ["rewardlens-core", "rewardlens-models", "rewardlens-remote", "rewardlens-gpu", "rewardlens-web"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -1,0 +1,25 @@
+// Rotary embedding in place on x [tokens, heads, head_dim], rotating the two halves of each
+// head (transformers' rotate_half); inv_freq [head_dim/2] already carries any rope scaling
+// (llama3, linear), so one kernel serves every variant.
+struct Params { tokens: u32, heads: u32, head_dim: u32, offset: u32 }
+@group(0) @binding(0) var<storage, read_write> x: array<f32>;
+@group(0) @binding(1) var<storage, read> inv_freq: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+
+@compute @workgroup_size(64)
+fn main(@builtin(global_invocation_id) g: vec3<u32>) {
+    let half = p.head_dim / 2u;
+    let idx = g.x + g.y * 65535u * 64u;
+    if (idx >= p.tokens * p.heads * half) { return; }
+    let i = idx % half;
+    let th = idx / half;
+    let t = th / p.heads;
+    let base = th * p.head_dim;
+    let angle = f32(t + p.offset) * inv_freq[i];
+    let c = cos(angle);
+    let s = sin(angle);
+    let a = x[base + i];
+    let b = x[base + i + half];
+    x[base + i] = a * c - b * s;
+    x[base + i + half] = b * c + a * s;
+}
