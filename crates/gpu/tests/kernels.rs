@@ -102,7 +102,8 @@ fn rms_norm_matches_cpu_for_rows_and_heads() {
 fn rope_matches_cpu_rotate_half() {
     let g = gpu();
     let rope = Rope::new(g);
-    let (tokens, heads, d, offset) = (9, 3, 16, 2);
+    // Late positions too: large angles are where GPU sin/cos would drift.
+    let (tokens, heads, d, offset) = (9, 3, 16, 3000);
     let x = random(tokens * heads * d, 7);
     let freq = inv_freq(d, 10_000.0);
     let mut want = x.clone();
@@ -118,7 +119,8 @@ fn rope_matches_cpu_rotate_half() {
         }
     }
     let buf = g.upload_f32(&x);
-    rope.run(g, &buf, &g.upload_f32(&freq), tokens, heads, d, offset).unwrap();
+    let (cos, sin) = rope_tables(&freq, offset, tokens);
+    rope.run(g, &buf, &g.upload_f32(&cos), &g.upload_f32(&sin), tokens, heads, d).unwrap();
     assert_close(&g.download_f32_blocking(&buf).unwrap(), &want, 1e-4, "rope");
 }
 
@@ -148,7 +150,7 @@ fn swiglu_add_and_embedding_match_cpu() {
 fn causal_gqa_attention_matches_cpu_softmax() {
     let g = gpu();
     let attn = Attention::new(g);
-    for (tokens, heads, kv_heads, d) in [(1, 2, 1, 8), (37, 8, 2, 64), (70, 4, 4, 128)] {
+    for (tokens, heads, kv_heads, d) in [(1, 2, 1, 8), (37, 8, 2, 64), (70, 4, 4, 128), (1000, 4, 2, 32)] {
         let q = random(tokens * heads * d, 11);
         let k = random(tokens * kv_heads * d, 12);
         let v = random(tokens * kv_heads * d, 13);

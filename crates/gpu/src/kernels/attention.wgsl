@@ -1,6 +1,8 @@
 // Causal grouped-query attention for prefill: q [T, H, D], k and v [T, KVH, D], out [T, H, D].
-// One invocation per (query, head) streams over the keys up to its own position with an
-// online softmax (running max and sum), so no T x T score matrix is ever stored.
+// One workgroup per (query, head) walks the keys in tiles of 64: each invocation scores one key
+// of the tile, the tile's max and sum are reduced in shared memory, and a running (online)
+// softmax rescales the output, so no T x T score matrix is ever stored. Each invocation owns
+// output dims l, l+64, l+128, l+192 (head_dim <= 256).
 struct Params { tokens: u32, heads: u32, kv_heads: u32, head_dim: u32, scale: f32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
@@ -8,31 +10,67 @@ struct Params { tokens: u32, heads: u32, kv_heads: u32, head_dim: u32, scale: f3
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
 
-const MAX_D: u32 = 256u;
+const B: u32 = 64u;
+const NEG: f32 = -3.0e38;
+var<workgroup> w_tile: array<f32, 64>;
+var<workgroup> red: array<f32, 64>;
 
 @compute @workgroup_size(64)
-fn main(@builtin(global_invocation_id) g: vec3<u32>) {
-    let idx = g.x + g.y * 65535u * 64u;
+fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid: vec3<u32>) {
+    let idx = wg.x + wg.y * 65535u;
     if (idx >= p.tokens * p.heads) { return; }
+    let l = lid.x;
     let t = idx / p.heads;
     let h = idx % p.heads;
     let kvh = h / (p.heads / p.kv_heads);
     let qb = (t * p.heads + h) * p.head_dim;
-    var acc: array<f32, 256>;
-    for (var d = 0u; d < p.head_dim; d++) { acc[d] = 0.0; }
-    var m = -3.0e38;
+    var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
+    var m = NEG;
     var sum = 0.0;
-    for (var j = 0u; j <= t; j++) {
-        let kb = (j * p.kv_heads + kvh) * p.head_dim;
-        var s = 0.0;
-        for (var d = 0u; d < p.head_dim; d++) { s += q[qb + d] * k[kb + d]; }
-        s *= p.scale;
-        let m_new = max(m, s);
+    for (var j0 = 0u; j0 <= t; j0 += B) {
+        let j = j0 + l;
+        var s = NEG;
+        if (j <= t) {
+            let kb = (j * p.kv_heads + kvh) * p.head_dim;
+            var d = 0.0;
+            for (var i = 0u; i < p.head_dim; i++) { d += q[qb + i] * k[kb + i]; }
+            s = d * p.scale;
+        }
+        red[l] = s;
+        workgroupBarrier();
+        for (var stride = B / 2u; stride > 0u; stride >>= 1u) {
+            if (l < stride) { red[l] = max(red[l], red[l + stride]); }
+            workgroupBarrier();
+        }
+        let m_new = max(m, red[0]);
+        workgroupBarrier();
+        var w = 0.0;
+        if (j <= t) { w = exp(s - m_new); }
+        w_tile[l] = w;
+        red[l] = w;
+        workgroupBarrier();
+        for (var stride = B / 2u; stride > 0u; stride >>= 1u) {
+            if (l < stride) { red[l] += red[l + stride]; }
+            workgroupBarrier();
+        }
         let correction = exp(m - m_new);
-        let w = exp(s - m_new);
-        sum = sum * correction + w;
-        for (var d = 0u; d < p.head_dim; d++) { acc[d] = acc[d] * correction + w * v[kb + d]; }
+        sum = sum * correction + red[0];
         m = m_new;
+        let last = min(t - j0 + 1u, B);
+        for (var c = 0u; c < 4u; c++) {
+            let dim = l + c * B;
+            if (dim < p.head_dim) {
+                var a = acc[c] * correction;
+                for (var jj = 0u; jj < last; jj++) {
+                    a += w_tile[jj] * v[((j0 + jj) * p.kv_heads + kvh) * p.head_dim + dim];
+                }
+                acc[c] = a;
+            }
+        }
+        workgroupBarrier();
     }
-    for (var d = 0u; d < p.head_dim; d++) { out[qb + d] = acc[d] / sum; }
+    for (var c = 0u; c < 4u; c++) {
+        let dim = l + c * B;
+        if (dim < p.head_dim) { out[qb + dim] = acc[c] / sum; }
+    }
 }

@@ -134,12 +134,27 @@ impl RmsNorm {
     }
 }
 
-/// Rotary embedding in place on `[tokens, heads, head_dim]`, positions from `offset`.
+/// Rotary embedding in place on `[tokens, heads, head_dim]`.
 pub struct Rope(wgpu::ComputePipeline);
 
-/// `1 / theta^(2i / head_dim)`; rope scaling is applied to these before upload.
+/// `1 / theta^(2i / head_dim)` (unscaled; models take theirs from `ModelConfig::rope_inv_freq`).
 pub fn inv_freq(head_dim: usize, theta: f64) -> Vec<f32> {
     (0..head_dim / 2).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect()
+}
+
+/// cos and sin tables `[tokens, head_dim/2]` for positions `offset..offset + tokens`, in f32
+/// like transformers.
+pub fn rope_tables(inv_freq: &[f32], offset: usize, tokens: usize) -> (Vec<f32>, Vec<f32>) {
+    let mut cos = Vec::with_capacity(tokens * inv_freq.len());
+    let mut sin = Vec::with_capacity(tokens * inv_freq.len());
+    for pos in offset..offset + tokens {
+        for f in inv_freq {
+            let a = pos as f32 * f;
+            cos.push(a.cos());
+            sin.push(a.sin());
+        }
+    }
+    (cos, sin)
 }
 
 impl Rope {
@@ -150,16 +165,17 @@ impl Rope {
         &self,
         gpu: &Gpu,
         x: &GpuBuffer,
-        inv_freq: &GpuBuffer,
+        cos: &GpuBuffer,
+        sin: &GpuBuffer,
         tokens: usize,
         heads: usize,
         head_dim: usize,
-        offset: usize,
     ) -> Result<()> {
         check("rope x", x, tokens * heads * head_dim)?;
-        check("rope inv_freq", inv_freq, head_dim / 2)?;
-        let p = gpu.uniform(&[tokens as u32, heads as u32, head_dim as u32, offset as u32]);
-        gpu.dispatch(&self.0, &[&x.buffer, &inv_freq.buffer, &p], groups_1d(tokens * heads * head_dim / 2, 64));
+        check("rope cos", cos, tokens * head_dim / 2)?;
+        check("rope sin", sin, tokens * head_dim / 2)?;
+        let p = gpu.uniform(&[tokens as u32, heads as u32, head_dim as u32, 0]);
+        gpu.dispatch(&self.0, &[&x.buffer, &cos.buffer, &sin.buffer, &p], groups_1d(tokens * heads * head_dim / 2, 64));
         Ok(())
     }
 }
@@ -212,7 +228,7 @@ impl Embedding {
     }
 }
 
-/// Causal grouped-query attention for prefill, with an online softmax.
+/// Causal grouped-query attention for prefill: key tiles of 64, an online softmax.
 pub struct Attention(wgpu::ComputePipeline);
 
 impl Attention {
@@ -240,7 +256,25 @@ impl Attention {
         check("attention out", out, tokens * heads * head_dim)?;
         let scale = 1.0 / (head_dim as f32).sqrt();
         let p = gpu.uniform(&[tokens as u32, heads as u32, kv_heads as u32, head_dim as u32, scale.to_bits(), 0, 0, 0]);
-        gpu.dispatch(&self.0, &[&q.buffer, &k.buffer, &v.buffer, &out.buffer, &p], groups_1d(tokens * heads, 64));
+        let n = tokens * heads;
+        let groups = (n.min(65_535) as u32, n.div_ceil(65_535) as u32, 1);
+        gpu.dispatch(&self.0, &[&q.buffer, &k.buffer, &v.buffer, &out.buffer, &p], groups);
+        Ok(())
+    }
+}
+
+/// `y[r, :] += b` in place.
+pub struct BiasAdd(wgpu::ComputePipeline);
+
+impl BiasAdd {
+    pub fn new(gpu: &Gpu) -> Self {
+        Self(gpu.pipeline("bias_add", include_str!("bias_add.wgsl")))
+    }
+    pub fn run(&self, gpu: &Gpu, y: &GpuBuffer, b: &GpuBuffer, rows: usize, cols: usize) -> Result<()> {
+        check("bias_add y", y, rows * cols)?;
+        check("bias_add b", b, cols)?;
+        let p = gpu.uniform(&[rows as u32, cols as u32, 0, 0]);
+        gpu.dispatch(&self.0, &[&y.buffer, &b.buffer, &p], groups_1d(rows * cols, 64));
         Ok(())
     }
 }
