@@ -85,7 +85,7 @@ impl GpuRewardModel {
         let c = &config;
         let linear = |name: &str, out: usize, inp: usize, bias: bool, quantize: bool| -> Result<Linear> {
             let data = f32s(&format!("{name}.weight"), &[out, inp])?;
-            let weight = if quantize && storage == GpuWeights::Q8_0 && inp % 32 == 0 {
+            let weight = if quantize && storage == GpuWeights::Q8_0 && inp.is_multiple_of(32) {
                 let (q, s) = quantize_q8_0(&data, out, inp)?;
                 Weight::Q8_0(Q8_0Weights::upload(&gpu, &q, &s, out, inp)?)
             } else {
@@ -117,7 +117,7 @@ impl GpuRewardModel {
             });
         }
         let table = f32s("model.embed_tokens.weight", &[c.vocab_size, h])?;
-        let fits = (table.len() as u64 * 4) <= gpu.limits.max_storage_buffer_binding_size as u64;
+        let fits = (table.len() as u64 * 4) <= gpu.limits.max_storage_buffer_binding_size;
         let (embed_gpu, embed_cpu) = if fits { (Some(gpu.upload_f32(&table)), None) } else { (None, Some(table)) };
         let final_norm = gpu.upload_f32(&f32s("model.norm.weight", &[h])?);
         // The score head stays f32, as on the CPU.
