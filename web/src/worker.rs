@@ -133,6 +133,21 @@ impl Engine {
         let _ = JsFuture::from(p).await;
     }
 
+    /// Posts a job's outcome (its answer, `Cancelled`, or `Failed`) and forgets its cancel flag.
+    fn finish(&self, id: u64, result: Res<FromWorker>) {
+        match result {
+            Ok(msg) => self.post(&msg),
+            Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
+            Err(error) => self.post(&FromWorker::Failed { id, error }),
+        }
+        self.cancelled.borrow_mut().remove(&id);
+    }
+
+    /// Items (or bytes) per second since `started` (ms).
+    fn per_second(&self, count: f64, started: f64) -> f64 {
+        count / ((self.now() - started).max(1.0) / 1000.0)
+    }
+
     async fn run_queue(self: Rc<Self>) {
         loop {
             let next = self.queue.borrow_mut().pop_front();
@@ -158,37 +173,28 @@ impl Engine {
                         other => other,
                     },
                 };
-                match result {
-                    Ok(loaded) => {
-                        self.post(&FromWorker::Loaded { id, info: loaded.info.clone() });
-                        *self.model.borrow_mut() = Some(Rc::new(loaded));
-                    }
-                    Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
-                    Err(error) => self.post(&FromWorker::Failed { id, error }),
-                }
-                self.cancelled.borrow_mut().remove(&id);
+                let result = result.map(|loaded| {
+                    let info = loaded.info.clone();
+                    *self.model.borrow_mut() = Some(Rc::new(loaded));
+                    FromWorker::Loaded { id, info }
+                });
+                self.finish(id, result);
             }
             ToWorker::Score { id, job, truncate } => {
                 let started = self.now();
                 let backend = self.model.borrow().as_ref().map(|l| l.info.backend.clone()).unwrap_or_default();
-                match self.score(id, job, truncate).await {
-                    Ok(output) => self.post(&FromWorker::Scored { id, output, backend, ms: self.now() - started }),
-                    Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
-                    Err(error) => self.post(&FromWorker::Failed { id, error }),
-                }
-                self.cancelled.borrow_mut().remove(&id);
+                let result = self.score(id, job, truncate).await;
+                self.finish(
+                    id,
+                    result.map(|output| FromWorker::Scored { id, output, backend, ms: self.now() - started }),
+                );
             }
             ToWorker::Bench { id, lengths, iters } => {
-                match self.bench(id, &lengths, iters).await {
-                    Ok(rows) => self.post(&FromWorker::Benched { id, rows }),
-                    Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
-                    Err(error) => self.post(&FromWorker::Failed { id, error }),
-                }
-                self.cancelled.borrow_mut().remove(&id);
+                let result = self.bench(id, &lengths, iters).await;
+                self.finish(id, result.map(|rows| FromWorker::Benched { id, rows }));
             }
-            ToWorker::Cancel { id } => {
-                self.cancelled.borrow_mut().insert(id);
-            }
+            // Recorded on arrival in `start`, never queued behind the job it cancels.
+            ToWorker::Cancel { .. } => {}
             ToWorker::CacheInfo => {
                 let (bytes, entries) = self.cache_size().await.unwrap_or((0, 0));
                 self.post(&FromWorker::CacheInfo { bytes, entries });
@@ -341,7 +347,7 @@ impl Engine {
             let now = self.now();
             if now - last_post > 100.0 {
                 last_post = now;
-                let rate = done_bytes as f64 / ((now - started).max(1.0) / 1000.0);
+                let rate = self.per_second(done_bytes as f64, started);
                 self.post(&FromWorker::Progress { id, stage: label.into(), done: done_bytes, total, rate });
                 if self.cancelled.borrow().contains(&id) {
                     let _ = reader.cancel();
@@ -355,7 +361,7 @@ impl Engine {
                 format!("download of {url} ended after {done_bytes} of {t} bytes; try again"),
             ));
         }
-        let rate = done_bytes as f64 / ((self.now() - started).max(1.0) / 1000.0);
+        let rate = self.per_second(done_bytes as f64, started);
         self.post(&FromWorker::Progress { id, stage: label.into(), done: done_bytes, total: Some(done_bytes), rate });
         stats.0 += done_bytes;
         // One contiguous array (a Blob of a large download may be paged to disk by the browser
@@ -671,7 +677,7 @@ impl Engine {
                 }
             }
             if progress {
-                let rate = out.len() as f64 / ((self.now() - started).max(1.0) / 1000.0);
+                let rate = self.per_second(out.len() as f64, started);
                 let (done, total) = (out.len() as u64, Some(convs.len() as u64));
                 self.post(&FromWorker::Progress { id, stage: "scoring".into(), done, total, rate });
             }
@@ -718,7 +724,7 @@ impl Engine {
                 }
                 Err(e) => skipped.push(format!("line {}: {e}", i + 1)),
             }
-            let rate = (i + 1) as f64 / ((self.now() - started).max(1.0) / 1000.0);
+            let rate = self.per_second((i + 1) as f64, started);
             self.post(&FromWorker::Progress {
                 id,
                 stage: "scoring lines".into(),

@@ -135,19 +135,19 @@ fn every_protocol_round_trips_with_transformers_scores() {
     assert!(err.to_string().contains("/pooling") && err.to_string().contains("nope"), "{err}");
 
     // /v1/models and /health, as vLLM answers them.
-    let models: Value = ureq_get(&format!("{}/v1/models", srv.url));
+    let models: Value = get_json(&format!("{}/v1/models", srv.url));
     assert_eq!(models["data"][0]["id"], "qwen3");
     assert_eq!(models["data"][1]["id"], "qwen2");
 }
 
-fn ureq_get(url: &str) -> Value {
-    let (host, path) = url.trim_start_matches("http://").split_once('/').unwrap();
-    let mut s = TcpStream::connect(host).unwrap();
-    write!(s, "GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    let body = text.split_once("\r\n\r\n").unwrap().1;
-    serde_json::from_str(body).unwrap_or(Value::Null)
+/// A GET's JSON body, through the same raw client as the header checks below.
+fn get_json(url: &str) -> Value {
+    let (base, path) = url.trim_start_matches("http://").split_once('/').unwrap();
+    let text = raw_request(
+        &format!("http://{base}"),
+        &format!("GET /{path} HTTP/1.1\r\nHost: {{host}}\r\nConnection: close\r\n\r\n"),
+    );
+    serde_json::from_str(text.split_once("\r\n\r\n").unwrap().1).unwrap_or(Value::Null)
 }
 
 #[test]
