@@ -6,14 +6,14 @@
 //! median of 3 runs after a warm-up, tokens/s and the achieved FLOP/s (2 x parameters x tokens
 //! for the matrices plus the attention's 4 x T^2 x heads x head_dim / 2).
 
-use rewardlens_gpu::{Gpu, GpuRewardModel, GpuWeights};
+use rewardlens_gpu::{Gpu, GpuRewardModel, WeightFormat};
 use rewardlens_models::{CheckpointFiles, ModelConfig, WeightFiles};
 use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args.first().expect("usage: gpu_bench DIR [f32|q8_0] [LENGTHS]");
-    let storage = if args.get(1).map(String::as_str) == Some("q8_0") { GpuWeights::Q8_0 } else { GpuWeights::F32 };
+    let storage = WeightFormat::F32;
     let lengths: Vec<usize> =
         args.get(2).map(String::as_str).unwrap_or("128,512").split(',').map(|s| s.parse().unwrap()).collect();
     let files = CheckpointFiles::from_dir(std::path::Path::new(dir)).unwrap();
@@ -27,11 +27,11 @@ fn main() {
     println!("| tokens | median s | tokens/s | GFLOP/s |\n|---:|---:|---:|---:|");
     for len in lengths {
         let ids = rewardlens_models::synthetic::bench_ids(len, 0, config.vocab_size);
-        model.forward_blocking(&ids).unwrap();
+        model.forward_blocking(&[&ids]).unwrap();
         let mut times: Vec<f64> = (0..3)
             .map(|_| {
                 let t = Instant::now();
-                model.forward_blocking(&ids).unwrap();
+                model.forward_blocking(&[&ids]).unwrap();
                 t.elapsed().as_secs_f64()
             })
             .collect();

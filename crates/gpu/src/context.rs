@@ -18,6 +18,29 @@ pub enum GpuError {
 
 pub type Result<T> = std::result::Result<T, GpuError>;
 
+/// A storage buffer of `len` 32-bit elements.
+pub struct GpuBuffer {
+    pub buffer: wgpu::Buffer,
+    pub len: usize,
+}
+
+/// What the caller allows the device to use: the optional features are taken only when the
+/// adapter has them; tests turn them off to exercise the fallbacks, and lower `max_binding` to
+/// exercise buffer splitting on a small model.
+#[derive(Debug, Clone, Copy)]
+pub struct GpuOptions {
+    pub shader_f16: bool,
+    pub subgroups: bool,
+    /// Cap on one storage binding, below the adapter's `maxStorageBufferBindingSize`.
+    pub max_binding: Option<u64>,
+}
+
+impl Default for GpuOptions {
+    fn default() -> Self {
+        Self { shader_f16: true, subgroups: true, max_binding: None }
+    }
+}
+
 /// A device and its queue, with what the adapter can do.
 pub struct Gpu {
     pub device: wgpu::Device,
@@ -25,17 +48,25 @@ pub struct Gpu {
     /// Adapter name and backend, for reports.
     pub adapter: String,
     pub limits: wgpu::Limits,
-}
-
-/// A storage buffer of `len` 32-bit elements.
-pub struct GpuBuffer {
-    pub buffer: wgpu::Buffer,
-    pub len: usize,
+    /// `shader-f16` is enabled on the device.
+    pub shader_f16: bool,
+    /// Subgroup operations are enabled on the device.
+    pub subgroups: bool,
+    /// Largest storage binding in bytes (the smaller of the device's binding and buffer limits).
+    pub max_binding: u64,
+    /// Dispatches recorded since the last submit: a forward pass is one submission, not one
+    /// per op (each submit costs a round trip to the driver, and in the browser to the GPU
+    /// process).
+    pending: std::sync::Mutex<Option<wgpu::CommandEncoder>>,
 }
 
 impl Gpu {
     /// The first adapter wgpu offers (high performance preferred), with its own limits.
     pub async fn new() -> Result<Self> {
+        Self::with_options(GpuOptions::default()).await
+    }
+
+    pub async fn with_options(options: GpuOptions) -> Result<Self> {
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle_from_env());
         let adapter = instance
             .request_adapter(&wgpu::RequestAdapterOptions {
@@ -48,22 +79,72 @@ impl Gpu {
             .map_err(|e| GpuError::NoAdapter(e.to_string()))?;
         let info = adapter.get_info();
         let limits = adapter.limits();
+        let available = adapter.features();
+        let mut features = wgpu::Features::empty();
+        let shader_f16 = options.shader_f16 && available.contains(wgpu::Features::SHADER_F16);
+        if shader_f16 {
+            features |= wgpu::Features::SHADER_F16;
+        }
+        let subgroups = options.subgroups && available.contains(wgpu::Features::SUBGROUP);
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("rewardlens"),
-                required_features: wgpu::Features::empty(),
+                required_features: features,
                 required_limits: limits.clone(),
                 ..Default::default()
             })
             .await
             .map_err(|e| GpuError::NoDevice(e.to_string()))?;
-        Ok(Self { device, queue, adapter: format!("{} ({:?})", info.name, info.backend), limits })
+        let device_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
+        let max_binding = options.max_binding.map_or(device_max, |m| m.min(device_max));
+        Ok(Self {
+            device,
+            queue,
+            adapter: format!("{} ({:?})", info.name, info.backend),
+            limits,
+            shader_f16,
+            subgroups,
+            max_binding,
+            pending: std::sync::Mutex::new(None),
+        })
     }
 
     /// `new`, blocking (native only).
     #[cfg(not(target_arch = "wasm32"))]
     pub fn new_blocking() -> Result<Self> {
         pollster::block_on(Self::new())
+    }
+
+    #[cfg(not(target_arch = "wasm32"))]
+    pub fn with_options_blocking(options: GpuOptions) -> Result<Self> {
+        pollster::block_on(Self::with_options(options))
+    }
+
+    /// The features in use, for reports: "shader-f16, subgroups" or "none".
+    pub fn feature_names(&self) -> String {
+        let mut f = vec![];
+        if self.shader_f16 {
+            f.push("shader-f16");
+        }
+        if self.subgroups {
+            f.push("subgroups");
+        }
+        if f.is_empty() {
+            "none".into()
+        } else {
+            f.join(", ")
+        }
+    }
+
+    /// Submits what was recorded.
+    pub fn flush(&self) {
+        let pending = self.pending.lock().expect("encoder lock").take();
+        if let Some(enc) = pending {
+            self.queue.submit([enc.finish()]);
+        }
     }
 
     fn storage(&self, label: &str, bytes: &[u8], len: usize) -> GpuBuffer {
@@ -123,14 +204,14 @@ impl Gpu {
             layout: &layout,
             entries: &entries,
         });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-        {
-            let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
-            pass.set_pipeline(pipeline);
-            pass.set_bind_group(0, &group, &[]);
-            pass.dispatch_workgroups(groups.0, groups.1, groups.2);
-        }
-        self.queue.submit([enc.finish()]);
+        let mut pending = self.pending.lock().expect("encoder lock");
+        let enc = pending
+            .get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
+        // One pass per dispatch: wgpu orders passes and inserts the barriers between them.
+        let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
+        pass.set_pipeline(pipeline);
+        pass.set_bind_group(0, &group, &[]);
+        pass.dispatch_workgroups(groups.0, groups.1, groups.2);
     }
 
     pub(crate) fn pipeline(&self, label: &str, wgsl: &str) -> wgpu::ComputePipeline {
@@ -157,7 +238,12 @@ impl Gpu {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let mut enc = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+        let mut enc = self
+            .pending
+            .lock()
+            .expect("encoder lock")
+            .take()
+            .unwrap_or_else(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
         enc.copy_buffer_to_buffer(&b.buffer, 0, &staging, 0, size);
         self.queue.submit([enc.finish()]);
         let slice = staging.slice(..);

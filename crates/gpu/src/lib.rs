@@ -4,12 +4,15 @@
 //! CPU reference on random inputs (natively on any adapter, Mesa's lavapipe in CI).
 //!
 //! [`GpuRewardModel`] chains them into the decoder forward pass for every architecture the CPU
-//! engine supports, from the same loaded checkpoint. Not yet done: batching several sequences,
-//! splitting buffers larger than one binding, f16 weights, and selection in the CLI and browser.
+//! engine supports, from the same loaded checkpoint, with weights in f32, f16, Q8_0 or Q4_0
+//! (dequantized inside the matmul), packed batches, and buffers split to the device's binding
+//! limits. Natively it implements the engine's `ForwardPass`, so the CLI and server run it
+//! through the same `RewardModel`; the browser worker calls its async `forward` directly.
 
 pub mod context;
 pub mod kernels;
 pub mod model;
 
-pub use context::{Gpu, GpuBuffer, GpuError};
-pub use model::{GpuRewardModel, GpuWeights};
+pub use context::{Gpu, GpuBuffer, GpuError, GpuOptions};
+pub use kernels::WeightFormat;
+pub use model::GpuRewardModel;

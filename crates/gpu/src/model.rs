@@ -1,23 +1,21 @@
 //! The whole decoder forward pass on the GPU, chaining the kernels, from the same checkpoint
 //! the CPU engine loads (any `WeightSource`: safetensors or GGUF), with the same outputs
 //! (pooled logits for sequence heads, per-token logits for token heads).
+//!
+//! A batch is packed: sequences are laid end to end without padding, attention keeps each token
+//! inside its own sequence, and rotary positions restart at each sequence. A pass records every
+//! dispatch into one command encoder and submits once, when the logits are read back.
 
 use crate::context::{Gpu, GpuBuffer, GpuError, Result};
 use crate::kernels::*;
 use rewardlens_models::weights::WeightSource;
-use rewardlens_models::{HeadKind, ModelConfig};
-
-/// A linear layer's weight on the GPU.
-enum Weight {
-    F32(GpuBuffer),
-    Q8_0(Q8_0Weights),
-}
+use rewardlens_models::{HeadKind, HeadOutput, ModelConfig};
 
 struct Linear {
-    w: Weight,
+    /// Row blocks of the `[out, inp]` weight, each within one storage binding.
+    chunks: Vec<GpuMatrix>,
     bias: Option<GpuBuffer>,
     out: usize,
-    inp: usize,
 }
 
 struct Layer {
@@ -36,7 +34,6 @@ struct Layer {
 
 struct Kernels {
     matmul: Matmul,
-    matmul_q8: MatmulQ8_0,
     bias: BiasAdd,
     norm: RmsNorm,
     rope: Rope,
@@ -46,34 +43,40 @@ struct Kernels {
     embedding: Embedding,
 }
 
-/// How weights are held on the GPU.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GpuWeights {
-    F32,
-    /// Matrices quantized to Q8_0 at upload (rows must be multiples of 32).
-    Q8_0,
-}
-
 /// A reward model whose forward pass runs on the GPU.
 pub struct GpuRewardModel {
     gpu: Gpu,
     config: ModelConfig,
+    format: WeightFormat,
     k: Kernels,
-    /// On the GPU when it fits one binding; else rows are gathered on the CPU.
-    embed_gpu: Option<GpuBuffer>,
-    embed_cpu: Option<Vec<f32>>,
+    /// f32 rows, split to fit the device's bindings.
+    embed: Vec<GpuMatrix>,
     layers: Vec<Layer>,
     final_norm: GpuBuffer,
     score: Linear,
     inv_freq: Vec<f32>,
+    /// Tokens one pass may hold: the widest activation (`[tokens, intermediate]`) fits a binding.
+    max_pass_tokens: usize,
+    weight_bytes: u64,
 }
 
 fn weights_err(e: rewardlens_models::ModelError) -> GpuError {
     GpuError::Shape(e.to_string())
 }
 
+/// Widest activation row in f32 values.
+fn widest_row(c: &ModelConfig) -> usize {
+    [c.hidden_size, c.intermediate_size, c.num_attention_heads * c.head_dim, c.num_labels()]
+        .into_iter()
+        .max()
+        .unwrap_or(1)
+}
+
 impl GpuRewardModel {
-    pub fn load(gpu: Gpu, config: ModelConfig, w: &dyn WeightSource, storage: GpuWeights) -> Result<Self> {
+    /// Uploads the checkpoint's matrices in `format` (rows that the format cannot hold stay
+    /// f32; the score head always does, as on the CPU). Each tensor is read, converted and
+    /// uploaded on its own, so at most one tensor is held in host memory at a time.
+    pub fn load(gpu: Gpu, config: ModelConfig, w: &dyn WeightSource, format: WeightFormat) -> Result<Self> {
         let cpu = candle_core::Device::Cpu;
         let f32s = |name: &str, shape: &[usize]| -> Result<Vec<f32>> {
             w.tensor(name, shape, candle_core::DType::F32, &cpu)
@@ -83,16 +86,14 @@ impl GpuRewardModel {
                 .map_err(|e| GpuError::Shape(format!("{name}: {e}")))
         };
         let c = &config;
-        let linear = |name: &str, out: usize, inp: usize, bias: bool, quantize: bool| -> Result<Linear> {
+        let mut weight_bytes = 0u64;
+        let mut linear = |name: &str, out: usize, inp: usize, bias: bool, format: WeightFormat| -> Result<Linear> {
             let data = f32s(&format!("{name}.weight"), &[out, inp])?;
-            let weight = if quantize && storage == GpuWeights::Q8_0 && inp.is_multiple_of(32) {
-                let (q, s) = quantize_q8_0(&data, out, inp)?;
-                Weight::Q8_0(Q8_0Weights::upload(&gpu, &q, &s, out, inp)?)
-            } else {
-                Weight::F32(gpu.upload_f32(&data))
-            };
+            let format = if format.fits_rows(inp) { format } else { WeightFormat::F32 };
+            let chunks = GpuMatrix::upload_split(&gpu, format, &data, out, inp)?;
             let bias = if bias { Some(gpu.upload_f32(&f32s(&format!("{name}.bias"), &[out])?)) } else { None };
-            Ok(Linear { w: weight, bias, out, inp })
+            weight_bytes += chunks.iter().map(GpuMatrix::bytes).sum::<u64>();
+            Ok(Linear { chunks, bias, out })
         };
         let (h, hd, nq, nkv, i) =
             (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
@@ -104,28 +105,29 @@ impl GpuRewardModel {
             };
             layers.push(Layer {
                 input_norm: norm("input_layernorm", h)?,
-                q: linear(&format!("{p}.self_attn.q_proj"), nq * hd, h, c.qkv_bias, true)?,
-                k: linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, c.qkv_bias, true)?,
-                v: linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, c.qkv_bias, true)?,
-                o: linear(&format!("{p}.self_attn.o_proj"), h, nq * hd, c.o_bias, true)?,
+                q: linear(&format!("{p}.self_attn.q_proj"), nq * hd, h, c.qkv_bias, format)?,
+                k: linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, c.qkv_bias, format)?,
+                v: linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, c.qkv_bias, format)?,
+                o: linear(&format!("{p}.self_attn.o_proj"), h, nq * hd, c.o_bias, format)?,
                 q_norm: if c.qk_norm { Some(norm("self_attn.q_norm", hd)?) } else { None },
                 k_norm: if c.qk_norm { Some(norm("self_attn.k_norm", hd)?) } else { None },
                 post_norm: norm("post_attention_layernorm", h)?,
-                gate: linear(&format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias, true)?,
-                up: linear(&format!("{p}.mlp.up_proj"), i, h, c.mlp_bias, true)?,
-                down: linear(&format!("{p}.mlp.down_proj"), h, i, c.mlp_bias, true)?,
+                gate: linear(&format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias, format)?,
+                up: linear(&format!("{p}.mlp.up_proj"), i, h, c.mlp_bias, format)?,
+                down: linear(&format!("{p}.mlp.down_proj"), h, i, c.mlp_bias, format)?,
             });
         }
+        // The score head stays f32, as on the CPU: it is tiny and the score is read off it.
+        let score = linear("score", c.num_labels(), h, c.score_bias, WeightFormat::F32)?;
         let table = f32s("model.embed_tokens.weight", &[c.vocab_size, h])?;
-        let fits = (table.len() as u64 * 4) <= gpu.limits.max_storage_buffer_binding_size;
-        let (embed_gpu, embed_cpu) = if fits { (Some(gpu.upload_f32(&table)), None) } else { (None, Some(table)) };
+        let embed = GpuMatrix::upload_split(&gpu, WeightFormat::F32, &table, c.vocab_size, h)?;
+        drop(table);
+        weight_bytes += embed.iter().map(GpuMatrix::bytes).sum::<u64>();
         let final_norm = gpu.upload_f32(&f32s("model.norm.weight", &[h])?);
-        // The score head stays f32, as on the CPU.
-        let score = linear("score", c.num_labels(), h, c.score_bias, false)?;
+        let max_pass_tokens = split_rows(&gpu, widest_row(c) as u64 * 4, usize::MAX, "an activation row")?;
         let inv_freq = c.rope_inv_freq();
         let k = Kernels {
             matmul: Matmul::new(&gpu),
-            matmul_q8: MatmulQ8_0::new(&gpu),
             bias: BiasAdd::new(&gpu),
             norm: RmsNorm::new(&gpu),
             rope: Rope::new(&gpu),
@@ -134,7 +136,8 @@ impl GpuRewardModel {
             add: Add::new(&gpu),
             embedding: Embedding::new(&gpu),
         };
-        Ok(Self { gpu, config, k, embed_gpu, embed_cpu, layers, final_norm, score, inv_freq })
+        gpu.flush();
+        Ok(Self { gpu, config, format, k, embed, layers, final_norm, score, inv_freq, max_pass_tokens, weight_bytes })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -145,93 +148,171 @@ impl GpuRewardModel {
         &self.gpu.adapter
     }
 
-    fn linear(&self, l: &Linear, x: &GpuBuffer, rows: usize) -> Result<GpuBuffer> {
-        let y = self.gpu.zeros(rows * l.out);
-        match &l.w {
-            Weight::F32(w) => self.k.matmul.run(&self.gpu, x, w, &y, rows, l.out, l.inp)?,
-            Weight::Q8_0(w) => self.k.matmul_q8.run(&self.gpu, x, w, &y, rows)?,
+    pub fn gpu(&self) -> &Gpu {
+        &self.gpu
+    }
+
+    /// The matrices' storage format.
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// Bytes of weights on the GPU.
+    pub fn weight_bytes(&self) -> u64 {
+        self.weight_bytes
+    }
+
+    /// Tokens one pass can hold on this device (longer batches are split; one longer sequence
+    /// is an error).
+    pub fn max_pass_tokens(&self) -> usize {
+        self.max_pass_tokens
+    }
+
+    fn linear(&self, l: &Linear, x: &GpuBuffer, y: &GpuBuffer, rows: usize) -> Result<()> {
+        let mut col0 = 0;
+        for c in &l.chunks {
+            self.k.matmul.run(&self.gpu, x, c, y, rows, l.out, col0)?;
+            col0 += c.n;
         }
         if let Some(b) = &l.bias {
-            self.k.bias.run(&self.gpu, &y, b, rows, l.out)?;
+            self.k.bias.run(&self.gpu, y, b, rows, l.out)?;
         }
-        Ok(y)
+        Ok(())
     }
 
-    fn norm(&self, x: &GpuBuffer, w: &GpuBuffer, rows: usize, dim: usize) -> Result<GpuBuffer> {
-        let y = self.gpu.zeros(rows * dim);
-        self.k.norm.run(&self.gpu, x, w, &y, rows, dim, self.config.rms_norm_eps as f32)?;
-        Ok(y)
+    fn norm(&self, x: &GpuBuffer, w: &GpuBuffer, y: &GpuBuffer, rows: usize, dim: usize) -> Result<()> {
+        self.k.norm.run(&self.gpu, x, w, y, rows, dim, self.config.rms_norm_eps as f32)
     }
 
-    /// One sequence's logits: `[labels]` at the last token for sequence heads, `[tokens][labels]`
-    /// for token heads.
-    pub async fn forward(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+    /// Head outputs for each row, like the CPU engine's (`pooled_index` is the row's last token:
+    /// rows are never padded here). Rows are packed into passes of at most
+    /// [`max_pass_tokens`](Self::max_pass_tokens) tokens.
+    pub async fn forward(&self, rows: &[&[u32]]) -> Result<Vec<HeadOutput>> {
+        let vocab = self.config.vocab_size;
+        for r in rows {
+            if r.is_empty() {
+                return Err(GpuError::Shape("empty input".into()));
+            }
+            if let Some(&bad) = r.iter().find(|&&i| i as usize >= vocab) {
+                return Err(GpuError::Shape(format!("token id {bad} is outside the vocabulary of {vocab}")));
+            }
+            if r.len() > self.max_pass_tokens {
+                return Err(GpuError::Shape(format!(
+                    "an input of {} tokens does not fit this GPU's largest storage binding ({} bytes hold {} tokens of this model)",
+                    r.len(),
+                    self.gpu.max_binding,
+                    self.max_pass_tokens
+                )));
+            }
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        let mut start = 0;
+        while start < rows.len() {
+            let mut end = start;
+            let mut tokens = 0;
+            while end < rows.len() && tokens + rows[end].len() <= self.max_pass_tokens {
+                tokens += rows[end].len();
+                end += 1;
+            }
+            out.extend(self.pass(&rows[start..end]).await?);
+            start = end;
+        }
+        Ok(out)
+    }
+
+    /// One packed pass.
+    async fn pass(&self, rows: &[&[u32]]) -> Result<Vec<HeadOutput>> {
         let c = &self.config;
-        let t = ids.len();
-        if t == 0 {
-            return Err(GpuError::Shape("empty input".into()));
-        }
+        let g = &self.gpu;
         let (h, hd, nq, nkv, inter) =
             (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= c.vocab_size) {
-            return Err(GpuError::Shape(format!("token id {bad} is outside the vocabulary of {}", c.vocab_size)));
+        let ids: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let t = ids.len();
+        let mut starts = Vec::with_capacity(t);
+        let mut positions = Vec::with_capacity(t);
+        let mut s0 = 0;
+        for r in rows {
+            starts.extend(std::iter::repeat_n(s0 as u32, r.len()));
+            positions.extend(0..r.len());
+            s0 += r.len();
         }
-        let g = &self.gpu;
-        let mut x = match (&self.embed_gpu, &self.embed_cpu) {
-            (Some(table), _) => {
-                let y = g.zeros(t * h);
-                self.k.embedding.run(g, table, &g.upload_u32(ids), &y, c.vocab_size, h)?;
-                y
-            }
-            (None, Some(table)) => {
-                let rows: Vec<f32> =
-                    ids.iter().flat_map(|&i| table[i as usize * h..(i as usize + 1) * h].iter().copied()).collect();
-                g.upload_f32(&rows)
-            }
-            (None, None) => unreachable!("one embedding table is loaded"),
-        };
-        let (cos, sin) = rope_tables(&self.inv_freq, 0, t);
-        let (cos, sin) = (g.upload_f32(&cos), g.upload_f32(&sin));
+        let (cos, sin) = rope_tables_at(&self.inv_freq, positions.into_iter());
+        let (cos, sin, starts) = (g.upload_f32(&cos), g.upload_f32(&sin), g.upload_u32(&starts));
+
+        // Activations, reused by every layer.
+        let (x, x1) = (g.zeros(t * h), g.zeros(t * h));
+        let hn = g.zeros(t * h);
+        let (q, k, v) = (g.zeros(t * nq * hd), g.zeros(t * nkv * hd), g.zeros(t * nkv * hd));
+        let (qn, kn) = if c.qk_norm { (Some(g.zeros(t * nq * hd)), Some(g.zeros(t * nkv * hd))) } else { (None, None) };
+        let (a, o) = (g.zeros(t * nq * hd), g.zeros(t * h));
+        let (gate, up, act) = (g.zeros(t * inter), g.zeros(t * inter), g.zeros(t * inter));
+        let down = g.zeros(t * h);
+
+        self.k.embedding.run(g, &self.embed, &g.upload_u32(&ids), &x)?;
         for layer in &self.layers {
-            let hn = self.norm(&x, &layer.input_norm, t, h)?;
-            let mut q = self.linear(&layer.q, &hn, t)?;
-            let mut k = self.linear(&layer.k, &hn, t)?;
-            let v = self.linear(&layer.v, &hn, t)?;
-            if let (Some(qn), Some(kn)) = (&layer.q_norm, &layer.k_norm) {
-                q = self.norm(&q, qn, t * nq, hd)?;
-                k = self.norm(&k, kn, t * nkv, hd)?;
-            }
-            self.k.rope.run(g, &q, &cos, &sin, t, nq, hd)?;
-            self.k.rope.run(g, &k, &cos, &sin, t, nkv, hd)?;
-            let a = g.zeros(t * nq * hd);
-            self.k.attention.run(g, &q, &k, &v, &a, t, nq, nkv, hd)?;
-            let o = self.linear(&layer.o, &a, t)?;
-            let x1 = g.zeros(t * h);
+            self.norm(&x, &layer.input_norm, &hn, t, h)?;
+            self.linear(&layer.q, &hn, &q, t)?;
+            self.linear(&layer.k, &hn, &k, t)?;
+            self.linear(&layer.v, &hn, &v, t)?;
+            let (qr, kr) = match (&layer.q_norm, &layer.k_norm, &qn, &kn) {
+                (Some(qw), Some(kw), Some(qn), Some(kn)) => {
+                    self.norm(&q, qw, qn, t * nq, hd)?;
+                    self.norm(&k, kw, kn, t * nkv, hd)?;
+                    (qn, kn)
+                }
+                _ => (&q, &k),
+            };
+            self.k.rope.run(g, qr, &cos, &sin, t, nq, hd)?;
+            self.k.rope.run(g, kr, &cos, &sin, t, nkv, hd)?;
+            self.k.attention.run(g, qr, kr, &v, &a, &starts, t, nq, nkv, hd)?;
+            self.linear(&layer.o, &a, &o, t)?;
             self.k.add.run(g, &x, &o, &x1, t * h)?;
-            let hn2 = self.norm(&x1, &layer.post_norm, t, h)?;
-            let gate = self.linear(&layer.gate, &hn2, t)?;
-            let up = self.linear(&layer.up, &hn2, t)?;
-            let act = g.zeros(t * inter);
+            self.norm(&x1, &layer.post_norm, &hn, t, h)?;
+            self.linear(&layer.gate, &hn, &gate, t)?;
+            self.linear(&layer.up, &hn, &up, t)?;
             self.k.swiglu.run(g, &gate, &up, &act, t * inter)?;
-            let down = self.linear(&layer.down, &act, t)?;
-            let x2 = g.zeros(t * h);
-            self.k.add.run(g, &x1, &down, &x2, t * h)?;
-            x = x2;
+            self.linear(&layer.down, &act, &down, t)?;
+            self.k.add.run(g, &x1, &down, &x, t * h)?;
         }
-        let xn = self.norm(&x, &self.final_norm, t, h)?;
-        let logits = self.linear(&self.score, &xn, t)?;
-        let all = g.download_f32(&logits).await?;
+        self.norm(&x, &self.final_norm, &hn, t, h)?;
         let labels = c.num_labels();
-        let rows: Vec<Vec<f32>> = all.chunks(labels).map(<[f32]>::to_vec).collect();
-        Ok(match c.architecture.head {
-            // Batch of one, no padding: transformers pools the last token.
-            HeadKind::Sequence => vec![rows[t - 1].clone()],
-            HeadKind::Token => rows,
-        })
+        let logits = g.zeros(t * labels);
+        self.linear(&self.score, &hn, &logits, t)?;
+        let all = g.download_f32(&logits).await?;
+        let mut out = Vec::with_capacity(rows.len());
+        let mut s0 = 0;
+        for r in rows {
+            let row = |i: usize| all[(s0 + i) * labels..(s0 + i + 1) * labels].to_vec();
+            out.push(match c.architecture.head {
+                // No padding: transformers pools the last token.
+                HeadKind::Sequence => HeadOutput::Sequence { logits: row(r.len() - 1), pooled_index: r.len() - 1 },
+                HeadKind::Token => HeadOutput::Token((0..r.len()).map(row).collect()),
+            });
+            s0 += r.len();
+        }
+        Ok(out)
     }
 
     #[cfg(not(target_arch = "wasm32"))]
-    pub fn forward_blocking(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
-        pollster::block_on(self.forward(ids))
+    pub fn forward_blocking(&self, rows: &[&[u32]]) -> Result<Vec<HeadOutput>> {
+        pollster::block_on(self.forward(rows))
+    }
+}
+
+/// The CPU engine's interface, so the CLI and server can run the same `RewardModel` on the GPU.
+#[cfg(not(target_arch = "wasm32"))]
+impl rewardlens_models::ForwardPass for GpuRewardModel {
+    fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+    fn forward(
+        &self,
+        rows: &[&[u32]],
+        _padding: rewardlens_models::Padding,
+    ) -> rewardlens_models::Result<Vec<HeadOutput>> {
+        self.forward_blocking(rows).map_err(|e| rewardlens_models::ModelError::Backend(e.to_string()))
+    }
+    fn backend(&self) -> String {
+        format!("GPU ({}, {})", self.gpu.adapter, self.format.name())
     }
 }

@@ -2,16 +2,30 @@
 //! (Mesa's lavapipe in CI: `mesa-vulkan-drivers`).
 
 use rewardlens_gpu::kernels::*;
-use rewardlens_gpu::Gpu;
+use rewardlens_gpu::{Gpu, GpuOptions};
 use std::sync::OnceLock;
 
 fn gpu() -> &'static Gpu {
     static GPU: OnceLock<Gpu> = OnceLock::new();
     GPU.get_or_init(|| {
         let g = Gpu::new_blocking().unwrap_or_else(|e| panic!("{e}"));
-        eprintln!("adapter: {}", g.adapter);
+        eprintln!("adapter: {} (features: {})", g.adapter, g.feature_names());
         g
     })
+}
+
+/// The same adapter without shader-f16 and subgroups, and with a 4 KiB binding cap: the
+/// fallbacks and the buffer splitting, whatever the adapter has.
+fn plain_gpu() -> &'static Gpu {
+    static GPU: OnceLock<Gpu> = OnceLock::new();
+    GPU.get_or_init(|| {
+        let options = GpuOptions { shader_f16: false, subgroups: false, max_binding: Some(4096) };
+        Gpu::with_options_blocking(options).unwrap_or_else(|e| panic!("{e}"))
+    })
+}
+
+fn both() -> [&'static Gpu; 2] {
+    [gpu(), plain_gpu()]
 }
 
 /// Deterministic values in [-1, 1).
@@ -42,59 +56,101 @@ fn matmul_ref(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> Vec<f32> {
     y
 }
 
+const FORMATS: [WeightFormat; 4] = [WeightFormat::F32, WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_0];
+
 #[test]
-fn matmul_f32_matches_cpu_including_ragged_edges() {
+fn matmul_matches_cpu_in_every_format_including_ragged_edges() {
+    for g in both() {
+        let mm = Matmul::new(g);
+        for format in FORMATS {
+            for (m, n, k) in [(1, 1, 32), (7, 33, 64), (64, 48, 96), (130, 17, 256), (65, 70, 32)] {
+                let (x, w) = (random(m * k, 1), random(n * k, 2));
+                let y = g.zeros(m * n);
+                let wm = GpuMatrix::upload(g, format, &w, n, k).unwrap();
+                mm.run(g, &g.upload_f32(&x), &wm, &y, m, n, 0).unwrap();
+                // The reference uses the weights the kernel sees, so only summation order differs.
+                let want = matmul_ref(&x, &decoded_weights(format, &w, n, k).unwrap(), m, n, k);
+                let what = format!("matmul {} {m}x{n}x{k} (f16 {})", format.name(), g.shader_f16);
+                assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 1e-4, &what);
+            }
+        }
+    }
     let g = gpu();
-    let mm = Matmul::new(g);
-    for (m, n, k) in [(1, 1, 1), (7, 33, 50), (64, 48, 96), (130, 17, 257)] {
-        let (x, w) = (random(m * k, 1), random(n * k, 2));
-        let y = g.zeros(m * n);
-        mm.run(g, &g.upload_f32(&x), &g.upload_f32(&w), &y, m, n, k).unwrap();
-        assert_close(
-            &g.download_f32_blocking(&y).unwrap(),
-            &matmul_ref(&x, &w, m, n, k),
-            1e-4,
-            &format!("matmul {m}x{n}x{k}"),
-        );
+    let w = random(5 * 7, 3);
+    assert!(GpuMatrix::upload(g, WeightFormat::F32, &w, 5, 7).is_ok(), "f32 takes any width");
+    for format in [WeightFormat::F16, WeightFormat::Q8_0, WeightFormat::Q4_0] {
+        let err = GpuMatrix::upload(g, format, &w, 5, 7).err().expect("odd rows refused");
+        assert!(err.to_string().contains(format.name()), "{err}");
     }
 }
 
 #[test]
-fn matmul_q8_0_matches_dequantized_cpu() {
-    let g = gpu();
-    let mm = MatmulQ8_0::new(g);
-    let (m, n, k) = (19, 40, 128);
-    let (x, w) = (random(m * k, 3), random(n * k, 4));
-    let (quants, scales) = quantize_q8_0(&w, n, k).unwrap();
-    // The CPU reference uses the same dequantized weights the kernel sees.
-    let bytes: Vec<i8> = quants.iter().flat_map(|q| q.to_le_bytes()).map(|b| b as i8).collect();
-    let deq: Vec<f32> = bytes.iter().enumerate().map(|(i, &q)| q as f32 * scales[i / 32]).collect();
-    let max_err = w.iter().zip(&deq).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-    assert!(max_err <= 1.0 / 127.0 + 1e-6, "Q8_0 rounding error {max_err}");
-    let wq = Q8_0Weights::upload(g, &quants, &scales, n, k).unwrap();
-    let y = g.zeros(m * n);
-    mm.run(g, &g.upload_f32(&x), &wq, &y, m).unwrap();
-    assert_close(&g.download_f32_blocking(&y).unwrap(), &matmul_ref(&x, &deq, m, n, k), 1e-4, "matmul_q8_0");
-    assert!(quantize_q8_0(&w[..n * 100], n, 100).is_err(), "rows must be multiples of 32");
+fn quantizers_decode_like_candles_ggml_blocks() {
+    use candle_core::quantized::{GgmlDType, QTensor};
+    let (n, k) = (6, 128);
+    let w = random(n * k, 4);
+    let t = candle_core::Tensor::from_vec(w.clone(), (n, k), &candle_core::Device::Cpu).unwrap();
+    for (format, dtype) in [(WeightFormat::Q8_0, GgmlDType::Q8_0), (WeightFormat::Q4_0, GgmlDType::Q4_0)] {
+        let ggml: Vec<f32> = QTensor::quantize(&t, dtype)
+            .unwrap()
+            .dequantize(&candle_core::Device::Cpu)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        let ours = decoded_weights(format, &w, n, k).unwrap();
+        assert_close(&ours, &ggml, 1e-6, &format!("{} against ggml", format.name()));
+    }
+    let f16 = decoded_weights(WeightFormat::F16, &w, n, k).unwrap();
+    let want: Vec<f32> = w.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    assert_eq!(f16, want, "f16 round trip");
 }
 
 #[test]
-fn rms_norm_matches_cpu_for_rows_and_heads() {
-    let g = gpu();
-    let norm = RmsNorm::new(g);
-    for (rows, dim) in [(5, 64), (3 * 8, 128), (2, 1000)] {
-        let (x, w) = (random(rows * dim, 5), random(dim, 6));
-        let mut want = vec![0f32; rows * dim];
-        for r in 0..rows {
-            let row = &x[r * dim..(r + 1) * dim];
-            let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / dim as f32 + 1e-6).sqrt();
-            for i in 0..dim {
-                want[r * dim + i] = row[i] * inv * w[i];
-            }
+fn split_matrices_fill_one_output() {
+    // 4 KiB bindings: a [40, 96] f32 matrix (384 bytes a row) splits into 4 blocks of 10 rows.
+    let g = plain_gpu();
+    let (m, n, k) = (9, 40, 96);
+    let (x, w) = (random(m * k, 5), random(n * k, 6));
+    let mm = Matmul::new(g);
+    for format in FORMATS {
+        let chunks = GpuMatrix::upload_split(g, format, &w, n, k).unwrap();
+        let rows_per_chunk = 4096 / format.row_bytes(k) as usize;
+        assert_eq!(chunks.len(), n.div_ceil(rows_per_chunk), "{} chunks", format.name());
+        let y = g.zeros(m * n);
+        let mut col0 = 0;
+        for c in &chunks {
+            mm.run(g, &g.upload_f32(&x), c, &y, m, n, col0).unwrap();
+            col0 += c.n;
         }
-        let y = g.zeros(rows * dim);
-        norm.run(g, &g.upload_f32(&x), &g.upload_f32(&w), &y, rows, dim, 1e-6).unwrap();
-        assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 1e-4, &format!("rms_norm {rows}x{dim}"));
+        assert_eq!(col0, n);
+        let want = matmul_ref(&x, &decoded_weights(format, &w, n, k).unwrap(), m, n, k);
+        assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 1e-4, &format!("split {}", format.name()));
+    }
+    let too_wide = GpuMatrix::upload_split(g, WeightFormat::F32, &random(2 * 2048, 1), 2, 2048).err().unwrap();
+    assert!(too_wide.to_string().contains("largest storage binding"), "{too_wide}");
+}
+
+#[test]
+fn rms_norm_matches_cpu_for_rows_and_heads_with_and_without_subgroups() {
+    for g in both() {
+        let norm = RmsNorm::new(g);
+        for (rows, dim) in [(5, 64), (3 * 8, 128), (2, 1000)] {
+            let (x, w) = (random(rows * dim, 5), random(dim, 6));
+            let mut want = vec![0f32; rows * dim];
+            for r in 0..rows {
+                let row = &x[r * dim..(r + 1) * dim];
+                let inv = 1.0 / (row.iter().map(|v| v * v).sum::<f32>() / dim as f32 + 1e-6).sqrt();
+                for i in 0..dim {
+                    want[r * dim + i] = row[i] * inv * w[i];
+                }
+            }
+            let y = g.zeros(rows * dim);
+            norm.run(g, &g.upload_f32(&x), &g.upload_f32(&w), &y, rows, dim, 1e-6).unwrap();
+            let what = format!("rms_norm {rows}x{dim} (subgroups {})", g.subgroups);
+            assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 1e-4, &what);
+        }
     }
 }
 
@@ -137,13 +193,46 @@ fn swiglu_add_and_embedding_match_cpu() {
     let want: Vec<f32> = a.iter().zip(&b).map(|(x, u)| x + u).collect();
     assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 1e-6, "add");
 
-    let (vocab, dim) = (50, 24);
+    // Whole, and split into chunks of 42 rows by the 4 KiB binding cap.
+    let (vocab, dim) = (200, 24);
     let table = random(vocab * dim, 10);
-    let ids = [3u32, 0, 49, 3, 17];
-    let y = g.zeros(ids.len() * dim);
-    Embedding::new(g).run(g, &g.upload_f32(&table), &g.upload_u32(&ids), &y, vocab, dim).unwrap();
+    let ids = [3u32, 0, 199, 3, 17, 42, 41, 84];
     let want: Vec<f32> = ids.iter().flat_map(|&i| table[i as usize * dim..(i as usize + 1) * dim].to_vec()).collect();
-    assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 0.0, "embedding");
+    for g in both() {
+        let chunks = GpuMatrix::upload_split(g, WeightFormat::F32, &table, vocab, dim).unwrap();
+        let y = g.zeros(ids.len() * dim);
+        Embedding::new(g).run(g, &chunks, &g.upload_u32(&ids), &y).unwrap();
+        let what = format!("embedding in {} chunks", chunks.len());
+        assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 0.0, &what);
+    }
+}
+
+/// Causal softmax attention of one sequence, as transformers computes it.
+fn attention_ref(q: &[f32], k: &[f32], v: &[f32], tokens: usize, heads: usize, kv_heads: usize, d: usize) -> Vec<f32> {
+    let mut want = vec![0f32; tokens * heads * d];
+    let scale = 1.0 / (d as f32).sqrt();
+    for t in 0..tokens {
+        for h in 0..heads {
+            let kvh = h / (heads / kv_heads);
+            let qb = (t * heads + h) * d;
+            let scores: Vec<f32> = (0..=t)
+                .map(|j| {
+                    let kb = (j * kv_heads + kvh) * d;
+                    (0..d).map(|i| q[qb + i] * k[kb + i]).sum::<f32>() * scale
+                })
+                .collect();
+            let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+            let e: Vec<f32> = scores.iter().map(|s| (s - mx).exp()).collect();
+            let z: f32 = e.iter().sum();
+            for (j, w) in e.iter().enumerate() {
+                let vb = (j * kv_heads + kvh) * d;
+                for i in 0..d {
+                    want[qb + i] += w / z * v[vb + i];
+                }
+            }
+        }
+    }
+    want
 }
 
 #[test]
@@ -154,43 +243,47 @@ fn causal_gqa_attention_matches_cpu_softmax() {
         let q = random(tokens * heads * d, 11);
         let k = random(tokens * kv_heads * d, 12);
         let v = random(tokens * kv_heads * d, 13);
-        let mut want = vec![0f32; tokens * heads * d];
-        let scale = 1.0 / (d as f32).sqrt();
-        for t in 0..tokens {
-            for h in 0..heads {
-                let kvh = h / (heads / kv_heads);
-                let qb = (t * heads + h) * d;
-                let scores: Vec<f32> = (0..=t)
-                    .map(|j| {
-                        let kb = (j * kv_heads + kvh) * d;
-                        (0..d).map(|i| q[qb + i] * k[kb + i]).sum::<f32>() * scale
-                    })
-                    .collect();
-                let mx = scores.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-                let e: Vec<f32> = scores.iter().map(|s| (s - mx).exp()).collect();
-                let z: f32 = e.iter().sum();
-                for (j, w) in e.iter().enumerate() {
-                    let vb = (j * kv_heads + kvh) * d;
-                    for i in 0..d {
-                        want[qb + i] += w / z * v[vb + i];
-                    }
-                }
-            }
-        }
+        let want = attention_ref(&q, &k, &v, tokens, heads, kv_heads, d);
         let out = g.zeros(tokens * heads * d);
-        attn.run(g, &g.upload_f32(&q), &g.upload_f32(&k), &g.upload_f32(&v), &out, tokens, heads, kv_heads, d).unwrap();
-        assert_close(
-            &g.download_f32_blocking(&out).unwrap(),
-            &want,
-            1e-4,
-            &format!("attention t{tokens} h{heads}/{kv_heads} d{d}"),
-        );
+        let starts = g.upload_u32(&vec![0; tokens]);
+        let (qb, kb, vb) = (g.upload_f32(&q), g.upload_f32(&k), g.upload_f32(&v));
+        attn.run(g, &qb, &kb, &vb, &out, &starts, tokens, heads, kv_heads, d).unwrap();
+        let what = format!("attention t{tokens} h{heads}/{kv_heads} d{d}");
+        assert_close(&g.download_f32_blocking(&out).unwrap(), &want, 1e-4, &what);
     }
+}
+
+#[test]
+fn packed_sequences_attend_only_within_themselves() {
+    let g = gpu();
+    let (heads, kv_heads, d) = (4, 2, 32);
+    let lens = [5usize, 70, 1, 130];
+    let total: usize = lens.iter().sum();
+    let q = random(total * heads * d, 14);
+    let k = random(total * kv_heads * d, 15);
+    let v = random(total * kv_heads * d, 16);
+    let mut starts = Vec::new();
+    let mut want = Vec::new();
+    let mut s0 = 0;
+    for &len in &lens {
+        starts.extend(std::iter::repeat_n(s0 as u32, len));
+        let (qs, ks) = (&q[s0 * heads * d..(s0 + len) * heads * d], &k[s0 * kv_heads * d..(s0 + len) * kv_heads * d]);
+        let vs = &v[s0 * kv_heads * d..(s0 + len) * kv_heads * d];
+        want.extend(attention_ref(qs, ks, vs, len, heads, kv_heads, d));
+        s0 += len;
+    }
+    let out = g.zeros(total * heads * d);
+    let (qb, kb, vb) = (g.upload_f32(&q), g.upload_f32(&k), g.upload_f32(&v));
+    Attention::new(g).run(g, &qb, &kb, &vb, &out, &g.upload_u32(&starts), total, heads, kv_heads, d).unwrap();
+    assert_close(&g.download_f32_blocking(&out).unwrap(), &want, 1e-4, "packed attention");
 }
 
 #[test]
 fn shape_mismatches_are_errors_not_gpu_faults() {
     let g = gpu();
-    let err = Matmul::new(g).run(g, &g.zeros(10), &g.zeros(10), &g.zeros(10), 4, 4, 4).unwrap_err();
+    let w = GpuMatrix::upload(g, WeightFormat::F32, &random(16, 1), 4, 4).unwrap();
+    let err = Matmul::new(g).run(g, &g.zeros(10), &w, &g.zeros(16), 4, 4, 0).unwrap_err();
     assert!(err.to_string().contains("matmul x"), "{err}");
+    let err = Matmul::new(g).run(g, &g.zeros(16), &w, &g.zeros(16), 4, 4, 2).unwrap_err();
+    assert!(err.to_string().contains("past a row"), "{err}");
 }

@@ -269,6 +269,10 @@ impl DecoderRewardModel {
         &self.config
     }
 
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
     /// Runs a padded batch. Every row is padded to the longest with the pad token on `padding`'s
     /// side; padding is masked out of attention, so each row's outputs equal scoring it alone.
     pub fn forward(&self, rows: &[&[u32]], padding: Padding) -> Result<Vec<HeadOutput>> {

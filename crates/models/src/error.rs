@@ -23,6 +23,8 @@ pub enum ModelError {
     Core(#[from] rewardlens_core::CoreError),
     #[error("io: {0}")]
     Io(String),
+    #[error("GPU backend: {0}")]
+    Backend(String),
     #[error("tensor computation: {0}")]
     Candle(#[from] candle_core::Error),
 }

@@ -21,4 +21,6 @@ pub use config::{Architecture, Family, HeadKind, ModelConfig};
 pub use decoder::{DecoderRewardModel, HeadOutput, Padding};
 pub use error::{ModelError, Result};
 pub use files::{CheckpointFiles, WeightFiles};
-pub use reward_model::{CheckpointText, ConversationScore, LengthPolicy, PairScore, ResponseScores, RewardModel};
+pub use reward_model::{
+    CheckpointText, ConversationScore, ForwardPass, InputEncoder, LengthPolicy, PairScore, ResponseScores, RewardModel,
+};

@@ -82,73 +82,43 @@ pub struct CheckpointText<'a> {
     pub chat_template_jinja: Option<&'a str>,
 }
 
-/// A loaded reward model with its tokenizer and chat template.
-pub struct RewardModel {
-    model: DecoderRewardModel,
-    template: ChatTemplate,
-    encoder: TextEncoder,
+/// A forward pass over token ids: the CPU engine here ([`DecoderRewardModel`]), or another
+/// backend (the GPU crate's) that produces the same head outputs.
+pub trait ForwardPass: Send + Sync {
+    fn config(&self) -> &ModelConfig;
+    /// Head outputs per row. `padding` is how a padded batch is laid out; backends that pack
+    /// rows without padding ignore it (the outputs are the same either way).
+    fn forward(&self, rows: &[&[u32]], padding: Padding) -> Result<Vec<HeadOutput>>;
+    /// What runs it, for reports ("CPU", "GPU (adapter)").
+    fn backend(&self) -> String;
 }
 
-impl RewardModel {
-    /// Loads a checkpoint onto `device`.
-    pub fn load(files: CheckpointFiles, device: &Device) -> Result<Self> {
-        let CheckpointFiles { config_json, tokenizer_json, tokenizer_config_json, chat_template_jinja, weights } =
-            files;
-        let text = CheckpointText {
-            config_json: &config_json,
-            tokenizer_json: &tokenizer_json,
-            tokenizer_config_json: &tokenizer_config_json,
-            chat_template_jinja: chat_template_jinja.as_deref(),
-        };
-        Self::from_checkpoint(&text, &weights.open()?, None, device)
+impl ForwardPass for DecoderRewardModel {
+    fn config(&self) -> &ModelConfig {
+        DecoderRewardModel::config(self)
     }
-
-    /// Builds a model from a checkpoint's text files and any weight store; with `quantize`,
-    /// the matrices are quantized while loading (a float checkpoint at a quarter of its f32 size).
-    pub fn from_checkpoint(
-        text: &CheckpointText<'_>,
-        weights: &dyn WeightSource,
-        quantize: Option<QuantType>,
-        device: &Device,
-    ) -> Result<Self> {
-        let config = ModelConfig::from_json(text.config_json)?;
-        let template = ChatTemplate::from_tokenizer_config(text.tokenizer_config_json, text.chat_template_jinja)?;
-        let encoder = TextEncoder::from_bytes(text.tokenizer_json)?;
-        match quantize {
-            Some(qtype) => {
-                let q = quantized::QuantizeOnLoad { inner: weights, qtype };
-                Self::from_parts(config, &q, template, encoder, device)
-            }
-            None => Self::from_parts(config, weights, template, encoder, device),
+    fn forward(&self, rows: &[&[u32]], padding: Padding) -> Result<Vec<HeadOutput>> {
+        DecoderRewardModel::forward(self, rows, padding)
+    }
+    fn backend(&self) -> String {
+        if self.device().is_cpu() {
+            "CPU".into()
+        } else {
+            format!("{:?}", self.device().location())
         }
     }
+}
 
-    /// Loads a GGUF reward model. Files written by `rewardlens quantize` carry their tokenizer and
-    /// chat template; for others (llama.cpp's), pass `tokenizer` as (tokenizer.json,
-    /// tokenizer_config.json) contents.
-    pub fn from_gguf(file: GgufFile, tokenizer: Option<(Vec<u8>, String)>, device: &Device) -> Result<Self> {
-        let config = quantized::gguf_config(&file)?;
-        let (tokenizer_json, tokenizer_config) = match tokenizer {
-            Some(t) => t,
-            None => {
-                let (t, c) = quantized::gguf_tokenizer(&file)?;
-                (t.into_bytes(), c)
-            }
-        };
-        let template = ChatTemplate::from_tokenizer_config(&tokenizer_config, None)?;
-        let encoder = TextEncoder::from_bytes(&tokenizer_json)?;
-        let weights = quantized::GgufWeights::new(file, config.clone());
-        Self::from_parts(config, &weights, template, encoder, device)
-    }
+/// Conversations to token ids: the chat template, the tokenizer and the length policy. Kept
+/// apart from any forward pass so that every backend (CPU, GPU, browser) encodes alike.
+pub struct InputEncoder {
+    template: ChatTemplate,
+    encoder: TextEncoder,
+    max_positions: usize,
+}
 
-    /// Builds the model from any weight store (safetensors, GGUF).
-    pub fn from_parts(
-        config: ModelConfig,
-        weights: &dyn WeightSource,
-        template: ChatTemplate,
-        encoder: TextEncoder,
-        device: &Device,
-    ) -> Result<Self> {
+impl InputEncoder {
+    pub fn new(template: ChatTemplate, encoder: TextEncoder, config: &ModelConfig) -> Result<Self> {
         if encoder.vocab_size() > config.vocab_size {
             // Ids past the embedding table would only fail at scoring time; say it now.
             return Err(ModelError::Config(format!(
@@ -157,17 +127,32 @@ impl RewardModel {
                 config.vocab_size
             )));
         }
-        let model = DecoderRewardModel::load(config, weights, device)?;
-        Ok(Self { model, template, encoder })
+        Ok(Self { template, encoder, max_positions: config.max_position_embeddings })
     }
 
-    pub fn config(&self) -> &ModelConfig {
-        self.model.config()
+    /// From a checkpoint's text files (config.json, tokenizer files, template).
+    pub fn from_checkpoint(text: &CheckpointText<'_>) -> Result<(ModelConfig, Self)> {
+        let config = ModelConfig::from_json(text.config_json)?;
+        let template = ChatTemplate::from_tokenizer_config(text.tokenizer_config_json, text.chat_template_jinja)?;
+        let encoder = TextEncoder::from_bytes(text.tokenizer_json)?;
+        let inputs = Self::new(template, encoder, &config)?;
+        Ok((config, inputs))
     }
 
-    /// Label names in label-id order.
-    pub fn labels(&self) -> &[String] {
-        &self.config().labels
+    /// From a GGUF file's metadata; `tokenizer` as in [`RewardModel::from_gguf`].
+    pub fn from_gguf(file: &GgufFile, tokenizer: Option<(Vec<u8>, String)>) -> Result<(ModelConfig, Self)> {
+        let config = quantized::gguf_config(file)?;
+        let (tokenizer_json, tokenizer_config) = match tokenizer {
+            Some(t) => t,
+            None => {
+                let (t, c) = quantized::gguf_tokenizer(file)?;
+                (t.into_bytes(), c)
+            }
+        };
+        let template = ChatTemplate::from_tokenizer_config(&tokenizer_config, None)?;
+        let encoder = TextEncoder::from_bytes(&tokenizer_json)?;
+        let inputs = Self::new(template, encoder, &config)?;
+        Ok((config, inputs))
     }
 
     /// The conversation as the chat template writes it.
@@ -177,8 +162,7 @@ impl RewardModel {
 
     /// The longest input this model accepts under `policy`.
     pub fn token_limit(&self, policy: &LengthPolicy) -> usize {
-        let max = self.config().max_position_embeddings;
-        policy.max_tokens.map_or(max, |m| m.min(max))
+        policy.max_tokens.map_or(self.max_positions, |m| m.min(self.max_positions))
     }
 
     /// Renders and tokenizes a conversation, applying the length policy.
@@ -204,6 +188,109 @@ impl RewardModel {
         }
         Ok(EncodedInput { ids, truncated_tokens })
     }
+}
+
+impl ConversationScore {
+    /// The score of `input` from its head output.
+    pub fn from_head(o: HeadOutput, input: &EncodedInput) -> Self {
+        let (logits, token_logits) = match o {
+            HeadOutput::Sequence { logits, .. } => (logits, None),
+            HeadOutput::Token(t) => (t.last().cloned().unwrap_or_default(), Some(t)),
+        };
+        ConversationScore { logits, token_logits, tokens: input.ids.len(), truncated_tokens: input.truncated_tokens }
+    }
+}
+
+/// A loaded reward model: its input encoder and a forward pass (CPU by default).
+pub struct RewardModel {
+    model: Box<dyn ForwardPass>,
+    inputs: InputEncoder,
+}
+
+impl RewardModel {
+    /// Loads a checkpoint onto `device`.
+    pub fn load(files: CheckpointFiles, device: &Device) -> Result<Self> {
+        let CheckpointFiles { config_json, tokenizer_json, tokenizer_config_json, chat_template_jinja, weights } =
+            files;
+        let text = CheckpointText {
+            config_json: &config_json,
+            tokenizer_json: &tokenizer_json,
+            tokenizer_config_json: &tokenizer_config_json,
+            chat_template_jinja: chat_template_jinja.as_deref(),
+        };
+        Self::from_checkpoint(&text, &weights.open()?, None, device)
+    }
+
+    /// Builds a model from a checkpoint's text files and any weight store; with `quantize`,
+    /// the matrices are quantized while loading (a float checkpoint at a quarter of its f32 size).
+    pub fn from_checkpoint(
+        text: &CheckpointText<'_>,
+        weights: &dyn WeightSource,
+        quantize: Option<QuantType>,
+        device: &Device,
+    ) -> Result<Self> {
+        let (config, inputs) = InputEncoder::from_checkpoint(text)?;
+        let model = match quantize {
+            Some(qtype) => {
+                let q = quantized::QuantizeOnLoad { inner: weights, qtype };
+                DecoderRewardModel::load(config, &q, device)?
+            }
+            None => DecoderRewardModel::load(config, weights, device)?,
+        };
+        Ok(Self::new(Box::new(model), inputs))
+    }
+
+    /// Loads a GGUF reward model. Files written by `rewardlens quantize` carry their tokenizer and
+    /// chat template; for others (llama.cpp's), pass `tokenizer` as (tokenizer.json,
+    /// tokenizer_config.json) contents.
+    pub fn from_gguf(file: GgufFile, tokenizer: Option<(Vec<u8>, String)>, device: &Device) -> Result<Self> {
+        let (config, inputs) = InputEncoder::from_gguf(&file, tokenizer)?;
+        let weights = quantized::GgufWeights::new(file, config.clone());
+        Ok(Self::new(Box::new(DecoderRewardModel::load(config, &weights, device)?), inputs))
+    }
+
+    /// A model from any forward pass (CPU, GPU) and the encoder of its checkpoint.
+    pub fn new(model: Box<dyn ForwardPass>, inputs: InputEncoder) -> Self {
+        Self { model, inputs }
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        self.model.config()
+    }
+
+    /// What runs the forward pass.
+    pub fn backend(&self) -> String {
+        self.model.backend()
+    }
+
+    pub fn inputs(&self) -> &InputEncoder {
+        &self.inputs
+    }
+
+    /// Label names in label-id order.
+    pub fn labels(&self) -> &[String] {
+        &self.config().labels
+    }
+
+    /// The conversation as the chat template writes it.
+    pub fn render(&self, conversation: &[Message]) -> Result<String> {
+        self.inputs.render(conversation)
+    }
+
+    /// The longest input this model accepts under `policy`.
+    pub fn token_limit(&self, policy: &LengthPolicy) -> usize {
+        self.inputs.token_limit(policy)
+    }
+
+    /// Renders and tokenizes a conversation, applying the length policy.
+    pub fn encode(&self, conversation: &[Message], policy: &LengthPolicy) -> Result<EncodedInput> {
+        self.inputs.encode(conversation, policy)
+    }
+
+    /// Tokenizes text already rendered with the chat template, applying the length policy.
+    pub fn encode_text(&self, text: &str, policy: &LengthPolicy) -> Result<EncodedInput> {
+        self.inputs.encode_text(text, policy)
+    }
 
     /// Scores encoded inputs, `batch_size` at a time. Inputs are grouped by length so that
     /// batches carry little padding; results come back in input order.
@@ -216,18 +303,10 @@ impl RewardModel {
             let rows: Vec<&[u32]> = chunk.iter().map(|&i| inputs[i].ids.as_slice()).collect();
             let outputs = self.model.forward(&rows, Padding::Right)?;
             for (&i, o) in chunk.iter().zip(outputs) {
-                out[i] = Some(self.to_score(o, &inputs[i]));
+                out[i] = Some(ConversationScore::from_head(o, &inputs[i]));
             }
         }
         Ok(out.into_iter().map(|s| s.expect("every input scored")).collect())
-    }
-
-    fn to_score(&self, o: HeadOutput, input: &EncodedInput) -> ConversationScore {
-        let (logits, token_logits) = match o {
-            HeadOutput::Sequence { logits, .. } => (logits, None),
-            HeadOutput::Token(t) => (t.last().cloned().unwrap_or_default(), Some(t)),
-        };
-        ConversationScore { logits, token_logits, tokens: input.ids.len(), truncated_tokens: input.truncated_tokens }
     }
 
     /// Raw head outputs of a batch padded on the given side (for tests and the benchmark).

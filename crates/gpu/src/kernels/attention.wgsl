@@ -1,4 +1,6 @@
 // Causal grouped-query attention for prefill: q [T, H, D], k and v [T, KVH, D], out [T, H, D].
+// Several sequences are packed one after another (no padding): starts[t] is the first token of
+// t's sequence, and t attends to keys starts[t]..=t.
 // One workgroup per (query, head) walks the keys in tiles of 64: each invocation scores one key
 // of the tile, the tile's max and sum are reduced in shared memory, and a running (online)
 // softmax rescales the output, so no T x T score matrix is ever stored. Each invocation owns
@@ -8,7 +10,8 @@ struct Params { tokens: u32, heads: u32, kv_heads: u32, head_dim: u32, scale: f3
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 @group(0) @binding(3) var<storage, read_write> out: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
+@group(0) @binding(4) var<storage, read> starts: array<u32>;
+@group(0) @binding(5) var<uniform> p: Params;
 
 const B: u32 = 64u;
 const NEG: f32 = -3.0e38;
@@ -27,7 +30,7 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) lid:
     var acc = array<f32, 4>(0.0, 0.0, 0.0, 0.0);
     var m = NEG;
     var sum = 0.0;
-    for (var j0 = 0u; j0 <= t; j0 += B) {
+    for (var j0 = starts[t]; j0 <= t; j0 += B) {
         let j = j0 + l;
         var s = NEG;
         if (j <= t) {

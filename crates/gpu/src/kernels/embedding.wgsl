@@ -1,5 +1,6 @@
-// y[t, :] = table[ids[t], :].
-struct Params { tokens: u32, dim: u32, vocab: u32, _pad: u32 }
+// y[t, :] = table[ids[t] - row0, :] for the ids in this table chunk's rows [row0, row0 + rows):
+// vocabularies larger than one storage binding are split over several chunks, one dispatch each.
+struct Params { tokens: u32, dim: u32, rows: u32, row0: u32 }
 @group(0) @binding(0) var<storage, read> table: array<f32>;
 @group(0) @binding(1) var<storage, read> ids: array<u32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
@@ -9,7 +10,7 @@ struct Params { tokens: u32, dim: u32, vocab: u32, _pad: u32 }
 fn main(@builtin(global_invocation_id) g: vec3<u32>) {
     let i = g.x + g.y * 65535u * 64u;
     if (i >= p.tokens * p.dim) { return; }
-    let t = i / p.dim;
-    let id = min(ids[t], p.vocab - 1u);
-    y[i] = table[id * p.dim + i % p.dim];
+    let id = ids[i / p.dim];
+    if (id < p.row0 || id >= p.row0 + p.rows) { return; }
+    y[i] = table[(id - p.row0) * p.dim + i % p.dim];
 }

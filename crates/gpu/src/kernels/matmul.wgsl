@@ -1,33 +1,62 @@
-// y[m, n] = sum_k x[m, k] * w[n, k]: the layout of a linear layer's weight ([out, in]).
-// 16x16 output tiles; each workgroup stages 16x16 tiles of x and w in shared memory.
-struct Params { m: u32, n: u32, k: u32, _pad: u32 }
+// y[m, col0 + n] = sum_k x[m, k] * w[n, k]: the layout of a linear layer's weight ([out, in]),
+// written into a row of `ldy` columns at `col0` so a matrix split over several buffers fills one
+// output. The weight format's `weight(n, k)` (binding 1, scales at binding 4) is prepended by
+// the Rust side: one tiled kernel, dequantizing inside it, for every format.
+//
+// 64x64 output tiles, k in steps of 16, staged in shared memory; each of the 256 invocations
+// accumulates a 4x4 block (rows l.y + 16i, columns l.x + 16j) in registers.
+struct Params { m: u32, n: u32, k: u32, ldy: u32, col0: u32, _a: u32, _b: u32, _c: u32 }
 @group(0) @binding(0) var<storage, read> x: array<f32>;
-@group(0) @binding(1) var<storage, read> w: array<f32>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
 
-const T: u32 = 16u;
-var<workgroup> xs: array<array<f32, 16>, 16>;
-var<workgroup> ws: array<array<f32, 16>, 16>;
+const TM: u32 = 64u;
+const TK: u32 = 16u;
+var<workgroup> xs: array<array<f32, 16>, 64>;
+var<workgroup> ws: array<array<f32, 16>, 64>;
 
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let row = wg.y * T + l.y; // m
-    let col = wg.x * T + l.x; // n
-    var acc = 0.0;
-    let tiles = (p.k + T - 1u) / T;
-    for (var t = 0u; t < tiles; t++) {
-        let kx = t * T + l.x;
-        xs[l.y][l.x] = select(0.0, x[row * p.k + kx], row < p.m && kx < p.k);
-        let wrow = wg.x * T + l.y;
-        ws[l.y][l.x] = select(0.0, w[wrow * p.k + kx], wrow < p.n && kx < p.k);
+    let row0 = wg.y * TM;
+    let col0 = wg.x * TM;
+    let li = l.y * 16u + l.x;
+    var acc: array<array<f32, 4>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += TK) {
+        for (var e = 0u; e < 4u; e++) {
+            let idx = li + e * 256u;
+            let r = idx / TK;
+            let c = idx % TK;
+            let kk = k0 + c;
+            let xr = row0 + r;
+            xs[r][c] = select(0.0, x[xr * p.k + kk], xr < p.m && kk < p.k);
+            let wr = col0 + r;
+            var wv = 0.0;
+            if (wr < p.n && kk < p.k) { wv = weight(wr, kk); }
+            ws[r][c] = wv;
+        }
         workgroupBarrier();
-        for (var i = 0u; i < T; i++) {
-            acc += xs[l.y][i] * ws[l.x][i];
+        for (var kk = 0u; kk < TK; kk++) {
+            var a: array<f32, 4>;
+            var b: array<f32, 4>;
+            for (var i = 0u; i < 4u; i++) {
+                a[i] = xs[l.y + 16u * i][kk];
+                b[i] = ws[l.x + 16u * i][kk];
+            }
+            for (var i = 0u; i < 4u; i++) {
+                for (var j = 0u; j < 4u; j++) {
+                    acc[i][j] += a[i] * b[j];
+                }
+            }
         }
         workgroupBarrier();
     }
-    if (row < p.m && col < p.n) {
-        y[row * p.n + col] = acc;
+    for (var i = 0u; i < 4u; i++) {
+        let r = row0 + l.y + 16u * i;
+        for (var j = 0u; j < 4u; j++) {
+            let c = col0 + l.x + 16u * j;
+            if (r < p.m && c < p.n) {
+                y[r * p.ldy + p.col0 + c] = acc[i][j];
+            }
+        }
     }
 }
