@@ -1,7 +1,7 @@
 //! What scores the CLI's JSONL: the local engine, or a remote endpoint through
 //! `rewardlens-remote` (same input forms, same output fields).
 
-use crate::{source, ModelArgs};
+use crate::{source, DeviceArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use rewardlens_core::{ChatTemplate, Message};
 use rewardlens_models::reward_model::EncodedInput;
@@ -22,9 +22,8 @@ pub struct BackendArgs {
     /// For a GGUF without an embedded tokenizer (llama.cpp's): the tokenizer folder.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Where local math runs: cpu, or cuda (needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Score through a remote endpoint instead (base URL, or the full URL of the route).
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -88,7 +87,7 @@ impl Backend {
                             model: t.clone(),
                             revision: args.revision.clone(),
                             tokenizer: None,
-                            device: "cpu".into(),
+                            device: DeviceArgs::default(),
                         };
                         let dir = source::resolve_dir(&m)?;
                         let ck = rewardlens_models::CheckpointFiles::from_dir(&dir)?;

@@ -55,9 +55,27 @@ pub struct ModelArgs {
     /// tokenizer.json and tokenizer_config.json.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
-    /// Where the math runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Where local math runs.
+#[derive(clap::Args, Debug, Clone)]
+pub struct DeviceArgs {
+    /// cpu; gpu (our WGSL kernels through wgpu: Vulkan, Metal or DX12); auto (a hardware GPU
+    /// when wgpu finds one, else the CPU, saying why); or cuda (Candle's CUDA backend, needs a
+    /// build with `--features cuda`).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// How the GPU holds the weight matrices: f32, f16, q8_0 or q4_0 (dequantized in the kernels).
+    #[arg(long, default_value = "f16")]
+    pub gpu_weights: String,
+}
+
+impl Default for DeviceArgs {
+    fn default() -> Self {
+        Self { device: "cpu".into(), gpu_weights: "f16".into() }
+    }
 }
 
 impl ModelArgs {

@@ -1,6 +1,6 @@
 //! `rewardlens serve`: the vLLM/OpenRLHF/NIM/TEI-compatible server over local models.
 
-use crate::{source, ModelArgs};
+use crate::{source, DeviceArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use rewardlens_models::LengthPolicy;
 use rewardlens_server::{BatchPolicy, NamedModel, ServerConfig};
@@ -23,9 +23,8 @@ pub struct ServeArgs {
     /// Tokenizer folder for GGUFs without one (llama.cpp's).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
-    /// Where the math runs: cpu, or cuda (GPU 0; needs a build with `--features cuda`).
-    #[arg(long, default_value = "cpu")]
-    device: String,
+    #[command(flatten)]
+    device: DeviceArgs,
     #[arg(long, default_value = "127.0.0.1")]
     host: String,
     #[arg(long, default_value_t = 8000)]
@@ -74,7 +73,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         };
         let model = source::load_model(&margs)?;
         let name = args.served_model_name.get(i).cloned().unwrap_or_else(|| m.clone());
-        eprintln!("loaded {name} ({})", model.config().architecture.name());
+        eprintln!("loaded {name} ({}) on {}", model.config().architecture.name(), model.backend());
         models.push(NamedModel { name, model });
     }
     let cfg = ServerConfig {

@@ -1,12 +1,14 @@
 //! Resolving `--model` to checkpoint files: a local folder, or a Hub repo downloaded into the
 //! standard Hugging Face cache (`HF_HOME`, `HF_ENDPOINT`, `HF_TOKEN` respected).
 
-use crate::ModelArgs;
+use crate::{DeviceArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
+use rewardlens_gpu::{Gpu, GpuRewardModel, WeightFormat};
 use rewardlens_models::files::{self, CheckpointFiles};
 use rewardlens_models::gguf::GgufFile;
-use rewardlens_models::RewardModel;
+use rewardlens_models::quantized::GgufWeights;
+use rewardlens_models::{CheckpointText, InputEncoder, RewardModel};
 use std::path::PathBuf;
 
 /// The local folder of a checkpoint: the path given, or the Hub snapshot after download.
@@ -25,7 +27,7 @@ fn is_gguf(path: &std::path::Path) -> bool {
     path.is_file() && std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut magic)).is_ok() && magic == *b"GGUF"
 }
 
-/// The compute device named on the command line.
+/// The Candle device named on the command line.
 pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
@@ -35,32 +37,104 @@ pub fn device(name: &str) -> Result<Device> {
         "cuda" => bail!(
             "this rewardlens was built without CUDA: build it with `cargo build --release -p rewardlens-cli --features cuda` (needs the CUDA toolkit)"
         ),
-        other => bail!("unknown --device `{other}` (cpu or cuda)"),
+        other => bail!("unknown --device `{other}` (cpu, gpu, auto or cuda)"),
     }
 }
 
-/// Loads the model named by `args`: a checkpoint folder, a GGUF file, or a Hub repo id.
+fn weight_format(name: &str) -> Result<WeightFormat> {
+    Ok(match name {
+        "f32" => WeightFormat::F32,
+        "f16" => WeightFormat::F16,
+        "q8_0" => WeightFormat::Q8_0,
+        "q4_0" => WeightFormat::Q4_0,
+        other => bail!("unknown --gpu-weights `{other}` (f32, f16, q8_0 or q4_0)"),
+    })
+}
+
+/// What runs the forward pass: `--device gpu` insists on a GPU; `auto` takes a hardware one
+/// (a software adapter such as lavapipe is slower than the CPU engine) and says why it did not.
+enum Target {
+    Gpu(Box<Gpu>),
+    Candle(Device),
+}
+
+fn target(args: &DeviceArgs) -> Result<Target> {
+    match args.device.as_str() {
+        "gpu" => {
+            let gpu = Gpu::new_blocking().context("--device gpu")?;
+            Ok(Target::Gpu(Box::new(gpu)))
+        }
+        "auto" => match Gpu::new_blocking() {
+            Ok(gpu) if !gpu.software => Ok(Target::Gpu(Box::new(gpu))),
+            Ok(gpu) => {
+                eprintln!(
+                    "--device auto: {} is a software adapter, slower than the CPU engine: using the CPU",
+                    gpu.adapter
+                );
+                Ok(Target::Candle(Device::Cpu))
+            }
+            Err(e) => {
+                eprintln!("--device auto: {e}: using the CPU");
+                Ok(Target::Candle(Device::Cpu))
+            }
+        },
+        other => Ok(Target::Candle(device(other)?)),
+    }
+}
+
+fn gguf_tokenizer(args: &ModelArgs) -> Result<Option<(Vec<u8>, String)>> {
+    let Some(dir) = &args.tokenizer else { return Ok(None) };
+    Ok(Some((
+        std::fs::read(dir.join(files::TOKENIZER))
+            .with_context(|| format!("reading {}/tokenizer.json", dir.display()))?,
+        std::fs::read_to_string(dir.join(files::TOKENIZER_CONFIG))
+            .with_context(|| format!("reading {}/tokenizer_config.json", dir.display()))?,
+    )))
+}
+
+/// Loads the model named by `args`: a checkpoint folder, a GGUF file, or a Hub repo id, onto
+/// the device `--device` names.
 pub fn load_model(args: &ModelArgs) -> Result<RewardModel> {
-    let device = device(&args.device)?;
-    if let Some(p) = args.local_path().filter(|p| p.is_file()) {
-        if !is_gguf(&p) {
+    let format = weight_format(&args.device.gpu_weights)?;
+    let target = target(&args.device)?;
+    let gguf = args.local_path().filter(|p| p.is_file());
+    if let Some(p) = &gguf {
+        if !is_gguf(p) {
             bail!("{}: not a GGUF file and not a checkpoint folder", p.display());
         }
-        let tokenizer = match &args.tokenizer {
-            Some(dir) => Some((
-                std::fs::read(dir.join(files::TOKENIZER))
-                    .with_context(|| format!("reading {}/tokenizer.json", dir.display()))?,
-                std::fs::read_to_string(dir.join(files::TOKENIZER_CONFIG))
-                    .with_context(|| format!("reading {}/tokenizer_config.json", dir.display()))?,
-            )),
-            None => None,
-        };
-        let file = GgufFile::open(&p)?;
-        return RewardModel::from_gguf(file, tokenizer, &device).with_context(|| format!("loading {}", p.display()));
     }
-    let dir = resolve_dir(args)?;
-    let files = CheckpointFiles::from_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
-    RewardModel::load(files, &device).with_context(|| format!("loading {}", args.model))
+    let what = gguf.as_ref().map_or_else(|| args.model.clone(), |p| p.display().to_string());
+    let model = match (target, gguf) {
+        (Target::Candle(device), Some(p)) => {
+            RewardModel::from_gguf(GgufFile::open(&p)?, gguf_tokenizer(args)?, &device)
+        }
+        (Target::Candle(device), None) => {
+            let dir = resolve_dir(args)?;
+            let files = CheckpointFiles::from_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
+            RewardModel::load(files, &device)
+        }
+        (Target::Gpu(gpu), Some(p)) => {
+            let file = GgufFile::open(&p)?;
+            let (config, inputs) = InputEncoder::from_gguf(&file, gguf_tokenizer(args)?)?;
+            let weights = GgufWeights::new(file, config.clone());
+            let model = GpuRewardModel::load(*gpu, config, &weights, format)?;
+            Ok(RewardModel::new(Box::new(model), inputs))
+        }
+        (Target::Gpu(gpu), None) => {
+            let dir = resolve_dir(args)?;
+            let files = CheckpointFiles::from_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
+            let text = CheckpointText {
+                config_json: &files.config_json,
+                tokenizer_json: &files.tokenizer_json,
+                tokenizer_config_json: &files.tokenizer_config_json,
+                chat_template_jinja: files.chat_template_jinja.as_deref(),
+            };
+            let (config, inputs) = InputEncoder::from_checkpoint(&text)?;
+            let model = GpuRewardModel::load(*gpu, config, &files.weights.open()?, format)?;
+            Ok(RewardModel::new(Box::new(model), inputs))
+        }
+    };
+    model.with_context(|| format!("loading {what}"))
 }
 
 fn looks_like_repo_id(s: &str) -> bool {

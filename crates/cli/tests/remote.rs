@@ -502,3 +502,18 @@ fn health_limits_cors_and_graceful_shutdown() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn serve_on_the_gpu_answers_with_transformers_scores() {
+    let qwen3 = fixture("qwen3-seq");
+    let srv = Server::start(&["--model", qwen3.to_str().unwrap(), "--device", "gpu", "--gpu-weights", "f32"]);
+    let g3 = golden("qwen3-seq");
+    let chats =
+        vec![RemoteInput::Chat(prompt_response(PROMPT, PARIS)), RemoteInput::Chat(prompt_response(PROMPT, BERLIN))];
+    let client = RemoteScorer::new(RemoteConfig::new(srv.url.clone(), Protocol::VllmPooling)).unwrap();
+    let got = rt().block_on(client.score(&chats)).unwrap();
+    for (s, case) in got.iter().zip(["simple", "wrong"]) {
+        let e = logits(&g3, case)[0];
+        assert!(close(s.score(), e), "GPU serve {case}: {} vs transformers {e}", s.score());
+    }
+}

@@ -52,6 +52,8 @@ pub struct Gpu {
     pub shader_f16: bool,
     /// Subgroup operations are enabled on the device.
     pub subgroups: bool,
+    /// A CPU rasterizer (lavapipe, SwiftShader, WARP), as the adapter reports it.
+    pub software: bool,
     /// Largest storage binding in bytes (the smaller of the device's binding and buffer limits).
     pub max_binding: u64,
     /// Dispatches recorded since the last submit: a forward pass is one submission, not one
@@ -107,6 +109,7 @@ impl Gpu {
             limits,
             shader_f16,
             subgroups,
+            software: info.device_type == wgpu::DeviceType::Cpu,
             max_binding,
             pending: std::sync::Mutex::new(None),
         })

@@ -51,7 +51,8 @@ pub fn shard_names(index_json: &str) -> Result<Vec<String>> {
 }
 
 impl WeightFiles {
-    pub(crate) fn open(self) -> Result<SafetensorsWeights> {
+    /// The weight store over these files (memory-mapped paths or buffers).
+    pub fn open(self) -> Result<SafetensorsWeights> {
         match self {
             #[cfg(feature = "mmap")]
             Self::Paths(p) => SafetensorsWeights::mmap(&p),

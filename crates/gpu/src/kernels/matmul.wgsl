@@ -20,7 +20,13 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: v
     let row0 = wg.y * TM;
     let col0 = wg.x * TM;
     let li = l.y * 16u + l.x;
-    var acc: array<array<f32, 4>, 4>;
+    // acc_i holds rows l.y + 16i, columns l.x + 16j in lane j: fixed indices and vec4 math
+    // keep the accumulators in registers (dynamic indexing into a local array spills on some
+    // compilers, llvmpipe's among them).
+    var acc0 = vec4<f32>(0.0);
+    var acc1 = vec4<f32>(0.0);
+    var acc2 = vec4<f32>(0.0);
+    var acc3 = vec4<f32>(0.0);
     for (var k0 = 0u; k0 < p.k; k0 += TK) {
         for (var e = 0u; e < 4u; e++) {
             let idx = li + e * 256u;
@@ -36,27 +42,24 @@ fn main(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: v
         }
         workgroupBarrier();
         for (var kk = 0u; kk < TK; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = xs[l.y + 16u * i][kk];
-                b[i] = ws[l.x + 16u * i][kk];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var j = 0u; j < 4u; j++) {
-                    acc[i][j] += a[i] * b[j];
-                }
-            }
+            let b = vec4<f32>(ws[l.x][kk], ws[l.x + 16u][kk], ws[l.x + 32u][kk], ws[l.x + 48u][kk]);
+            acc0 += xs[l.y][kk] * b;
+            acc1 += xs[l.y + 16u][kk] * b;
+            acc2 += xs[l.y + 32u][kk] * b;
+            acc3 += xs[l.y + 48u][kk] * b;
         }
         workgroupBarrier();
     }
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + l.y + 16u * i;
-        for (var j = 0u; j < 4u; j++) {
-            let c = col0 + l.x + 16u * j;
-            if (r < p.m && c < p.n) {
-                y[r * p.ldy + p.col0 + c] = acc[i][j];
-            }
-        }
+    store(row0 + l.y, col0 + l.x, acc0);
+    store(row0 + l.y + 16u, col0 + l.x, acc1);
+    store(row0 + l.y + 32u, col0 + l.x, acc2);
+    store(row0 + l.y + 48u, col0 + l.x, acc3);
+}
+
+fn store(r: u32, c: u32, v: vec4<f32>) {
+    if (r >= p.m) { return; }
+    for (var j = 0u; j < 4u; j++) {
+        let cj = c + 16u * j;
+        if (cj < p.n) { y[r * p.ldy + p.col0 + cj] = v[j]; }
     }
 }
