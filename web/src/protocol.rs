@@ -100,6 +100,35 @@ impl StorageChoice {
     }
 }
 
+/// Where the model runs in the browser.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendChoice {
+    /// WebGPU when the browser offers an adapter that can hold the model, else the wasm CPU
+    /// engine (the reason is shown).
+    #[default]
+    Auto,
+    WebGpu,
+    Cpu,
+}
+
+impl BackendChoice {
+    pub const ALL: [(Self, &'static str); 3] =
+        [(Self::Auto, "auto (WebGPU when available)"), (Self::WebGpu, "WebGPU"), (Self::Cpu, "WASM CPU")];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Self::Auto => "auto",
+            Self::WebGpu => "webgpu",
+            Self::Cpu => "cpu",
+        }
+    }
+
+    pub fn from_key(k: &str) -> Self {
+        Self::ALL.iter().map(|(s, _)| *s).find(|s| s.key() == k).unwrap_or_default()
+    }
+}
+
 /// A remote scoring endpoint, as the user configured it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct RemoteSettings {
@@ -138,6 +167,8 @@ pub enum ToWorker {
         id: u64,
         source: ModelSource,
         storage: StorageChoice,
+        #[serde(default)]
+        backend: BackendChoice,
         /// A Hugging Face token for gated repos; kept in memory only.
         token: Option<String>,
         /// The Hub endpoint (a mirror, or a local stand-in in tests); `HUB` when absent.
@@ -196,10 +227,13 @@ pub struct ModelInfo {
     pub load_ms: f64,
     pub downloaded_bytes: u64,
     pub cached_bytes: u64,
-    /// Who scores: `WASM CPU (simd128)` or `Remote (<protocol> at <url>)`.
+    /// Who scores: `WebGPU (<adapter>)`, `WASM CPU (simd128)` or `Remote (<protocol> at <url>)`.
     pub backend: String,
     /// Why scoring went remote instead of running here.
     pub fallback_reason: Option<String>,
+    /// Why the WASM CPU engine runs instead of WebGPU (auto mode).
+    #[serde(default)]
+    pub gpu_fallback_reason: Option<String>,
 }
 
 /// One scored sequence.

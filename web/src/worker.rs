@@ -10,13 +10,14 @@ use candle_core::Device;
 use js_sys::{Array, Promise, Reflect, Uint8Array};
 use rewardlens_core::types::prompt_response;
 use rewardlens_core::{ChatTemplate, Message};
+use rewardlens_gpu::{Gpu, GpuRewardModel, WeightFormat};
 use rewardlens_models::gguf::{ByteSource, GgufFile};
 use rewardlens_models::memory::{pick_storage, MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
 use rewardlens_models::quantized::{self, QuantType};
 use rewardlens_models::records::{annotate, parse_record};
 use rewardlens_models::weights::StreamedSafetensors;
 use rewardlens_models::ConversationScore;
-use rewardlens_models::{files, CheckpointText, LengthPolicy, ModelConfig, ModelError, RewardModel};
+use rewardlens_models::{files, CheckpointText, InputEncoder, LengthPolicy, ModelConfig, ModelError, RewardModel};
 use rewardlens_remote::{Protocol, RemoteConfig, RemoteInput, RemoteScorer};
 use std::cell::RefCell;
 use std::collections::HashSet;
@@ -63,7 +64,35 @@ impl ByteSource for JsBytes {
 #[allow(clippy::large_enum_variant)]
 enum Scorer {
     Local(RewardModel),
-    Remote { client: RemoteScorer, template: Option<ChatTemplate> },
+    /// Our WGSL kernels on the browser's WebGPU; inputs are encoded here, on the CPU.
+    WebGpu {
+        inputs: InputEncoder,
+        model: GpuRewardModel,
+    },
+    Remote {
+        client: RemoteScorer,
+        template: Option<ChatTemplate>,
+    },
+}
+
+/// Sequences packed into one WebGPU pass (and scored between two cancel checks).
+const GPU_BATCH: usize = 8;
+
+/// How WebGPU holds the weights for a storage choice: f16 by default (half the f32 bytes,
+/// scores within 1e-3 on the fixtures); the quantized choices map to the kernels' formats.
+fn gpu_format(choice: StorageChoice) -> WeightFormat {
+    match choice {
+        StorageChoice::Auto => WeightFormat::F16,
+        StorageChoice::F32 => WeightFormat::F32,
+        StorageChoice::Q8_0 => WeightFormat::Q8_0,
+        StorageChoice::Q4K => WeightFormat::Q4_0,
+    }
+}
+
+/// The backend's name in results.
+fn webgpu_backend(model: &GpuRewardModel) -> String {
+    // The adapter label ends in "(WebGPU)" already; keep the weight format.
+    format!("WebGPU: {}, {} weights", model.adapter(), model.format().name())
 }
 
 struct Loaded {
@@ -101,6 +130,14 @@ fn model_error(e: ModelError) -> UserError {
         ModelError::InputTooLong { .. } => UserError::new("too_long", e.to_string()),
         other => UserError::new("engine", other.to_string()),
     }
+}
+
+fn gpu_error(e: rewardlens_gpu::GpuError) -> UserError {
+    UserError::new("webgpu", format!("WebGPU: {e}"))
+}
+
+fn sequence_result(s: ConversationScore, ms: f64) -> SequenceResult {
+    SequenceResult { score: s.score(), logits: s.logits, tokens: s.tokens, truncated_tokens: s.truncated_tokens, ms }
 }
 
 fn gib(bytes: u64) -> String {
@@ -159,12 +196,12 @@ impl Engine {
 
     async fn handle(&self, msg: ToWorker, files: Vec<File>) {
         match msg {
-            ToWorker::Load { id, source, storage, token, hub, remote, remote_only } => {
+            ToWorker::Load { id, source, storage, backend, token, hub, remote, remote_only } => {
                 let hub = hub.unwrap_or_else(|| HUB.to_owned());
                 let remote = remote.filter(RemoteSettings::is_set);
                 let result = match (&remote, remote_only) {
                     (Some(r), true) => self.load_remote(id, &source, r, None, &hub, None).await,
-                    _ => match self.load(id, &source, storage, token.as_deref(), &hub, files).await {
+                    _ => match self.load(id, &source, storage, backend, token.as_deref(), &hub, files).await {
                         Err(e) if e.code != "cancelled" && remote.is_some() => {
                             // The browser cannot hold or load it: score on the configured endpoint.
                             let r = remote.as_ref().expect("checked");
@@ -389,11 +426,51 @@ impl Engine {
         Ok(Some(all))
     }
 
+    /// The WebGPU device to load on, or why not: `Ok((None, reason))` runs on the CPU (reason
+    /// is None when the CPU was chosen); an error when WebGPU was required and is missing.
+    async fn webgpu(&self, backend: BackendChoice) -> Res<(Option<Gpu>, Option<String>)> {
+        if backend == BackendChoice::Cpu {
+            return Ok((None, None));
+        }
+        let has_api = Reflect::get(&self.scope.navigator(), &"gpu".into()).map(|g| !g.is_undefined()).unwrap_or(false);
+        let result = if has_api {
+            Gpu::new().await.map_err(|e| format!("WebGPU gave no device ({e})"))
+        } else {
+            Err("this browser has no WebGPU (navigator.gpu is missing)".to_owned())
+        };
+        match (result, backend) {
+            (Ok(gpu), _) => Ok((Some(gpu), None)),
+            (Err(reason), BackendChoice::WebGpu) => {
+                Err(UserError::new("webgpu", format!("{reason}; choose WASM CPU or auto")))
+            }
+            (Err(reason), _) => Ok((None, Some(reason))),
+        }
+    }
+
+    /// Builds the GPU model, or in auto mode says why the CPU takes over.
+    fn load_on_gpu(
+        &self,
+        gpu: Gpu,
+        config: ModelConfig,
+        inputs: InputEncoder,
+        weights: &dyn rewardlens_models::weights::WeightSource,
+        format: WeightFormat,
+        backend: BackendChoice,
+    ) -> Res<Result<Scorer, String>> {
+        match GpuRewardModel::load(gpu, config, weights, format) {
+            Ok(model) => Ok(Ok(Scorer::WebGpu { inputs, model })),
+            Err(e) if backend == BackendChoice::Auto => Ok(Err(format!("WebGPU could not hold the model ({e})"))),
+            Err(e) => Err(UserError::new("webgpu", format!("WebGPU could not hold the model: {e}"))),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
     async fn load(
         &self,
         id: u64,
         source: &ModelSource,
         choice: StorageChoice,
+        backend: BackendChoice,
         token: Option<&str>,
         hub: &str,
         files: Vec<File>,
@@ -426,7 +503,7 @@ impl Engine {
             }
         };
         if let Some((name, bytes)) = gguf {
-            return self.load_gguf(id, source, &name, bytes, started, stats).await;
+            return self.load_gguf(id, source, &name, bytes, started, stats, backend).await;
         }
 
         // A safetensors checkpoint: small files first, so a bad config or a model too big
@@ -453,7 +530,10 @@ impl Engine {
         };
         let config_json = text(get(files::CONFIG, false, &mut stats).await?.expect("required"), files::CONFIG)?;
         let config = ModelConfig::from_json(&config_json).map_err(model_error)?;
-        let (storage, estimate) = choose_storage(&config, choice)?;
+        let (mut gpu, mut gpu_reason) = self.webgpu(backend).await?;
+        // On the GPU only one tensor at a time passes through wasm memory; the CPU engine must
+        // hold them all, so its size check waits until the CPU is certain to be used.
+        let cpu_storage = if gpu.is_none() { Some(choose_storage(&config, choice)?) } else { None };
         self.check_cancel(id)?;
         let tokenizer_config =
             text(get(files::TOKENIZER_CONFIG, false, &mut stats).await?.expect("required"), files::TOKENIZER_CONFIG)?;
@@ -489,6 +569,37 @@ impl Engine {
             tokenizer_config_json: &tokenizer_config,
             chat_template_jinja: template.as_deref(),
         };
+        if let Some(g) = gpu.take() {
+            let (cfg, inputs) = InputEncoder::from_checkpoint(&text).map_err(model_error)?;
+            let format = gpu_format(choice);
+            match self.load_on_gpu(g, cfg, inputs, &weights, format, backend)? {
+                Ok(scorer) => {
+                    let Scorer::WebGpu { model, .. } = &scorer else { unreachable!("a GPU scorer") };
+                    let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
+                    let info = ModelInfo {
+                        source: source.label(),
+                        architecture: config.architecture.name(),
+                        labels: config.labels.clone(),
+                        parameters: estimate.parameters,
+                        storage: format!("{} on the GPU", format.name()),
+                        estimated_bytes: model.weight_bytes(),
+                        max_tokens: config.max_position_embeddings,
+                        load_ms: self.now() - started,
+                        downloaded_bytes: stats.0,
+                        cached_bytes: stats.1,
+                        backend: webgpu_backend(model),
+                        fallback_reason: None,
+                        gpu_fallback_reason: None,
+                    };
+                    return Ok(Loaded { scorer, info });
+                }
+                Err(reason) => gpu_reason = Some(reason),
+            }
+        }
+        let (storage, estimate) = match cpu_storage {
+            Some(s) => s,
+            None => choose_storage(&config, choice)?,
+        };
         let quantize = match storage {
             WeightStorage::F32 => None,
             WeightStorage::Quantized(q) => Some(q),
@@ -510,10 +621,12 @@ impl Engine {
             cached_bytes: stats.1,
             backend: BACKEND.into(),
             fallback_reason: None,
+            gpu_fallback_reason: gpu_reason,
         };
         Ok(Loaded { scorer: Scorer::Local(model), info })
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn load_gguf(
         &self,
         id: u64,
@@ -522,19 +635,85 @@ impl Engine {
         bytes: Uint8Array,
         started: f64,
         stats: (u64, u64),
+        backend: BackendChoice,
     ) -> Res<Loaded> {
         let len = bytes.length() as u64;
+        let (gpu, mut gpu_reason) = self.webgpu(backend).await?;
         // GGUF tensors are copied into wasm memory as they are: the file size is the weights.
-        if len + RESERVE > WASM32_MEMORY_LIMIT {
+        if gpu.is_none() && len + RESERVE > WASM32_MEMORY_LIMIT {
             return Err(too_large(name, len + RESERVE));
         }
         self.post(&FromWorker::Progress { id, stage: "building the model".into(), done: 0, total: None, rate: 0.0 });
         self.yield_now().await;
-        let file = GgufFile::parse(Box::new(JsBytes(bytes)))
-            .map_err(|e| UserError::new("corrupted", format!("{name} is not a valid GGUF file: {e}")))?;
+        let parse = |bytes: Uint8Array| {
+            GgufFile::parse(Box::new(JsBytes(bytes)))
+                .map_err(|e| UserError::new("corrupted", format!("{name} is not a valid GGUF file: {e}")))
+        };
+        // A handle to the same JS bytes, to parse again for the CPU if the GPU refuses the model.
+        let file = parse(bytes.clone())?;
         let config = quantized::gguf_config(&file).map_err(model_error)?;
         let types: std::collections::BTreeSet<String> =
             file.tensors.values().map(|t| format!("{:?}", t.dtype).to_lowercase()).collect();
+        let types_text = types.iter().cloned().collect::<Vec<_>>().join(", ");
+        if let Some(g) = gpu {
+            // The GPU keeps a GGUF's precision class: 4-bit files as Q4_0, 8-bit as Q8_0, else f16.
+            let format = if types.iter().any(|t| t.starts_with("q4")) {
+                WeightFormat::Q4_0
+            } else if types.iter().any(|t| t.starts_with("q8") || t.starts_with("q5") || t.starts_with("q6")) {
+                WeightFormat::Q8_0
+            } else {
+                WeightFormat::F16
+            };
+            let (cfg, inputs) = InputEncoder::from_gguf(&file, None).map_err(model_error)?;
+            let weights = quantized::GgufWeights::new(file, cfg.clone());
+            match self.load_on_gpu(g, cfg, inputs, &weights, format, backend)? {
+                Ok(scorer) => {
+                    let Scorer::WebGpu { model, .. } = &scorer else { unreachable!("a GPU scorer") };
+                    let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
+                    return Ok(Loaded {
+                        info: ModelInfo {
+                            source: source.label(),
+                            architecture: config.architecture.name(),
+                            labels: config.labels.clone(),
+                            parameters: estimate.parameters,
+                            storage: format!("GGUF ({types_text}) as {} on the GPU", format.name()),
+                            estimated_bytes: model.weight_bytes(),
+                            max_tokens: config.max_position_embeddings,
+                            load_ms: self.now() - started,
+                            downloaded_bytes: stats.0,
+                            cached_bytes: stats.1,
+                            backend: webgpu_backend(model),
+                            fallback_reason: None,
+                            gpu_fallback_reason: None,
+                        },
+                        scorer,
+                    });
+                }
+                Err(reason) => {
+                    if len + RESERVE > WASM32_MEMORY_LIMIT {
+                        return Err(too_large(name, len + RESERVE));
+                    }
+                    gpu_reason = Some(reason);
+                    let file = parse(bytes)?;
+                    return self.load_gguf_cpu(file, source, len, started, stats, gpu_reason, types_text);
+                }
+            }
+        }
+        self.load_gguf_cpu(file, source, len, started, stats, gpu_reason, types_text)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_gguf_cpu(
+        &self,
+        file: GgufFile,
+        source: &ModelSource,
+        len: u64,
+        started: f64,
+        stats: (u64, u64),
+        gpu_reason: Option<String>,
+        types_text: String,
+    ) -> Res<Loaded> {
+        let config = quantized::gguf_config(&file).map_err(model_error)?;
         let model = RewardModel::from_gguf(file, None, &Device::Cpu).map_err(model_error)?;
         let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
         Ok(Loaded {
@@ -543,7 +722,7 @@ impl Engine {
                 architecture: config.architecture.name(),
                 labels: config.labels.clone(),
                 parameters: estimate.parameters,
-                storage: format!("GGUF ({})", types.into_iter().collect::<Vec<_>>().join(", ")),
+                storage: format!("GGUF ({types_text})"),
                 estimated_bytes: len + estimate.activations,
                 max_tokens: config.max_position_embeddings,
                 load_ms: self.now() - started,
@@ -551,6 +730,7 @@ impl Engine {
                 cached_bytes: stats.1,
                 backend: BACKEND.into(),
                 fallback_reason: None,
+                gpu_fallback_reason: gpu_reason,
             },
             scorer: Scorer::Local(model),
         })
@@ -595,20 +775,31 @@ impl Engine {
             .borrow()
             .clone()
             .ok_or_else(|| UserError::new("no_model", "load a model before benchmarking"))?;
-        let Scorer::Local(model) = &loaded.scorer else {
-            return Err(UserError::new(
-                "remote",
-                "the benchmark measures the engine in this browser, not a remote endpoint",
-            ));
+        let vocab = match &loaded.scorer {
+            Scorer::Local(model) => model.config().vocab_size,
+            Scorer::WebGpu { model, .. } => model.config().vocab_size,
+            Scorer::Remote { .. } => {
+                return Err(UserError::new(
+                    "remote",
+                    "the benchmark measures the engine in this browser, not a remote endpoint",
+                ))
+            }
         };
-        let vocab = model.config().vocab_size;
         let mut rows = Vec::new();
         for (n, &len) in lengths.iter().enumerate() {
             let ids = rewardlens_models::synthetic::bench_ids(len, 0, vocab);
             let mut times = Vec::new();
             for i in 0..=iters.max(1) {
                 let t0 = self.now();
-                model.forward_padded(&[&ids], rewardlens_models::Padding::Right).map_err(model_error)?;
+                match &loaded.scorer {
+                    Scorer::Local(model) => {
+                        model.forward_padded(&[&ids], rewardlens_models::Padding::Right).map_err(model_error)?;
+                    }
+                    Scorer::WebGpu { model, .. } => {
+                        model.forward(&[&ids]).await.map_err(gpu_error)?;
+                    }
+                    Scorer::Remote { .. } => unreachable!("refused above"),
+                }
                 if i > 0 {
                     times.push(self.now() - t0);
                 }
@@ -643,6 +834,7 @@ impl Engine {
         let started = self.now();
         let step = match &loaded.scorer {
             Scorer::Local(_) => 1,
+            Scorer::WebGpu { .. } => GPU_BATCH,
             Scorer::Remote { client, .. } => client.config().batch_size,
         };
         for chunk in convs.chunks(step) {
@@ -651,13 +843,23 @@ impl Engine {
                 Scorer::Local(model) => {
                     let enc = model.encode(&chunk[0], &policy).map_err(model_error)?;
                     let s = model.score_encoded(std::slice::from_ref(&enc), 1).map_err(model_error)?.remove(0);
-                    out.push(SequenceResult {
-                        score: s.score(),
-                        logits: s.logits.clone(),
-                        tokens: s.tokens,
-                        truncated_tokens: s.truncated_tokens,
-                        ms: self.now() - t0,
-                    });
+                    out.push(sequence_result(s, self.now() - t0));
+                }
+                Scorer::WebGpu { inputs, model } => {
+                    let encoded = chunk
+                        .iter()
+                        .map(|c| inputs.encode(c, &policy))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(model_error)?;
+                    let rows: Vec<&[u32]> = encoded.iter().map(|e| e.ids.as_slice()).collect();
+                    let heads = model.forward(&rows).await.map_err(gpu_error)?;
+                    let ms = (self.now() - t0) / chunk.len() as f64;
+                    out.extend(
+                        heads
+                            .into_iter()
+                            .zip(&encoded)
+                            .map(|(h, e)| sequence_result(ConversationScore::from_head(h, e), ms)),
+                    );
                 }
                 Scorer::Remote { client, template } => {
                     let inputs = chunk
@@ -811,6 +1013,7 @@ impl Engine {
                 cached_bytes: 0,
                 backend,
                 fallback_reason: reason,
+                gpu_fallback_reason: None,
             },
             scorer: Scorer::Remote { client, template },
         })

@@ -14,6 +14,8 @@ pub enum GpuError {
     Readback(String),
     #[error("{0}")]
     Shape(String),
+    #[error("the GPU reported: {0}")]
+    Device(String),
 }
 
 pub type Result<T> = std::result::Result<T, GpuError>;
@@ -60,6 +62,23 @@ pub struct Gpu {
     /// per op (each submit costs a round trip to the driver, and in the browser to the GPU
     /// process).
     pending: std::sync::Mutex<Option<wgpu::CommandEncoder>>,
+    /// The first validation or out-of-memory error the device raised since the last readback:
+    /// wgpu's default would panic (in the browser, kill the worker); we report it instead.
+    device_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+}
+
+/// "name (backend)"; browsers may withhold the name, then the driver or vendor stands in.
+fn adapter_label(info: &wgpu::AdapterInfo) -> String {
+    let name = [&info.name, &info.driver, &info.driver_info]
+        .into_iter()
+        .find(|s| !s.trim().is_empty())
+        .cloned()
+        .unwrap_or_else(|| if info.vendor != 0 { format!("vendor {:#x}", info.vendor) } else { "adapter".into() });
+    let backend = match info.backend {
+        wgpu::Backend::BrowserWebGpu => "WebGPU".to_owned(),
+        other => format!("{other:?}"),
+    };
+    format!("{name} ({backend})")
 }
 
 impl Gpu {
@@ -100,18 +119,27 @@ impl Gpu {
             })
             .await
             .map_err(|e| GpuError::NoDevice(e.to_string()))?;
+        let device_error = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let slot = device_error.clone();
+        device.on_uncaptured_error(std::sync::Arc::new(move |e: wgpu::Error| {
+            let mut slot = slot.lock().expect("error slot");
+            if slot.is_none() {
+                *slot = Some(e.to_string());
+            }
+        }));
         let device_max = limits.max_storage_buffer_binding_size.min(limits.max_buffer_size);
         let max_binding = options.max_binding.map_or(device_max, |m| m.min(device_max));
         Ok(Self {
             device,
             queue,
-            adapter: format!("{} ({:?})", info.name, info.backend),
+            adapter: adapter_label(&info),
             limits,
             shader_f16,
             subgroups,
             software: info.device_type == wgpu::DeviceType::Cpu,
             max_binding,
             pending: std::sync::Mutex::new(None),
+            device_error,
         })
     }
 
@@ -261,6 +289,9 @@ impl Gpu {
         let out = bytemuck::cast_slice(&view).to_vec();
         drop(view);
         staging.unmap();
+        if let Some(e) = self.device_error.lock().expect("error slot").take() {
+            return Err(GpuError::Device(e));
+        }
         Ok(out)
     }
 

@@ -193,7 +193,18 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// Headless Chromium without a GPU: WebGPU offers no adapter, so the app runs on the CPU.
     pub fn start() -> Self {
+        Self::launch("--disable-gpu")
+    }
+
+    /// Headless Chromium with WebGPU on its software adapter (SwiftShader): no `shader-f16`,
+    /// so the kernels' f32 fallbacks are what runs.
+    pub fn start_with_webgpu() -> Self {
+        Self::launch("--enable-unsafe-webgpu")
+    }
+
+    fn launch(gpu_flag: &str) -> Self {
         let port = free_port();
         let driver_bin = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
         let driver = Command::new(&driver_bin)
@@ -216,7 +227,7 @@ impl Browser {
             "goog:loggingPrefs": {"browser": "ALL"},
             "goog:chromeOptions": {
                 "binary": binary,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "args": ["--headless=new", "--no-sandbox", gpu_flag, "--disable-dev-shm-usage",
                          "--disable-background-networking", "--disable-component-update", "--disable-sync",
                          "--no-first-run", "--disable-quic", "--window-size=1280,1800",
                          format!("--user-data-dir={}", profile.display())]

@@ -88,6 +88,9 @@ fn scores_in_the_page_match_transformers() {
     let (s0, s1) = (golden_logits(&g, "simple")[0], golden_logits(&g, "wrong")[0]);
     assert!((p[1] - 1.0 / (1.0 + (s1 - s0).exp())).abs() < 1e-3, "P(1 > 2) = {}", p[1]);
     assert!(b.text("#backend").contains("WASM CPU"));
+    // Auto mode without WebGPU says why the CPU runs.
+    assert_eq!(b.attr("#model-info", "data-backend").as_deref(), Some("cpu"));
+    assert!(b.text("#gpu-fallback").contains("WebGPU"), "fallback reason: {}", b.text("#gpu-fallback"));
     b.screenshot(&artifacts().join("results.png"));
 
     // A multi-turn conversation pasted as JSON.
@@ -460,4 +463,71 @@ fn too_large_models_fall_back_to_a_remote_endpoint() {
     b.fill("#remote-key", "sekret");
     let saved = b.script("return localStorage.getItem('rewardlens.inputs.v1');", serde_json::json!([]));
     assert!(!saved.as_str().unwrap_or("").contains("sekret"), "the key reached localStorage");
+}
+
+/// The score the page shows for a golden case: the first label, at the last token for token
+/// classification.
+fn golden_score(g: &Value, case: &str) -> f64 {
+    let l = &g["conversations"][case]["logits"];
+    match l[0].as_array() {
+        Some(_) => l.as_array().unwrap().last().unwrap()[0].as_f64().unwrap(),
+        None => l[0].as_f64().unwrap(),
+    }
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn webgpu_scores_every_fixture_like_transformers() {
+    let srv = server();
+    let b = Browser::start_with_webgpu();
+    b.goto(&format!("{}/", srv.url));
+    b.wait_for("#simd", LOAD);
+    let paris = "The capital of France is Paris.";
+    let berlin = "The capital of France is Berlin.";
+    // Auto picks WebGPU (f16 weights by default); then f32 and q8_0 weights on every model.
+    for (i, name) in
+        ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token"].iter().enumerate()
+    {
+        let storage = ["auto", "f32", "q8_0"][i % 3];
+        b.fill("#storage", storage);
+        load(&b, &format!("{}/fixtures/{name}", srv.url));
+        assert_eq!(
+            b.attr("#model-info", "data-backend").as_deref(),
+            Some("webgpu"),
+            "{name}: {}\nconsole:\n{}",
+            b.text("#model-info"),
+            b.console()
+        );
+        assert!(b.text("#model-backend").starts_with("WebGPU"), "{}", b.text("#model-backend"));
+        score_responses(&b, "What is the capital of France?", &[paris, berlin]);
+        let g = golden(name);
+        let shown = b.attrs("#scores td.score", "data-score");
+        // Q8_0 rounding on these 64-wide random models: within 0.036 of f32 (crates/gpu/tests).
+        let tol = if storage == "q8_0" { 0.06 } else { 1e-3 };
+        for (s, case) in shown.iter().zip(["simple", "wrong"]) {
+            let (v, e): (f64, f64) = (s.parse().unwrap(), golden_score(&g, case));
+            assert!((v - e).abs() <= tol * e.abs().max(1.0), "{name} {storage} {case}: WebGPU {v}, transformers {e}");
+        }
+        assert!(b.text("#backend").contains("WebGPU"), "results name the backend: {}", b.text("#backend"));
+    }
+    b.screenshot(&artifacts().join("webgpu.png"));
+
+    // WASM CPU when asked, in the same browser.
+    b.fill("#run-on", "cpu");
+    load(&b, &format!("{}/fixtures/qwen3-seq", srv.url));
+    assert_eq!(b.attr("#model-info", "data-backend").as_deref(), Some("cpu"));
+    assert_eq!(b.text("#gpu-fallback"), "", "no fallback reason when the CPU was chosen");
+
+    // WebGPU demanded where there is none: a clear error, and the page still works.
+    let plain = Browser::start();
+    plain.goto(&format!("{}/", srv.url));
+    plain.wait_for("#status[data-phase='idle']", LOAD);
+    plain.fill("#run-on", "webgpu");
+    plain.fill("#model-input", &format!("{}/fixtures/qwen3-seq", srv.url));
+    plain.click("#load");
+    plain.wait_for("#error", LOAD);
+    assert!(plain.text("#error").contains("WebGPU"), "{}", plain.text("#error"));
+    plain.fill("#run-on", "auto");
+    load(&plain, &format!("{}/fixtures/qwen3-seq", srv.url));
+    assert_eq!(plain.attr("#model-info", "data-backend").as_deref(), Some("cpu"));
 }

@@ -264,6 +264,7 @@ impl Engine {
         self,
         source: ModelSource,
         storage: StorageChoice,
+        backend: BackendChoice,
         token: Option<String>,
         hub: Option<String>,
         remote: Option<RemoteSettings>,
@@ -273,7 +274,7 @@ impl Engine {
         let id = self.begin(Phase::Loading, None);
         self.state.model.set(None);
         self.state.results.set(None);
-        self.send(&ToWorker::Load { id, source, storage, token, hub, remote, remote_only }, &files);
+        self.send(&ToWorker::Load { id, source, storage, backend, token, hub, remote, remote_only }, &files);
     }
 
     pub fn score(self, job: ScoreJob, truncate: bool, submitted: Submitted) {

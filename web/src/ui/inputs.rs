@@ -32,6 +32,7 @@ struct Saved {
     model: Option<String>,
     revision: String,
     storage: String,
+    backend: String,
     remote: crate::protocol::RemoteSettings,
     remember_key: bool,
 }
@@ -100,6 +101,9 @@ impl Inputs {
     pub fn saved_storage(&self) -> StorageChoice {
         self.saved.with_value(|s| StorageChoice::from_key(&s.storage))
     }
+    pub fn saved_backend(&self) -> crate::protocol::BackendChoice {
+        self.saved.with_value(|s| crate::protocol::BackendChoice::from_key(&s.backend))
+    }
 
     pub fn apply_shared(&self, shared: SharedInputs) {
         self.mode.set(Mode::Responses);
@@ -122,6 +126,7 @@ impl Inputs {
                 model: Some(choice.model.get()),
                 revision: choice.revision.get(),
                 storage: choice.storage.get().key().to_owned(),
+                backend: choice.backend.get().key().to_owned(),
                 remote: {
                     let mut r = choice.remote.get();
                     if !choice.remember_key.get() {

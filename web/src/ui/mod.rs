@@ -6,7 +6,7 @@ mod inputs;
 mod results;
 
 use crate::presets::{preset_for, DEFAULT_MODEL, PRESETS};
-use crate::protocol::{ModelSource, RemoteSettings, StorageChoice};
+use crate::protocol::{BackendChoice, ModelSource, RemoteSettings, StorageChoice};
 use crate::share;
 use engine::{Engine, Phase};
 use inputs::{InputPanel, Inputs};
@@ -49,6 +49,7 @@ pub struct ModelChoice {
     pub model: RwSignal<String>,
     pub revision: RwSignal<String>,
     pub storage: RwSignal<StorageChoice>,
+    pub backend: RwSignal<BackendChoice>,
     /// Kept in memory only: never written to storage or links.
     pub token: RwSignal<String>,
     pub files: StoredValue<Vec<File>, LocalStorage>,
@@ -75,6 +76,7 @@ fn App() -> impl IntoView {
         model: RwSignal::new(inputs.saved_model().unwrap_or_else(|| DEFAULT_MODEL.to_owned())),
         revision: RwSignal::new(inputs.saved_revision()),
         storage: RwSignal::new(inputs.saved_storage()),
+        backend: RwSignal::new(inputs.saved_backend()),
         token: RwSignal::new(String::new()),
         files: StoredValue::new_local(Vec::new()),
         file_names: RwSignal::new(Vec::new()),
@@ -169,7 +171,8 @@ fn load_model(engine: Engine, choice: ModelChoice) {
     let token = Some(choice.token.get_untracked()).filter(|t| !t.trim().is_empty());
     let remote = Some(choice.remote.get_untracked()).filter(RemoteSettings::is_set);
     let remote_only = remote.is_some() && choice.remote_only.get_untracked();
-    engine.load(source, choice.storage.get_untracked(), token, choice.hub.get_value(), remote, remote_only, files);
+    let (storage, backend) = (choice.storage.get_untracked(), choice.backend.get_untracked());
+    engine.load(source, storage, backend, token, choice.hub.get_value(), remote, remote_only, files);
 }
 
 #[component]
@@ -241,6 +244,16 @@ fn ModelPanel(engine: Engine, choice: ModelChoice) -> impl IntoView {
                         prop:value=move || choice.storage.get().key()
                     >
                         {StorageChoice::ALL.iter().map(|(s, l)| view! { <option value=s.key()>{*l}</option> }).collect_view()}
+                    </select>
+                </label>
+                <label>
+                    "Run on "
+                    <select
+                        id="run-on"
+                        on:change=move |ev| choice.backend.set(BackendChoice::from_key(&event_target_value(&ev)))
+                        prop:value=move || choice.backend.get().key()
+                    >
+                        {BackendChoice::ALL.iter().map(|(b, l)| view! { <option value=b.key()>{*l}</option> }).collect_view()}
                     </select>
                 </label>
                 <label>
@@ -399,8 +412,10 @@ fn ModelSummary(engine: Engine) -> impl IntoView {
                 .into_any();
             }
             let labels = if m.labels.len() > 1 { format!(" · labels: {}", m.labels.join(", ")) } else { String::new() };
+            let kind = if m.backend.starts_with("WebGPU") { "webgpu" } else { "cpu" };
+            let why_cpu = m.gpu_fallback_reason.clone().map(|r| format!(" (not WebGPU: {r})")).unwrap_or_default();
             view! {
-                <span id="model-info" class="info" data-architecture=m.architecture.clone()>
+                <span id="model-info" class="info" data-architecture=m.architecture.clone() data-backend=kind>
                     {format!(
                         "Loaded {} · {} · {:.2}B parameters · {} · ~{} in memory · {:.1} s ({} downloaded, {} from cache){}",
                         m.source,
@@ -413,6 +428,9 @@ fn ModelSummary(engine: Engine) -> impl IntoView {
                         human_bytes(m.cached_bytes),
                         labels,
                     )}
+                    " · runs on "
+                    <span id="model-backend">{m.backend.clone()}</span>
+                    <span id="gpu-fallback">{why_cpu}</span>
                 </span>
             }
             .into_any()
