@@ -15,4 +15,6 @@ pub enum CoreError {
     Tokenizer(String),
     #[error("invalid conversation: {0}")]
     Conversation(String),
+    #[error("{0}")]
+    Input(String),
 }

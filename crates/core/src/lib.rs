@@ -6,12 +6,14 @@
 
 pub mod error;
 pub mod score;
+pub mod steps;
 pub mod template;
 pub mod text;
 pub mod types;
 
 pub use error::CoreError;
 pub use score::{kendall_tau_b, pair_order_agreement, preference_probability, ranking, spearman};
+pub use steps::{Step, StepSplit};
 pub use template::ChatTemplate;
 pub use text::TextEncoder;
 pub use types::{Message, Role};

@@ -38,6 +38,52 @@ impl TextEncoder {
         self.inner.token_to_id(token)
     }
 
+    /// Token ids of `text` with the tokenizer's own special tokens (its post-processor, e.g. a
+    /// BOS), as `tokenizer.encode(text)` does in transformers.
+    pub fn encode_with_special_tokens(&self, text: &str) -> Result<Vec<u32>, CoreError> {
+        let enc = self.inner.encode(text, true).map_err(|e| CoreError::Tokenizer(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Token ids of `text` and each token's byte range in it.
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>), CoreError> {
+        let enc = self.inner.encode(text, false).map_err(|e| CoreError::Tokenizer(e.to_string()))?;
+        Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
+    }
+
+    /// Each token as text (byte-level pieces decoded; a piece that is not valid UTF-8 on its own,
+    /// such as half an emoji, shows as U+FFFD).
+    pub fn token_texts(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter().map(|&id| self.inner.decode(&[id], false).unwrap_or_default()).collect()
+    }
+
+    /// Adds the special tokens that `tokenizer_config.json` declares in `added_tokens_decoder`
+    /// but `tokenizer.json` lacks, as transformers does on load (Qwen2.5-Math-PRM's `<extra_0>`).
+    /// Each must land on the id the config gives it.
+    pub fn add_declared_tokens(&mut self, tokenizer_config_json: &str) -> Result<(), CoreError> {
+        let cfg: serde_json::Value = serde_json::from_str(tokenizer_config_json)
+            .map_err(|e| CoreError::TokenizerConfig(format!("not JSON: {e}")))?;
+        let Some(decl) = cfg.get("added_tokens_decoder").and_then(|d| d.as_object()) else { return Ok(()) };
+        let mut missing: Vec<(u32, String, bool)> = decl
+            .iter()
+            .filter_map(|(id, t)| Some((id.parse().ok()?, t.get("content")?.as_str()?.to_owned(), t.get("special")?.as_bool().unwrap_or(false))))
+            .filter(|(_, content, _)| self.inner.token_to_id(content).is_none())
+            .collect();
+        missing.sort();
+        for (id, content, special) in missing {
+            let token = tokenizers::AddedToken::from(content.clone(), special);
+            let added = if special { self.inner.add_special_tokens([token]) } else { self.inner.add_tokens([token]) };
+            added.map_err(|e| CoreError::Tokenizer(e.to_string()))?;
+            let got = self.inner.token_to_id(&content);
+            if got != Some(id) {
+                return Err(CoreError::TokenizerConfig(format!(
+                    "added token {content:?} is declared as id {id} but the tokenizer gives it {got:?}"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)

@@ -93,6 +93,13 @@ fn App() -> impl IntoView {
         choice.model.set(m.clone());
         choice.revision.set(share::query_param(&query, "revision").unwrap_or_default());
     }
+    // `?backend=webgpu|cpu|auto` and `?storage=f32|q8_0|q4_k|auto` (benchmarks, shared links).
+    if let Some(b) = share::query_param(&query, "backend") {
+        choice.backend.set(BackendChoice::from_key(&b));
+    }
+    if let Some(s) = share::query_param(&query, "storage") {
+        choice.storage.set(StorageChoice::from_key(&s));
+    }
     let mut score_when_loaded = false;
     match share::decode_fragment(&fragment) {
         Ok(Some(shared)) => {
