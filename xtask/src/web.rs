@@ -214,14 +214,13 @@ pub fn bench_web() -> Result<()> {
     }
     // WebGPU in the same Chromium: here a software adapter (SwiftShader), so a check that the
     // path runs end to end, not a GPU speed figure. f16 and q8_0 weights from the checkpoint.
-    table.push_str("\n| WebGPU weights | tokens | Chromium WebGPU tok/s | ms per response | adapter |\n|---|---:|---:|---:|---|\n");
+    table.push_str(
+        "\n| WebGPU weights | tokens | Chromium WebGPU tok/s | ms per response | adapter |\n|---|---:|---:|---:|---|\n",
+    );
     for storage in ["auto", "q8_0"] {
         eprintln!("--- headless Chromium WebGPU, storage {storage}");
         let b = Browser::start_with_webgpu();
-        let url = format!(
-            "{}/?model=/models/skywork-rand&backend=webgpu&storage={storage}&bench=128&iters=1",
-            srv.url
-        );
+        let url = format!("{}/?model=/models/skywork-rand&backend=webgpu&storage={storage}&bench=128&iters=1", srv.url);
         b.goto(&url);
         if let Err(e) = b.wait_for_either("#bench", "#error", std::time::Duration::from_secs(3600)) {
             bail!("the WebGPU benchmark failed: {e}");
@@ -230,7 +229,8 @@ pub fn bench_web() -> Result<()> {
         for (t, m) in b.attrs("#bench .bench-row", "data-tokens").iter().zip(b.attrs("#bench .bench-row", "data-ms")) {
             let (tokens, ms): (usize, f64) = (t.parse()?, m.parse()?);
             let weights = if storage == "auto" { "f16" } else { storage };
-            let row = format!("| {weights} | {tokens} | {:.1} | {ms:.0} | {backend} |\n", tokens as f64 / (ms / 1000.0));
+            let row =
+                format!("| {weights} | {tokens} | {:.1} | {ms:.0} | {backend} |\n", tokens as f64 / (ms / 1000.0));
             eprint!("{row}");
             table.push_str(&row);
         }

@@ -52,7 +52,11 @@ impl StepSplit {
         let bad = |e: regex::Error| CoreError::Input(format!("step split pattern: {e}"));
         // Separator ranges: the text between them is the steps.
         let seps: Vec<(usize, usize)> = match self {
-            Self::BlankLines => regex::Regex::new(r"\n[ \t]*\n\s*").map_err(bad)?.find_iter(answer).map(|m| (m.start(), m.end())).collect(),
+            Self::BlankLines => regex::Regex::new(r"\n[ \t]*\n\s*")
+                .map_err(bad)?
+                .find_iter(answer)
+                .map(|m| (m.start(), m.end()))
+                .collect(),
             Self::Lines => answer.match_indices('\n').map(|(i, s)| (i, i + s.len())).collect(),
             Self::StepMarkers => regex::Regex::new(r"(?mi)^[ \t]*step\s*\d+\s*[:.]")
                 .map_err(bad)?

@@ -66,7 +66,13 @@ impl TextEncoder {
         let Some(decl) = cfg.get("added_tokens_decoder").and_then(|d| d.as_object()) else { return Ok(()) };
         let mut missing: Vec<(u32, String, bool)> = decl
             .iter()
-            .filter_map(|(id, t)| Some((id.parse().ok()?, t.get("content")?.as_str()?.to_owned(), t.get("special")?.as_bool().unwrap_or(false))))
+            .filter_map(|(id, t)| {
+                Some((
+                    id.parse().ok()?,
+                    t.get("content")?.as_str()?.to_owned(),
+                    t.get("special")?.as_bool().unwrap_or(false),
+                ))
+            })
             .filter(|(_, content, _)| self.inner.token_to_id(content).is_none())
             .collect();
         missing.sort();

@@ -23,6 +23,9 @@ impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
         Self { role, content: content.into(), extra: Default::default() }
     }
+    pub fn system(content: impl Into<String>) -> Self {
+        Self::new(Role::System, content)
+    }
     pub fn user(content: impl Into<String>) -> Self {
         Self::new(Role::User, content)
     }

@@ -25,7 +25,8 @@ fn format(name: &str) -> WeightFormat {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let dir = args.first().expect("usage: gpu_bench DIR [FORMATS] [LENGTHS] [PEAK_GFLOPS]");
-    let formats: Vec<WeightFormat> = args.get(1).map_or("f16,q8_0,q4_0", String::as_str).split(',').map(format).collect();
+    let formats: Vec<WeightFormat> =
+        args.get(1).map_or("f16,q8_0,q4_0", String::as_str).split(',').map(format).collect();
     let lengths: Vec<usize> =
         args.get(2).map_or("128,512", String::as_str).split(',').map(|s| s.parse().unwrap()).collect();
     let peak: Option<f64> = args.get(3).map(|p| p.parse().expect("PEAK_GFLOPS is a number"));

@@ -117,8 +117,27 @@ impl GpuRewardModel {
                 down: linear(&format!("{p}.mlp.down_proj"), h, i, c.mlp_bias, format)?,
             });
         }
-        // The score head stays f32, as on the CPU: it is tiny and the score is read off it.
-        let score = linear("score", c.num_labels(), h, c.score_bias, WeightFormat::F32)?;
+        // The score head stays f32, as on the CPU, from the loader every backend shares.
+        let mut head = rewardlens_models::decoder::score_head_layers(w, c, &cpu).map_err(weights_err)?;
+        if head.len() != 1 {
+            return Err(GpuError::Shape(format!(
+                "{}'s two-layer score head is not on the GPU backend yet: use the CPU",
+                c.architecture.name()
+            )));
+        }
+        let (hw, hb) = head.remove(0);
+        let tensor_f32 = |t: candle_core::Tensor| -> Result<Vec<f32>> {
+            t.flatten_all().and_then(|t| t.to_vec1::<f32>()).map_err(|e| GpuError::Shape(format!("score head: {e}")))
+        };
+        let labels = c.num_labels();
+        let score = Linear {
+            chunks: GpuMatrix::upload_split(&gpu, WeightFormat::F32, &tensor_f32(hw)?, labels, h)?,
+            bias: match hb {
+                Some(b) => Some(gpu.upload_f32(&tensor_f32(b)?)),
+                None => None,
+            },
+            out: labels,
+        };
         let table = f32s("model.embed_tokens.weight", &[c.vocab_size, h])?;
         let embed = GpuMatrix::upload_split(&gpu, WeightFormat::F32, &table, c.vocab_size, h)?;
         drop(table);
@@ -220,8 +239,39 @@ impl GpuRewardModel {
         Ok(out)
     }
 
-    /// One packed pass.
+    /// The head at every position of one sequence (step rewards, prefix scores).
+    pub async fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        let vocab = self.config.vocab_size;
+        if ids.is_empty() {
+            return Err(GpuError::Shape("empty input".into()));
+        }
+        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
+            return Err(GpuError::Shape(format!("token id {bad} is outside the vocabulary of {vocab}")));
+        }
+        if ids.len() > self.max_pass_tokens {
+            return Err(GpuError::Shape(format!("an input of {} tokens does not fit one pass", ids.len())));
+        }
+        Ok(self.pass_positions(&[ids]).await?.remove(0))
+    }
+
+    /// One packed pass: head outputs per row.
     async fn pass(&self, rows: &[&[u32]]) -> Result<Vec<HeadOutput>> {
+        let all = self.pass_positions(rows).await?;
+        Ok(rows
+            .iter()
+            .zip(all)
+            .map(|(r, mut positions)| match self.config.architecture.head {
+                // No padding: transformers pools the last token.
+                HeadKind::Sequence => {
+                    HeadOutput::Sequence { logits: positions.swap_remove(r.len() - 1), pooled_index: r.len() - 1 }
+                }
+                HeadKind::Token => HeadOutput::Token(positions),
+            })
+            .collect())
+    }
+
+    /// One packed pass: the head at every position of each row.
+    async fn pass_positions(&self, rows: &[&[u32]]) -> Result<Vec<Vec<Vec<f32>>>> {
         let c = &self.config;
         let g = &self.gpu;
         let (h, hd, nq, nkv, inter) =
@@ -282,12 +332,7 @@ impl GpuRewardModel {
         let mut out = Vec::with_capacity(rows.len());
         let mut s0 = 0;
         for r in rows {
-            let row = |i: usize| all[(s0 + i) * labels..(s0 + i + 1) * labels].to_vec();
-            out.push(match c.architecture.head {
-                // No padding: transformers pools the last token.
-                HeadKind::Sequence => HeadOutput::Sequence { logits: row(r.len() - 1), pooled_index: r.len() - 1 },
-                HeadKind::Token => HeadOutput::Token((0..r.len()).map(row).collect()),
-            });
+            out.push((0..r.len()).map(|i| all[(s0 + i) * labels..(s0 + i + 1) * labels].to_vec()).collect());
             s0 += r.len();
         }
         Ok(out)
@@ -311,6 +356,10 @@ impl rewardlens_models::ForwardPass for GpuRewardModel {
         _padding: rewardlens_models::Padding,
     ) -> rewardlens_models::Result<Vec<HeadOutput>> {
         self.forward_blocking(rows).map_err(|e| rewardlens_models::ModelError::Backend(e.to_string()))
+    }
+    fn forward_positions(&self, ids: &[u32]) -> rewardlens_models::Result<Vec<Vec<f32>>> {
+        pollster::block_on(GpuRewardModel::forward_positions(self, ids))
+            .map_err(|e| rewardlens_models::ModelError::Backend(e.to_string()))
     }
     fn backend(&self) -> String {
         format!("GPU ({}, {})", self.gpu.adapter, self.format.name())

@@ -23,21 +23,39 @@ pub enum HeadKind {
     Token,
 }
 
+/// Where the head's weights come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScoreHead {
+    /// One linear layer under this tensor-name prefix (`score`; Skywork-o1 PRMs' `v_head.summary`).
+    Linear(&'static str),
+    /// A causal LM's `lm_head`, kept only at the rows of `ModelConfig::lm_head_rows` (math-shepherd
+    /// PRMs read the logits of two tokens).
+    LmHeadRows,
+    /// Qwen2ForProcessRewardModel: `score.0` (hidden -> hidden), ReLU, `score.2` (hidden -> labels).
+    Mlp,
+}
+
 /// A supported `architectures` entry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Architecture {
     pub family: Family,
     pub head: HeadKind,
+    pub score: ScoreHead,
 }
 
 impl Architecture {
-    pub const SUPPORTED: [&'static str; 6] = [
+    pub const SUPPORTED: [&'static str; 11] = [
         "Qwen3ForSequenceClassification",
         "Qwen2ForSequenceClassification",
         "LlamaForSequenceClassification",
         "Qwen3ForTokenClassification",
         "Qwen2ForTokenClassification",
         "LlamaForTokenClassification",
+        "Qwen2ForProcessRewardModel",
+        "Qwen2ForPrmModel",
+        "LlamaForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
     ];
 
     pub fn from_name(name: &str) -> Result<Self> {
@@ -50,12 +68,15 @@ impl Architecture {
         } else {
             return Err(ModelError::UnsupportedArchitecture(name.to_owned()));
         };
-        let head = match rest {
-            "SequenceClassification" => HeadKind::Sequence,
-            "TokenClassification" => HeadKind::Token,
+        let (head, score) = match (rest, family) {
+            ("SequenceClassification", _) => (HeadKind::Sequence, ScoreHead::Linear("score")),
+            ("TokenClassification", _) => (HeadKind::Token, ScoreHead::Linear("score")),
+            ("CausalLM", _) => (HeadKind::Token, ScoreHead::LmHeadRows),
+            ("ProcessRewardModel", Family::Qwen2) => (HeadKind::Token, ScoreHead::Mlp),
+            ("PrmModel", Family::Qwen2) => (HeadKind::Token, ScoreHead::Linear("v_head.summary")),
             _ => return Err(ModelError::UnsupportedArchitecture(name.to_owned())),
         };
-        Ok(Self { family, head })
+        Ok(Self { family, head, score })
     }
 
     pub fn name(&self) -> String {
@@ -64,9 +85,12 @@ impl Architecture {
             Family::Qwen2 => "Qwen2",
             Family::Qwen3 => "Qwen3",
         };
-        let h = match self.head {
-            HeadKind::Sequence => "SequenceClassification",
-            HeadKind::Token => "TokenClassification",
+        let h = match (self.head, self.score) {
+            (_, ScoreHead::LmHeadRows) => "CausalLM",
+            (_, ScoreHead::Mlp) => "ProcessRewardModel",
+            (_, ScoreHead::Linear("v_head.summary")) => "PrmModel",
+            (HeadKind::Sequence, _) => "SequenceClassification",
+            (HeadKind::Token, _) => "TokenClassification",
         };
         format!("{f}For{h}")
     }
@@ -116,6 +140,7 @@ struct RawConfig {
     token_classification_bias: Option<bool>,
     #[serde(default)]
     use_sliding_window: bool,
+    tie_word_embeddings: Option<bool>,
 }
 
 /// Everything the forward pass needs, resolved from `config.json`.
@@ -145,6 +170,11 @@ pub struct ModelConfig {
     pub pad_token_id: Option<u32>,
     /// Whether the score head has a bias (token classification only, by default yes).
     pub score_bias: bool,
+    /// Causal LMs: the `lm_head` rows kept as the head's outputs (see `ScoreHead::LmHeadRows`);
+    /// set from the tokenizer before the weights are loaded.
+    pub lm_head_rows: Vec<u32>,
+    /// The LM head shares the embedding table.
+    pub tie_word_embeddings: bool,
 }
 
 fn cfg_err(msg: impl Into<String>) -> ModelError {
@@ -248,12 +278,26 @@ impl ModelConfig {
             qk_norm: family == Family::Qwen3,
             labels,
             pad_token_id,
-            score_bias: architecture.head == HeadKind::Token && raw.token_classification_bias.unwrap_or(true),
+            score_bias: match architecture.score {
+                ScoreHead::Linear("score") => {
+                    architecture.head == HeadKind::Token && raw.token_classification_bias.unwrap_or(true)
+                }
+                ScoreHead::LmHeadRows => false,
+                ScoreHead::Linear(_) | ScoreHead::Mlp => true,
+            },
+            lm_head_rows: Vec::new(),
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
         })
     }
 
     pub fn num_labels(&self) -> usize {
         self.labels.len()
+    }
+
+    /// For a causal LM: the tokens whose logits the head keeps, and their names as labels.
+    pub fn keep_lm_head_rows(&mut self, rows: Vec<u32>, labels: Vec<String>) {
+        self.lm_head_rows = rows;
+        self.labels = labels;
     }
 
     /// Inverse frequencies of the rotary embedding, `head_dim / 2` of them, scaled as configured.
@@ -333,7 +377,10 @@ mod tests {
             err.contains("BertForSequenceClassification") && err.contains("Qwen3ForSequenceClassification"),
             "{err}"
         );
-        let bad = V4.replace("LlamaForSequenceClassification", "LlamaForCausalLM");
-        assert!(ModelConfig::from_json(&bad).unwrap_err().to_string().contains("LlamaForCausalLM"));
+        let bad = V4.replace("LlamaForSequenceClassification", "LlamaForMaskedLM");
+        assert!(ModelConfig::from_json(&bad).unwrap_err().to_string().contains("LlamaForMaskedLM"));
+        for name in Architecture::SUPPORTED {
+            assert_eq!(Architecture::from_name(name).unwrap().name(), name, "names round-trip");
+        }
     }
 }

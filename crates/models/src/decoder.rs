@@ -8,7 +8,7 @@
 //! token (transformers' rule), per-token outputs for token classification, and optionally
 //! quantized linear layers; one file with the families' differences as config flags does that.
 
-use crate::config::{HeadKind, ModelConfig};
+use crate::config::{HeadKind, ModelConfig, ScoreHead};
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 use candle_core::quantized::QMatMul;
@@ -215,7 +215,8 @@ pub struct DecoderRewardModel {
     embed: QMatMul,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    score: Linear,
+    /// One linear layer, or two with a ReLU between (Qwen2ForProcessRewardModel).
+    score: Vec<Linear>,
     inv_freq: Vec<f32>,
     device: Device,
 }
@@ -249,20 +250,12 @@ impl DecoderRewardModel {
             })
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps, device)?;
-        // The head stays in full precision even in quantized checkpoints: it is tiny and the
-        // score is read straight off it.
-        let score_w = w.tensor("score.weight", &[c.num_labels(), c.hidden_size], DTYPE, device)?;
-        let score_b = if c.score_bias { Some(w.tensor("score.bias", &[c.num_labels()], DTYPE, device)?) } else { None };
+        let score = score_head_layers(w, c, device)?
+            .into_iter()
+            .map(|(weight, bias)| Linear { weight: QMatMul::Tensor(weight), bias })
+            .collect();
         let inv_freq = c.rope_inv_freq();
-        Ok(Self {
-            config,
-            embed,
-            layers,
-            norm,
-            score: Linear { weight: QMatMul::Tensor(score_w), bias: score_b },
-            inv_freq,
-            device: device.clone(),
-        })
+        Ok(Self { config, embed, layers, norm, score, inv_freq, device: device.clone() })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -271,6 +264,43 @@ impl DecoderRewardModel {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    fn head(&self, h: &Tensor) -> Result<Tensor> {
+        let mut y = h.clone();
+        for (i, l) in self.score.iter().enumerate() {
+            if i > 0 {
+                y = y.relu()?;
+            }
+            y = l.forward(&y)?;
+        }
+        Ok(y)
+    }
+
+    /// The head applied at every position of one unpadded sequence, whatever the head kind: for
+    /// a sequence classifier, position i gives the score of the sequence cut after token i
+    /// (attention is causal). Step rewards and prefix scores read it.
+    pub fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        if ids.is_empty() {
+            return Err(ModelError::EmptyInput);
+        }
+        let vocab = self.config.vocab_size;
+        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
+            return Err(ModelError::TokenOutOfVocab { id, vocab });
+        }
+        let t = ids.len();
+        let dev = &self.device;
+        let x_ids = Tensor::from_vec(ids.to_vec(), (1, t), dev)?;
+        let mask = attention_masks(&[ids], &[0], t, dev)?;
+        let rope = Rope::new(&self.inv_freq, t, dev)?;
+        let mut x = self.embed.embedding(&x_ids)?;
+        for layer in &self.layers {
+            let h = layer.attn.forward(&layer.input_norm.forward(&x)?, &rope, &mask)?;
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.post_norm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        Ok(self.head(&self.norm.forward(&x)?)?.get(0)?.to_vec2()?)
     }
 
     /// Runs a padded batch. Every row is padded to the longest with the pad token on `padding`'s
@@ -336,7 +366,7 @@ impl DecoderRewardModel {
                     .map(|(i, (&p, &s))| x.get(i)?.get(s + p))
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 let h = self.norm.forward(&Tensor::stack(&picked, 0)?)?;
-                let logits: Vec<Vec<f32>> = self.score.forward(&h)?.to_vec2()?;
+                let logits: Vec<Vec<f32>> = self.head(&h)?.to_vec2()?;
                 Ok(logits
                     .into_iter()
                     .zip(pooled)
@@ -344,7 +374,7 @@ impl DecoderRewardModel {
                     .collect())
             }
             HeadKind::Token => {
-                let logits = self.score.forward(&self.norm.forward(&x)?)?;
+                let logits = self.head(&self.norm.forward(&x)?)?;
                 rows.iter()
                     .zip(&starts)
                     .enumerate()
@@ -353,6 +383,35 @@ impl DecoderRewardModel {
             }
         }
     }
+}
+
+/// The score head's layers (weight `[out, in]`, optional bias) in f32, from wherever the
+/// architecture keeps them (see `ScoreHead`). The head stays in full precision even in quantized
+/// checkpoints: it is tiny and the score is read straight off it. Shared by every backend.
+pub fn score_head_layers(w: &dyn WeightSource, c: &ModelConfig, dev: &Device) -> Result<Vec<(Tensor, Option<Tensor>)>> {
+    let h = c.hidden_size;
+    let labels = c.num_labels();
+    let linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<(Tensor, Option<Tensor>)> {
+        let weight = w.tensor(&format!("{name}.weight"), &[out, inp], DTYPE, dev)?;
+        let bias = if bias { Some(w.tensor(&format!("{name}.bias"), &[out], DTYPE, dev)?) } else { None };
+        Ok((weight, bias))
+    };
+    Ok(match c.architecture.score {
+        ScoreHead::Linear(name) => vec![linear(name, labels, h, c.score_bias)?],
+        ScoreHead::Mlp => vec![linear("score.0", h, h, true)?, linear("score.2", labels, h, true)?],
+        ScoreHead::LmHeadRows => {
+            if c.lm_head_rows.is_empty() {
+                return Err(ModelError::Config(format!(
+                    "{} is a language model: it scores only as a math-shepherd PRM, whose candidate tokens come from the tokenizer",
+                    c.architecture.name()
+                )));
+            }
+            let name = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
+            let table = w.tensor(name, &[c.vocab_size, h], DTYPE, dev)?;
+            let rows = Tensor::new(c.lm_head_rows.as_slice(), dev)?;
+            vec![(table.index_select(&rows, 0)?, None)]
+        }
+    })
 }
 
 /// Additive attention masks, one per query block of `QUERY_BLOCK` rows: block `i` is

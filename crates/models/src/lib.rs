@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod gguf;
 pub mod memory;
+pub mod prm;
 pub mod quantized;
 pub mod records;
 pub mod reward_model;
@@ -17,7 +18,7 @@ pub mod st_header;
 pub mod synthetic;
 pub mod weights;
 
-pub use config::{Architecture, Family, HeadKind, ModelConfig};
+pub use config::{Architecture, Family, HeadKind, ModelConfig, ScoreHead};
 pub use decoder::{DecoderRewardModel, HeadOutput, Padding};
 pub use error::{ModelError, Result};
 pub use files::{CheckpointFiles, WeightFiles};

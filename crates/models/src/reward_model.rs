@@ -89,6 +89,8 @@ pub trait ForwardPass: Send + Sync {
     /// Head outputs per row. `padding` is how a padded batch is laid out; backends that pack
     /// rows without padding ignore it (the outputs are the same either way).
     fn forward(&self, rows: &[&[u32]], padding: Padding) -> Result<Vec<HeadOutput>>;
+    /// The head at every position of one sequence (step rewards, prefix scores).
+    fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>>;
     /// What runs it, for reports ("CPU", "GPU (adapter)").
     fn backend(&self) -> String;
 }
@@ -99,6 +101,9 @@ impl ForwardPass for DecoderRewardModel {
     }
     fn forward(&self, rows: &[&[u32]], padding: Padding) -> Result<Vec<HeadOutput>> {
         DecoderRewardModel::forward(self, rows, padding)
+    }
+    fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        DecoderRewardModel::forward_positions(self, ids)
     }
     fn backend(&self) -> String {
         if self.device().is_cpu() {
@@ -115,6 +120,7 @@ pub struct InputEncoder {
     template: ChatTemplate,
     encoder: TextEncoder,
     max_positions: usize,
+    bos_token: Option<String>,
 }
 
 impl InputEncoder {
@@ -127,7 +133,39 @@ impl InputEncoder {
                 config.vocab_size
             )));
         }
-        Ok(Self { template, encoder, max_positions: config.max_position_embeddings })
+        Ok(Self { template, encoder, max_positions: config.max_position_embeddings, bos_token: None })
+    }
+
+    /// The tokenizer.
+    pub fn text_encoder(&self) -> &TextEncoder {
+        &self.encoder
+    }
+
+    /// The tokenizer's BOS token text (`bos_token` in tokenizer_config.json), if it has one.
+    pub fn bos_token(&self) -> Option<&str> {
+        self.bos_token.as_deref()
+    }
+
+    /// What the tokenizer config adds to the tokenizer and config: tokens it declares that
+    /// tokenizer.json lacks, the BOS text, and for causal LMs the `lm_head` rows to keep.
+    fn finish(
+        mut encoder: TextEncoder,
+        template: ChatTemplate,
+        tokenizer_config: &str,
+        mut config: ModelConfig,
+    ) -> Result<(ModelConfig, Self)> {
+        encoder.add_declared_tokens(tokenizer_config)?;
+        let bos_token = serde_json::from_str::<serde_json::Value>(tokenizer_config).ok().and_then(|v| {
+            let b = v.get("bos_token")?;
+            b.as_str().or_else(|| b.get("content")?.as_str()).map(str::to_owned)
+        });
+        let mut inputs = Self::new(template, encoder, &config)?;
+        inputs.bos_token = bos_token;
+        if config.architecture.score == crate::ScoreHead::LmHeadRows {
+            let (rows, labels) = crate::prm::shepherd_rows(&inputs)?;
+            config.keep_lm_head_rows(rows, labels);
+        }
+        Ok((config, inputs))
     }
 
     /// From a checkpoint's text files (config.json, tokenizer files, template).
@@ -135,8 +173,7 @@ impl InputEncoder {
         let config = ModelConfig::from_json(text.config_json)?;
         let template = ChatTemplate::from_tokenizer_config(text.tokenizer_config_json, text.chat_template_jinja)?;
         let encoder = TextEncoder::from_bytes(text.tokenizer_json)?;
-        let inputs = Self::new(template, encoder, &config)?;
-        Ok((config, inputs))
+        Self::finish(encoder, template, text.tokenizer_config_json, config)
     }
 
     /// From a GGUF file's metadata; `tokenizer` as in [`RewardModel::from_gguf`].
@@ -151,8 +188,7 @@ impl InputEncoder {
         };
         let template = ChatTemplate::from_tokenizer_config(&tokenizer_config, None)?;
         let encoder = TextEncoder::from_bytes(&tokenizer_json)?;
-        let inputs = Self::new(template, encoder, &config)?;
-        Ok((config, inputs))
+        Self::finish(encoder, template, &tokenizer_config, config)
     }
 
     /// The conversation as the chat template writes it.
@@ -307,6 +343,28 @@ impl RewardModel {
             }
         }
         Ok(out.into_iter().map(|s| s.expect("every input scored")).collect())
+    }
+
+    /// Rewards of an answer's steps under `convention`: one forward pass, the head read where
+    /// the convention reads it.
+    pub fn score_steps(
+        &self,
+        convention: &crate::prm::StepConvention,
+        problem: &str,
+        answer: &str,
+        steps: Vec<rewardlens_core::Step>,
+        policy: &LengthPolicy,
+    ) -> Result<crate::prm::StepScores> {
+        convention.check(self.config())?;
+        let input = self.inputs.encode_steps(convention, problem, answer, &steps, policy)?;
+        let rows = self.model.forward_positions(&input.ids)?;
+        let scores = convention.rewards(&rows, &input.positions);
+        Ok(crate::prm::StepScores { convention: convention.name(), steps, scores })
+    }
+
+    /// The head at every position of one encoded sequence.
+    pub fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        self.model.forward_positions(ids)
     }
 
     /// Raw head outputs of a batch padded on the given side (for tests and the benchmark).
