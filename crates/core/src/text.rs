@@ -16,6 +16,9 @@ impl std::fmt::Debug for TextEncoder {
     }
 }
 
+/// `start..end` in bytes.
+pub type ByteRange = (usize, usize);
+
 impl TextEncoder {
     /// Parses the contents of a `tokenizer.json`.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, CoreError> {
@@ -46,7 +49,7 @@ impl TextEncoder {
     }
 
     /// Token ids of `text` and each token's byte range in it.
-    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<(usize, usize)>), CoreError> {
+    pub fn encode_with_offsets(&self, text: &str) -> Result<(Vec<u32>, Vec<ByteRange>), CoreError> {
         let enc = self.inner.encode(text, false).map_err(|e| CoreError::Tokenizer(e.to_string()))?;
         Ok((enc.get_ids().to_vec(), enc.get_offsets().to_vec()))
     }
