@@ -7,8 +7,10 @@
 use crate::backend::{Backend, BackendArgs, Prepared};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rewardlens_models::records::{annotate, input_key, parse_record, Record};
-use rewardlens_models::LengthPolicy;
+use rewardlens_core::StepSplit;
+use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention};
+use rewardlens_models::records::{annotate, annotate_steps, annotate_tokens, input_key, parse_record, Record};
+use rewardlens_models::{LengthPolicy, RewardModel};
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -45,6 +47,96 @@ pub struct ScoreArgs {
     /// Continue an interrupted run: keep OUTPUT's complete lines and skip the inputs they hold.
     #[arg(long)]
     resume: bool,
+    /// Step rewards with this process-reward convention: qwen (Qwen2.5-Math-PRM), shepherd
+    /// (math-shepherd), value (Skywork-o1 value head). Qwen2ForProcessRewardModel, causal LMs and
+    /// Qwen2ForPrmModel are recognized without it; token classifiers need it.
+    #[arg(long)]
+    prm: Option<String>,
+    /// Per-step scores from an outcome RM: its score at the last token of each step (an
+    /// approximation: the template's closing tokens are missing after a cut).
+    #[arg(long)]
+    prefix_scores: bool,
+    /// How answers are split into steps: blank (blank lines), lines, markers (`Step N:`),
+    /// sep:<text> or regex:<pattern>.
+    #[arg(long, default_value = "blank")]
+    step_split: String,
+    /// `first_bad_step` is the first step scored below this.
+    #[arg(long, default_value_t = 0.5)]
+    step_threshold: f32,
+    /// Add `tokens` and `token_scores` (the head read at every token).
+    #[arg(long)]
+    token_scores: bool,
+}
+
+/// What step and token scoring were asked for.
+struct StepOptions {
+    convention: Option<StepConvention>,
+    split: StepSplit,
+    threshold: f32,
+    tokens: bool,
+}
+
+impl StepOptions {
+    fn new(args: &ScoreArgs, backend: &Backend) -> Result<Option<Self>> {
+        let declared = match backend {
+            Backend::Local(m) => StepConvention::of_architecture(m.config()),
+            Backend::Remote { .. } => None,
+        };
+        let convention = match (&args.prm, args.prefix_scores) {
+            (Some(_), true) => bail!("--prm and --prefix-scores exclude each other"),
+            (Some(name), false) => Some(StepConvention::parse(name)?),
+            (None, true) => Some(StepConvention::Prefix),
+            (None, false) => declared,
+        };
+        if convention.is_none() && !args.token_scores {
+            return Ok(None);
+        }
+        let Backend::Local(m) = backend else {
+            bail!("step and token scores need the model here (--model), not --endpoint");
+        };
+        if let Some(c) = &convention {
+            c.check(m.config())?;
+        }
+        Ok(Some(Self {
+            convention,
+            split: StepSplit::parse(&args.step_split)?,
+            threshold: args.step_threshold,
+            tokens: args.token_scores,
+        }))
+    }
+
+    /// Adds step and token fields for each sequence of `job`.
+    fn annotate(
+        &self,
+        model: &RewardModel,
+        obj: &mut Map<String, Value>,
+        job: &Record,
+        policy: &LengthPolicy,
+    ) -> Result<()> {
+        let convs = job.conversations();
+        if let Some(c) = &self.convention {
+            let mut all = Vec::with_capacity(convs.len());
+            for conv in &convs {
+                let (problem, answer) = problem_and_answer(conv)?;
+                let steps = self.split.split(&answer)?;
+                all.push(model.score_steps(c, &problem, &answer, steps, policy)?);
+            }
+            annotate_steps(obj, job, &all, self.threshold);
+        }
+        if self.tokens {
+            let mut all = Vec::with_capacity(convs.len());
+            for conv in &convs {
+                let ids = model.encode(conv, policy)?.ids;
+                let rows = model.forward_positions(&ids)?;
+                all.push((
+                    model.inputs().text_encoder().token_texts(&ids),
+                    token_rewards(self.convention.as_ref(), &rows),
+                ));
+            }
+            annotate_tokens(obj, job, &all);
+        }
+        Ok(())
+    }
 }
 
 /// Opens the output for appending. With `resume`, drops a trailing partial line and returns how
@@ -107,6 +199,7 @@ struct Totals {
     tokens: usize,
     pairs: usize,
     pairs_correct: usize,
+    step_errors: usize,
 }
 
 /// Lines waiting for their batch to be scored.
@@ -115,9 +208,12 @@ struct Pending {
     inputs: Vec<Prepared>,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn flush_pending(
     pending: &mut Pending,
     backend: &Backend,
+    steps: Option<&StepOptions>,
+    policy: &LengthPolicy,
     batch_size: usize,
     out: &mut File,
     totals: &mut Totals,
@@ -133,6 +229,14 @@ fn flush_pending(
         let s = &scores[at..at + n];
         at += n;
         annotate(&mut obj, &job, s, &labels);
+        if let (Some(opts), Backend::Local(model)) = (steps, backend) {
+            // A line whose steps cannot be scored keeps its scores and says why.
+            if let Err(e) = opts.annotate(model, &mut obj, &job, policy) {
+                obj.insert("step_error".into(), format!("{e:#}").into());
+                report(bar, format!("step scores: {e:#} (written with `step_error`)"));
+                totals.step_errors += 1;
+            }
+        }
         if let Record::Pair(..) = job {
             totals.pairs += 1;
             totals.pairs_correct += usize::from(s[0].score() > s[1].score());
@@ -153,6 +257,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     let input = File::open(&args.input).with_context(|| format!("cannot open --input {}", args.input.display()))?;
     let total_lines = BufReader::new(File::open(&args.input)?).lines().count();
     let backend = Backend::open(&args.backend)?;
+    let steps = StepOptions::new(&args, &backend)?;
     let (mut out, mut done) = open_output(&args.output, args.resume)?;
     let policy = LengthPolicy { max_tokens: args.max_tokens, truncate: args.truncate };
 
@@ -203,12 +308,21 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
             }
         }
         if pending.inputs.len() >= args.batch_size.max(1) * 4 {
-            flush_pending(&mut pending, &backend, args.batch_size, &mut out, &mut totals, &bar)?;
+            flush_pending(
+                &mut pending,
+                &backend,
+                steps.as_ref(),
+                &policy,
+                args.batch_size,
+                &mut out,
+                &mut totals,
+                &bar,
+            )?;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{:.0} tokens/s", totals.tokens as f64 / secs));
         }
     }
-    flush_pending(&mut pending, &backend, args.batch_size, &mut out, &mut totals, &bar)?;
+    flush_pending(&mut pending, &backend, steps.as_ref(), &policy, args.batch_size, &mut out, &mut totals, &bar)?;
     out.sync_all().context("writing output")?;
     bar.finish_and_clear();
 
@@ -233,8 +347,13 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         ));
     }
     eprintln!("{summary}");
-    if totals.skipped > 0 {
-        eprintln!("{} line(s) skipped: see the messages above", totals.skipped);
+    if totals.step_errors > 0 {
+        eprintln!("{} line(s) without step scores: see `step_error` in the output", totals.step_errors);
+    }
+    if totals.skipped > 0 || totals.step_errors > 0 {
+        if totals.skipped > 0 {
+            eprintln!("{} line(s) skipped: see the messages above", totals.skipped);
+        }
         return Ok(ExitCode::from(EXIT_SKIPPED));
     }
     Ok(ExitCode::SUCCESS)

@@ -238,3 +238,25 @@ impl InputEncoder {
         Ok(input)
     }
 }
+
+/// The problem and the answer a step scorer reads from a conversation: the last assistant
+/// message, and the last user message before it.
+pub fn problem_and_answer(conversation: &[Message]) -> Result<(String, String)> {
+    use rewardlens_core::Role;
+    let a = conversation
+        .iter()
+        .rposition(|m| m.role == Role::Assistant)
+        .ok_or_else(|| ModelError::Config("step rewards need an assistant answer in the conversation".into()))?;
+    let problem =
+        conversation[..a].iter().rev().find(|m| m.role == Role::User).map(|m| m.content.clone()).unwrap_or_default();
+    Ok((problem, conversation[a].content.clone()))
+}
+
+/// The per-token reward of a model's head row: what the convention reads at a step, or the
+/// first label's raw value when no convention applies.
+pub fn token_rewards(convention: Option<&StepConvention>, rows: &[Vec<f32>]) -> Vec<f32> {
+    match convention {
+        Some(c) => c.rewards(rows, &(0..rows.len()).collect::<Vec<_>>()),
+        None => rows.iter().map(|r| r[0]).collect(),
+    }
+}

@@ -81,7 +81,9 @@ pub fn parse_record(obj: &Map<String, Value>) -> Result<Record> {
         return Ok(Record::Single(conversation(c, "conversation")?));
     }
     if obj.contains_key("instruction") || obj.contains_key("response") {
-        return Ok(Record::Single(prompt_response(str_field(obj, "instruction")?, str_field(obj, "response")?)));
+        // distilabel's `instruction`, or `prompt` as in the other forms.
+        let key = if obj.contains_key("instruction") || !obj.contains_key("prompt") { "instruction" } else { "prompt" };
+        return Ok(Record::Single(prompt_response(str_field(obj, key)?, str_field(obj, "response")?)));
     }
     if let Some(r) = obj.get("responses") {
         let prompt = str_field(obj, "prompt")?;
@@ -107,7 +109,7 @@ pub fn parse_record(obj: &Map<String, Value>) -> Result<Record> {
         return Ok(Record::Pair(pair_side(obj, "chosen")?, pair_side(obj, "rejected")?));
     }
     bail(
-        "expected one of: `conversation`; `instruction`+`response`; `prompt`+`responses`; `prompt`+`chosen`+`rejected`",
+        "expected one of: `conversation`; `instruction`+`response` (or `prompt`+`response`); `prompt`+`responses`; `prompt`+`chosen`+`rejected`",
     )
 }
 
@@ -190,5 +192,38 @@ pub fn annotate(obj: &mut Map<String, Value>, record: &Record, scores: &[Convers
             serde_json::to_value(&truncated).expect("ints")
         };
         obj.insert("truncated_tokens".into(), v);
+    }
+}
+
+/// What step scoring adds to a record's output: `steps` and `step_scores` (and `first_bad_step`,
+/// the first step below `threshold`, or null) — plain for one sequence, one list per sequence
+/// for responses and pairs.
+pub fn annotate_steps(obj: &mut Map<String, Value>, record: &Record, steps: &[crate::prm::StepScores], threshold: f32) {
+    let texts =
+        |s: &crate::prm::StepScores| Value::Array(s.steps.iter().map(|t| Value::from(t.text.clone())).collect());
+    let first = |s: &crate::prm::StepScores| s.first_below(threshold).map_or(Value::Null, Value::from);
+    let convention = steps.first().map_or("", |s| s.convention);
+    obj.insert("step_convention".into(), convention.into());
+    if let Record::Single(_) = record {
+        obj.insert("steps".into(), texts(&steps[0]));
+        obj.insert("step_scores".into(), nums(&steps[0].scores));
+        obj.insert("first_bad_step".into(), first(&steps[0]));
+    } else {
+        obj.insert("steps".into(), Value::Array(steps.iter().map(texts).collect()));
+        obj.insert("step_scores".into(), Value::Array(steps.iter().map(|s| nums(&s.scores)).collect()));
+        obj.insert("first_bad_step".into(), Value::Array(steps.iter().map(first).collect()));
+    }
+}
+
+/// What `--token-scores` adds: `tokens` (each token's text) and `token_scores`, per sequence
+/// as for steps.
+pub fn annotate_tokens(obj: &mut Map<String, Value>, record: &Record, tokens: &[(Vec<String>, Vec<f32>)]) {
+    let texts = |t: &[String]| Value::Array(t.iter().map(|s| Value::from(s.clone())).collect());
+    if let Record::Single(_) = record {
+        obj.insert("tokens".into(), texts(&tokens[0].0));
+        obj.insert("token_scores".into(), nums(&tokens[0].1));
+    } else {
+        obj.insert("tokens".into(), Value::Array(tokens.iter().map(|t| texts(&t.0)).collect()));
+        obj.insert("token_scores".into(), Value::Array(tokens.iter().map(|t| nums(&t.1)).collect()));
     }
 }
