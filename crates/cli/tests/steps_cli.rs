@@ -75,7 +75,7 @@ fn step_scores_of_every_convention_match_transformers() {
 fn prefix_and_token_scores_of_an_outcome_rm() {
     let tmp = tempfile::tempdir().unwrap();
     let line = json!({"prompt": "What is 12 * 13?", "response": "12 * 13 = 156.\n\nCheck: 156 / 13 = 12.\n\nSo 156."});
-    let (out, o) = score("qwen3-seq", &[line.clone()], &["--prefix-scores", "--token-scores"], tmp.path());
+    let (out, o) = score("qwen3-seq", std::slice::from_ref(&line), &["--prefix-scores", "--token-scores"], tmp.path());
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = &out[0];
     assert_eq!(o["step_convention"], "prefix");
@@ -91,7 +91,7 @@ fn prefix_and_token_scores_of_an_outcome_rm() {
     assert!(scores.iter().any(|s| close(s, &o["step_scores"][0])));
 
     // Mistakes are named: a convention the model cannot follow, an unknown split.
-    let (_, o) = score("qwen3-seq", &[line.clone()], &["--prm", "qwen"], tmp.path());
+    let (_, o) = score("qwen3-seq", std::slice::from_ref(&line), &["--prm", "qwen"], tmp.path());
     assert!(!o.status.success() && String::from_utf8_lossy(&o.stderr).contains("2-label token head"));
     let (_, o) = score("qwen3-seq", &[line], &["--prefix-scores", "--step-split", "chapters"], tmp.path());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown step split `chapters`"));
