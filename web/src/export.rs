@@ -115,7 +115,16 @@ mod tests {
     use super::*;
 
     fn seq(score: f32, logits: Vec<f32>) -> SequenceResult {
-        SequenceResult { score, logits, tokens: 7, truncated_tokens: 0, ms: 12.34 }
+        SequenceResult {
+            score,
+            logits,
+            tokens: 7,
+            truncated_tokens: 0,
+            ms: 12.34,
+            steps: None,
+            token_scores: None,
+            step_error: None,
+        }
     }
 
     #[test]

@@ -184,6 +184,9 @@ pub enum ToWorker {
         id: u64,
         job: ScoreJob,
         truncate: bool,
+        /// Step rewards and token scores too.
+        #[serde(default)]
+        steps: Option<StepRequest>,
     },
     /// Times the forward pass on `bench_ids` of each length (one warm-up, then `iters` runs).
     Bench {
@@ -234,6 +237,35 @@ pub struct ModelInfo {
     /// Why the WASM CPU engine runs instead of WebGPU (auto mode).
     #[serde(default)]
     pub gpu_fallback_reason: Option<String>,
+    /// The step convention the architecture implies (a PRM), if any.
+    #[serde(default)]
+    pub step_convention: Option<String>,
+}
+
+/// What step scoring the page asks for.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct StepRequest {
+    /// `qwen`, `shepherd`, `value`, `prefix`; None: what the model declares (PRM
+    /// architectures), else prefix scores.
+    pub convention: Option<String>,
+    pub split: rewardlens_core::StepSplit,
+    /// The head at every token of the answer (heatmap).
+    pub tokens: bool,
+}
+
+/// Step rewards of one answer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepView {
+    pub convention: String,
+    pub steps: Vec<rewardlens_core::Step>,
+    pub scores: Vec<f32>,
+}
+
+/// One token of the answer and the head's reward there.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TokenScore {
+    pub text: String,
+    pub score: f32,
 }
 
 /// One scored sequence.
@@ -245,6 +277,13 @@ pub struct SequenceResult {
     pub tokens: usize,
     pub truncated_tokens: usize,
     pub ms: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<StepView>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_scores: Option<Vec<TokenScore>>,
+    /// Why steps or tokens could not be scored for this sequence.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_error: Option<String>,
 }
 
 /// The answer to a `Score` job.
@@ -342,6 +381,11 @@ mod tests {
             id: 3,
             job: ScoreJob::Responses { prompt: "p".into(), responses: vec!["a".into(), "<b>".into()] },
             truncate: false,
+            steps: Some(StepRequest {
+                convention: Some("qwen".into()),
+                split: rewardlens_core::StepSplit::Separator("ки".into()),
+                tokens: true,
+            }),
         };
         let text = serde_json::to_string(&m).unwrap();
         assert!(text.contains(r#""type":"score""#), "{text}");

@@ -13,6 +13,7 @@ use rewardlens_core::{ChatTemplate, Message};
 use rewardlens_gpu::{Gpu, GpuRewardModel, WeightFormat};
 use rewardlens_models::gguf::{ByteSource, GgufFile};
 use rewardlens_models::memory::{pick_storage, MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
+use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention};
 use rewardlens_models::quantized::{self, QuantType};
 use rewardlens_models::records::{annotate, parse_record};
 use rewardlens_models::weights::StreamedSafetensors;
@@ -137,7 +138,16 @@ fn gpu_error(e: rewardlens_gpu::GpuError) -> UserError {
 }
 
 fn sequence_result(s: ConversationScore, ms: f64) -> SequenceResult {
-    SequenceResult { score: s.score(), logits: s.logits, tokens: s.tokens, truncated_tokens: s.truncated_tokens, ms }
+    SequenceResult {
+        score: s.score(),
+        logits: s.logits,
+        tokens: s.tokens,
+        truncated_tokens: s.truncated_tokens,
+        ms,
+        steps: None,
+        token_scores: None,
+        step_error: None,
+    }
 }
 
 fn gib(bytes: u64) -> String {
@@ -210,17 +220,24 @@ impl Engine {
                         other => other,
                     },
                 };
-                let result = result.map(|loaded| {
+                let result = result.map(|mut loaded| {
+                    let config = match &loaded.scorer {
+                        Scorer::Local(m) => Some(m.config()),
+                        Scorer::WebGpu { model, .. } => Some(model.config()),
+                        Scorer::Remote { .. } => None,
+                    };
+                    loaded.info.step_convention =
+                        config.and_then(StepConvention::of_architecture).map(|c| c.name().to_owned());
                     let info = loaded.info.clone();
                     *self.model.borrow_mut() = Some(Rc::new(loaded));
                     FromWorker::Loaded { id, info }
                 });
                 self.finish(id, result);
             }
-            ToWorker::Score { id, job, truncate } => {
+            ToWorker::Score { id, job, truncate, steps } => {
                 let started = self.now();
                 let backend = self.model.borrow().as_ref().map(|l| l.info.backend.clone()).unwrap_or_default();
-                let result = self.score(id, job, truncate).await;
+                let result = self.score(id, job, truncate, steps.as_ref()).await;
                 self.finish(
                     id,
                     result.map(|output| FromWorker::Scored { id, output, backend, ms: self.now() - started }),
@@ -434,7 +451,10 @@ impl Engine {
         }
         let has_api = Reflect::get(&self.scope.navigator(), &"gpu".into()).map(|g| !g.is_undefined()).unwrap_or(false);
         let result = if has_api {
-            Gpu::new().await.map_err(|e| format!("WebGPU gave no device ({e})"))
+            Gpu::new().await.map_err(|e| match e {
+                rewardlens_gpu::GpuError::NoAdapter(_) => "this browser offers no WebGPU adapter".to_owned(),
+                other => format!("WebGPU gave no device ({other})"),
+            })
         } else {
             Err("this browser has no WebGPU (navigator.gpu is missing)".to_owned())
         };
@@ -590,6 +610,7 @@ impl Engine {
                         backend: webgpu_backend(model),
                         fallback_reason: None,
                         gpu_fallback_reason: None,
+                        step_convention: None,
                     };
                     return Ok(Loaded { scorer, info });
                 }
@@ -622,6 +643,7 @@ impl Engine {
             backend: BACKEND.into(),
             fallback_reason: None,
             gpu_fallback_reason: gpu_reason,
+            step_convention: None,
         };
         Ok(Loaded { scorer: Scorer::Local(model), info })
     }
@@ -685,6 +707,7 @@ impl Engine {
                             backend: webgpu_backend(model),
                             fallback_reason: None,
                             gpu_fallback_reason: None,
+                            step_convention: None,
                         },
                         scorer,
                     });
@@ -731,12 +754,13 @@ impl Engine {
                 backend: BACKEND.into(),
                 fallback_reason: None,
                 gpu_fallback_reason: gpu_reason,
+                step_convention: None,
             },
             scorer: Scorer::Local(model),
         })
     }
 
-    async fn score(&self, id: u64, job: ScoreJob, truncate: bool) -> Res<ScoreOutput> {
+    async fn score(&self, id: u64, job: ScoreJob, truncate: bool, steps: Option<&StepRequest>) -> Res<ScoreOutput> {
         let loaded =
             self.model.borrow().clone().ok_or_else(|| UserError::new("no_model", "load a model before scoring"))?;
         let policy = LengthPolicy { max_tokens: None, truncate };
@@ -746,18 +770,124 @@ impl Engine {
                     return Err(UserError::new("no_input", "add at least one response"));
                 }
                 let convs: Vec<Vec<Message>> = responses.iter().map(|r| prompt_response(&prompt, r)).collect();
-                let results = self.score_sequences(id, &loaded, &convs, policy, true).await?;
+                let mut results = self.score_sequences(id, &loaded, &convs, policy, true).await?;
+                if let Some(req) = steps {
+                    self.add_step_details(id, &loaded, &convs, &mut results, req, &policy).await?;
+                }
                 Ok(ScoreOutput::Sequences { labels: self.labels(&loaded, &results), results })
             }
             ScoreJob::Conversation { messages } => {
                 if messages.is_empty() {
                     return Err(UserError::new("no_input", "the conversation has no messages"));
                 }
-                let results = self.score_sequences(id, &loaded, &[messages], policy, true).await?;
+                let convs = [messages];
+                let mut results = self.score_sequences(id, &loaded, &convs, policy, true).await?;
+                if let Some(req) = steps {
+                    self.add_step_details(id, &loaded, &convs, &mut results, req, &policy).await?;
+                }
                 Ok(ScoreOutput::Sequences { labels: self.labels(&loaded, &results), results })
             }
             ScoreJob::Jsonl { text } => self.score_jsonl(id, &loaded, &text, policy).await,
         }
+    }
+
+    /// Adds step rewards and token scores to each result; a sequence whose steps cannot be
+    /// scored gets `step_error` instead (its score stays).
+    async fn add_step_details(
+        &self,
+        id: u64,
+        loaded: &Loaded,
+        convs: &[Vec<Message>],
+        results: &mut [SequenceResult],
+        req: &StepRequest,
+        policy: &LengthPolicy,
+    ) -> Res<()> {
+        for (i, (conv, r)) in convs.iter().zip(results.iter_mut()).enumerate() {
+            self.post(&FromWorker::Progress {
+                id,
+                stage: "step rewards".into(),
+                done: i as u64,
+                total: Some(convs.len() as u64),
+                rate: 0.0,
+            });
+            match self.step_details(loaded, conv, req, policy).await {
+                Ok((steps, tokens)) => {
+                    r.steps = steps;
+                    r.token_scores = tokens;
+                }
+                Err(e) if e.code == "remote" => return Err(e),
+                Err(e) => r.step_error = Some(e.message),
+            }
+            self.yield_now().await;
+            self.check_cancel(id)?;
+        }
+        Ok(())
+    }
+
+    /// The head at every position of `ids`, on whichever engine holds the model.
+    async fn positions(&self, loaded: &Loaded, ids: &[u32]) -> Res<Vec<Vec<f32>>> {
+        match &loaded.scorer {
+            Scorer::Local(model) => model.forward_positions(ids).map_err(model_error),
+            Scorer::WebGpu { model, .. } => model.forward_positions(ids).await.map_err(gpu_error),
+            Scorer::Remote { .. } => Err(UserError::new("remote", "step rewards need the model in this browser")),
+        }
+    }
+
+    async fn step_details(
+        &self,
+        loaded: &Loaded,
+        conv: &[Message],
+        req: &StepRequest,
+        policy: &LengthPolicy,
+    ) -> Res<(Option<StepView>, Option<Vec<TokenScore>>)> {
+        let (inputs, config) = match &loaded.scorer {
+            Scorer::Local(model) => (model.inputs(), model.config()),
+            Scorer::WebGpu { inputs, model } => (inputs, model.config()),
+            Scorer::Remote { .. } => {
+                return Err(UserError::new(
+                    "remote",
+                    "step rewards need the model in this browser, not a remote endpoint",
+                ))
+            }
+        };
+        let bad = |e: rewardlens_core::CoreError| UserError::new("steps", e.to_string());
+        let convention = match &req.convention {
+            Some(name) => StepConvention::parse(name).map_err(model_error)?,
+            None => StepConvention::of_architecture(config).unwrap_or(StepConvention::Prefix),
+        };
+        convention.check(config).map_err(model_error)?;
+        let (problem, answer) = problem_and_answer(conv).map_err(model_error)?;
+        let steps = req.split.split(&answer).map_err(bad)?;
+        let input = inputs.encode_steps(&convention, &problem, &answer, &steps, policy).map_err(model_error)?;
+        let rows = self.positions(loaded, &input.ids).await?;
+        let view = StepView {
+            convention: convention.name().into(),
+            scores: convention.rewards(&rows, &input.positions),
+            steps,
+        };
+        let tokens = if req.tokens {
+            // The conversation as scored; the answer's tokens, found by their offsets.
+            let text = inputs.render(conv).map_err(model_error)?;
+            let start = text.rfind(answer.as_str()).filter(|_| !answer.is_empty());
+            let (ids, offsets) = inputs.text_encoder().encode_with_offsets(&text).map_err(bad)?;
+            let rows = self.positions(loaded, &ids).await?;
+            let declared =
+                StepConvention::of_architecture(config).or(req.convention.as_ref().map(|_| convention.clone()));
+            let values = token_rewards(declared.as_ref().filter(|c| **c != StepConvention::Prefix), &rows);
+            let texts = inputs.text_encoder().token_texts(&ids);
+            let keep = |o: &(usize, usize)| start.is_some_and(|s| o.0 >= s && o.0 < s + answer.len());
+            Some(
+                offsets
+                    .iter()
+                    .zip(texts.into_iter().zip(values))
+                    .filter(|(o, _)| keep(o))
+                    .map(|(_, (text, score))| TokenScore { text, score })
+                    .collect(),
+            )
+        } else {
+            None
+        };
+        Ok((Some(view), tokens))
     }
 
     /// Label names: the model's, or for a remote endpoint what it named (else LABEL_i).
@@ -875,6 +1005,9 @@ impl Engine {
                         tokens: 0,
                         truncated_tokens: 0,
                         ms,
+                        steps: None,
+                        token_scores: None,
+                        step_error: None,
                     }));
                 }
             }
@@ -1014,6 +1147,7 @@ impl Engine {
                 backend,
                 fallback_reason: reason,
                 gpu_fallback_reason: None,
+                step_convention: None,
             },
             scorer: Scorer::Remote { client, template },
         })

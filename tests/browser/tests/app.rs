@@ -512,6 +512,12 @@ fn webgpu_scores_every_fixture_like_transformers() {
     }
     b.screenshot(&artifacts().join("webgpu.png"));
 
+    // Step rewards through WebGPU: math-shepherd's causal LM (head = two lm_head rows).
+    b.fill("#storage", "f32");
+    load(&b, &format!("{}/fixtures/prm-shepherd", srv.url));
+    assert_eq!(b.attr("#model-info", "data-backend").as_deref(), Some("webgpu"));
+    check_step_cells(&b, "prm-shepherd", &["ducks", "wrong"], 1e-3);
+
     // WASM CPU when asked, in the same browser.
     b.fill("#run-on", "cpu");
     load(&b, &format!("{}/fixtures/qwen3-seq", srv.url));
@@ -530,4 +536,86 @@ fn webgpu_scores_every_fixture_like_transformers() {
     plain.fill("#run-on", "auto");
     load(&plain, &format!("{}/fixtures/qwen3-seq", srv.url));
     assert_eq!(plain.attr("#model-info", "data-backend").as_deref(), Some("cpu"));
+}
+
+fn golden_steps(model: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join(model).join("golden_steps.json")).unwrap()).unwrap()
+}
+
+/// Scores the golden cases `keys` of a PRM fixture, each as a response to its problem (steps
+/// as paragraphs), and checks the step cells against transformers' step rewards.
+fn check_step_cells(b: &Browser, model: &str, keys: &[&str], tol: f64) {
+    let g = golden_steps(model);
+    for k in keys {
+        let case = &g["cases"][k];
+        let answer =
+            case["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect::<Vec<_>>().join("\n\n");
+        score_responses(b, case["problem"].as_str().unwrap(), &[&answer]);
+        let row = "#scores tr.steps-row[data-index='0']";
+        let shown = b.attrs(&format!("{row} .step-cell"), "data-score");
+        let want = case["step_scores"].as_array().unwrap();
+        assert_eq!(shown.len(), want.len(), "{model}/{k}: one cell per step\n{}", b.text("#results"));
+        for (s, w) in shown.iter().zip(want) {
+            let (v, w): (f64, f64) = (s.parse().unwrap(), w.as_f64().unwrap());
+            assert!((v - w).abs() <= tol, "{model}/{k}: step reward {v}, transformers {w}");
+        }
+        let first_bad = want.iter().position(|v| v.as_f64().unwrap() < 0.5);
+        let marked = b.attrs(&format!("{row} .step-cell.first-bad"), "data-step");
+        assert_eq!(
+            marked,
+            first_bad.map(|i| i.to_string()).into_iter().collect::<Vec<_>>(),
+            "{model}/{k}: first bad step"
+        );
+    }
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn step_rewards_first_bad_step_and_token_heatmap() {
+    let srv = server();
+    let b = Browser::start();
+    b.goto(&format!("{}/", srv.url));
+    b.wait_for("#simd", LOAD);
+    // Qwen2ForProcessRewardModel declares its convention: the step view turns itself on.
+    load(&b, &format!("{}/fixtures/prm-qwen-mlp", srv.url));
+    assert_eq!(b.script("return document.querySelector('#steps-on').checked;", serde_json::json!([])), true);
+    check_step_cells(&b, "prm-qwen-mlp", &["ducks", "wrong"], 1e-3);
+    assert!(b.text("#scores .first-bad-summary").contains("step"), "{}", b.text("#scores"));
+    // The threshold is the user's: lowering it moves the first bad step.
+    b.fill("#step-threshold", "0.01");
+    assert_eq!(b.attrs("#scores .step-cell.first-bad", "data-step").len(), 0);
+    assert!(b.text("#scores .first-bad-summary").contains("no step below 0.01"));
+    b.fill("#step-threshold", "0.5");
+
+    // A token classifier with the value-head convention chosen by hand, and the token heatmap.
+    load(&b, &format!("{}/fixtures/prm-value", srv.url));
+    b.click("#steps-on");
+    b.click("#steps-on");
+    b.fill("#step-convention", "value");
+    b.click("#token-heatmap");
+    check_step_cells(&b, "prm-value", &["ducks"], 1e-3);
+    let tokens: String = b
+        .script(
+            "return [...document.querySelectorAll('#scores .token-heatmap .token')].map(e => e.textContent).join('');",
+            serde_json::json!([]),
+        )
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(tokens.starts_with("Janet's ducks lay 16 eggs per day."), "heatmap covers the answer: {tokens:?}");
+    b.screenshot(&artifacts().join("steps.png"));
+
+    // Prefix scores of an outcome RM, split by a separator typed in.
+    load(&b, &format!("{}/fixtures/qwen3-seq", srv.url));
+    b.fill("#step-convention", "prefix");
+    b.fill("#step-split", "sep");
+    b.fill("#step-split-value", ";");
+    score_responses(&b, "Count.", &["one; two; three"]);
+    assert_eq!(b.attrs("#scores .step-cell", "data-score").len(), 3);
+    assert_eq!(b.attr("#scores .steps", "data-convention").as_deref(), Some("prefix"));
+    // A convention the model cannot follow: the scores stay, the step row says why.
+    b.fill("#step-convention", "qwen");
+    score_responses(&b, "Count.", &["one; two"]);
+    assert!(b.text("#scores .step-error").contains("2-label token head"), "{}", b.text("#scores"));
+    assert_eq!(b.attrs("#scores td.score", "data-score").len(), 1);
 }

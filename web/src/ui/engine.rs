@@ -277,14 +277,14 @@ impl Engine {
         self.send(&ToWorker::Load { id, source, storage, backend, token, hub, remote, remote_only }, &files);
     }
 
-    pub fn score(self, job: ScoreJob, truncate: bool, submitted: Submitted) {
+    pub fn score(self, job: ScoreJob, truncate: bool, steps: Option<StepRequest>, submitted: Submitted) {
         let id = self.begin(Phase::Scoring, Some(submitted));
         if matches!(job, ScoreJob::Jsonl { .. }) {
             self.state.batch.set(None);
         } else {
             self.state.results.set(None);
         }
-        self.send(&ToWorker::Score { id, job, truncate }, &[]);
+        self.send(&ToWorker::Score { id, job, truncate, steps }, &[]);
     }
 
     pub fn bench(self, lengths: Vec<usize>, iters: usize) {

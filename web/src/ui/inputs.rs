@@ -47,7 +47,46 @@ pub struct Inputs {
     pub conversation: RwSignal<String>,
     pub jsonl: RwSignal<Option<(String, String)>>,
     pub truncate: RwSignal<bool>,
+    pub steps: StepOptions,
     saved: StoredValue<Saved>,
+}
+
+/// Step-reward controls: on/off, convention, how answers split, the "bad step" threshold and
+/// the token heatmap.
+#[derive(Clone, Copy)]
+pub struct StepOptions {
+    pub on: RwSignal<bool>,
+    /// `auto` or a convention name.
+    pub convention: RwSignal<String>,
+    /// `blank`, `lines`, `markers`, `sep`, `regex`.
+    pub split: RwSignal<String>,
+    /// The separator or pattern for `sep` / `regex`.
+    pub split_value: RwSignal<String>,
+    pub threshold: RwSignal<f32>,
+    pub tokens: RwSignal<bool>,
+}
+
+impl StepOptions {
+    /// The request for the worker, or an error naming what is wrong with the split.
+    pub fn request(&self) -> Result<Option<crate::protocol::StepRequest>, String> {
+        if !self.on.get_untracked() {
+            return Ok(None);
+        }
+        let v = self.split_value.get_untracked();
+        let spec = match self.split.get_untracked().as_str() {
+            "sep" | "regex" if v.is_empty() => return Err("give the step separator or pattern".into()),
+            "sep" => format!("sep:{v}"),
+            "regex" => format!("regex:{v}"),
+            other => other.to_owned(),
+        };
+        let split = rewardlens_core::StepSplit::parse(&spec).map_err(|e| e.to_string())?;
+        let c = self.convention.get_untracked();
+        Ok(Some(crate::protocol::StepRequest {
+            convention: (c != "auto").then_some(c),
+            split,
+            tokens: self.tokens.get_untracked(),
+        }))
+    }
 }
 
 fn local_storage() -> Option<web_sys::Storage> {
@@ -82,6 +121,14 @@ impl Inputs {
             conversation: RwSignal::new(saved.conversation.clone()),
             jsonl: RwSignal::new(None),
             truncate: RwSignal::new(saved.truncate),
+            steps: StepOptions {
+                on: RwSignal::new(false),
+                convention: RwSignal::new("auto".into()),
+                split: RwSignal::new("blank".into()),
+                split_value: RwSignal::new(String::new()),
+                threshold: RwSignal::new(0.5),
+                tokens: RwSignal::new(false),
+            },
             saved: StoredValue::new(saved),
         }
     }
@@ -151,12 +198,19 @@ impl Inputs {
     /// Sends the current mode's job.
     pub fn score(self, engine: Engine) {
         let truncate = self.truncate.get_untracked();
+        let steps = match self.steps.request() {
+            Ok(s) => s,
+            Err(e) => {
+                engine.state.error.set(Some(crate::protocol::UserError::new("steps", e)));
+                return;
+            }
+        };
         match self.mode.get_untracked() {
             Mode::Responses => {
                 let prompt = self.prompt.get_untracked();
                 let responses: Vec<String> = self.responses.get_untracked().into_iter().map(|(_, r)| r).collect();
                 let submitted = Submitted { prompt: prompt.clone(), responses: responses.clone() };
-                engine.score(ScoreJob::Responses { prompt, responses }, truncate, submitted);
+                engine.score(ScoreJob::Responses { prompt, responses }, truncate, steps, submitted);
             }
             Mode::Conversation => {
                 let text = self.conversation.get_untracked();
@@ -170,7 +224,7 @@ impl Inputs {
                             .map(|m| m.content.clone())
                             .unwrap_or_default();
                         let submitted = Submitted { prompt, responses: vec![last] };
-                        engine.score(ScoreJob::Conversation { messages }, truncate, submitted);
+                        engine.score(ScoreJob::Conversation { messages }, truncate, steps, submitted);
                     }
                     Err(e) => engine.state.error.set(Some(crate::protocol::UserError::new(
                         "bad_conversation",
@@ -182,6 +236,7 @@ impl Inputs {
                 Some((_, text)) => engine.score(
                     ScoreJob::Jsonl { text },
                     truncate,
+                    None,
                     Submitted { prompt: String::new(), responses: vec![] },
                 ),
                 None => engine
@@ -289,6 +344,7 @@ pub fn InputPanel(engine: Engine, inputs: Inputs, choice: ModelChoice) -> impl I
                     " Truncate over-long inputs instead of refusing them"
                 </label>
             </div>
+            <StepControls steps=inputs.steps />
             <div class="row">
                 <button
                     id="score"
@@ -387,5 +443,77 @@ fn ResponsesEditor(inputs: Inputs) -> impl IntoView {
             />
         </ol>
         <button id="add-response" on:click=move |_| inputs.add_response()>"Add response"</button>
+    }
+}
+
+#[component]
+fn StepControls(steps: StepOptions) -> impl IntoView {
+    let checkbox = move |sig: RwSignal<bool>| {
+        move |ev: leptos::ev::Event| {
+            let input: web_sys::HtmlInputElement = event_target(&ev);
+            sig.set(input.checked());
+        }
+    };
+    view! {
+        <fieldset id="step-controls" class="row">
+            <legend>"Steps"</legend>
+            <label>
+                <input id="steps-on" type="checkbox" prop:checked=move || steps.on.get() on:change=checkbox(steps.on) />
+                " Step rewards"
+            </label>
+            <label>
+                "Convention "
+                <select
+                    id="step-convention"
+                    prop:value=move || steps.convention.get()
+                    on:change=move |ev| steps.convention.set(event_target_value(&ev))
+                >
+                    <option value="auto">"auto (the model's, else prefix scores)"</option>
+                    <option value="qwen">"Qwen2.5-Math-PRM (<extra_0>)"</option>
+                    <option value="shepherd">"math-shepherd (ки, +/-)"</option>
+                    <option value="value">"value head (Skywork-o1)"</option>
+                    <option value="prefix">"prefix scores of an outcome RM (approximate)"</option>
+                </select>
+            </label>
+            <label>
+                "Split at "
+                <select id="step-split" prop:value=move || steps.split.get() on:change=move |ev| steps.split.set(event_target_value(&ev))>
+                    <option value="blank">"blank lines"</option>
+                    <option value="lines">"every line"</option>
+                    <option value="markers">"Step N: markers"</option>
+                    <option value="sep">"a separator"</option>
+                    <option value="regex">"a regex"</option>
+                </select>
+            </label>
+            <Show when=move || matches!(steps.split.get().as_str(), "sep" | "regex")>
+                <input
+                    id="step-split-value"
+                    type="text"
+                    size="12"
+                    aria-label="step separator or pattern"
+                    prop:value=move || steps.split_value.get()
+                    on:input=move |ev| steps.split_value.set(event_target_value(&ev))
+                />
+            </Show>
+            <label>
+                "Bad below "
+                <input
+                    id="step-threshold"
+                    type="number"
+                    step="0.05"
+                    size="5"
+                    prop:value=move || steps.threshold.get().to_string()
+                    on:input=move |ev| {
+                        if let Ok(v) = event_target_value(&ev).parse() {
+                            steps.threshold.set(v)
+                        }
+                    }
+                />
+            </label>
+            <label>
+                <input id="token-heatmap" type="checkbox" prop:checked=move || steps.tokens.get() on:change=checkbox(steps.tokens) />
+                " Token heatmap"
+            </label>
+        </fieldset>
     }
 }

@@ -100,6 +100,12 @@ fn App() -> impl IntoView {
     if let Some(s) = share::query_param(&query, "storage") {
         choice.storage.set(StorageChoice::from_key(&s));
     }
+    // A process reward model turns the step view on when it loads.
+    Effect::new(move |_| {
+        if engine.state.model.get().is_some_and(|m| m.step_convention.is_some()) {
+            inputs.steps.on.set(true);
+        }
+    });
     let mut score_when_loaded = false;
     match share::decode_fragment(&fragment) {
         Ok(Some(shared)) => {
@@ -148,7 +154,7 @@ fn App() -> impl IntoView {
             <ModelPanel engine choice />
             <InputPanel engine inputs choice />
             <StatusLine engine />
-            <ResultsView engine />
+            <ResultsView engine threshold=inputs.steps.threshold />
             <BatchView engine />
             <BenchView engine />
         </main>

@@ -4,6 +4,7 @@
 use super::engine::Engine;
 use super::{download, human_bytes};
 use crate::export::Comparison;
+use crate::protocol::{StepView, TokenScore};
 use leptos::prelude::*;
 
 /// Width of each bar in percent: scores mapped linearly from the lowest (5%) to the highest (100%).
@@ -13,12 +14,131 @@ fn bar_widths(scores: &[f32]) -> Vec<f32> {
 }
 
 #[component]
-pub fn ResultsView(engine: Engine) -> impl IntoView {
-    move || engine.state.results.get().map(|c| view! { <ComparisonView c /> })
+pub fn ResultsView(engine: Engine, threshold: RwSignal<f32>) -> impl IntoView {
+    move || engine.state.results.get().map(|c| view! { <ComparisonView c threshold /> })
+}
+
+/// Background for a reward: red to green. Probabilities (the PRM conventions) map as they are;
+/// raw scores (prefix, token logits) are spread over their own range.
+fn reward_color(v: f32, lo: f32, hi: f32) -> String {
+    let t = if hi > lo { ((v - lo) / (hi - lo)).clamp(0.0, 1.0) } else { 0.5 };
+    format!("hsl({:.0}, 70%, 78%)", 120.0 * t)
+}
+
+fn range(values: &[f32], probability: bool) -> (f32, f32) {
+    if probability {
+        return (0.0, 1.0);
+    }
+    values.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &v| (l.min(v), h.max(v)))
+}
+
+/// Step rewards under one response: a cell per step (the first below the threshold marked),
+/// a step table, and the token heatmap when asked for.
+#[component]
+fn StepsView(
+    index: usize,
+    steps: Option<StepView>,
+    tokens: Option<Vec<TokenScore>>,
+    error: Option<String>,
+    threshold: RwSignal<f32>,
+) -> impl IntoView {
+    let error = error.map(|e| view! { <p class="step-error" role="alert">{format!("No step rewards: {e}")}</p> });
+    let steps_view = steps.map(|sv| {
+        let probability = sv.convention != "prefix";
+        let (lo, hi) = range(&sv.scores, probability);
+        let scores = sv.scores.clone();
+        let first_bad = Memo::new(move |_| scores.iter().position(|&v| v < threshold.get()));
+        let cells = sv
+            .steps
+            .iter()
+            .zip(&sv.scores)
+            .enumerate()
+            .map(|(i, (step, &v))| {
+                let is_bad = move || first_bad.get() == Some(i);
+                let label = format!("Step {}: {:.3}. {}", i + 1, v, step.text);
+                view! {
+                    <span
+                        class="step-cell"
+                        class:first-bad=is_bad
+                        tabindex="0"
+                        role="listitem"
+                        aria-label=label.clone()
+                        title=label
+                        data-step=i.to_string()
+                        data-score=v.to_string()
+                        style:background-color=reward_color(v, lo, hi)
+                    >
+                        {format!("{v:.2}")}
+                        {move || is_bad().then(|| view! { <span class="first-bad-mark" aria-hidden="true">" ✗"</span> })}
+                    </span>
+                }
+            })
+            .collect_view();
+        let table_rows = sv
+            .steps
+            .iter()
+            .zip(&sv.scores)
+            .enumerate()
+            .map(|(i, (step, &v))| {
+                view! {
+                    <tr>
+                        <td>{i + 1}</td>
+                        <td class="step-score">{format!("{v:.4}")}</td>
+                        <td class="step-text">{step.text.clone()}</td>
+                    </tr>
+                }
+            })
+            .collect_view();
+        let summary = move || match first_bad.get() {
+            Some(i) => format!("first step below {}: step {}", threshold.get(), i + 1),
+            None => format!("no step below {}", threshold.get()),
+        };
+        view! {
+            <div class="steps" data-convention=sv.convention.clone()>
+                <span class="steps-label">{format!("Steps ({}):", sv.convention)}</span>
+                <span class="step-cells" role="list">{cells}</span>
+                <span class="first-bad-summary" data-first-bad=move || first_bad.get().map_or(String::new(), |i| i.to_string())>
+                    {summary}
+                </span>
+                <details class="step-table">
+                    <summary>"Step table"</summary>
+                    <table>
+                        <thead><tr><th scope="col">"Step"</th><th scope="col">"Reward"</th><th scope="col">"Text"</th></tr></thead>
+                        <tbody>{table_rows}</tbody>
+                    </table>
+                </details>
+            </div>
+        }
+    });
+    let heatmap = tokens.map(|ts| {
+        let values: Vec<f32> = ts.iter().map(|t| t.score).collect();
+        let (lo, hi) = range(&values, false);
+        view! {
+            <div class="token-heatmap" aria-label="reward per token of the answer">
+                {ts
+                    .into_iter()
+                    .map(|t| {
+                        let title = format!("{:?}: {:.3}", t.text, t.score);
+                        view! {
+                            <span class="token" title=title data-score=t.score.to_string() style:background-color=reward_color(t.score, lo, hi)>
+                                {t.text}
+                            </span>
+                        }
+                    })
+                    .collect_view()}
+            </div>
+        }
+    });
+    view! {
+        <tr class="steps-row" data-index=index.to_string()>
+            <td></td>
+            <td colspan="7">{error}{steps_view}{heatmap}</td>
+        </tr>
+    }
 }
 
 #[component]
-fn ComparisonView(c: Comparison) -> impl IntoView {
+fn ComparisonView(c: Comparison, threshold: RwSignal<f32>) -> impl IntoView {
     let ranks = c.ranks();
     let widths = bar_widths(&c.scores());
     let multi = c.labels.len() > 1;
@@ -76,6 +196,17 @@ fn ComparisonView(c: Comparison) -> impl IntoView {
                     <td>{format!("{tps:.0}")}</td>
                     <td class="text">{text}</td>
                 </tr>
+                {(r.steps.is_some() || r.token_scores.is_some() || r.step_error.is_some()).then(|| {
+                    view! {
+                        <StepsView
+                            index=i
+                            steps=r.steps.clone()
+                            tokens=r.token_scores.clone()
+                            error=r.step_error.clone()
+                            threshold
+                        />
+                    }
+                })}
             }
         })
         .collect_view();
