@@ -5,7 +5,7 @@ use crate::{source, DeviceArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use rewardlens_core::{ChatTemplate, Message};
 use rewardlens_models::reward_model::EncodedInput;
-use rewardlens_models::{ConversationScore, LengthPolicy, RewardModel};
+use rewardlens_models::{CheckpointText, ConversationScore, InputEncoder, LengthPolicy, ModelConfig, RewardModel};
 use rewardlens_remote::{Protocol, RemoteConfig, RemoteInput, RemoteScorer};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -58,7 +58,13 @@ pub enum Prepared {
 #[allow(clippy::large_enum_variant)]
 pub enum Backend {
     Local(RewardModel),
-    Remote { client: RemoteScorer, template: Option<ChatTemplate>, runtime: tokio::runtime::Runtime },
+    Remote {
+        client: RemoteScorer,
+        template: Option<ChatTemplate>,
+        /// From `--template`: the served model's config and tokenizer, for step rewards.
+        checkpoint: Option<(ModelConfig, InputEncoder)>,
+        runtime: tokio::runtime::Runtime,
+    },
 }
 
 impl Backend {
@@ -81,6 +87,7 @@ impl Backend {
                 cfg.timeout = Duration::from_secs(args.timeout.max(1));
                 cfg.max_tries = args.tries.max(1);
                 cfg.score_key = args.score_key.clone();
+                let mut checkpoint = None;
                 let template = match &args.template {
                     Some(t) => {
                         let m = ModelArgs {
@@ -91,6 +98,13 @@ impl Backend {
                         };
                         let dir = source::resolve_dir(&m)?;
                         let ck = rewardlens_models::CheckpointFiles::from_dir(&dir)?;
+                        let text = CheckpointText {
+                            config_json: &ck.config_json,
+                            tokenizer_json: &ck.tokenizer_json,
+                            tokenizer_config_json: &ck.tokenizer_config_json,
+                            chat_template_jinja: ck.chat_template_jinja.as_deref(),
+                        };
+                        checkpoint = InputEncoder::from_checkpoint(&text).ok();
                         Some(ChatTemplate::from_tokenizer_config(&ck.tokenizer_config_json, ck.chat_template_jinja.as_deref())?)
                     }
                     None if !args.protocol.takes_chat() => bail!(
@@ -101,7 +115,7 @@ impl Backend {
                 };
                 let client = RemoteScorer::new(cfg)?;
                 let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-                Ok(Self::Remote { client, template, runtime })
+                Ok(Self::Remote { client, template, checkpoint, runtime })
             }
         }
     }

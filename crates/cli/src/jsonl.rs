@@ -8,9 +8,9 @@ use crate::backend::{Backend, BackendArgs, Prepared};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rewardlens_core::StepSplit;
-use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention};
+use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention, StepScores};
 use rewardlens_models::records::{annotate, annotate_steps, annotate_tokens, input_key, parse_record, Record};
-use rewardlens_models::{LengthPolicy, RewardModel};
+use rewardlens_models::LengthPolicy;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -78,10 +78,11 @@ struct StepOptions {
 
 impl StepOptions {
     fn new(args: &ScoreArgs, backend: &Backend) -> Result<Option<Self>> {
-        let declared = match backend {
-            Backend::Local(m) => StepConvention::of_architecture(m.config()),
-            Backend::Remote { .. } => None,
+        let config = match backend {
+            Backend::Local(m) => Some(m.config()),
+            Backend::Remote { checkpoint, .. } => checkpoint.as_ref().map(|(c, _)| c),
         };
+        let declared = config.and_then(StepConvention::of_architecture);
         let convention = match (&args.prm, args.prefix_scores) {
             (Some(_), true) => bail!("--prm and --prefix-scores exclude each other"),
             (Some(name), false) => Some(StepConvention::parse(name)?),
@@ -91,11 +92,17 @@ impl StepOptions {
         if convention.is_none() && !args.token_scores {
             return Ok(None);
         }
-        let Backend::Local(m) = backend else {
-            bail!("step and token scores need the model here (--model), not --endpoint");
+        let Some(config) = config else {
+            bail!(
+                "step and token scores over --endpoint need --template <the served model's folder or Hub repo>, \
+                 whose tokenizer lays out the steps"
+            );
         };
         if let Some(c) = &convention {
-            c.check(m.config())?;
+            c.check(config)?;
+            if matches!(backend, Backend::Remote { .. }) && *c == StepConvention::Prefix {
+                bail!("prefix scores need the model here: vLLM's per-token task is for token classifiers");
+            }
         }
         Ok(Some(Self {
             convention,
@@ -105,33 +112,48 @@ impl StepOptions {
         }))
     }
 
+    /// The encoder and the head at every position of `ids`: the model here, or vLLM's
+    /// `token_classify` on the endpoint.
+    fn positions(backend: &Backend, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+        match backend {
+            Backend::Local(m) => Ok(m.forward_positions(ids)?),
+            Backend::Remote { client, runtime, .. } => {
+                Ok(runtime.block_on(client.token_rows(&[ids.to_vec()]))?.remove(0))
+            }
+        }
+    }
+
     /// Adds step and token fields for each sequence of `job`.
     fn annotate(
         &self,
-        model: &RewardModel,
+        backend: &Backend,
         obj: &mut Map<String, Value>,
         job: &Record,
         policy: &LengthPolicy,
     ) -> Result<()> {
+        let inputs = match backend {
+            Backend::Local(m) => m.inputs(),
+            Backend::Remote { checkpoint, .. } => &checkpoint.as_ref().expect("checked in new").1,
+        };
         let convs = job.conversations();
         if let Some(c) = &self.convention {
             let mut all = Vec::with_capacity(convs.len());
             for conv in &convs {
                 let (problem, answer) = problem_and_answer(conv)?;
                 let steps = self.split.split(&answer)?;
-                all.push(model.score_steps(c, &problem, &answer, steps, policy)?);
+                let input = inputs.encode_steps(c, &problem, &answer, &steps, policy)?;
+                let rows = Self::positions(backend, &input.ids)?;
+                let scores = c.rewards(&rows, &input.positions);
+                all.push(StepScores { convention: c.name(), steps, scores });
             }
             annotate_steps(obj, job, &all, self.threshold);
         }
         if self.tokens {
             let mut all = Vec::with_capacity(convs.len());
             for conv in &convs {
-                let ids = model.encode(conv, policy)?.ids;
-                let rows = model.forward_positions(&ids)?;
-                all.push((
-                    model.inputs().text_encoder().token_texts(&ids),
-                    token_rewards(self.convention.as_ref(), &rows),
-                ));
+                let ids = inputs.encode(conv, policy)?.ids;
+                let rows = Self::positions(backend, &ids)?;
+                all.push((inputs.text_encoder().token_texts(&ids), token_rewards(self.convention.as_ref(), &rows)));
             }
             annotate_tokens(obj, job, &all);
         }
@@ -229,9 +251,9 @@ fn flush_pending(
         let s = &scores[at..at + n];
         at += n;
         annotate(&mut obj, &job, s, &labels);
-        if let (Some(opts), Backend::Local(model)) = (steps, backend) {
+        if let Some(opts) = steps {
             // A line whose steps cannot be scored keeps its scores and says why.
-            if let Err(e) = opts.annotate(model, &mut obj, &job, policy) {
+            if let Err(e) = opts.annotate(backend, &mut obj, &job, policy) {
                 obj.insert("step_error".into(), format!("{e:#}").into());
                 report(bar, format!("step scores: {e:#} (written with `step_error`)"));
                 totals.step_errors += 1;

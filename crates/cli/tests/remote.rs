@@ -517,3 +517,45 @@ fn serve_on_the_gpu_answers_with_transformers_scores() {
         assert!(close(s.score(), e), "GPU serve {case}: {} vs transformers {e}", s.score());
     }
 }
+
+#[test]
+fn step_rewards_through_vllm_token_classify() {
+    // A PRM served by `rewardlens serve` (vLLM's /pooling, task token_classify); the client lays
+    // out the steps with the model's tokenizer from --template and sends token ids.
+    let model = fixture("prm-qwen-mlp");
+    let srv = Server::start(&["--model", model.to_str().unwrap(), "--served-model-name", "prm"]);
+    let g: Value = serde_json::from_str(&std::fs::read_to_string(model.join("golden_steps.json")).unwrap()).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, output) = (tmp.path().join("in.jsonl"), tmp.path().join("out.jsonl"));
+    let cases: Vec<(&String, &Value)> = g["cases"].as_object().unwrap().iter().collect();
+    let lines: String = cases
+        .iter()
+        .map(|(_, c)| {
+            let answer: Vec<&str> = c["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect();
+            format!("{}\n", serde_json::json!({"prompt": c["problem"], "response": answer.join("\n\n")}))
+        })
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+        .args(["score", "--endpoint", &srv.url, "--protocol", "vllm", "--model", "prm"])
+        .args(["--template", model.to_str().unwrap(), "--input", input.to_str().unwrap()])
+        .args(["--output", output.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = read_jsonl(&output);
+    for ((key, c), o) in cases.iter().zip(&out) {
+        let (got, want) = (o["step_scores"].as_array().unwrap(), c["step_scores"].as_array().unwrap());
+        assert_eq!(got.len(), want.len(), "{key}");
+        for (a, b) in got.iter().zip(want) {
+            assert!(close(a.as_f64().unwrap() as f32, b.as_f64().unwrap()), "{key}: {a} vs transformers {b}");
+        }
+    }
+    // Without the tokenizer the steps cannot be laid out: said so.
+    let o = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+        .args(["score", "--endpoint", &srv.url, "--protocol", "vllm", "--model", "prm", "--prm", "qwen"])
+        .args(["--input", input.to_str().unwrap(), "--output", tmp.path().join("x.jsonl").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("--template"), "{}", String::from_utf8_lossy(&o.stderr));
+}

@@ -289,6 +289,33 @@ impl RemoteScorer {
         Ok(out)
     }
 
+    /// Per-token head values for token-id inputs, through vLLM's `/pooling` with
+    /// `task: token_classify` (what step rewards of a PRM served by vLLM read).
+    pub async fn token_rows(&self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<Vec<f32>>>> {
+        if self.cfg.protocol != Protocol::VllmPooling {
+            return Err(RemoteError::Input(format!(
+                "per-token values need vLLM's /pooling (protocol vllm), not {}",
+                self.cfg.protocol.name()
+            )));
+        }
+        let mut out = Vec::with_capacity(inputs.len());
+        for chunk in inputs.chunks(self.cfg.batch_size.max(1)) {
+            let mut body = serde_json::json!({"input": chunk, "task": "token_classify", "use_activation": false});
+            if let Some(m) = &self.cfg.model {
+                body["model"] = m.clone().into();
+            }
+            let resp = self.post(&body).await?;
+            let rows = protocol::parse_token_rows(&resp, chunk.len()).map_err(|what| self.malformed(what))?;
+            for (ids, r) in chunk.iter().zip(&rows) {
+                if r.len() != ids.len() {
+                    return Err(self.malformed(format!("{} token rows for {} tokens", r.len(), ids.len())));
+                }
+            }
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     fn malformed(&self, what: String) -> RemoteError {
         RemoteError::Malformed { url: self.url.clone(), what }
     }

@@ -186,6 +186,22 @@ fn parse_pooling(v: &Value) -> Parsed {
         .collect()
 }
 
+/// vLLM's `token_classify` answer: one row of values per token of each input, in input order.
+pub(crate) fn parse_token_rows(v: &Value, n: usize) -> std::result::Result<Vec<Vec<Vec<f32>>>, String> {
+    let items = data_items(v)?;
+    if items.len() != n {
+        return Err(format!("{} results for {n} inputs", items.len()));
+    }
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, it)| {
+            let rows = it.get("data").and_then(Value::as_array).ok_or_else(|| format!("no `data[{i}].data` list"))?;
+            rows.iter().enumerate().map(|(t, r)| f32s(r, &format!("`data[{i}].data[{t}]`"))).collect()
+        })
+        .collect()
+}
+
 fn parse_classify(v: &Value) -> Parsed {
     data_items(v)?
         .into_iter()
