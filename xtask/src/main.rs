@@ -66,6 +66,7 @@ fn test() -> Result<()> {
     web::check_browser()?;
     // The web app's release build (trunk) also proves the engine crates build for wasm32.
     web::dist()?;
+    web::check_types()?;
     run(cargo().args(["test", "--workspace", "--release"]))?;
     web::browser_fixtures()?;
     // One browser at a time: two Chromiums and their engines would share 2 cores.

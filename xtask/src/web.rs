@@ -12,6 +12,27 @@ use std::process::Command;
 
 const TRUNK: &str = "0.21.14";
 const BINARYEN: &str = "132.0.0";
+const TYPESCRIPT: &str = "5.9.3";
+
+/// Type-checks the web component's declarations against their documented usage
+/// (`web/component/example.ts`) with tsc --strict; TypeScript comes from npm, installed once.
+pub fn check_types() -> Result<()> {
+    let dir = root().join("target/tools/typescript");
+    let tsc = dir.join("node_modules/.bin/tsc");
+    if !tsc.exists() {
+        std::fs::create_dir_all(&dir)?;
+        run(Command::new("npm")
+            .args(["install", "--no-audit", "--no-fund", "--prefix"])
+            .arg(&dir)
+            .arg(format!("typescript@{TYPESCRIPT}")))
+        .context("installing TypeScript from npm (needs Node.js and npm)")?;
+    }
+    run(Command::new(tsc)
+        .args(["--strict", "--noEmit", "--target", "es2022", "--module", "es2022", "--moduleResolution", "bundler"])
+        .args(["--lib", "es2022,dom", "--skipLibCheck", "false"])
+        .arg(root().join("web/component/example.ts")))
+    .context("the web component's TypeScript declarations do not fit their documented usage")
+}
 
 /// wasm-bindgen's version in Cargo.lock: the CLI must match it exactly.
 fn locked_wasm_bindgen() -> Result<String> {

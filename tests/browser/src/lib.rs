@@ -261,6 +261,13 @@ impl Browser {
     }
 
     /// Runs `js` (a function body; `arguments` holds `args`) and returns its value.
+    /// Runs `js` whose last argument is a callback to call with the result (WebDriver's
+    /// execute/async), for promises.
+    pub fn script_async(&self, js: &str, args: Value) -> Value {
+        self.cmd("POST", "/timeouts", json!({ "script": 120_000 }));
+        self.cmd("POST", "/execute/async", json!({ "script": js, "args": args }))
+    }
+
     pub fn script(&self, js: &str, args: Value) -> Value {
         self.cmd("POST", "/execute/sync", json!({ "script": js, "args": args }))
     }

@@ -619,3 +619,119 @@ fn step_rewards_first_bad_step_and_token_heatmap() {
     assert!(b.text("#scores .step-error").contains("2-label token head"), "{}", b.text("#scores"));
     assert_eq!(b.attrs("#scores td.score", "data-score").len(), 1);
 }
+
+/// Polls `js` (an expression) until it is truthy.
+fn wait_js(b: &Browser, js: &str, what: &str) {
+    let deadline = std::time::Instant::now() + LOAD;
+    while b.script(&format!("return !!({js});"), serde_json::json!([])) != serde_json::json!(true) {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}\nconsole:\n{}", b.console());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn scored_events(b: &Browser, id: &str) -> Vec<Value> {
+    b.script(
+        "return window.events.filter(e => e.type === 'reward-scored' && e.id === arguments[0]).map(e => e.detail);",
+        serde_json::json!([id]),
+    )
+    .as_array()
+    .unwrap()
+    .clone()
+}
+
+fn shadow_scores(b: &Browser, id: &str) -> Vec<f64> {
+    let v = b.script(
+        "return [...document.getElementById(arguments[0]).shadowRoot.querySelectorAll('[part~=score]')].map(e => Number(e.dataset.score));",
+        serde_json::json!([id]),
+    );
+    v.as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect()
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn web_component_two_scorers_one_engine_events_and_js_api() {
+    let pages = repo_root().join("tests/browser/pages");
+    let srv = StaticServer::start(
+        vec![("/fixtures/".into(), fixtures()), ("/pages/".into(), pages), ("/".into(), dist_dir())],
+        true,
+    );
+    let b = Browser::start();
+    b.goto(&format!("{}/pages/components.html", srv.url));
+    let g = golden("qwen3-seq");
+    let (paris, berlin) = (golden_logits(&g, "simple")[0], golden_logits(&g, "wrong")[0]);
+    wait_js(&b, "window.events.filter(e => e.type === 'reward-scored').length >= 2", "both components to score");
+
+    // Both render transformers' scores; the events carry the CLI's shape.
+    let a = shadow_scores(&b, "a");
+    assert_eq!(a.len(), 2);
+    assert_close(&a[0].to_string(), paris, "component a, Paris");
+    assert_close(&a[1].to_string(), berlin, "component a, Berlin");
+    assert_close(&shadow_scores(&b, "b")[0].to_string(), berlin, "component b (child element)");
+    let d = &scored_events(&b, "a")[0];
+    assert_eq!(d["responses"][0], "The capital of France is Paris.");
+    assert_close(&d["scores"][1].to_string(), berlin, "event detail");
+    assert_eq!(d["ranking"], serde_json::json!([1, 0]), "Berlin scores higher on this random model");
+    assert!(d["backend"].as_str().unwrap().contains("WASM CPU"), "{d}");
+    assert!(d["timing"]["ms"].as_f64().unwrap() > 0.0);
+    assert!(b.script("return window.progress;", serde_json::json!([])).as_u64().unwrap() > 0, "progress events");
+    // One engine for the page: the weights were fetched once for both.
+    assert_eq!(srv.gets("/fixtures/qwen3-seq/model.safetensors"), 1, "{:?}", srv.requests());
+
+    // Changing the responses attribute re-scores.
+    b.script(
+        "document.getElementById('a').setAttribute('responses', JSON.stringify(['The capital of France is Berlin.']));",
+        serde_json::json!([]),
+    );
+    wait_js(&b, "window.events.filter(e => e.type === 'reward-scored' && e.id === 'a').length >= 2", "a to re-score");
+    assert_close(&shadow_scores(&b, "a")[0].to_string(), berlin, "after the attribute change");
+
+    // Steps and compact modes, with keyboard-focusable, labelled step cells.
+    b.script("document.getElementById('a').mode = 'steps';", serde_json::json!([]));
+    wait_js(&b, "window.events.filter(e => e.type === 'reward-scored' && e.id === 'a').length >= 3", "steps mode");
+    let cell = b.script(
+        "const c = document.getElementById('a').shadowRoot.querySelector('[part~=step]'); return c && [c.tabIndex, c.getAttribute('aria-label')];",
+        serde_json::json!([]),
+    );
+    assert_eq!(cell[0], 0, "step cells take keyboard focus: {cell}");
+    assert!(cell[1].as_str().unwrap().starts_with("Step 1:"), "{cell}");
+    assert_eq!(scored_events(&b, "a")[2]["step_convention"], "prefix");
+
+    // A bad model: reward-error with a code, and the host page keeps working.
+    b.script(
+        "const e = document.createElement('reward-scorer'); e.id = 'bad'; e.setAttribute('model', '/fixtures/no-such-model'); \
+         e.setAttribute('responses', '[\"x\"]'); document.body.append(e);",
+        serde_json::json!([]),
+    );
+    wait_js(&b, "window.events.some(e => e.type === 'reward-error' && e.id === 'bad')", "reward-error");
+    let err = b.script("return window.events.find(e => e.type === 'reward-error').detail;", serde_json::json!([]));
+    assert!(
+        !err["code"].as_str().unwrap().is_empty() && err["message"].as_str().unwrap().contains("no-such-model"),
+        "{err}"
+    );
+    b.click("#host-button");
+    assert_eq!(b.attr("#host-button", "data-clicks").as_deref(), Some("1"));
+    assert!(b
+        .script(
+            "return document.getElementById('bad').shadowRoot.querySelector('[part=error]').textContent;",
+            serde_json::json!([])
+        )
+        .as_str()
+        .unwrap()
+        .contains("no-such-model"));
+
+    // The JS API, after the failure: same engine, the model comes from the browser cache.
+    let out = b.script_async(
+        "const done = arguments[arguments.length - 1]; \
+         RewardScorer.load({ model: '/fixtures/qwen3-seq' }) \
+           .then(s => Promise.all([s.score({ prompt: 'What is the capital of France?', responses: ['The capital of France is Paris.'] }), \
+                                   s.score({ conversation: arguments[0] })])) \
+           .then(done, e => done({ error: e }));",
+        serde_json::json!([g["conversations"]["multi_turn"]["messages"]]),
+    );
+    let out = if out.is_null() { panic!("no answer") } else { out };
+    assert!(out.get("error").is_none(), "{out}");
+    assert_close(&out[0]["scores"][0].to_string(), paris, "RewardScorer.score responses");
+    assert_eq!(out[0]["ranking"], serde_json::json!([0]));
+    assert_close(&out[1]["score"].to_string(), golden_logits(&g, "multi_turn")[0], "RewardScorer.score conversation");
+    assert_eq!(srv.gets("/fixtures/qwen3-seq/model.safetensors"), 1, "reloaded from the cache, not the network");
+}
