@@ -17,6 +17,7 @@ use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod peers;
 mod web;
 
 /// The crates that must build for the browser.
@@ -284,12 +285,13 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("dist") => web::dist().map(|_| ()),
         Some("bench-web") => web::bench_web(),
+        Some("bench-peers") => peers::bench_peers(&args[1..]),
         Some("serve") => web::serve(&args[1..]),
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),
         Some("fixtures") => fixtures(),
         Some("quant-accuracy") => quant_accuracy(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
-        _ => bail!("usage: cargo xtask <test|lint|serve [PORT]|dist|bench [THREADS] [--no-torch]|bench-web|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
+        _ => bail!("usage: cargo xtask <test|lint|serve [PORT]|dist|bench [THREADS] [--no-torch]|bench-web|bench-peers [THREADS]|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
     }
 }

@@ -1,0 +1,40 @@
+// transformers.js (npm @huggingface/transformers, onnxruntime-node) on the same token ids as
+// `rewardlens bench` (rewardlens_models::synthetic::bench_ids), printing one JSON line per
+// workload: {"peer", "dtype", "threads", "tokens", "batch", "median_ms", "load_ms", "rss_mib"}.
+//
+//   node tests/bench/peers/tjs_bench.mjs MODEL_DIR q8|fp32 THREADS 64x1,512x4 ITERS
+import path from "node:path";
+
+const [dir, dtype = "q8", threads = "1", workloads = "64x1", iters = "3"] = process.argv.slice(2);
+const tjs = await import(process.env.TJS_MODULE || "@huggingface/transformers");
+const { AutoModelForSequenceClassification, Tensor, env } = tjs;
+env.allowRemoteModels = false;
+env.localModelPath = path.dirname(path.resolve(dir));
+const t0 = performance.now();
+const model = await AutoModelForSequenceClassification.from_pretrained(path.basename(dir), {
+  dtype,
+  device: "cpu",
+  session_options: { intraOpNumThreads: Number(threads), interOpNumThreads: 1 },
+});
+const loadMs = performance.now() - t0;
+const vocab = model.config.vocab_size;
+const benchIds = (n, row) => Array.from({ length: n }, (_, i) => ((i * 7919 + row * 104729 + 13) % (vocab - 1000)) + 100);
+
+for (const w of workloads.split(",")) {
+  const [n, b] = w.split("x").map(Number);
+  const ids = [];
+  for (let r = 0; r < b; r++) ids.push(...benchIds(n, r));
+  const input_ids = new Tensor("int64", BigInt64Array.from(ids.map(BigInt)), [b, n]);
+  const attention_mask = new Tensor("int64", new BigInt64Array(b * n).fill(1n), [b, n]);
+  await model({ input_ids, attention_mask });
+  const times = [];
+  for (let i = 0; i < Number(iters); i++) {
+    const t = performance.now();
+    await model({ input_ids, attention_mask });
+    times.push(performance.now() - t);
+  }
+  times.sort((a, c) => a - c);
+  const rss = process.memoryUsage().rss / 2 ** 20;
+  console.log(JSON.stringify({ peer: `transformers.js ${tjs.env.version} (Node, onnxruntime-node)`, dtype, threads: Number(threads),
+    tokens: n, batch: b, median_ms: times[Math.floor(times.length / 2)], load_ms: loadMs, rss_mib: Math.round(rss) }));
+}
