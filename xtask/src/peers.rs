@@ -202,6 +202,8 @@ fn write_report(
          - Model: random weights in the real Skywork-Reward-V2-Qwen3-0.6B shape (`rewardlens random-model` with \
          `tests/fixtures/shapes/skywork-reward-v2-qwen3-0.6b.json`, never committed); its ONNX export for \
          transformers.js by `tests/bench/peers/export_onnx.py` (optimum, then onnxruntime dynamic int8 = transformers.js' q8).\n\
+         - Workloads: short (64 tokens), medium (512) and long (2048) responses, single and in passes of 4 and 16; \
+         512 x 16 and 2048 x 4/16 are not run (8k-32k tokens a pass take minutes per run per backend on 2 cores).\n\
          - Inputs: the same token ids everywhere (`bench_ids`: row r of n tokens), b rows per pass; \
          median of 3 runs after a warm-up (1 run for passes of 4096+ tokens), two rounds alternating \
          ours and theirs (A B A B), the median over both rounds.\n\

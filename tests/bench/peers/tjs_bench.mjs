@@ -7,15 +7,21 @@ import path from "node:path";
 
 const [dir, dtype = "q8", threads = "1", workloads = "64x1", iters = "3"] = process.argv.slice(2);
 const tjs = await import(process.env.TJS_MODULE || "@huggingface/transformers");
-const { AutoModelForSequenceClassification, Tensor, env } = tjs;
+const { AutoModelForSequenceClassification, PreTrainedModel, Tensor, env } = tjs;
 env.allowRemoteModels = false;
 env.localModelPath = path.dirname(path.resolve(dir));
 const t0 = performance.now();
-const model = await AutoModelForSequenceClassification.from_pretrained(path.basename(dir), {
-  dtype,
-  device: "cpu",
-  session_options: { intraOpNumThreads: Number(threads), interOpNumThreads: 1 },
-});
+const opts = { dtype, device: "cpu", session_options: { intraOpNumThreads: Number(threads), interOpNumThreads: 1 } };
+// transformers.js has no Qwen3ForSequenceClassification class; its base class runs the exported
+// graph as it is (input_ids, attention_mask, position_ids -> logits).
+let model;
+let loader = "AutoModelForSequenceClassification";
+try {
+  model = await AutoModelForSequenceClassification.from_pretrained(path.basename(dir), opts);
+} catch (e) {
+  loader = "PreTrainedModel";
+  model = await PreTrainedModel.from_pretrained(path.basename(dir), opts);
+}
 const loadMs = performance.now() - t0;
 const vocab = model.config.vocab_size;
 const benchIds = (n, row) => Array.from({ length: n }, (_, i) => ((i * 7919 + row * 104729 + 13) % (vocab - 1000)) + 100);
@@ -26,15 +32,21 @@ for (const w of workloads.split(",")) {
   for (let r = 0; r < b; r++) ids.push(...benchIds(n, r));
   const input_ids = new Tensor("int64", BigInt64Array.from(ids.map(BigInt)), [b, n]);
   const attention_mask = new Tensor("int64", new BigInt64Array(b * n).fill(1n), [b, n]);
-  await model({ input_ids, attention_mask });
+  const pos = [];
+  for (let r = 0; r < b; r++) for (let i = 0; i < n; i++) pos.push(BigInt(i));
+  const position_ids = new Tensor("int64", BigInt64Array.from(pos), [b, n]);
+  const feeds = { input_ids, attention_mask };
+  if (model.sessions.model.inputNames.includes("position_ids")) feeds.position_ids = position_ids;
+  const run = () => (loader === "PreTrainedModel" ? model.sessions.model.run(Object.fromEntries(Object.entries(feeds).map(([k, v]) => [k, v.ort_tensor ?? v]))) : model(feeds));
+  await run();
   const times = [];
   for (let i = 0; i < Number(iters); i++) {
     const t = performance.now();
-    await model({ input_ids, attention_mask });
+    await run();
     times.push(performance.now() - t);
   }
   times.sort((a, c) => a - c);
   const rss = process.memoryUsage().rss / 2 ** 20;
-  console.log(JSON.stringify({ peer: `transformers.js ${tjs.env.version} (Node, onnxruntime-node)`, dtype, threads: Number(threads),
+  console.log(JSON.stringify({ peer: `transformers.js ${tjs.env.version} (Node, onnxruntime-node; ${loader})`, dtype, threads: Number(threads),
     tokens: n, batch: b, median_ms: times[Math.floor(times.length / 2)], load_ms: loadMs, rss_mib: Math.round(rss) }));
 }
