@@ -734,4 +734,32 @@ fn web_component_two_scorers_one_engine_events_and_js_api() {
     assert_eq!(out[0]["ranking"], serde_json::json!([0]));
     assert_close(&out[1]["score"].to_string(), golden_logits(&g, "multi_turn")[0], "RewardScorer.score conversation");
     assert_eq!(srv.gets("/fixtures/qwen3-seq/model.safetensors"), 1, "reloaded from the cache, not the network");
+
+    // endpoint + protocol: the element scores on a remote server (here `rewardlens serve`, NIM).
+    let model = fixtures().join("qwen3-seq");
+    let rm = RewardServer::start(&[
+        "--model",
+        model.to_str().unwrap(),
+        "--served-model-name",
+        "tiny",
+        "--cors-origin",
+        &srv.url,
+    ]);
+    b.script(
+        "const e = document.createElement('reward-scorer'); e.id = 'remote'; e.setAttribute('endpoint', arguments[0]); \
+         e.setAttribute('protocol', 'nim'); e.setAttribute('model', 'tiny'); \
+         e.setAttribute('prompt', 'What is the capital of France?'); \
+         e.setAttribute('responses', JSON.stringify(['The capital of France is Paris.'])); document.body.append(e);",
+        serde_json::json!([rm.1]),
+    );
+    wait_js(&b, "window.events.some(e => e.id === 'remote')", "the remote element");
+    let d = scored_events(&b, "remote");
+    assert_eq!(
+        d.len(),
+        1,
+        "{:?}",
+        b.script("return window.events.filter(e => e.id === 'remote');", serde_json::json!([]))
+    );
+    assert!(d[0]["backend"].as_str().unwrap().starts_with("Remote (nim"), "{}", d[0]);
+    assert_close(&d[0]["scores"][0].to_string(), paris, "remote element");
 }
