@@ -231,6 +231,13 @@ fn write_report(
         ));
     }
     md.push_str("\nReproduce:\n\n```sh\npython -m venv ~/rl-venv && ~/rl-venv/bin/pip install torch transformers \"optimum[onnx]\" onnxruntime\nPYTHON=~/rl-venv/bin/python cargo xtask bench-peers 2\n```\n");
+    md.push_str(
+        "\nNot in this table yet (the harness grows with them): transformers.js and rewardlens in headless \
+         Chromium (WASM, WebGPU; our wasm-vs-native figures are in the README, `cargo xtask bench-web`), \
+         `rewardlens serve` under concurrent load (README, remote section), Candle's own qwen3 model code, \
+         Q4 natively, time to first score (cold and cached) and peak memory per backend, and prompt KV reuse \
+         across responses.\n",
+    );
     if !missing.is_empty() {
         md.push_str("\nPeers not run here:\n\n");
         for m in missing {
