@@ -23,20 +23,27 @@ class Engine {
     this.chain = Promise.resolve();
     // The worker is started from a blob so that this file may be served from another origin
     // than the page (a Worker's script must be same-origin); the blob imports the real files.
+    // A wasm that fails to start (missing, blocked by CORS) is reported as a failure of job 0.
     const src = `importScripts(${JSON.stringify(new URL("worker.js", BASE).href)});` +
-      `wasm_bindgen(${JSON.stringify(new URL("worker_bg.wasm", BASE).href)});`;
+      `wasm_bindgen(${JSON.stringify(new URL("worker_bg.wasm", BASE).href)}).catch((e) => postMessage(JSON.stringify(` +
+      `{ type: "failed", id: 0, error: { code: "engine", message: "the engine did not start: " + e } })));`;
     const url = URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
     this.ready = new Promise((resolve, reject) => {
       this.worker = new Worker(url);
-      this.worker.onerror = (e) => {
-        const err = { code: "engine", message: `the engine stopped: ${e.message || "worker error"}` };
+      // Everything waiting fails with `err`; the next call starts a fresh engine.
+      const fatal = (err) => {
         reject(err);
         for (const p of this.pending.values()) p.reject(err);
         this.pending.clear();
+        if (engine === this) engine = null;
+        this.worker.terminate();
       };
+      this.worker.onerror = (e) => fatal({ code: "engine", message: `the engine stopped: ${e.message || "worker error"}` });
       this.worker.onmessage = (ev) => {
         const msg = JSON.parse(ev.data);
         if (msg.type === "ready") return resolve();
+        // Job 0: the engine could not start, or could not read a message; no job id to answer.
+        if (msg.type === "failed" && msg.id === 0) return fatal(msg.error);
         const p = this.pending.get(msg.id);
         if (!p) return;
         if (msg.type === "progress") return p.progress && p.progress(msg);
@@ -82,14 +89,18 @@ function sharedEngine() {
 }
 
 function loadKey(o) {
-  return [o.model || "", o.revision || "", o.endpoint || "", o.protocol || "", o.storage || "", o.backend || "", o.hub || ""];
+  return [o.model, o.revision, o.endpoint, o.protocol, o.remoteModel, o.apiKey, o.token, o.storage, o.backend, o.hub]
+    .map((v) => v || "");
 }
 
 /** A model attribute as the worker takes it: Hub repo ids as they are, paths and URLs absolute. */
 function modelSource(model, revision) {
   const m = (model || "").trim();
-  if (/^[A-Za-z0-9._-]+\/[A-Za-z0-9._-]+$/.test(m)) return { kind: "hub", repo: m, revision: revision || "main" };
   if (!m) throw { code: "bad_source", message: "no model given: set the model attribute to a Hub repo id or a URL" };
+  const path = m.startsWith("/") || m.startsWith("./") || m.startsWith("../") || m.includes("://");
+  if (!path && /^[A-Za-z0-9_-][A-Za-z0-9._-]*\/[A-Za-z0-9._-]+$/.test(m)) {
+    return { kind: "hub", repo: m, revision: revision || "main" };
+  }
   return { kind: "url", url: new URL(m, document.baseURI).href };
 }
 

@@ -108,6 +108,7 @@ pub enum BackendChoice {
     /// engine (the reason is shown).
     #[default]
     Auto,
+    #[serde(rename = "webgpu")]
     WebGpu,
     Cpu,
 }

@@ -210,7 +210,7 @@ impl Engine {
                 let hub = hub.unwrap_or_else(|| HUB.to_owned());
                 let remote = remote.filter(RemoteSettings::is_set);
                 let result = match (&remote, remote_only) {
-                    (Some(r), true) => self.load_remote(id, &source, r, None, &hub, None).await,
+                    (Some(r), true) => self.load_remote(id, &source, r, None, &hub, token.as_deref()).await,
                     _ => match self.load(id, &source, storage, backend, token.as_deref(), &hub, files).await {
                         Err(e) if e.code != "cancelled" && remote.is_some() => {
                             // The browser cannot hold or load it: score on the configured endpoint.
@@ -467,8 +467,9 @@ impl Engine {
         }
     }
 
-    /// Builds the GPU model, or in auto mode says why the CPU takes over.
-    fn load_on_gpu(
+    /// Builds the GPU model (and waits until the device holds it), or in auto mode says why the
+    /// CPU takes over.
+    async fn load_on_gpu(
         &self,
         gpu: Gpu,
         config: ModelConfig,
@@ -477,7 +478,11 @@ impl Engine {
         format: WeightFormat,
         backend: BackendChoice,
     ) -> Res<Result<Scorer, String>> {
-        match GpuRewardModel::load(gpu, config, weights, format) {
+        let loaded = match GpuRewardModel::load(gpu, config, weights, format) {
+            Ok(model) => model.gpu().check().await.map(|_| model),
+            Err(e) => Err(e),
+        };
+        match loaded {
             Ok(model) => Ok(Ok(Scorer::WebGpu { inputs, model })),
             Err(e) if backend == BackendChoice::Auto => Ok(Err(format!("WebGPU could not hold the model ({e})"))),
             Err(e) => Err(UserError::new("webgpu", format!("WebGPU could not hold the model: {e}"))),
@@ -592,7 +597,7 @@ impl Engine {
         if let Some(g) = gpu.take() {
             let (cfg, inputs) = InputEncoder::from_checkpoint(&text).map_err(model_error)?;
             let format = gpu_format(choice);
-            match self.load_on_gpu(g, cfg, inputs, &weights, format, backend)? {
+            match self.load_on_gpu(g, cfg, inputs, &weights, format, backend).await? {
                 Ok(scorer) => {
                     let Scorer::WebGpu { model, .. } = &scorer else { unreachable!("a GPU scorer") };
                     let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
@@ -688,7 +693,7 @@ impl Engine {
             };
             let (cfg, inputs) = InputEncoder::from_gguf(&file, None).map_err(model_error)?;
             let weights = quantized::GgufWeights::new(file, cfg.clone());
-            match self.load_on_gpu(g, cfg, inputs, &weights, format, backend)? {
+            match self.load_on_gpu(g, cfg, inputs, &weights, format, backend).await? {
                 Ok(scorer) => {
                     let Scorer::WebGpu { model, .. } = &scorer else { unreachable!("a GPU scorer") };
                     let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
@@ -811,9 +816,10 @@ impl Engine {
                 rate: 0.0,
             });
             match self.step_details(loaded, conv, req, policy).await {
-                Ok((steps, tokens)) => {
+                Ok((steps, tokens, token_error)) => {
                     r.steps = steps;
                     r.token_scores = tokens;
+                    r.step_error = token_error;
                 }
                 Err(e) if e.code == "remote" => return Err(e),
                 Err(e) => r.step_error = Some(e.message),
@@ -833,13 +839,15 @@ impl Engine {
         }
     }
 
+    /// Step rewards of `conv`'s answer, and with `req.tokens` the answer's token scores; a
+    /// failure of the token heatmap alone keeps the steps (and says why in the third value).
     async fn step_details(
         &self,
         loaded: &Loaded,
         conv: &[Message],
         req: &StepRequest,
         policy: &LengthPolicy,
-    ) -> Res<(Option<StepView>, Option<Vec<TokenScore>>)> {
+    ) -> Res<(Option<StepView>, Option<Vec<TokenScore>>, Option<String>)> {
         let (inputs, config) = match &loaded.scorer {
             Scorer::Local(model) => (model.inputs(), model.config()),
             Scorer::WebGpu { inputs, model } => (inputs, model.config()),
@@ -856,38 +864,52 @@ impl Engine {
             None => StepConvention::of_architecture(config).unwrap_or(StepConvention::Prefix),
         };
         convention.check(config).map_err(model_error)?;
-        let (problem, answer) = problem_and_answer(conv).map_err(model_error)?;
+        let (_, answer) = problem_and_answer(conv).map_err(model_error)?;
         let steps = req.split.split(&answer).map_err(bad)?;
-        let input = inputs.encode_steps(&convention, &problem, &answer, &steps, policy).map_err(model_error)?;
+        let input = inputs.encode_steps(&convention, conv, &steps, policy).map_err(model_error)?;
         let rows = self.positions(loaded, &input.ids).await?;
         let view = StepView {
             convention: convention.name().into(),
             scores: convention.rewards(&rows, &input.positions),
             steps,
         };
-        let tokens = if req.tokens {
-            // The conversation as scored; the answer's tokens, found by their offsets.
-            let text = inputs.render(conv).map_err(model_error)?;
-            let start = text.rfind(answer.as_str()).filter(|_| !answer.is_empty());
-            let (ids, offsets) = inputs.text_encoder().encode_with_offsets(&text).map_err(bad)?;
-            let rows = self.positions(loaded, &ids).await?;
-            let declared =
-                StepConvention::of_architecture(config).or(req.convention.as_ref().map(|_| convention.clone()));
-            let values = token_rewards(declared.as_ref().filter(|c| **c != StepConvention::Prefix), &rows);
-            let texts = inputs.text_encoder().token_texts(&ids);
-            let keep = |o: &(usize, usize)| start.is_some_and(|s| o.0 >= s && o.0 < s + answer.len());
-            Some(
-                offsets
-                    .iter()
-                    .zip(texts.into_iter().zip(values))
-                    .filter(|(o, _)| keep(o))
-                    .map(|(_, (text, score))| TokenScore { text, score })
-                    .collect(),
-            )
-        } else {
-            None
-        };
-        Ok((Some(view), tokens))
+        if !req.tokens {
+            return Ok((Some(view), None, None));
+        }
+        // Token scores read the head the way the model's convention does (raw for prefix).
+        let declared = StepConvention::of_architecture(config).or(req.convention.as_ref().map(|_| convention.clone()));
+        let reading = declared.filter(|c| *c != StepConvention::Prefix);
+        match self.token_details(loaded, inputs, conv, &answer, reading.as_ref()).await {
+            Ok(tokens) => Ok((Some(view), Some(tokens), None)),
+            Err(e) => Ok((Some(view), None, Some(format!("no token heatmap: {}", e.message)))),
+        }
+    }
+
+    /// The answer's tokens in the conversation as scored, found by their offsets, each with the
+    /// head's reward there.
+    async fn token_details(
+        &self,
+        loaded: &Loaded,
+        inputs: &InputEncoder,
+        conv: &[Message],
+        answer: &str,
+        reading: Option<&StepConvention>,
+    ) -> Res<Vec<TokenScore>> {
+        let bad = |e: rewardlens_core::CoreError| UserError::new("steps", e.to_string());
+        let text = inputs.render(conv).map_err(model_error)?;
+        let start = text.rfind(answer).filter(|_| !answer.is_empty()).ok_or_else(|| {
+            UserError::new("steps", "the chat template rewrites the answer, so its tokens cannot be located")
+        })?;
+        let (ids, offsets) = inputs.text_encoder().encode_with_offsets(&text).map_err(bad)?;
+        let rows = self.positions(loaded, &ids).await?;
+        let values = token_rewards(reading, &rows);
+        let texts = inputs.text_encoder().token_texts(&ids);
+        Ok(offsets
+            .iter()
+            .zip(texts.into_iter().zip(values))
+            .filter(|(o, _)| o.0 >= start && o.0 < start + answer.len())
+            .map(|(_, (text, score))| TokenScore { text, score })
+            .collect())
     }
 
     /// Label names: the model's, or for a remote endpoint what it named (else LABEL_i).

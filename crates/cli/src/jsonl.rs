@@ -139,9 +139,9 @@ impl StepOptions {
         if let Some(c) = &self.convention {
             let mut all = Vec::with_capacity(convs.len());
             for conv in &convs {
-                let (problem, answer) = problem_and_answer(conv)?;
+                let (_, answer) = problem_and_answer(conv)?;
                 let steps = self.split.split(&answer)?;
-                let input = inputs.encode_steps(c, &problem, &answer, &steps, policy)?;
+                let input = inputs.encode_steps(c, conv, &steps, policy)?;
                 let rows = Self::positions(backend, &input.ids)?;
                 let scores = c.rewards(&rows, &input.positions);
                 all.push(StepScores { convention: c.name(), steps, scores });

@@ -52,7 +52,7 @@ impl StepSplit {
         let bad = |e: regex::Error| CoreError::Input(format!("step split pattern: {e}"));
         // Separator ranges: the text between them is the steps.
         let seps: Vec<(usize, usize)> = match self {
-            Self::BlankLines => regex::Regex::new(r"\n[ \t]*\n\s*")
+            Self::BlankLines => regex::Regex::new(r"\r?\n[ \t]*\r?\n\s*")
                 .map_err(bad)?
                 .find_iter(answer)
                 .map(|m| (m.start(), m.end()))
@@ -122,6 +122,7 @@ mod tests {
         assert_eq!(texts(&StepSplit::parse(r"regex:;\s*|\.\s+").unwrap(), "one; two. three"), ["one", "two", "three"]);
         assert_eq!(texts(&StepSplit::BlankLines, "  "), Vec::<String>::new());
         assert_eq!(texts(&StepSplit::BlankLines, "é — ü\n\nñ"), ["é — ü", "ñ"]);
+        assert_eq!(texts(&StepSplit::BlankLines, "a\r\n\r\nb\r\nc"), ["a", "b\r\nc"], "Windows line ends");
     }
 
     #[test]

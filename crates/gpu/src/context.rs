@@ -170,6 +170,12 @@ impl Gpu {
         }
     }
 
+    /// Waits for the queue and reports the first error the device raised since the last check
+    /// (an allocation the device could not hold surfaces here, not where it was requested).
+    pub async fn check(&self) -> Result<()> {
+        self.download_f32(&self.zeros(1)).await.map(|_| ())
+    }
+
     /// Submits what was recorded.
     pub fn flush(&self) {
         let pending = self.pending.lock().expect("encoder lock").take();

@@ -156,6 +156,10 @@ impl GpuRewardModel {
             embedding: Embedding::new(&gpu),
         };
         gpu.flush();
+        // Natively, an upload the device could not hold fails the load here; in the browser the
+        // caller awaits `gpu().check()`.
+        #[cfg(not(target_arch = "wasm32"))]
+        pollster::block_on(gpu.check())?;
         Ok(Self { gpu, config, format, k, embed, layers, final_norm, score, inv_freq, max_pass_tokens, weight_bytes })
     }
 

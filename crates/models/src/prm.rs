@@ -156,16 +156,19 @@ pub fn shepherd_rows(inputs: &InputEncoder) -> Result<(Vec<u32>, Vec<String>)> {
 }
 
 impl InputEncoder {
-    /// Lays out `problem` and `steps` (their texts) the way `convention` does; `answer` and the
-    /// steps' offsets in it are used by the prefix convention.
+    /// Lays out the steps (their texts) of a conversation's answer the way `convention` does:
+    /// the PRM conventions take the problem (the last user message) and the steps; the prefix
+    /// convention renders the whole conversation and finds the steps by their offsets in the
+    /// answer (the last assistant message).
     pub fn encode_steps(
         &self,
         convention: &StepConvention,
-        problem: &str,
-        answer: &str,
+        conversation: &[Message],
         steps: &[Step],
         policy: &LengthPolicy,
     ) -> Result<StepInput> {
+        let (problem, answer) = problem_and_answer(conversation)?;
+        let (problem, answer) = (problem.as_str(), answer.as_str());
         if steps.is_empty() {
             return Err(ModelError::Config("the answer has no steps to score".into()));
         }
@@ -205,20 +208,27 @@ impl InputEncoder {
                 StepInput { ids, positions }
             }
             StepConvention::Value => {
+                // As Skywork's prepare_input: each step tokenized alone, the newline's own token
+                // appended after every step but the last, the reward at each step's last token.
+                let newline = *enc.encode("\n")?.last().expect("a newline has a token");
                 let mut ids = enc.encode(&format!("{}{problem}\n", self.bos_token().unwrap_or("")))?;
                 let mut positions = Vec::with_capacity(steps.len());
-                for s in &texts {
-                    ids.extend(enc.encode(&format!("{s}\n"))?);
+                for (i, s) in texts.iter().enumerate() {
+                    ids.extend(enc.encode(s)?);
+                    if i + 1 < texts.len() {
+                        ids.push(newline);
+                    }
                     positions.push(ids.len() - 1);
                 }
                 StepInput { ids, positions }
             }
             StepConvention::Prefix => {
-                let rendered = self.render(&[Message::user(problem), Message::assistant(answer)])?;
-                let at = rendered
-                    .rfind(answer)
-                    .filter(|_| !answer.is_empty())
-                    .ok_or_else(|| ModelError::Config("the chat template does not keep the answer verbatim".into()))?;
+                let rendered = self.render(conversation)?;
+                let at = rendered.rfind(answer).filter(|_| !answer.is_empty()).ok_or_else(|| {
+                    ModelError::Config(
+                        "the chat template rewrites the answer (it is not in the rendered text verbatim), so its steps cannot be located".into(),
+                    )
+                })?;
                 let (ids, offsets) = enc.encode_with_offsets(&rendered)?;
                 let positions = steps
                     .iter()

@@ -345,18 +345,17 @@ impl RewardModel {
         Ok(out.into_iter().map(|s| s.expect("every input scored")).collect())
     }
 
-    /// Rewards of an answer's steps under `convention`: one forward pass, the head read where
-    /// the convention reads it.
+    /// Rewards of the steps of a conversation's answer under `convention`: one forward pass, the
+    /// head read where the convention reads it.
     pub fn score_steps(
         &self,
         convention: &crate::prm::StepConvention,
-        problem: &str,
-        answer: &str,
+        conversation: &[Message],
         steps: Vec<rewardlens_core::Step>,
         policy: &LengthPolicy,
     ) -> Result<crate::prm::StepScores> {
         convention.check(self.config())?;
-        let input = self.inputs.encode_steps(convention, problem, answer, &steps, policy)?;
+        let input = self.inputs.encode_steps(convention, conversation, &steps, policy)?;
         let rows = self.model.forward_positions(&input.ids)?;
         let scores = convention.rewards(&rows, &input.positions);
         Ok(crate::prm::StepScores { convention: convention.name(), steps, scores })

@@ -3,6 +3,7 @@
 //! truncated prefix on its own.
 
 use candle_core::Device;
+use rewardlens_core::types::prompt_response;
 use rewardlens_core::{Step, StepSplit};
 use rewardlens_models::prm::StepConvention;
 use rewardlens_models::{CheckpointFiles, HeadOutput, LengthPolicy, Padding, RewardModel};
@@ -39,10 +40,11 @@ fn every_convention_matches_transformers_step_rewards() {
         for (case, c) in g["cases"].as_object().unwrap() {
             let steps = steps_of(c["steps"].as_array().unwrap());
             let problem = c["problem"].as_str().unwrap();
-            let input = model.inputs().encode_steps(&conv, problem, "", &steps, &LengthPolicy::default()).unwrap();
+            let chat = prompt_response(problem, "");
+            let input = model.inputs().encode_steps(&conv, &chat, &steps, &LengthPolicy::default()).unwrap();
             let want_ids: Vec<u32> = serde_json::from_value(c["input_ids"].clone()).unwrap();
             assert_eq!(input.ids, want_ids, "{name}/{case}: token ids");
-            let got = model.score_steps(&conv, problem, "", steps, &LengthPolicy::default()).unwrap();
+            let got = model.score_steps(&conv, &chat, steps, &LengthPolicy::default()).unwrap();
             let want: Vec<f64> = serde_json::from_value(c["step_scores"].clone()).unwrap();
             assert_eq!(got.scores.len(), want.len(), "{name}/{case}: one reward per step");
             for (i, (a, b)) in got.scores.iter().zip(&want).enumerate() {
@@ -58,7 +60,10 @@ fn conventions_refuse_models_that_do_not_fit() {
     for c in ["qwen", "shepherd", "value"] {
         let conv = StepConvention::parse(c).unwrap();
         let steps = vec![Step { text: "a".into(), start: 0, end: 1 }];
-        let err = seq.score_steps(&conv, "q", "a", steps, &LengthPolicy::default()).unwrap_err().to_string();
+        let err = seq
+            .score_steps(&conv, &prompt_response("q", "a"), steps, &LengthPolicy::default())
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(c) && err.contains("Qwen3ForSequenceClassification"), "{err}");
     }
     assert!(StepConvention::parse("orm").unwrap_err().to_string().contains("qwen, shepherd, value, prefix"));
@@ -66,7 +71,8 @@ fn conventions_refuse_models_that_do_not_fit() {
     let prm = load("prm-qwen");
     let conv = StepConvention::parse("qwen").unwrap();
     let steps = vec![Step { text: "a<extra_0>b".into(), start: 0, end: 0 }];
-    let err = prm.score_steps(&conv, "q", "", steps, &LengthPolicy::default()).unwrap_err().to_string();
+    let err =
+        prm.score_steps(&conv, &prompt_response("q", ""), steps, &LengthPolicy::default()).unwrap_err().to_string();
     assert!(err.contains("occurs 2 times"), "{err}");
 }
 
@@ -78,8 +84,16 @@ fn prefix_scores_equal_scoring_each_truncated_prefix() {
     let steps = StepSplit::BlankLines.split(answer).unwrap();
     assert_eq!(steps.len(), 3);
     let conv = StepConvention::Prefix;
-    let input = model.inputs().encode_steps(&conv, problem, answer, &steps, &LengthPolicy::default()).unwrap();
-    let got = model.score_steps(&conv, problem, answer, steps, &LengthPolicy::default()).unwrap();
+    // A system prompt and an earlier turn stay in the context the prefixes are cut from.
+    let chat = vec![
+        rewardlens_core::Message::system("You check arithmetic."),
+        rewardlens_core::Message::user("Hi"),
+        rewardlens_core::Message::assistant("Hello."),
+        rewardlens_core::Message::user(problem),
+        rewardlens_core::Message::assistant(answer),
+    ];
+    let input = model.inputs().encode_steps(&conv, &chat, &steps, &LengthPolicy::default()).unwrap();
+    let got = model.score_steps(&conv, &chat, steps, &LengthPolicy::default()).unwrap();
     for (i, (&p, score)) in input.positions.iter().zip(&got.scores).enumerate() {
         // The prefix on its own: the tokens up to the step's last one, no closing template tokens.
         let HeadOutput::Sequence { logits, .. } =
@@ -90,7 +104,7 @@ fn prefix_scores_equal_scoring_each_truncated_prefix() {
         assert!((logits[0] - score).abs() <= 1e-4 * logits[0].abs().max(1.0), "step {i}: {score} vs {}", logits[0]);
     }
     // Each position is the last token of its step's text.
-    let text = model.render(&rewardlens_core::types::prompt_response(problem, answer)).unwrap();
+    let text = model.render(&chat).unwrap();
     let (ids, offsets) = model.inputs().text_encoder().encode_with_offsets(&text).unwrap();
     assert_eq!(ids, input.ids);
     let last = &text[offsets[input.positions[2]].0..offsets[input.positions[2]].1];

@@ -719,7 +719,17 @@ fn web_component_two_scorers_one_engine_events_and_js_api() {
         .unwrap()
         .contains("no-such-model"));
 
-    // The JS API, after the failure: same engine, the model comes from the browser cache.
+    // backend="webgpu" where the browser has none: a clear error, not a hang.
+    b.script(
+        "const e = document.createElement('reward-scorer'); e.id = 'gpu'; e.setAttribute('model', '/fixtures/qwen3-seq'); \
+         e.setAttribute('backend', 'webgpu'); e.setAttribute('responses', '[\"x\"]'); document.body.append(e);",
+        serde_json::json!([]),
+    );
+    wait_js(&b, "window.events.some(e => e.type === 'reward-error' && e.id === 'gpu')", "the WebGPU error");
+    let err = b.script("return window.events.find(e => e.id === 'gpu').detail;", serde_json::json!([]));
+    assert_eq!(err["code"], "webgpu", "{err}");
+
+    // The JS API, after the failures: same engine, the model comes from the browser cache.
     let out = b.script_async(
         "const done = arguments[arguments.length - 1]; \
          RewardScorer.load({ model: '/fixtures/qwen3-seq' }) \

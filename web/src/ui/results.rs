@@ -42,7 +42,10 @@ fn StepsView(
     error: Option<String>,
     threshold: RwSignal<f32>,
 ) -> impl IntoView {
-    let error = error.map(|e| view! { <p class="step-error" role="alert">{format!("No step rewards: {e}")}</p> });
+    let error = error.map(|e| {
+        let text = if steps.is_some() { e } else { format!("No step rewards: {e}") };
+        view! { <p class="step-error" role="alert">{text}</p> }
+    });
     let steps_view = steps.map(|sv| {
         let probability = sv.convention != "prefix";
         let (lo, hi) = range(&sv.scores, probability);
