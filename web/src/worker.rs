@@ -489,6 +489,37 @@ impl Engine {
         }
     }
 
+    /// A model loaded on WebGPU, described (from a checkpoint or a GGUF alike).
+    fn gpu_loaded(
+        &self,
+        scorer: Scorer,
+        config: &ModelConfig,
+        source: &ModelSource,
+        storage: String,
+        started: f64,
+        stats: (u64, u64),
+    ) -> Loaded {
+        let Scorer::WebGpu { model, .. } = &scorer else { unreachable!("a GPU scorer") };
+        let estimate = MemoryEstimate::new(config, WeightStorage::F32, PLANNED_TOKENS);
+        let info = ModelInfo {
+            source: source.label(),
+            architecture: config.architecture.name(),
+            labels: config.labels.clone(),
+            parameters: estimate.parameters,
+            storage,
+            estimated_bytes: model.weight_bytes(),
+            max_tokens: config.max_position_embeddings,
+            load_ms: self.now() - started,
+            downloaded_bytes: stats.0,
+            cached_bytes: stats.1,
+            backend: webgpu_backend(model),
+            fallback_reason: None,
+            gpu_fallback_reason: None,
+            step_convention: None,
+        };
+        Loaded { scorer, info }
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn load(
         &self,
@@ -599,25 +630,8 @@ impl Engine {
             let format = gpu_format(choice);
             match self.load_on_gpu(g, cfg, inputs, &weights, format, backend).await? {
                 Ok(scorer) => {
-                    let Scorer::WebGpu { model, .. } = &scorer else { unreachable!("a GPU scorer") };
-                    let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
-                    let info = ModelInfo {
-                        source: source.label(),
-                        architecture: config.architecture.name(),
-                        labels: config.labels.clone(),
-                        parameters: estimate.parameters,
-                        storage: format!("{} on the GPU", format.name()),
-                        estimated_bytes: model.weight_bytes(),
-                        max_tokens: config.max_position_embeddings,
-                        load_ms: self.now() - started,
-                        downloaded_bytes: stats.0,
-                        cached_bytes: stats.1,
-                        backend: webgpu_backend(model),
-                        fallback_reason: None,
-                        gpu_fallback_reason: None,
-                        step_convention: None,
-                    };
-                    return Ok(Loaded { scorer, info });
+                    let storage = format!("{} on the GPU", format.name());
+                    return Ok(self.gpu_loaded(scorer, &config, source, storage, started, stats));
                 }
                 Err(reason) => gpu_reason = Some(reason),
             }
@@ -695,27 +709,8 @@ impl Engine {
             let weights = quantized::GgufWeights::new(file, cfg.clone());
             match self.load_on_gpu(g, cfg, inputs, &weights, format, backend).await? {
                 Ok(scorer) => {
-                    let Scorer::WebGpu { model, .. } = &scorer else { unreachable!("a GPU scorer") };
-                    let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
-                    return Ok(Loaded {
-                        info: ModelInfo {
-                            source: source.label(),
-                            architecture: config.architecture.name(),
-                            labels: config.labels.clone(),
-                            parameters: estimate.parameters,
-                            storage: format!("GGUF ({types_text}) as {} on the GPU", format.name()),
-                            estimated_bytes: model.weight_bytes(),
-                            max_tokens: config.max_position_embeddings,
-                            load_ms: self.now() - started,
-                            downloaded_bytes: stats.0,
-                            cached_bytes: stats.1,
-                            backend: webgpu_backend(model),
-                            fallback_reason: None,
-                            gpu_fallback_reason: None,
-                            step_convention: None,
-                        },
-                        scorer,
-                    });
+                    let storage = format!("GGUF ({types_text}) as {} on the GPU", format.name());
+                    return Ok(self.gpu_loaded(scorer, &config, source, storage, started, stats));
                 }
                 Err(reason) => {
                     if len + RESERVE > WASM32_MEMORY_LIMIT {
