@@ -286,6 +286,13 @@ fn main() -> Result<()> {
         Some("dist") => web::dist().map(|_| ()),
         Some("bench-web") => web::bench_web(),
         Some("bench-peers") => peers::bench_peers(&args[1..]),
+        Some("tjs-chromium") => {
+            let onnx = root().join("target/bench-models/skywork-rand-onnx");
+            for v in peers::tjs_in_chromium(&onnx, args.get(1).map_or("64x1", String::as_str), "2")? {
+                println!("{v}");
+            }
+            Ok(())
+        }
         Some("serve") => web::serve(&args[1..]),
         Some("lint") => lint(),
         Some("bench") => bench(&args[1..]),

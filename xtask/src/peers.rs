@@ -162,7 +162,102 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
             }
         }
     }
+    // In the browser: one thread each (no cross-origin isolation, so no wasm threads), batch 1.
+    crate::web::dist()?;
+    let browser_workloads = BROWSER_LENGTHS.iter().map(|n| format!("{n}x1")).collect::<Vec<_>>().join(",");
+    for round in 1..=2 {
+        for (label, url, storage) in [
+            ("rewardlens f32 (Chromium)", "/models/skywork-rand", "f32"),
+            ("rewardlens q8_0 (Chromium)", "/models/skywork-q8_0.gguf", "auto"),
+        ] {
+            eprintln!("--- round {round}: {label}");
+            match ours_in_chromium(url, storage) {
+                Ok(rows) => {
+                    for (n, s) in rows {
+                        times.entry((label.into(), n, 1)).or_default().push(s);
+                    }
+                }
+                Err(e) => eprintln!("{label} failed: {e:#}"),
+            }
+        }
+        if tjs.is_some() {
+            eprintln!("--- round {round}: transformers.js q8 (Chromium)");
+            match tjs_in_chromium(&onnx, &browser_workloads, "2") {
+                Ok(rows) => {
+                    for v in rows {
+                        meta.insert("transformers.js (Chromium)".into(), v["peer"].as_str().unwrap_or("").into());
+                        let (n, b) =
+                            (v["tokens"].as_u64().unwrap_or(0) as usize, v["batch"].as_u64().unwrap_or(1) as usize);
+                        times
+                            .entry(("transformers.js q8 (Chromium)".into(), n, b))
+                            .or_default()
+                            .push(v["median_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0);
+                    }
+                }
+                Err(e) => {
+                    eprintln!("transformers.js in Chromium failed: {e:#}");
+                    if round == 1 {
+                        missing.push(format!("transformers.js (Chromium): {e:#}"));
+                    }
+                }
+            }
+        }
+    }
     write_report(&threads, &times, &versions, &meta, &missing)
+}
+
+/// transformers.js in headless Chromium (WASM backend, onnxruntime-web, one thread: the page is
+/// not cross-origin isolated) on `workloads`; its JSON lines.
+pub fn tjs_in_chromium(onnx: &std::path::Path, workloads: &str, iters: &str) -> Result<Vec<serde_json::Value>> {
+    use rewardlens_browser_tests::{Browser, StaticServer};
+    let tjs = root().join("target/tools/tjs/node_modules");
+    let srv = StaticServer::start(
+        vec![
+            ("/tjs/".into(), tjs.join("@huggingface/transformers/dist")),
+            ("/ort/".into(), tjs.join("onnxruntime-web/dist")),
+            ("/models/".into(), onnx.parent().expect("a folder").to_path_buf()),
+            ("/".into(), root().join("tests/bench/peers")),
+        ],
+        false,
+    );
+    let b = Browser::start();
+    let name = onnx.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    b.goto(&format!("{}/tjs.html?model={name}&dtype=q8&threads=1&workloads={workloads}&iters={iters}", srv.url));
+    b.wait_for("#out[data-done]", std::time::Duration::from_secs(3600));
+    let text = b.text("#out");
+    if text.starts_with("error") {
+        anyhow::bail!("transformers.js in Chromium: {text}\n{}", b.console());
+    }
+    text.lines().map(|l| Ok(serde_json::from_str(l)?)).collect()
+}
+
+/// Browser workloads: batch 1 (the app's benchmark scores one sequence at a time).
+const BROWSER_LENGTHS: [usize; 2] = [64, 512];
+
+/// rewardlens' wasm CPU engine in headless Chromium (the app's `?bench=`), one thread:
+/// (tokens, seconds) per length.
+fn ours_in_chromium(model_url: &str, storage: &str) -> Result<Vec<(usize, f64)>> {
+    use rewardlens_browser_tests::{Browser, StaticServer};
+    let srv = StaticServer::start(
+        vec![
+            ("/models/".into(), root().join("target/bench-models")),
+            ("/".into(), rewardlens_browser_tests::dist_dir()),
+        ],
+        true,
+    );
+    let b = Browser::start();
+    let lengths: Vec<String> = BROWSER_LENGTHS.iter().map(usize::to_string).collect();
+    b.goto(&format!(
+        "{}/?model={model_url}&backend=cpu&storage={storage}&bench={}&iters=2",
+        srv.url,
+        lengths.join(",")
+    ));
+    if let Err(e) = b.wait_for_either("#bench", "#error", std::time::Duration::from_secs(3600)) {
+        anyhow::bail!("rewardlens in Chromium: {e}");
+    }
+    let toks = b.attrs("#bench .bench-row", "data-tokens");
+    let ms = b.attrs("#bench .bench-row", "data-ms");
+    toks.iter().zip(&ms).map(|(t, m)| Ok((t.parse()?, m.parse::<f64>()? / 1000.0))).collect()
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -230,11 +325,29 @@ fn write_report(
             ratio(q, j)
         ));
     }
+    md.push_str(&format!(
+        "\nIn headless Chromium, one thread each (the page is not cross-origin isolated, so neither engine \
+         gets wasm threads), batch 1, tokens/s; peer: {}:\n\n\
+         | tokens | rewardlens f32 (wasm) | rewardlens q8_0 (wasm) | transformers.js q8 (WASM) | f32 / transformers.js | q8_0 / transformers.js |\n\
+         |---|---:|---:|---:|---:|---:|\n",
+        meta.get("transformers.js (Chromium)").cloned().unwrap_or_else(|| "transformers.js not run".into())
+    ));
+    for n in BROWSER_LENGTHS {
+        let (f, q) = (get("rewardlens f32 (Chromium)", n, 1), get("rewardlens q8_0 (Chromium)", n, 1));
+        let j = get("transformers.js q8 (Chromium)", n, 1);
+        md.push_str(&format!(
+            "| {n} | {} | {} | {} | {} | {} |\n",
+            tps(f, n, 1),
+            tps(q, n, 1),
+            tps(j, n, 1),
+            ratio(f, j),
+            ratio(q, j)
+        ));
+    }
     md.push_str("\nReproduce:\n\n```sh\npython -m venv ~/rl-venv && ~/rl-venv/bin/pip install torch transformers \"optimum[onnx]\" onnxruntime\nPYTHON=~/rl-venv/bin/python cargo xtask bench-peers 2\n```\n");
     md.push_str(
-        "\nNot in this table yet (the harness grows with them): transformers.js and rewardlens in headless \
-         Chromium (WASM, WebGPU; our wasm-vs-native figures are in the README, `cargo xtask bench-web`), \
-         `rewardlens serve` under concurrent load (README, remote section), Candle's own qwen3 model code, \
+        "\nNot in these tables yet (the harness grows with them): WebGPU (ours and transformers.js; only a \
+         software adapter here), `rewardlens serve` under concurrent load (README, remote section), Candle's own qwen3 model code, \
          Q4 natively, time to first score (cold and cached) and peak memory per backend, and prompt KV reuse \
          across responses.\n",
     );
