@@ -1,9 +1,10 @@
-//! `rewardlens bench`: tokens/s and peak memory of the forward pass on fixed token ids, the
-//! same ids `tests/bench/torch_bench.py` feeds PyTorch so the two numbers compare.
+//! `rewardlens bench`: tokens/s, time to first score and peak memory of the forward pass on
+//! fixed token ids, the same ids `tests/bench/torch_bench.py` feeds PyTorch so the two numbers
+//! compare.
 
 use crate::{source, ModelArgs};
 use anyhow::Result;
-use rewardlens_models::synthetic::bench_ids;
+use rewardlens_models::synthetic::bench_ids_shared;
 use rewardlens_models::Padding;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -21,6 +22,12 @@ pub struct BenchArgs {
     /// Timed repetitions per length (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     iters: usize,
+    /// Leading tokens every sequence of a pass shares (a prompt answered `--batch` ways).
+    #[arg(long, default_value_t = 0)]
+    shared: usize,
+    /// Run every sequence whole even when they share a prompt (to measure what reuse saves).
+    #[arg(long)]
+    no_prefix_reuse: bool,
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
@@ -33,7 +40,10 @@ fn peak_rss_mib() -> Option<f64> {
 
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let t0 = Instant::now();
-    let model = source::load_model(&args.model)?;
+    let mut model = source::load_model(&args.model)?;
+    if args.no_prefix_reuse {
+        model.set_prefix_reuse(None);
+    }
     let vocab = model.config().vocab_size;
     println!(
         "model {} ({}), loaded in {:.2}s, threads {}",
@@ -44,10 +54,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     );
     println!("| tokens | batch | median s | tokens/s |");
     println!("|---:|---:|---:|---:|");
+    let mut first_score = None;
     for &len in &args.lengths {
-        let rows: Vec<Vec<u32>> = (0..args.batch).map(|r| bench_ids(len, r, vocab)).collect();
+        let rows: Vec<Vec<u32>> = (0..args.batch).map(|r| bench_ids_shared(len, r, vocab, args.shared)).collect();
         let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
         model.forward_padded(&refs, Padding::Right)?;
+        // From the start (model load included) to the first pass's scores.
+        first_score.get_or_insert(t0.elapsed().as_secs_f64());
         let mut times: Vec<f64> = (0..args.iters.max(1))
             .map(|_| {
                 let t = Instant::now();
@@ -57,6 +70,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let median = times[times.len() / 2];
         println!("| {len} | {} | {median:.3} | {:.1} |", args.batch, (len * args.batch) as f64 / median);
+    }
+    if let Some(s) = first_score {
+        println!("first score after: {s:.2}s");
     }
     if let Some(m) = peak_rss_mib() {
         println!("peak RSS: {m:.0} MiB");

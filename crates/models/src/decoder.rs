@@ -21,6 +21,13 @@ const DTYPE: DType = DType::F32;
 /// (164 tokens/s against 145 for 64 and 125 for 256; `rewardlens bench`).
 const QUERY_BLOCK: usize = 128;
 
+/// Shared prompt tokens worth computing once for a batch (see [`DecoderRewardModel::set_prefix_reuse`]):
+/// below this the extra pass costs about what it saves.
+pub const MIN_SHARED_PREFIX: usize = 32;
+
+/// Keys and values of one layer, (b, kv_heads, tokens, head_dim), after RoPE.
+type LayerKv = (Tensor, Tensor);
+
 /// A linear layer whose weight may be quantized.
 #[derive(Debug, Clone)]
 struct Linear {
@@ -97,8 +104,10 @@ impl Attention {
         })
     }
 
-    /// `x`: (b, t, hidden); `mask`: per query block, the additive (b, 1, 1, block, keys) mask.
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &[Tensor]) -> Result<Tensor> {
+    /// `x`: (b, t, hidden); `mask`: per query block, the additive (b, 1, 1, block, keys) mask
+    /// whose keys are `past`'s tokens then `x`'s. `past`: keys and values of a prefix that every
+    /// row continues (batch 1). Returns the output and this call's own keys and values.
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &[Tensor], past: Option<&LayerKv>) -> Result<(Tensor, LayerKv)> {
         let (b, t, _) = x.dims3()?;
         let (hd, nq, nkv) = (self.head_dim, self.heads, self.kv_heads);
         let split = |y: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
@@ -112,6 +121,16 @@ impl Attention {
         let q = rope.apply(&split(self.q.forward(x)?, nq, &self.q_norm)?)?;
         let k = rope.apply(&split(self.k.forward(x)?, nkv, &self.k_norm)?)?;
         let v = split(self.v.forward(x)?, nkv, &None)?;
+        let own = (k.clone(), v.clone());
+        // Every row sees the shared prefix first: its keys are broadcast over the batch.
+        let (k, v, p) = match past {
+            Some((pk, pv)) => {
+                let p = pk.dim(2)?;
+                let wide = |t: &Tensor| t.broadcast_as((b, nkv, p, hd));
+                (Tensor::cat(&[&wide(pk)?, &k], 2)?.contiguous()?, Tensor::cat(&[&wide(pv)?, &v], 2)?.contiguous()?, p)
+            }
+            None => (k, v, 0),
+        };
         // Grouped-query attention without copying K/V: head h uses kv head h / rep, so the
         // `rep` query heads of one group are stacked along the row axis of one matmul.
         // Queries go in blocks, each against only the keys it can see (causal): this skips the
@@ -124,16 +143,16 @@ impl Attention {
             let len = QUERY_BLOCK.min(t - start);
             let end = start + len;
             let qb = q.narrow(3, start, len)?.contiguous()?.reshape((b, nkv, rep * len, hd))?;
-            let kb = k.narrow(2, 0, end)?;
-            let vb = v.narrow(2, 0, end)?;
-            let scores = (qb.matmul(&kb.t()?)? * scale)?.reshape((b, nkv, rep, len, end))?;
+            let kb = k.narrow(2, 0, p + end)?;
+            let vb = v.narrow(2, 0, p + end)?;
+            let scores = (qb.matmul(&kb.t()?)? * scale)?.reshape((b, nkv, rep, len, p + end))?;
             let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask[start / QUERY_BLOCK])?)?;
-            let ob = probs.reshape((b, nkv, rep * len, end))?.matmul(&vb.contiguous()?)?;
+            let ob = probs.reshape((b, nkv, rep * len, p + end))?.matmul(&vb.contiguous()?)?;
             blocks.push(ob.reshape((b, nkv, rep, len, hd))?);
         }
         let out = Tensor::cat(&blocks, 3)?;
         let out = out.reshape((b, nq, t, hd))?.transpose(1, 2)?.reshape((b, t, nq * hd))?;
-        self.o.forward(&out)
+        Ok((self.o.forward(&out)?, own))
     }
 }
 
@@ -166,18 +185,19 @@ struct Layer {
     mlp: Mlp,
 }
 
-/// cos/sin tables for positions `0..t` (transformers' default position ids).
+/// cos/sin tables for positions `offset..offset + t` (transformers' default position ids, or
+/// the continuation of a shared prefix of `offset` tokens).
 struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl Rope {
-    fn new(inv_freq: &[f32], t: usize, dev: &Device) -> Result<Self> {
+    fn new(inv_freq: &[f32], offset: usize, t: usize, dev: &Device) -> Result<Self> {
         // f32 throughout, like transformers, so long inputs see the same rounding.
         let mut cos = Vec::with_capacity(t * inv_freq.len());
         let mut sin = Vec::with_capacity(t * inv_freq.len());
-        for pos in 0..t {
+        for pos in offset..offset + t {
             for f in inv_freq {
                 let a = pos as f32 * f;
                 cos.push(a.cos());
@@ -219,6 +239,7 @@ pub struct DecoderRewardModel {
     score: Vec<Linear>,
     inv_freq: Vec<f32>,
     device: Device,
+    prefix_reuse: Option<usize>,
 }
 
 impl DecoderRewardModel {
@@ -255,7 +276,16 @@ impl DecoderRewardModel {
             .map(|(weight, bias)| Linear { weight: QMatMul::Tensor(weight), bias })
             .collect();
         let inv_freq = c.rope_inv_freq();
-        Ok(Self { config, embed, layers, norm, score, inv_freq, device: device.clone() })
+        Ok(Self {
+            config,
+            embed,
+            layers,
+            norm,
+            score,
+            inv_freq,
+            device: device.clone(),
+            prefix_reuse: Some(MIN_SHARED_PREFIX),
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -264,6 +294,19 @@ impl DecoderRewardModel {
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Prompt reuse across a batch: when every row starts with the same `min_tokens` or more
+    /// (responses to one prompt), that prefix runs once and the rows continue from its keys and
+    /// values, so N responses cost about one prompt plus N responses. `None` always runs whole
+    /// rows. On by default with [`MIN_SHARED_PREFIX`]; outputs are the same either way (up to
+    /// float rounding).
+    pub fn set_prefix_reuse(&mut self, min_tokens: Option<usize>) {
+        self.prefix_reuse = min_tokens.map(|m| m.max(1));
+    }
+
+    pub fn prefix_reuse(&self) -> Option<usize> {
+        self.prefix_reuse
     }
 
     fn head(&self, h: &Tensor) -> Result<Tensor> {
@@ -277,6 +320,40 @@ impl DecoderRewardModel {
         Ok(y)
     }
 
+    fn check_vocab(&self, ids: &[u32]) -> Result<()> {
+        let vocab = self.config.vocab_size;
+        match ids.iter().find(|&&id| id as usize >= vocab) {
+            Some(&id) => Err(ModelError::TokenOutOfVocab { id, vocab }),
+            None => Ok(()),
+        }
+    }
+
+    /// The layers over `ids` (b, t) placed after `offset` tokens of `past` (one (k, v) per
+    /// layer); returns the last hidden states (before the final norm) and, with `keep_kv`,
+    /// each layer's own keys and values.
+    fn layers_forward(
+        &self,
+        ids: &Tensor,
+        mask: &[Tensor],
+        offset: usize,
+        past: Option<&[LayerKv]>,
+        keep_kv: bool,
+    ) -> Result<(Tensor, Vec<LayerKv>)> {
+        let rope = Rope::new(&self.inv_freq, offset, ids.dim(1)?, &self.device)?;
+        let mut x = self.embed.embedding(ids)?;
+        let mut kept = Vec::new();
+        for (i, layer) in self.layers.iter().enumerate() {
+            let (h, kv) = layer.attn.forward(&layer.input_norm.forward(&x)?, &rope, mask, past.map(|p| &p[i]))?;
+            if keep_kv {
+                kept.push(kv);
+            }
+            x = (x + h)?;
+            let h = layer.mlp.forward(&layer.post_norm.forward(&x)?)?;
+            x = (x + h)?;
+        }
+        Ok((x, kept))
+    }
+
     /// The head applied at every position of one unpadded sequence, whatever the head kind: for
     /// a sequence classifier, position i gives the score of the sequence cut after token i
     /// (attention is causal). Step rewards and prefix scores read it.
@@ -284,27 +361,26 @@ impl DecoderRewardModel {
         if ids.is_empty() {
             return Err(ModelError::EmptyInput);
         }
-        let vocab = self.config.vocab_size;
-        if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-            return Err(ModelError::TokenOutOfVocab { id, vocab });
-        }
+        self.check_vocab(ids)?;
         let t = ids.len();
         let dev = &self.device;
         let x_ids = Tensor::from_vec(ids.to_vec(), (1, t), dev)?;
-        let mask = attention_masks(&[ids], &[0], t, dev)?;
-        let rope = Rope::new(&self.inv_freq, t, dev)?;
-        let mut x = self.embed.embedding(&x_ids)?;
-        for layer in &self.layers {
-            let h = layer.attn.forward(&layer.input_norm.forward(&x)?, &rope, &mask)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_norm.forward(&x)?)?;
-            x = (x + h)?;
-        }
+        let mask = attention_masks(&[ids], &[0], t, 0, dev)?;
+        let (x, _) = self.layers_forward(&x_ids, &mask, 0, None, false)?;
         Ok(self.head(&self.norm.forward(&x)?)?.get(0)?.to_vec2()?)
+    }
+
+    /// Where transformers pools a row: its rightmost token that is not the pad token.
+    fn pooled_index(&self, row: &[u32]) -> usize {
+        match self.config.pad_token_id {
+            Some(p) => row.iter().rposition(|&id| id != p).unwrap_or(0),
+            None => row.len() - 1,
+        }
     }
 
     /// Runs a padded batch. Every row is padded to the longest with the pad token on `padding`'s
     /// side; padding is masked out of attention, so each row's outputs equal scoring it alone.
+    /// Rows that share a long enough prefix go through [`Self::forward_shared_prefix`].
     pub fn forward(&self, rows: &[&[u32]], padding: Padding) -> Result<Vec<HeadOutput>> {
         let b = rows.len();
         let t = rows.iter().map(|r| r.len()).max().unwrap_or(0);
@@ -314,14 +390,20 @@ impl DecoderRewardModel {
         if rows.iter().any(|r| r.is_empty()) {
             return Err(ModelError::EmptyInput);
         }
-        let vocab = self.config.vocab_size;
+        for r in rows {
+            self.check_vocab(r)?;
+        }
+        if let Some(min) = self.prefix_reuse.filter(|_| b > 1) {
+            let shared = shared_prefix_len(rows);
+            // Each row keeps at least its pooled token after the prefix.
+            if shared >= min && rows.iter().all(|r| self.pooled_index(r) >= shared) {
+                return self.forward_shared_prefix(rows, shared);
+            }
+        }
         let pad = self.config.pad_token_id.unwrap_or(0);
         let mut ids = Vec::with_capacity(b * t);
         let mut starts = Vec::with_capacity(b);
         for r in rows {
-            if let Some(&id) = r.iter().find(|&&id| id as usize >= vocab) {
-                return Err(ModelError::TokenOutOfVocab { id, vocab });
-            }
             let fill = t - r.len();
             match padding {
                 Padding::Right => {
@@ -338,32 +420,56 @@ impl DecoderRewardModel {
         }
         let dev = &self.device;
         let ids = Tensor::from_vec(ids, (b, t), dev)?;
-        let mask = attention_masks(rows, &starts, t, dev)?;
-        let rope = Rope::new(&self.inv_freq, t, dev)?;
+        let mask = attention_masks(rows, &starts, t, 0, dev)?;
+        let (x, _) = self.layers_forward(&ids, &mask, 0, None, false)?;
+        self.heads(rows, &x, &starts, 0, None)
+    }
 
-        let mut x = self.embed.embedding(&ids)?;
-        for layer in &self.layers {
-            let h = layer.attn.forward(&layer.input_norm.forward(&x)?, &rope, &mask)?;
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_norm.forward(&x)?)?;
-            x = (x + h)?;
+    /// Rows that all start with the same `shared` tokens: the prefix runs once (batch 1, its
+    /// keys and values kept per layer), then the rest of every row runs right-padded, attending
+    /// to the prefix's keys and its own, at positions continuing the prefix's.
+    fn forward_shared_prefix(&self, rows: &[&[u32]], shared: usize) -> Result<Vec<HeadOutput>> {
+        let dev = &self.device;
+        let prefix = &rows[0][..shared];
+        let ids = Tensor::from_vec(prefix.to_vec(), (1, shared), dev)?;
+        let mask = attention_masks(&[prefix], &[0], shared, 0, dev)?;
+        let (prefix_x, kv) = self.layers_forward(&ids, &mask, 0, None, true)?;
+
+        let rests: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
+        let t = rests.iter().map(|r| r.len()).max().unwrap_or(0);
+        let pad = self.config.pad_token_id.unwrap_or(0);
+        let mut ids = Vec::with_capacity(rows.len() * t);
+        for r in &rests {
+            ids.extend_from_slice(r);
+            ids.extend(std::iter::repeat_n(pad, t - r.len()));
         }
+        let ids = Tensor::from_vec(ids, (rows.len(), t), dev)?;
+        let mask = attention_masks(&rests, &vec![0; rows.len()], t, shared, dev)?;
+        let (x, _) = self.layers_forward(&ids, &mask, shared, Some(&kv), false)?;
+        drop(kv);
+        let offsets = vec![0; rows.len()];
+        self.heads(rows, &x, &offsets, shared, Some(&prefix_x))
+    }
 
+    /// Head outputs from the last hidden states `x` (b, t, hidden), where row i's token j sits
+    /// at `x[i][offsets[i] + j - shared]`; the first `shared` tokens of every row, if any, are
+    /// `prefix_x` (1, shared, hidden).
+    fn heads(
+        &self,
+        rows: &[&[u32]],
+        x: &Tensor,
+        offsets: &[usize],
+        shared: usize,
+        prefix_x: Option<&Tensor>,
+    ) -> Result<Vec<HeadOutput>> {
         match self.config.architecture.head {
             HeadKind::Sequence => {
-                // transformers pools at the rightmost token that is not the pad token.
-                let pooled: Vec<usize> = rows
-                    .iter()
-                    .map(|r| match self.config.pad_token_id {
-                        Some(p) => r.iter().rposition(|&id| id != p).unwrap_or(0),
-                        None => r.len() - 1,
-                    })
-                    .collect();
+                let pooled: Vec<usize> = rows.iter().map(|r| self.pooled_index(r)).collect();
                 let picked = pooled
                     .iter()
-                    .zip(&starts)
+                    .zip(offsets)
                     .enumerate()
-                    .map(|(i, (&p, &s))| x.get(i)?.get(s + p))
+                    .map(|(i, (&p, &s))| x.get(i)?.get(s + p - shared))
                     .collect::<candle_core::Result<Vec<_>>>()?;
                 let h = self.norm.forward(&Tensor::stack(&picked, 0)?)?;
                 let logits: Vec<Vec<f32>> = self.head(&h)?.to_vec2()?;
@@ -374,15 +480,29 @@ impl DecoderRewardModel {
                     .collect())
             }
             HeadKind::Token => {
-                let logits = self.head(&self.norm.forward(&x)?)?;
+                let prefix_logits: Vec<Vec<f32>> = match prefix_x {
+                    Some(px) => self.head(&self.norm.forward(px)?)?.get(0)?.to_vec2()?,
+                    None => Vec::new(),
+                };
+                let logits = self.head(&self.norm.forward(x)?)?;
                 rows.iter()
-                    .zip(&starts)
+                    .zip(offsets)
                     .enumerate()
-                    .map(|(i, (r, &s))| Ok(HeadOutput::Token(logits.get(i)?.narrow(0, s, r.len())?.to_vec2()?)))
+                    .map(|(i, (r, &s))| {
+                        let mut all = prefix_logits.clone();
+                        all.extend(logits.get(i)?.narrow(0, s, r.len() - shared)?.to_vec2::<f32>()?);
+                        Ok(HeadOutput::Token(all))
+                    })
                     .collect()
             }
         }
     }
+}
+
+/// Tokens every row starts with.
+pub fn shared_prefix_len(rows: &[&[u32]]) -> usize {
+    let Some((first, rest)) = rows.split_first() else { return 0 };
+    rest.iter().fold(first.len(), |n, r| first[..n].iter().zip(*r).take_while(|(a, b)| a == b).count())
 }
 
 /// The score head's layers (weight `[out, in]`, optional bias) in f32, from wherever the
@@ -415,24 +535,27 @@ pub fn score_head_layers(w: &dyn WeightSource, c: &ModelConfig, dev: &Device) ->
 }
 
 /// Additive attention masks, one per query block of `QUERY_BLOCK` rows: block `i` is
-/// (b, 1, 1, rows, keys) for the keys `0..end` of the block, 0 where the query may attend the key
-/// (causal, both real tokens), a large negative number elsewhere. Finite rather than -inf so
-/// that fully masked padding rows give a harmless uniform softmax instead of NaNs that would
-/// leak through `0 * NaN`. Built once per batch and shared by every layer.
-fn attention_masks(rows: &[&[u32]], starts: &[usize], t: usize, dev: &Device) -> Result<Vec<Tensor>> {
+/// (b, 1, 1, rows, keys) over the `past` tokens of a shared prefix (visible to every row) and
+/// this batch's keys `0..end` of the block: 0 where the query may attend the key (causal, both
+/// real tokens), a large negative number elsewhere. Finite rather than -inf so that fully
+/// masked padding rows give a harmless uniform softmax instead of NaNs that would leak through
+/// `0 * NaN`. Built once per batch and shared by every layer.
+fn attention_masks(rows: &[&[u32]], starts: &[usize], t: usize, past: usize, dev: &Device) -> Result<Vec<Tensor>> {
     let b = rows.len();
     let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
     for start in (0..t).step_by(QUERY_BLOCK) {
         let len = QUERY_BLOCK.min(t - start);
         let end = start + len;
-        let mut m = vec![f32::MIN; b * len * end];
+        let keys = past + end;
+        let mut m = vec![f32::MIN; b * len * keys];
         for (bi, (r, &s)) in rows.iter().zip(starts).enumerate() {
             for i in start.max(s)..end.min(s + r.len()) {
-                let row = (bi * len + (i - start)) * end;
-                m[row + s..=row + i].fill(0.0);
+                let row = (bi * len + (i - start)) * keys;
+                m[row..row + past].fill(0.0);
+                m[row + past + s..=row + past + i].fill(0.0);
             }
         }
-        blocks.push(Tensor::from_vec(m, (b, 1, 1, len, end), dev)?);
+        blocks.push(Tensor::from_vec(m, (b, 1, 1, len, keys), dev)?);
     }
     Ok(blocks)
 }

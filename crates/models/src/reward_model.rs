@@ -93,6 +93,12 @@ pub trait ForwardPass: Send + Sync {
     fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>>;
     /// What runs it, for reports ("CPU", "GPU (adapter)").
     fn backend(&self) -> String;
+    /// Shared-prompt reuse in batches: the shortest common prefix computed once (`None`: off).
+    /// Backends without it keep the default, off.
+    fn set_prefix_reuse(&mut self, _min_tokens: Option<usize>) {}
+    fn prefix_reuse(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl ForwardPass for DecoderRewardModel {
@@ -104,6 +110,12 @@ impl ForwardPass for DecoderRewardModel {
     }
     fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
         DecoderRewardModel::forward_positions(self, ids)
+    }
+    fn set_prefix_reuse(&mut self, min_tokens: Option<usize>) {
+        DecoderRewardModel::set_prefix_reuse(self, min_tokens)
+    }
+    fn prefix_reuse(&self) -> Option<usize> {
+        DecoderRewardModel::prefix_reuse(self)
     }
     fn backend(&self) -> String {
         if self.device().is_cpu() {
@@ -299,6 +311,12 @@ impl RewardModel {
         self.model.backend()
     }
 
+    /// Shared-prompt reuse across a batch (see `DecoderRewardModel::set_prefix_reuse`); `None`
+    /// turns it off, e.g. to measure what it saves.
+    pub fn set_prefix_reuse(&mut self, min_tokens: Option<usize>) {
+        self.model.set_prefix_reuse(min_tokens)
+    }
+
     pub fn inputs(&self) -> &InputEncoder {
         &self.inputs
     }
@@ -329,13 +347,13 @@ impl RewardModel {
     }
 
     /// Scores encoded inputs, `batch_size` at a time. Inputs are grouped by length so that
-    /// batches carry little padding; results come back in input order.
+    /// batches carry little padding, and with prefix reuse first by shared prompt, so that the
+    /// responses to one prompt share a batch; results come back in input order.
     pub fn score_encoded(&self, inputs: &[EncodedInput], batch_size: usize) -> Result<Vec<ConversationScore>> {
         let batch_size = batch_size.max(1);
-        let mut order: Vec<usize> = (0..inputs.len()).collect();
-        order.sort_by_key(|&i| std::cmp::Reverse(inputs[i].ids.len()));
+        let rows: Vec<&[u32]> = inputs.iter().map(|i| i.ids.as_slice()).collect();
         let mut out: Vec<Option<ConversationScore>> = vec![None; inputs.len()];
-        for chunk in order.chunks(batch_size) {
+        for chunk in &batches(&rows, batch_size, self.model.prefix_reuse()) {
             let rows: Vec<&[u32]> = chunk.iter().map(|&i| inputs[i].ids.as_slice()).collect();
             let outputs = self.model.forward(&rows, Padding::Right)?;
             for (&i, o) in chunk.iter().zip(outputs) {
@@ -410,5 +428,63 @@ impl RewardModel {
         let chosen = r.pop().expect("two scores");
         let preference_probability = preference_probability(chosen.score(), rejected.score());
         Ok(PairScore { chosen, rejected, preference_probability })
+    }
+}
+
+/// How to batch `rows`, `batch_size` at most each: by length, longest first, so that batches
+/// carry little padding. With prefix reuse (`min_shared` tokens), rows sharing that many leading
+/// tokens (sorting the ids puts them side by side; a run's common prefix is the least one of its
+/// neighbours') are batched together, so each batch computes its prompt once; the remaining
+/// rows are batched by length.
+fn batches(rows: &[&[u32]], batch_size: usize, min_shared: Option<usize>) -> Vec<Vec<usize>> {
+    let by_length = |mut v: Vec<usize>| {
+        v.sort_by_key(|&i| std::cmp::Reverse(rows[i].len()));
+        v
+    };
+    let chunked = |v: Vec<usize>| v.chunks(batch_size).map(<[usize]>::to_vec).collect::<Vec<_>>();
+    let all: Vec<usize> = (0..rows.len()).collect();
+    let Some(min) = min_shared else { return chunked(by_length(all)) };
+    let mut sorted = all;
+    sorted.sort_by(|&a, &b| rows[a].cmp(rows[b]));
+    let mut runs: Vec<Vec<usize>> = Vec::new();
+    for i in sorted {
+        match runs.last_mut() {
+            Some(run) if crate::decoder::shared_prefix_len(&[rows[run[run.len() - 1]], rows[i]]) >= min => run.push(i),
+            _ => runs.push(vec![i]),
+        }
+    }
+    let (shared, single): (Vec<_>, Vec<_>) = runs.into_iter().partition(|r| r.len() > 1);
+    let mut out: Vec<Vec<usize>> = shared.into_iter().flat_map(|r| chunked(by_length(r))).collect();
+    out.extend(chunked(by_length(single.concat())));
+    out
+}
+
+#[cfg(test)]
+mod batching_tests {
+    use super::batches;
+
+    #[test]
+    fn answers_to_one_prompt_share_batches_and_the_rest_go_by_length() {
+        let p: Vec<u32> = (0..40).collect();
+        let q: Vec<u32> = (100..140).collect();
+        let row = |prefix: &[u32], tail: &[u32]| prefix.iter().chain(tail).copied().collect::<Vec<u32>>();
+        let rows = [
+            row(&p, &[1]),
+            vec![7, 8],
+            row(&q, &[1, 2, 3]),
+            row(&p, &[2, 2]),
+            vec![9; 50],
+            row(&q, &[4]),
+            row(&p, &[3, 3, 3]),
+        ];
+        let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+        let got = batches(&refs, 2, Some(32));
+        // p's three answers (longest first, in batches of 2), q's two, then the others by length.
+        assert_eq!(got, vec![vec![6, 3], vec![0], vec![2, 5], vec![4, 1]]);
+        let off = batches(&refs, 3, None);
+        assert_eq!(off, vec![vec![4, 2, 6], vec![3, 0, 5], vec![1]]);
+        let mut all: Vec<usize> = got.concat();
+        all.sort();
+        assert_eq!(all, (0..rows.len()).collect::<Vec<_>>());
     }
 }

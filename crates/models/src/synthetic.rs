@@ -6,3 +6,13 @@
 pub fn bench_ids(len: usize, row: usize, vocab: usize) -> Vec<u32> {
     (0..len).map(|i| ((i * 7919 + row * 104_729 + 13) % (vocab - 1000)) as u32 + 100).collect()
 }
+
+/// Row `row` of a batch whose rows all start with the same `shared` ids (a prompt answered
+/// several ways): row 0's first `shared` ids, then row `row`'s own. Row 0 equals `bench_ids`.
+pub fn bench_ids_shared(len: usize, row: usize, vocab: usize, shared: usize) -> Vec<u32> {
+    let mut ids = bench_ids(len, 0, vocab);
+    let own = bench_ids(len, row, vocab);
+    let shared = shared.min(len);
+    ids[shared..].copy_from_slice(&own[shared..]);
+    ids
+}

@@ -212,3 +212,83 @@ fn streamed_and_quantized_on_load_match_transformers() {
         eprintln!("{name}: q8_0-on-load worst abs diff {worst:.4}");
     }
 }
+
+/// Prompt reuse (the shared prefix computed once, the rest of each row on its keys and values)
+/// gives transformers' outputs: every pair of golden conversations batched together, and all of
+/// them at once, with reuse from one shared token, on every architecture and head.
+#[test]
+fn shared_prefix_batches_match_transformers() {
+    for name in MODELS {
+        let (mut model, golden) = load(name);
+        model.set_prefix_reuse(Some(1));
+        let convs = golden["conversations"].as_object().unwrap();
+        let cases: Vec<(&String, Vec<u32>)> =
+            convs.iter().map(|(k, c)| (k, serde_json::from_value(c["input_ids"].clone()).unwrap())).collect();
+        let mut shared_seen = 0;
+        for (i, (ki, a)) in cases.iter().enumerate() {
+            for (kj, b) in &cases[i + 1..] {
+                shared_seen = shared_seen.max(rewardlens_models::decoder::shared_prefix_len(&[a, b]));
+                let out = model.forward_padded(&[a, b], Padding::Right).unwrap();
+                assert_output(&out[0], &convs[ki.as_str()]["logits"], &format!("{name} {ki} with {kj}"));
+                assert_output(&out[1], &convs[kj.as_str()]["logits"], &format!("{name} {kj} with {ki}"));
+            }
+        }
+        assert!(shared_seen >= 8, "{name}: the golden conversations share a prompt ({shared_seen} tokens)");
+        let rows: Vec<&[u32]> = cases.iter().map(|(_, ids)| ids.as_slice()).collect();
+        let out = model.forward_padded(&rows, Padding::Right).unwrap();
+        for ((k, _), o) in cases.iter().zip(&out) {
+            assert_output(o, &convs[k.as_str()]["logits"], &format!("{name} {k} in the whole batch"));
+        }
+    }
+}
+
+/// A long prompt answered several ways scores the same with and without reuse, and through
+/// `score_encoded`, which batches the answers to one prompt together among other inputs.
+#[test]
+fn long_shared_prompt_scores_equal_whole_rows() {
+    for name in MODELS {
+        let (mut model, golden) = load(name);
+        let prompt: Vec<u32> = serde_json::from_value(golden["conversations"]["long"]["input_ids"].clone()).unwrap();
+        let vocab = model.config().vocab_size as u32;
+        let rows: Vec<Vec<u32>> = (0..5u32)
+            .map(|r| prompt.iter().copied().chain((0..3 + 4 * r).map(|i| (i * 31 + r * 7 + 5) % vocab)).collect())
+            .collect();
+        let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+        assert!(rewardlens_models::decoder::shared_prefix_len(&refs) >= rewardlens_models::decoder::MIN_SHARED_PREFIX);
+        model.set_prefix_reuse(None);
+        let alone: Vec<HeadOutput> =
+            refs.iter().map(|r| model.forward_padded(&[r], Padding::Right).unwrap().remove(0)).collect();
+        model.set_prefix_reuse(Some(rewardlens_models::decoder::MIN_SHARED_PREFIX));
+        let reused = model.forward_padded(&refs, Padding::Right).unwrap();
+        for (i, (a, b)) in alone.iter().zip(&reused).enumerate() {
+            let expected = match a {
+                HeadOutput::Sequence { logits, .. } => serde_json::json!(logits),
+                HeadOutput::Token(t) => serde_json::json!(t),
+            };
+            assert_output(b, &expected, &format!("{name} row {i} with the prompt reused"));
+        }
+        // Mixed with unrelated inputs, in score_encoded's batches of 2.
+        let mut inputs: Vec<rewardlens_models::reward_model::EncodedInput> = Vec::new();
+        for (k, c) in golden["conversations"].as_object().unwrap() {
+            if k != "long" {
+                inputs.push(model.encode(&messages(&c["messages"]), &LengthPolicy::default()).unwrap());
+            }
+        }
+        let base = inputs.len();
+        for r in &rows {
+            let mut e = inputs[0].clone();
+            e.ids = r.clone();
+            inputs.push(e);
+        }
+        let scores = model.score_encoded(&inputs, 2).unwrap();
+        for (i, a) in alone.iter().enumerate() {
+            if let HeadOutput::Sequence { logits, .. } = a {
+                assert_close(
+                    &scores[base + i].logits,
+                    &serde_json::json!(logits),
+                    &format!("{name} score_encoded row {i}"),
+                );
+            }
+        }
+    }
+}
