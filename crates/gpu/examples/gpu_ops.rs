@@ -39,7 +39,7 @@ fn main() {
     let (q, k, v, o) = (g.zeros(t * nq * hd), g.zeros(t * nkv * hd), g.zeros(t * nkv * hd), g.zeros(t * nq * hd));
     let starts = g.upload_u32(&vec![0; t]);
     time(&g, "attention", 2.0 * (t * t * nq * hd) as f64, || {
-        attn.run(&g, &q, &k, &v, &o, &starts, t, nq, nkv, hd).unwrap()
+        attn.run(&g, &q, &k, &v, &o, &starts, 0, t, nq, nkv, hd).unwrap()
     });
     let norm = RmsNorm::new(&g);
     let w = g.upload_f32(&vec![1.0; h]);

@@ -58,6 +58,8 @@ pub struct GpuRewardModel {
     /// Tokens one pass may hold: the widest activation (`[tokens, intermediate]`) fits a binding.
     max_pass_tokens: usize,
     weight_bytes: u64,
+    /// Shared-prompt reuse: the shortest common prefix packed once per pass (`None`: off).
+    prefix_reuse: Option<usize>,
 }
 
 fn weights_err(e: rewardlens_models::ModelError) -> GpuError {
@@ -160,7 +162,20 @@ impl GpuRewardModel {
         // caller awaits `gpu().check()`.
         #[cfg(not(target_arch = "wasm32"))]
         pollster::block_on(gpu.check())?;
-        Ok(Self { gpu, config, format, k, embed, layers, final_norm, score, inv_freq, max_pass_tokens, weight_bytes })
+        Ok(Self {
+            gpu,
+            config,
+            format,
+            k,
+            embed,
+            layers,
+            final_norm,
+            score,
+            inv_freq,
+            max_pass_tokens,
+            weight_bytes,
+            prefix_reuse: Some(rewardlens_models::decoder::MIN_SHARED_PREFIX),
+        })
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -189,6 +204,17 @@ impl GpuRewardModel {
     /// is an error).
     pub fn max_pass_tokens(&self) -> usize {
         self.max_pass_tokens
+    }
+
+    /// Prompt reuse across a batch, as on the CPU engine: rows that all start with the same
+    /// `min_tokens` or more carry that prefix once per pass, and every row's own tokens attend
+    /// to it. `None` packs whole rows.
+    pub fn set_prefix_reuse(&mut self, min_tokens: Option<usize>) {
+        self.prefix_reuse = min_tokens.map(|m| m.max(1));
+    }
+
+    pub fn prefix_reuse(&self) -> Option<usize> {
+        self.prefix_reuse
     }
 
     fn linear(&self, l: &Linear, x: &GpuBuffer, y: &GpuBuffer, rows: usize) -> Result<()> {
@@ -228,16 +254,31 @@ impl GpuRewardModel {
                 )));
             }
         }
+        // Every row keeps at least its last (pooled) token after the shared prefix.
+        let shared = match self.prefix_reuse {
+            Some(min) if rows.len() > 1 => {
+                let n = rewardlens_models::decoder::shared_prefix_len(rows)
+                    .min(rows.iter().map(|r| r.len() - 1).min().unwrap_or(0));
+                if n >= min {
+                    n
+                } else {
+                    0
+                }
+            }
+            _ => 0,
+        };
         let mut out = Vec::with_capacity(rows.len());
         let mut start = 0;
         while start < rows.len() {
+            // The prefix once, then each row's own tokens (a row fits: checked above).
             let mut end = start;
-            let mut tokens = 0;
-            while end < rows.len() && tokens + rows[end].len() <= self.max_pass_tokens {
-                tokens += rows[end].len();
+            let mut tokens = shared;
+            while end < rows.len() && tokens + rows[end].len() - shared <= self.max_pass_tokens {
+                tokens += rows[end].len() - shared;
                 end += 1;
             }
-            out.extend(self.pass(&rows[start..end]).await?);
+            let pass_shared = if end - start > 1 { shared } else { 0 };
+            out.extend(self.pass(&rows[start..end], pass_shared).await?);
             start = end;
         }
         Ok(out)
@@ -255,12 +296,12 @@ impl GpuRewardModel {
         if ids.len() > self.max_pass_tokens {
             return Err(GpuError::Shape(format!("an input of {} tokens does not fit one pass", ids.len())));
         }
-        Ok(self.pass_positions(&[ids]).await?.remove(0))
+        Ok(self.pass_positions(&[ids], 0).await?.remove(0))
     }
 
     /// One packed pass: head outputs per row.
-    async fn pass(&self, rows: &[&[u32]]) -> Result<Vec<HeadOutput>> {
-        let all = self.pass_positions(rows).await?;
+    async fn pass(&self, rows: &[&[u32]], shared: usize) -> Result<Vec<HeadOutput>> {
+        let all = self.pass_positions(rows, shared).await?;
         Ok(rows
             .iter()
             .zip(all)
@@ -274,21 +315,25 @@ impl GpuRewardModel {
             .collect())
     }
 
-    /// One packed pass: the head at every position of each row.
-    async fn pass_positions(&self, rows: &[&[u32]]) -> Result<Vec<Vec<Vec<f32>>>> {
+    /// One packed pass: the head at every position of each row. With `shared` > 0 every row
+    /// starts with the same `shared` tokens, packed once, first; the rest of each row follows
+    /// at positions continuing them.
+    async fn pass_positions(&self, rows: &[&[u32]], shared: usize) -> Result<Vec<Vec<Vec<f32>>>> {
         let c = &self.config;
         let g = &self.gpu;
         let (h, hd, nq, nkv, inter) =
             (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
-        let ids: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        let mut ids: Vec<u32> = rows.first().map_or(vec![], |r| r[..shared].to_vec());
+        ids.extend(rows.iter().flat_map(|r| r[shared..].iter().copied()));
         let t = ids.len();
-        let mut starts = Vec::with_capacity(t);
-        let mut positions = Vec::with_capacity(t);
-        let mut s0 = 0;
+        let mut starts = vec![0u32; shared];
+        let mut positions: Vec<usize> = (0..shared).collect();
+        let mut s0 = shared;
         for r in rows {
-            starts.extend(std::iter::repeat_n(s0 as u32, r.len()));
-            positions.extend(0..r.len());
-            s0 += r.len();
+            let own = r.len() - shared;
+            starts.extend(std::iter::repeat_n(s0 as u32, own));
+            positions.extend(shared..r.len());
+            s0 += own;
         }
         let (cos, sin) = rope_tables_at(&self.inv_freq, positions.into_iter());
         let (cos, sin, starts) = (g.upload_f32(&cos), g.upload_f32(&sin), g.upload_u32(&starts));
@@ -318,7 +363,7 @@ impl GpuRewardModel {
             };
             self.k.rope.run(g, qr, &cos, &sin, t, nq, hd)?;
             self.k.rope.run(g, kr, &cos, &sin, t, nkv, hd)?;
-            self.k.attention.run(g, qr, kr, &v, &a, &starts, t, nq, nkv, hd)?;
+            self.k.attention.run(g, qr, kr, &v, &a, &starts, shared, t, nq, nkv, hd)?;
             self.linear(&layer.o, &a, &o, t)?;
             self.k.add.run(g, &x, &o, &x1, t * h)?;
             self.norm(&x1, &layer.post_norm, &hn, t, h)?;
@@ -333,11 +378,13 @@ impl GpuRewardModel {
         let logits = g.zeros(t * labels);
         self.linear(&self.score, &hn, &logits, t)?;
         let all = g.download_f32(&logits).await?;
+        let at = |i: usize| all[i * labels..(i + 1) * labels].to_vec();
         let mut out = Vec::with_capacity(rows.len());
-        let mut s0 = 0;
+        let mut s0 = shared;
         for r in rows {
-            out.push((0..r.len()).map(|i| all[(s0 + i) * labels..(s0 + i + 1) * labels].to_vec()).collect());
-            s0 += r.len();
+            let own = r.len() - shared;
+            out.push((0..shared).map(at).chain((s0..s0 + own).map(at)).collect());
+            s0 += own;
         }
         Ok(out)
     }
@@ -367,5 +414,11 @@ impl rewardlens_models::ForwardPass for GpuRewardModel {
     }
     fn backend(&self) -> String {
         format!("GPU ({}, {})", self.gpu.adapter, self.format.name())
+    }
+    fn set_prefix_reuse(&mut self, min_tokens: Option<usize>) {
+        GpuRewardModel::set_prefix_reuse(self, min_tokens)
+    }
+    fn prefix_reuse(&self) -> Option<usize> {
+        GpuRewardModel::prefix_reuse(self)
     }
 }

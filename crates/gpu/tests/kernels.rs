@@ -247,7 +247,7 @@ fn causal_gqa_attention_matches_cpu_softmax() {
         let out = g.zeros(tokens * heads * d);
         let starts = g.upload_u32(&vec![0; tokens]);
         let (qb, kb, vb) = (g.upload_f32(&q), g.upload_f32(&k), g.upload_f32(&v));
-        attn.run(g, &qb, &kb, &vb, &out, &starts, tokens, heads, kv_heads, d).unwrap();
+        attn.run(g, &qb, &kb, &vb, &out, &starts, 0, tokens, heads, kv_heads, d).unwrap();
         let what = format!("attention t{tokens} h{heads}/{kv_heads} d{d}");
         assert_close(&g.download_f32_blocking(&out).unwrap(), &want, 1e-4, &what);
     }
@@ -274,8 +274,42 @@ fn packed_sequences_attend_only_within_themselves() {
     }
     let out = g.zeros(total * heads * d);
     let (qb, kb, vb) = (g.upload_f32(&q), g.upload_f32(&k), g.upload_f32(&v));
-    Attention::new(g).run(g, &qb, &kb, &vb, &out, &g.upload_u32(&starts), total, heads, kv_heads, d).unwrap();
+    Attention::new(g).run(g, &qb, &kb, &vb, &out, &g.upload_u32(&starts), 0, total, heads, kv_heads, d).unwrap();
     assert_close(&g.download_f32_blocking(&out).unwrap(), &want, 1e-4, "packed attention");
+}
+
+/// A prompt packed once, then several continuations of it: each continuation token sees the
+/// prompt and its own sequence, as if prompt + continuation were one sequence; the prompt
+/// tokens see only the prompt.
+#[test]
+fn continuations_attend_to_the_shared_prompt() {
+    let (heads, kv_heads, d) = (4, 2, 32);
+    let prompt = 75usize;
+    let lens = [3usize, 66, 1];
+    let total = prompt + lens.iter().sum::<usize>();
+    let q = random(total * heads * d, 17);
+    let k = random(total * kv_heads * d, 18);
+    let v = random(total * kv_heads * d, 19);
+    let (qw, kw) = (heads * d, kv_heads * d);
+    let mut want = attention_ref(&q[..prompt * qw], &k[..prompt * kw], &v[..prompt * kw], prompt, heads, kv_heads, d);
+    let mut starts = vec![0u32; prompt];
+    let mut s0 = prompt;
+    for &len in &lens {
+        starts.extend(std::iter::repeat_n(s0 as u32, len));
+        // The whole sequence this continuation stands for: the prompt, then its own tokens.
+        let whole = |x: &[f32], w: usize| [&x[..prompt * w], &x[s0 * w..(s0 + len) * w]].concat();
+        let out = attention_ref(&whole(&q, qw), &whole(&k, kw), &whole(&v, kw), prompt + len, heads, kv_heads, d);
+        want.extend_from_slice(&out[prompt * qw..]);
+        s0 += len;
+    }
+    for g in both() {
+        let out = g.zeros(total * qw);
+        let (qb, kb, vb) = (g.upload_f32(&q), g.upload_f32(&k), g.upload_f32(&v));
+        Attention::new(g)
+            .run(g, &qb, &kb, &vb, &out, &g.upload_u32(&starts), prompt, total, heads, kv_heads, d)
+            .unwrap();
+        assert_close(&g.download_f32_blocking(&out).unwrap(), &want, 1e-4, "attention with a shared prompt");
+    }
 }
 
 #[test]

@@ -160,3 +160,40 @@ fn batches_packed_and_split_over_small_bindings_match_single_sequences() {
     let err = model.forward_blocking(&[&[u32::MAX]]).unwrap_err().to_string();
     assert!(err.contains("outside the vocabulary"), "{err}");
 }
+
+/// Answers to one long prompt: the prompt is packed once per pass and the answers attend to it;
+/// the outputs equal the CPU engine's on each whole row, also when the answers take several
+/// passes (1 MiB bindings: 2,048 tokens a pass), and with reuse off.
+#[test]
+fn answers_to_one_prompt_pack_it_once_and_match_whole_rows() {
+    let options = GpuOptions { shader_f16: false, subgroups: false, max_binding: Some(1 << 20) };
+    for name in ["qwen3-seq", "llama-token"] {
+        let mut cpu = RewardModel::load(CheckpointFiles::from_dir(&fixture(name)).unwrap(), &Device::Cpu).unwrap();
+        cpu.set_prefix_reuse(None);
+        let mut model = gpu_model(name, WeightFormat::F32, options);
+        let prompt = cases(name).into_iter().find(|(k, _)| k == "long").unwrap().1;
+        let vocab = model.config().vocab_size as u32;
+        // Answers from 3 tokens up to the room a pass leaves after the prompt: two passes.
+        let room = (model.max_pass_tokens() - prompt.len()) as u32;
+        let answers: Vec<Vec<u32>> = (0..5u32)
+            .map(|r| {
+                let own = 3 + r * (room - 3) / 4;
+                prompt.iter().copied().chain((0..own).map(|i| (i * 31 + r * 7 + 5) % vocab)).collect()
+            })
+            .collect();
+        let refs: Vec<&[u32]> = answers.iter().map(|a| a.as_slice()).collect();
+        assert!(prompt.len() + answers.iter().map(|a| a.len() - prompt.len()).sum::<usize>() > model.max_pass_tokens());
+        assert!(answers.iter().all(|a| a.len() <= model.max_pass_tokens()));
+        for reuse in [Some(rewardlens_models::decoder::MIN_SHARED_PREFIX), None] {
+            model.set_prefix_reuse(reuse);
+            let out = model.forward_blocking(&refs).unwrap();
+            for (i, (ids, o)) in answers.iter().zip(out).enumerate() {
+                if let HeadOutput::Sequence { pooled_index, .. } = &o {
+                    assert_eq!(*pooled_index, ids.len() - 1);
+                }
+                let d = worst_diff(&rows(o), &cpu_rows(&cpu, ids));
+                assert!(d <= 1e-3, "{name} answer {i} (reuse {reuse:?}): GPU differs by {d}");
+            }
+        }
+    }
+}

@@ -402,7 +402,8 @@ impl Embedding {
 }
 
 /// Causal grouped-query attention for prefill over packed sequences (`starts[t]`: the first
-/// token of t's sequence): key tiles of 64, an online softmax.
+/// token of t's sequence; the first `shared` tokens, if any, a prompt that every later sequence
+/// continues): key tiles of 64, an online softmax.
 pub struct Attention(wgpu::ComputePipeline);
 
 impl Attention {
@@ -417,6 +418,7 @@ impl Attention {
         v: &GpuBuffer,
         out: &GpuBuffer,
         starts: &GpuBuffer,
+        shared: usize,
         tokens: usize,
         heads: usize,
         kv_heads: usize,
@@ -431,7 +433,16 @@ impl Attention {
         check("attention out", out, tokens * heads * head_dim)?;
         check("attention starts", starts, tokens)?;
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let p = gpu.uniform(&[tokens as u32, heads as u32, kv_heads as u32, head_dim as u32, scale.to_bits(), 0, 0, 0]);
+        let p = gpu.uniform(&[
+            tokens as u32,
+            heads as u32,
+            kv_heads as u32,
+            head_dim as u32,
+            scale.to_bits(),
+            shared as u32,
+            0,
+            0,
+        ]);
         let n = tokens * heads;
         let groups = (n.min(65_535) as u32, n.div_ceil(65_535) as u32, 1);
         gpu.dispatch(&self.0, &[&q.buffer, &k.buffer, &v.buffer, &out.buffer, &starts.buffer, &p], groups);
