@@ -309,6 +309,10 @@ pub struct BenchRow {
     pub tokens: usize,
     pub median_ms: f64,
     pub tokens_per_s: f64,
+    /// When this length's first pass (warm-up) returned, in ms since the Unix epoch: with the
+    /// page's `performance.timeOrigin`, the time from opening the page to the first scores.
+    #[serde(default)]
+    pub first_scores_at_ms: f64,
 }
 
 /// Worker -> page.

@@ -936,6 +936,7 @@ impl Engine {
         for (n, &len) in lengths.iter().enumerate() {
             let ids = rewardlens_models::synthetic::bench_ids(len, 0, vocab);
             let mut times = Vec::new();
+            let mut first_scores_at_ms = 0.0;
             for i in 0..=iters.max(1) {
                 let t0 = self.now();
                 match &loaded.scorer {
@@ -949,6 +950,8 @@ impl Engine {
                 }
                 if i > 0 {
                     times.push(self.now() - t0);
+                } else {
+                    first_scores_at_ms = js_sys::Date::now();
                 }
                 self.post(&FromWorker::Progress {
                     id,
@@ -962,7 +965,12 @@ impl Engine {
             }
             times.sort_by(f64::total_cmp);
             let median_ms = times[times.len() / 2];
-            rows.push(BenchRow { tokens: len, median_ms, tokens_per_s: len as f64 / (median_ms / 1000.0) });
+            rows.push(BenchRow {
+                tokens: len,
+                median_ms,
+                tokens_per_s: len as f64 / (median_ms / 1000.0),
+                first_scores_at_ms,
+            });
         }
         Ok(rows)
     }

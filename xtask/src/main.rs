@@ -6,8 +6,11 @@
 //! - `dist`: the app as a static site in web/dist.
 //! - `bench-web`: the same model and token ids natively and in headless Chromium (wasm CPU).
 //! - `lint`: rustfmt check and clippy with `-D warnings`, native and wasm32.
-//! - `bench`: rewardlens and PyTorch on a random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped
-//!   model (generated under target/, needs a Python with torch + transformers: set `PYTHON`).
+//! - `bench [THREADS] [--no-browser]`: rewardlens against its peers (PyTorch, Candle's qwen3,
+//!   transformers.js in Node and Chromium) on a random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped
+//!   model, plus time to first score, peak memory and `serve` under load; writes
+//!   docs/PERFORMANCE.md (needs a Python with torch, transformers, optimum: set `PYTHON`).
+//! - `bench-formats`: every quantization type natively against PyTorch f32.
 //! - `quant-accuracy`: every quantization type against f32 (the README's accuracy table).
 //! - `fuzz`: the GGUF and safetensors header fuzz targets, for a bounded time.
 //! - `fixtures`: regenerates tests/fixtures with transformers (same Python requirement; needs
@@ -109,9 +112,9 @@ fn skywork_shape() -> Result<PathBuf> {
     Ok(model)
 }
 
-/// `cargo xtask bench [THREADS] [--no-torch]`: f32 and every quant type natively, and PyTorch
-/// f32 on the same model and ids, alternating ours and theirs.
-fn bench(args: &[String]) -> Result<()> {
+/// `cargo xtask bench-formats [THREADS] [--no-torch]`: f32 and every quant type natively, and
+/// PyTorch f32 on the same model and ids, alternating ours and theirs.
+fn bench_formats(args: &[String]) -> Result<()> {
     let threads = args.iter().find(|a| !a.starts_with("--")).cloned().unwrap_or_else(|| "2".into());
     let torch = !args.iter().any(|a| a == "--no-torch");
     run(cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
@@ -285,20 +288,13 @@ fn main() -> Result<()> {
         Some("test") => test(),
         Some("dist") => web::dist().map(|_| ()),
         Some("bench-web") => web::bench_web(),
-        Some("bench-peers") => peers::bench_peers(&args[1..]),
-        Some("tjs-chromium") => {
-            let onnx = root().join("target/bench-models/skywork-rand-onnx");
-            for v in peers::tjs_in_chromium(&onnx, args.get(1).map_or("64x1", String::as_str), "2")? {
-                println!("{v}");
-            }
-            Ok(())
-        }
+        Some("bench") => peers::bench_peers(&args[1..]),
         Some("serve") => web::serve(&args[1..]),
         Some("lint") => lint(),
-        Some("bench") => bench(&args[1..]),
+        Some("bench-formats") => bench_formats(&args[1..]),
         Some("fixtures") => fixtures(),
         Some("quant-accuracy") => quant_accuracy(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
-        _ => bail!("usage: cargo xtask <test|lint|serve [PORT]|dist|bench [THREADS] [--no-torch]|bench-web|bench-peers [THREADS]|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
+        _ => bail!("usage: cargo xtask <test|lint|serve [PORT]|dist|bench [THREADS] [--no-browser]|bench-formats [THREADS] [--no-torch]|bench-web|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
     }
 }

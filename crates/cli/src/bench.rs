@@ -19,9 +19,12 @@ pub struct BenchArgs {
     /// Sequences per forward pass.
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Timed repetitions per length (after one warm-up); the median is reported.
+    /// Timed repetitions per length; the median is reported.
     #[arg(long, default_value_t = 3)]
     iters: usize,
+    /// Untimed passes before the timed ones.
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
     /// Leading tokens every sequence of a pass shares (a prompt answered `--batch` ways).
     #[arg(long, default_value_t = 0)]
     shared: usize,
@@ -58,15 +61,16 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     for &len in &args.lengths {
         let rows: Vec<Vec<u32>> = (0..args.batch).map(|r| bench_ids_shared(len, r, vocab, args.shared)).collect();
         let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
-        model.forward_padded(&refs, Padding::Right)?;
-        // From the start (model load included) to the first pass's scores.
-        first_score.get_or_insert(t0.elapsed().as_secs_f64());
-        let mut times: Vec<f64> = (0..args.iters.max(1))
-            .map(|_| {
-                let t = Instant::now();
-                model.forward_padded(&refs, Padding::Right).map(|_| t.elapsed().as_secs_f64())
-            })
-            .collect::<rewardlens_models::Result<_>>()?;
+        let mut times = Vec::new();
+        for i in 0..args.warmup + args.iters.max(1) {
+            let t = Instant::now();
+            model.forward_padded(&refs, Padding::Right)?;
+            if i >= args.warmup {
+                times.push(t.elapsed().as_secs_f64());
+            }
+            // From the start (model load included) to the first pass's scores.
+            first_score.get_or_insert(t0.elapsed().as_secs_f64());
+        }
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let median = times[times.len() / 2];
         println!("| {len} | {} | {median:.3} | {:.1} |", args.batch, (len * args.batch) as f64 / median);

@@ -523,7 +523,12 @@ fn BenchView(engine: Engine) -> impl IntoView {
                                 .into_iter()
                                 .map(|r| {
                                     view! {
-                                        <tr class="bench-row" data-tokens=r.tokens.to_string() data-ms=r.median_ms.to_string()>
+                                        <tr
+                                            class="bench-row"
+                                            data-tokens=r.tokens.to_string()
+                                            data-ms=r.median_ms.to_string()
+                                            data-first-scores-at=r.first_scores_at_ms.to_string()
+                                        >
                                             <td>{r.tokens}</td>
                                             <td>{format!("{:.0}", r.median_ms)}</td>
                                             <td>{format!("{:.1}", r.tokens_per_s)}</td>
