@@ -16,6 +16,7 @@ use rewardlens_models::memory::{pick_storage, MemoryEstimate, WeightStorage, WAS
 use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention};
 use rewardlens_models::quantized::{self, QuantType};
 use rewardlens_models::records::{annotate, parse_record};
+use rewardlens_models::reward_model::{shared_prompt_runs, EncodedInput};
 use rewardlens_models::weights::StreamedSafetensors;
 use rewardlens_models::ConversationScore;
 use rewardlens_models::{files, CheckpointText, InputEncoder, LengthPolicy, ModelConfig, ModelError, RewardModel};
@@ -78,6 +79,9 @@ enum Scorer {
 
 /// Sequences packed into one WebGPU pass (and scored between two cancel checks).
 const GPU_BATCH: usize = 8;
+/// Most responses to one prompt scored together on the CPU, which computes their shared
+/// prompt once; other inputs go one at a time (cancellation and progress per sequence).
+const CPU_SHARED_BATCH: usize = 8;
 
 /// How WebGPU holds the weights for a storage choice: f16 by default (half the f32 bytes,
 /// scores within 1e-3 on the fixtures); the quantized choices map to the kernels' formats.
@@ -987,18 +991,30 @@ impl Engine {
     ) -> Res<Vec<SequenceResult>> {
         let mut out = Vec::with_capacity(convs.len());
         let started = self.now();
-        let step = match &loaded.scorer {
-            Scorer::Local(_) => 1,
-            Scorer::WebGpu { .. } => GPU_BATCH,
-            Scorer::Remote { client, .. } => client.config().batch_size,
+        // On the CPU, consecutive inputs sharing a prompt form one group (scored as one batch);
+        // elsewhere fixed-size batches.
+        let (encoded, groups): (Vec<EncodedInput>, Vec<std::ops::Range<usize>>) = match &loaded.scorer {
+            Scorer::Local(model) => {
+                let enc = convs
+                    .iter()
+                    .map(|c| model.encode(c, &policy))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(model_error)?;
+                let rows: Vec<&[u32]> = enc.iter().map(|e| e.ids.as_slice()).collect();
+                let groups = shared_prompt_runs(&rows, model.prefix_reuse(), CPU_SHARED_BATCH);
+                (enc, groups)
+            }
+            Scorer::WebGpu { .. } => (vec![], fixed_groups(convs.len(), GPU_BATCH)),
+            Scorer::Remote { client, .. } => (vec![], fixed_groups(convs.len(), client.config().batch_size)),
         };
-        for chunk in convs.chunks(step) {
+        for range in groups {
+            let chunk = &convs[range.clone()];
             let t0 = self.now();
             match &loaded.scorer {
                 Scorer::Local(model) => {
-                    let enc = model.encode(&chunk[0], &policy).map_err(model_error)?;
-                    let s = model.score_encoded(std::slice::from_ref(&enc), 1).map_err(model_error)?.remove(0);
-                    out.push(sequence_result(s, self.now() - t0));
+                    let scores = model.score_encoded(&encoded[range.clone()], chunk.len()).map_err(model_error)?;
+                    let ms = (self.now() - t0) / chunk.len() as f64;
+                    out.extend(scores.into_iter().map(|s| sequence_result(s, ms)));
                 }
                 Scorer::WebGpu { inputs, model } => {
                     let encoded = chunk
@@ -1252,4 +1268,10 @@ pub fn start() {
     scope.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     onmessage.forget();
     engine.post(&FromWorker::Ready);
+}
+
+/// `0..n` in consecutive ranges of `size`.
+fn fixed_groups(n: usize, size: usize) -> Vec<std::ops::Range<usize>> {
+    let size = size.max(1);
+    (0..n).step_by(size).map(|s| s..(s + size).min(n)).collect()
 }

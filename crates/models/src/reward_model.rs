@@ -317,6 +317,11 @@ impl RewardModel {
         self.model.set_prefix_reuse(min_tokens)
     }
 
+    /// The shortest shared prefix the forward pass computes once (`None`: reuse is off).
+    pub fn prefix_reuse(&self) -> Option<usize> {
+        self.model.prefix_reuse()
+    }
+
     pub fn inputs(&self) -> &InputEncoder {
         &self.inputs
     }
@@ -459,9 +464,38 @@ fn batches(rows: &[&[u32]], batch_size: usize, min_shared: Option<usize>) -> Vec
     out
 }
 
+/// Consecutive rows that share at least `min_shared` leading tokens (responses to one prompt,
+/// in input order), `max` rows at most per run; every other row alone, and every row alone
+/// without prefix reuse. For front ends that score a few rows at a time (the browser).
+pub fn shared_prompt_runs(rows: &[&[u32]], min_shared: Option<usize>, max: usize) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for i in 0..rows.len() {
+        match (runs.last_mut(), min_shared) {
+            (Some(r), Some(min))
+                if r.len() < max && crate::decoder::shared_prefix_len(&[rows[r.start], rows[i]]) >= min =>
+            {
+                r.end = i + 1
+            }
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod batching_tests {
-    use super::batches;
+    use super::{batches, shared_prompt_runs};
+
+    #[test]
+    fn runs_of_answers_to_one_prompt_in_input_order() {
+        let p: Vec<u32> = (0..40).collect();
+        let with = |t: u32| p.iter().copied().chain([t]).collect::<Vec<u32>>();
+        let rows = [with(1), with(2), vec![5; 50], with(3), with(4), with(5), with(6)];
+        let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
+        assert_eq!(shared_prompt_runs(&refs, Some(32), 3), vec![0..2, 2..3, 3..6, 6..7]);
+        assert_eq!(shared_prompt_runs(&refs, None, 3).len(), rows.len());
+        assert_eq!(shared_prompt_runs(&refs, Some(41), 3).len(), rows.len());
+    }
 
     #[test]
     fn answers_to_one_prompt_share_batches_and_the_rest_go_by_length() {

@@ -87,7 +87,9 @@ fn ours(model_url: &str, backend: &str, storage: &str, lengths: &[usize]) -> Res
         true,
     );
     let b = start_browser(backend == "webgpu");
-    let visit = |lengths: &[usize], iters: usize| -> Result<(Vec<(usize, f64)>, Option<f64>)> {
+    // (tokens, median seconds) per length, and seconds from page open to the first scores.
+    type Visit = (Vec<(usize, f64)>, Option<f64>);
+    let visit = |lengths: &[usize], iters: usize| -> Result<Visit> {
         let list: Vec<String> = lengths.iter().map(usize::to_string).collect();
         b.goto(&format!(
             "{}/?model={model_url}&backend={backend}&storage={storage}&bench={}&iters={iters}",
@@ -101,7 +103,8 @@ fn ours(model_url: &str, backend: &str, storage: &str, lengths: &[usize]) -> Res
         let toks = b.attrs("#bench .bench-row", "data-tokens");
         let ms = b.attrs("#bench .bench-row", "data-ms");
         let first = b.attrs("#bench .bench-row", "data-first-scores-at");
-        let rows = toks.iter().zip(&ms).map(|(t, m)| Ok((t.parse()?, m.parse::<f64>()? / 1000.0))).collect::<Result<_>>()?;
+        let rows =
+            toks.iter().zip(&ms).map(|(t, m)| Ok((t.parse()?, m.parse::<f64>()? / 1000.0))).collect::<Result<_>>()?;
         let first_s = match (first.first().and_then(|f| f.parse::<f64>().ok()), origin) {
             (Some(at), Some(o)) if at > 0.0 => Some((at - o) / 1000.0),
             _ => None,

@@ -61,9 +61,8 @@ pub fn serve_under_load(threads: &str, model: &Path) -> Result<Option<LoadResult
     let config: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("config.json"))?)?;
     let vocab = config["vocab_size"].as_u64().context("vocab_size")? as usize;
     let shared = super::shared_prompt(TOKENS, CLIENTS);
-    let bodies: Vec<serde_json::Value> = (0..CLIENTS)
-        .map(|r| serde_json::json!({ "input": bench_ids_shared(TOKENS, r, vocab, shared) }))
-        .collect();
+    let bodies: Vec<serde_json::Value> =
+        (0..CLIENTS).map(|r| serde_json::json!({ "input": bench_ids_shared(TOKENS, r, vocab, shared) })).collect();
     let post = |body: &serde_json::Value| -> Result<()> {
         let v: serde_json::Value = agent
             .post(&format!("{base}/classify"))

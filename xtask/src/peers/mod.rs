@@ -81,7 +81,7 @@ enum Native {
 pub const F32: &str = "rewardlens f32";
 pub const F32_NO_REUSE: &str = "rewardlens f32, prompt reuse off";
 pub const Q8: &str = "rewardlens q8_0";
-pub const Q4: &str = "rewardlens q4_0";
+pub const Q4: &str = "rewardlens q4_k";
 pub const CANDLE: &str = "Candle qwen3 f32";
 pub const TORCH: &str = "PyTorch f32";
 pub const TJS_NODE: &str = "transformers.js q8 (Node)";
@@ -90,7 +90,8 @@ impl Native {
     fn command(&self, threads: &str, n: usize, b: usize, iters: usize, warmup: usize) -> Command {
         let shared = shared_prompt(n, b).to_string();
         let (lens, batch, iters, warmup) = (n.to_string(), b.to_string(), iters.to_string(), warmup.to_string());
-        let table_args = ["--lengths", &lens, "--batch", &batch, "--iters", &iters, "--warmup", &warmup, "--shared", &shared];
+        let table_args =
+            ["--lengths", &lens, "--batch", &batch, "--iters", &iters, "--warmup", &warmup, "--shared", &shared];
         match self {
             Native::Ours { model, reuse } => {
                 let mut c = Command::new(bin());
@@ -187,9 +188,13 @@ pub fn ensure_tjs() -> Result<PathBuf> {
 /// Candle's qwen3 model code, built apart from the workspace (tests/bench/peers/candle).
 fn build_candle_peer() -> Result<PathBuf> {
     let target = root().join("target/peers");
-    run(crate::cargo()
-        .env("CARGO_TARGET_DIR", &target)
-        .args(["build", "--release", "--locked", "--manifest-path", "tests/bench/peers/candle/Cargo.toml"]))?;
+    run(crate::cargo().env("CARGO_TARGET_DIR", &target).args([
+        "build",
+        "--release",
+        "--locked",
+        "--manifest-path",
+        "tests/bench/peers/candle/Cargo.toml",
+    ]))?;
     Ok(target.join("release/candle-qwen3-peer"))
 }
 
@@ -217,7 +222,7 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
         WORKLOADS.iter().copied().filter(|&(n, b)| !smoke || (n == 64 && b <= 4)).collect();
     run(crate::cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
     let model = crate::skywork_shape()?;
-    let (q8, q4) = (quantized(&model, "q8_0")?, quantized(&model, "q4_0")?);
+    let (q8, q4) = (quantized(&model, "q8_0")?, quantized(&model, "q4_k")?);
     let mut notes = Notes { threads: threads.clone(), ..Notes::default() };
 
     let mut backends: Vec<(&str, Native)> = vec![
@@ -236,7 +241,12 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
     }
     let onnx = root().join("target/bench-models/skywork-rand-onnx");
     let tjs = output(
-        Command::new(python()).arg("tests/bench/peers/export_onnx.py").arg("--model").arg(&model).arg("--out").arg(&onnx),
+        Command::new(python())
+            .arg("tests/bench/peers/export_onnx.py")
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&onnx),
     )
     .context("exporting the model to ONNX (optimum, onnxruntime)")
     .and_then(|_| ensure_tjs());

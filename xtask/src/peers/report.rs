@@ -26,18 +26,23 @@ fn ratio(results: &Results, ours: &str, theirs: &str, n: usize, b: usize) -> Str
 }
 
 fn peak(results: &Results, label: &str, n: usize, b: usize) -> String {
-    let v: Vec<f64> = results.get(&(label.to_owned(), n, b)).map_or(vec![], |s| s.iter().filter_map(|s| s.peak_mib).collect());
+    let v: Vec<f64> =
+        results.get(&(label.to_owned(), n, b)).map_or(vec![], |s| s.iter().filter_map(|s| s.peak_mib).collect());
     v.into_iter().reduce(f64::max).map_or("—".into(), |m| format!("{m:.0}"))
 }
 
 fn first(first: &FirstScores, label: &str, cold: bool) -> String {
-    let v: Vec<f64> =
-        first.get(label).map_or(vec![], |s| s.iter().filter(|(c, _)| *c == cold).filter_map(|(_, s)| s.first_s).collect());
+    let v: Vec<f64> = first
+        .get(label)
+        .map_or(vec![], |s| s.iter().filter(|(c, _)| *c == cold).filter_map(|(_, s)| s.first_s).collect());
     median(&v).map_or("—".into(), |s| format!("{s:.1}"))
 }
 
 fn first_peak(first: &FirstScores, label: &str) -> String {
-    first.get(label).and_then(|s| s.iter().filter_map(|(_, s)| s.peak_mib).reduce(f64::max)).map_or("—".into(), |m| format!("{m:.0}"))
+    first
+        .get(label)
+        .and_then(|s| s.iter().filter_map(|(_, s)| s.peak_mib).reduce(f64::max))
+        .map_or("—".into(), |m| format!("{m:.0}"))
 }
 
 fn row(cells: &[String]) -> String {
@@ -46,7 +51,8 @@ fn row(cells: &[String]) -> String {
 
 fn header(cells: &[&str], right_from: usize) -> String {
     let mut s = row(&cells.iter().map(|c| c.to_string()).collect::<Vec<_>>());
-    let rule: Vec<String> = (0..cells.len()).map(|i| if i < right_from { "---".into() } else { "---:".into() }).collect();
+    let rule: Vec<String> =
+        (0..cells.len()).map(|i| if i < right_from { "---".into() } else { "---:".into() }).collect();
     s.push_str(&row(&rule));
     s
 }
@@ -68,7 +74,9 @@ pub fn write(
     let threads = &notes.threads;
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_default();
     let mem_gib = std::fs::read_to_string("/proc/meminfo")
         .ok()
@@ -81,7 +89,7 @@ pub fn write(
          - Model: random weights in the real Skywork-Reward-V2-Qwen3-0.6B shape (`rewardlens random-model` with \
          `tests/fixtures/shapes/skywork-reward-v2-qwen3-0.6b.json` and the Qwen3 tokenizer, never committed); \
          its ONNX export for transformers.js by `tests/bench/peers/export_onnx.py` (optimum, then onnxruntime \
-         dynamic int8 = transformers.js' q8); GGUF q8_0/q4_0 by `rewardlens quantize`.\n\
+         dynamic int8 = transformers.js' q8); GGUF q8_0/q4_k by `rewardlens quantize`.\n\
          - Workloads: sequences of 64, 512 and 2048 tokens, one response or 4 or 16 responses to one prompt \
          (the first three quarters of every sequence are the shared prompt, the same ids in every row: \
          `bench_ids_shared`). Every backend gets the same token ids, all rows in one pass. tokens/s counts every \
@@ -114,7 +122,14 @@ pub fn write(
          against every sequence run whole, the same engine otherwise (issue 10, item 5):\n\n",
     );
     md.push_str(&header(
-        &["tokens x responses", "f32 / PyTorch", "f32 / Candle", "q8_0 / transformers.js q8", "q4_0 / transformers.js q8", "f32 reuse on / off"],
+        &[
+            "tokens x responses",
+            "f32 / PyTorch",
+            "f32 / Candle",
+            "q8_0 / transformers.js q8",
+            "q4_k / transformers.js q8",
+            "f32 reuse on / off",
+        ],
         1,
     ));
     for &(n, b) in &WORKLOADS {
@@ -144,7 +159,12 @@ pub fn write(
     );
     md.push_str(&header(&["backend", "cold", "cached", "peak RSS MiB"], 1));
     for l in NATIVE.iter().filter(|l| **l != F32_NO_REUSE) {
-        md.push_str(&row(&[l.to_string(), first(first_scores, l, true), first(first_scores, l, false), first_peak(first_scores, l)]));
+        md.push_str(&row(&[
+            l.to_string(),
+            first(first_scores, l, true),
+            first(first_scores, l, false),
+            first_peak(first_scores, l),
+        ]));
     }
 
     md.push_str(&format!(
@@ -169,7 +189,16 @@ pub fn write(
                 secs(results, label, load::TOKENS, load::CLIENTS).map_or("—".into(), |t| format!("{:.2}", t / wall))
             };
             md.push_str(&header(
-                &["round wall s", "tokens/s", "latency p50 s", "latency p95 s", "peak RSS MiB", "vs rewardlens f32 in-process", "vs PyTorch f32", "vs transformers.js q8"],
+                &[
+                    "round wall s",
+                    "tokens/s",
+                    "latency p50 s",
+                    "latency p95 s",
+                    "peak RSS MiB",
+                    "vs rewardlens f32 in-process",
+                    "vs PyTorch f32",
+                    "vs transformers.js q8",
+                ],
                 0,
             ));
             md.push_str(&row(&[
@@ -193,9 +222,15 @@ pub fn write(
              SwiftShader (a CPU software adapter, no `shader-f16`) here: those rows show that both run, not GPU speed.\n\n",
             notes.versions.get("transformers.js (Chromium)").cloned().unwrap_or_else(|| "not run".into())
         ));
-        let labels = [browser::OURS_F32, browser::OURS_Q8, browser::TJS_WASM, browser::OURS_WEBGPU, browser::TJS_WEBGPU];
+        let labels =
+            [browser::OURS_F32, browser::OURS_Q8, browser::TJS_WASM, browser::OURS_WEBGPU, browser::TJS_WEBGPU];
         md.push_str(&header(
-            &[&["tokens"][..], &labels[..], &["f32 / transformers.js", "q8_0 / transformers.js", "WebGPU / transformers.js WebGPU"][..]].concat(),
+            &[
+                &["tokens"][..],
+                &labels[..],
+                &["f32 / transformers.js", "q8_0 / transformers.js", "WebGPU / transformers.js WebGPU"][..],
+            ]
+            .concat(),
             1,
         ));
         for n in browser::LENGTHS {
