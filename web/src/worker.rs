@@ -81,7 +81,7 @@ enum Scorer {
 const GPU_BATCH: usize = 8;
 /// Most responses to one prompt scored together on the CPU, which computes their shared
 /// prompt once; other inputs go one at a time (cancellation and progress per sequence).
-const CPU_SHARED_BATCH: usize = 8;
+const CPU_SHARED_BATCH: usize = 4;
 
 /// How WebGPU holds the weights for a storage choice: f16 by default (half the f32 bytes,
 /// scores within 1e-3 on the fixtures); the quantized choices map to the kernels' formats.

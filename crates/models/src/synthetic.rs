@@ -16,3 +16,20 @@ pub fn bench_ids_shared(len: usize, row: usize, vocab: usize, shared: usize) -> 
     ids[shared..].copy_from_slice(&own[shared..]);
     ids
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_rows_share_exactly_their_prompt() {
+        let rows: Vec<Vec<u32>> = (0..4).map(|r| bench_ids_shared(64, r, 151_936, 48)).collect();
+        assert_eq!(rows[0], bench_ids(64, 0, 151_936));
+        for r in &rows[1..] {
+            assert_eq!(r[..48], rows[0][..48]);
+            assert_ne!(r[48], rows[0][48]);
+            assert_eq!(r.len(), 64);
+        }
+        assert_eq!(bench_ids_shared(8, 2, 2000, 100), bench_ids(8, 0, 2000));
+    }
+}

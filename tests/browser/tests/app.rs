@@ -405,6 +405,12 @@ impl RewardServer {
         let url = line.trim().strip_prefix("listening on ").expect("the listening line").to_owned();
         Self(child, url)
     }
+
+    /// The qwen3-seq fixture served as "tiny", open to pages from `origin`.
+    fn tiny(origin: &str) -> Self {
+        let model = fixtures().join("qwen3-seq");
+        Self::start(&["--model", model.to_str().unwrap(), "--served-model-name", "tiny", "--cors-origin", origin])
+    }
 }
 
 impl Drop for RewardServer {
@@ -428,15 +434,7 @@ fn too_large_models_fall_back_to_a_remote_endpoint() {
         vec![("/work/".into(), too_big.parent().unwrap().to_path_buf()), ("/".into(), dist_dir())],
         true,
     );
-    let model = fixtures().join("qwen3-seq");
-    let rm = RewardServer::start(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--served-model-name",
-        "tiny",
-        "--cors-origin",
-        &srv.url,
-    ]);
+    let rm = RewardServer::tiny(&srv.url);
     let g = golden("qwen3-seq");
     let b = Browser::start();
     b.goto(&format!("{}/", srv.url));
@@ -746,15 +744,7 @@ fn web_component_two_scorers_one_engine_events_and_js_api() {
     assert_eq!(srv.gets("/fixtures/qwen3-seq/model.safetensors"), 1, "reloaded from the cache, not the network");
 
     // endpoint + protocol: the element scores on a remote server (here `rewardlens serve`, NIM).
-    let model = fixtures().join("qwen3-seq");
-    let rm = RewardServer::start(&[
-        "--model",
-        model.to_str().unwrap(),
-        "--served-model-name",
-        "tiny",
-        "--cors-origin",
-        &srv.url,
-    ]);
+    let rm = RewardServer::tiny(&srv.url);
     b.script(
         "const e = document.createElement('reward-scorer'); e.id = 'remote'; e.setAttribute('endpoint', arguments[0]); \
          e.setAttribute('protocol', 'nim'); e.setAttribute('model', 'tiny'); \

@@ -118,6 +118,10 @@ pub fn write(
         md.push_str(&row(&cells));
     }
     md.push_str(
+        "\nCandle's qwen3 is left out of passes of 8,192+ tokens: at its speed here (54–200 tokens/s) \
+         each would take minutes to tens of minutes.\n",
+    );
+    md.push_str(
         "\nRatios (above 1: rewardlens is faster). *Reuse* is the prompt computed once per batch \
          against every sequence run whole, the same engine otherwise (issue 10, item 5):\n\n",
     );
@@ -219,7 +223,8 @@ pub fn write(
         md.push_str(&format!(
             "\n## In the browser (headless Chromium, one sequence per pass, one thread)\n\n\
              The page is not cross-origin isolated, so neither engine gets wasm threads. Peer: {}. WebGPU is \
-             SwiftShader (a CPU software adapter, no `shader-f16`) here: those rows show that both run, not GPU speed.\n\n",
+             SwiftShader (a CPU software adapter, no `shader-f16`) here: those rows show that both run, not GPU speed, \
+             and stop at 64 tokens (a few tokens/s).\n\n",
             notes.versions.get("transformers.js (Chromium)").cloned().unwrap_or_else(|| "not run".into())
         ));
         let labels =
