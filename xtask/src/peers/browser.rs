@@ -40,12 +40,6 @@ struct Run {
     peak_mib: Option<f64>,
 }
 
-fn vm_hwm_mib(pid: &str) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 /// Peak RSS of Chromium's largest renderer (the page and its worker) plus its GPU process
 /// (WebGPU buffers, SwiftShader), MiB: Chromium lets a page read neither.
 fn chromium_peak_mib() -> Option<f64> {
@@ -58,7 +52,7 @@ fn chromium_peak_mib() -> Option<f64> {
         if !cmd.contains("chrom") {
             continue;
         }
-        let m = vm_hwm_mib(&pid).unwrap_or(0.0);
+        let m = super::vm_hwm_mib(&pid).unwrap_or(0.0);
         if cmd.contains("--type=renderer") {
             renderer = renderer.max(m);
         } else if cmd.contains("--type=gpu-process") {

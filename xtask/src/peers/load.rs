@@ -31,12 +31,6 @@ impl Drop for Server {
     }
 }
 
-fn peak_mib(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
 pub fn serve_under_load(threads: &str, model: &Path) -> Result<Option<LoadResult>> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let server = Server(
@@ -97,6 +91,6 @@ pub fn serve_under_load(threads: &str, model: &Path) -> Result<Option<LoadResult
             result.latencies.push(l?);
         }
     }
-    result.peak_mib = peak_mib(server.0.id());
+    result.peak_mib = super::vm_hwm_mib(&server.0.id().to_string());
     Ok(Some(result))
 }

@@ -325,6 +325,13 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
     Ok(())
 }
 
+/// Peak resident memory (Linux `VmHWM`) of process `pid`, MiB.
+pub fn vm_hwm_mib(pid: &str) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kb: f64 = s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().chars().take(200).collect()
 }
