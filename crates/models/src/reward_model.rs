@@ -438,8 +438,8 @@ impl RewardModel {
 
 /// How to batch `rows`, `batch_size` at most each: by length, longest first, so that batches
 /// carry little padding. With prefix reuse (`min_shared` tokens), rows sharing that many leading
-/// tokens (sorting the ids puts them side by side; a run's common prefix is the least one of its
-/// neighbours') are batched together, so each batch computes its prompt once; the remaining
+/// tokens (sorting the ids puts them side by side, where [`shared_prompt_runs`] finds them) are
+/// batched together, so each batch computes its prompt once; the remaining
 /// rows are batched by length.
 fn batches(rows: &[&[u32]], batch_size: usize, min_shared: Option<usize>) -> Vec<Vec<usize>> {
     let by_length = |mut v: Vec<usize>| {
@@ -451,13 +451,9 @@ fn batches(rows: &[&[u32]], batch_size: usize, min_shared: Option<usize>) -> Vec
     let Some(min) = min_shared else { return chunked(by_length(all)) };
     let mut sorted = all;
     sorted.sort_by(|&a, &b| rows[a].cmp(rows[b]));
-    let mut runs: Vec<Vec<usize>> = Vec::new();
-    for i in sorted {
-        match runs.last_mut() {
-            Some(run) if crate::decoder::shared_prefix_len(&[rows[run[run.len() - 1]], rows[i]]) >= min => run.push(i),
-            _ => runs.push(vec![i]),
-        }
-    }
+    let sorted_rows: Vec<&[u32]> = sorted.iter().map(|&i| rows[i]).collect();
+    let runs: Vec<Vec<usize>> =
+        shared_prompt_runs(&sorted_rows, Some(min), usize::MAX).into_iter().map(|r| sorted[r].to_vec()).collect();
     let (shared, single): (Vec<_>, Vec<_>) = runs.into_iter().partition(|r| r.len() > 1);
     let mut out: Vec<Vec<usize>> = shared.into_iter().flat_map(|r| chunked(by_length(r))).collect();
     out.extend(chunked(by_length(single.concat())));
