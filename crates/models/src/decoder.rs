@@ -370,12 +370,8 @@ impl DecoderRewardModel {
         Ok(self.head(&self.norm.forward(&x)?)?.get(0)?.to_vec2()?)
     }
 
-    /// Where transformers pools a row: its rightmost token that is not the pad token.
     fn pooled_index(&self, row: &[u32]) -> usize {
-        match self.config.pad_token_id {
-            Some(p) => row.iter().rposition(|&id| id != p).unwrap_or(0),
-            None => row.len() - 1,
-        }
+        pooled_index(row, self.config.pad_token_id)
     }
 
     /// Runs a padded batch. Every row is padded to the longest with the pad token on `padding`'s
@@ -496,6 +492,17 @@ impl DecoderRewardModel {
                     .collect()
             }
         }
+    }
+}
+
+/// Where transformers pools a sequence-classification row: its rightmost token that is not
+/// `pad_token_id` (the first token if every one is), or the last token without a pad token.
+/// Every backend pools with this, so a model whose pad token ends each turn (Llama-3 reward
+/// models with `pad = eos = <|eot_id|>`) is scored at the same position everywhere.
+pub fn pooled_index(row: &[u32], pad_token_id: Option<u32>) -> usize {
+    match pad_token_id {
+        Some(p) => row.iter().rposition(|&id| id != p).unwrap_or(0),
+        None => row.len().saturating_sub(1),
     }
 }
 

@@ -6,7 +6,10 @@ use rewardlens_models::{CheckpointFiles, HeadOutput, LengthPolicy, ModelError, P
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-const MODELS: [&str; 6] = ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token"];
+/// `llama-eot-seq`'s pad token is `<|eot_id|>`, which ends every rendered conversation: it is
+/// pooled at the token before (as transformers does), never at the last.
+const MODELS: [&str; 7] =
+    ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token", "llama-eot-seq"];
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name)
@@ -290,5 +293,27 @@ fn long_shared_prompt_scores_equal_whole_rows() {
                 );
             }
         }
+    }
+}
+
+/// A model whose pad token ends every turn (`<|eot_id|>`) is pooled at the token before it, and
+/// that is what makes transformers' score: the last token's logits differ from it.
+#[test]
+fn pad_token_ending_each_turn_is_pooled_before_it() {
+    let (model, golden) = load("llama-eot-seq");
+    let eot = model.config().pad_token_id.unwrap();
+    for (key, case) in golden["conversations"].as_object().unwrap() {
+        let ids: Vec<u32> = serde_json::from_value(case["input_ids"].clone()).unwrap();
+        assert_eq!(ids.last(), Some(&eot), "{key}: ends with <|eot_id|>");
+        let HeadOutput::Sequence { pooled_index, .. } =
+            model.forward_padded(&[&ids], Padding::Right).unwrap().remove(0)
+        else {
+            panic!("a sequence head")
+        };
+        assert_eq!(pooled_index, ids.len() - 2, "{key}");
+        assert_eq!(pooled_index, rewardlens_models::decoder::pooled_index(&ids, Some(eot)));
+        let last = model.forward_positions(&ids).unwrap().pop().unwrap();
+        let g = case["logits"][0].as_f64().unwrap();
+        assert!((last[0] as f64 - g).abs() > 1e-3, "{key}: the last token scores {} like the pooled one", last[0]);
     }
 }
