@@ -11,6 +11,10 @@ pub enum CoreError {
     NoChatTemplate,
     #[error("chat template: {0}")]
     Template(String),
+    #[error("chat template: the render used up its budget of {fuel} fuel (instructions and data; see TEMPLATE_FUEL): the template loops or builds text without bound ({detail})")]
+    TemplateBudget { fuel: u64, detail: String },
+    #[error("chat template: the rendered conversation is longer than the limit of {limit} bytes (MAX_RENDERED_BYTES)")]
+    RenderTooLong { limit: usize },
     #[error("tokenizer: {0}")]
     Tokenizer(String),
     #[error("invalid conversation: {0}")]

@@ -11,6 +11,21 @@ use serde_json::Value as Json;
 
 const TEMPLATE_NAME: &str = "chat";
 
+/// Fuel for one render (minijinja's `fuel` feature): about one unit per instruction and one per
+/// 64 bytes of data the template creates or processes, so it bounds both the time and the memory
+/// of a render (at most ~256 MiB). The Llama 3 and Qwen3 templates use 0.06 to 0.08 fuel per
+/// byte rendered, about a quarter of the budget at the 16 MiB output cap; `{% for i in range(100000) %}{% for j in range(100000) %}` or doubling a string
+/// in a loop runs out instead of running forever or asking for a TiB.
+pub const TEMPLATE_FUEL: u64 = 4_000_000;
+
+/// Longest rendered conversation, in bytes: far beyond any model's context (a 1M-token context
+/// is about 4 MiB of text), small enough for the browser to hold and tokenize.
+pub const MAX_RENDERED_BYTES: usize = 16 << 20;
+
+/// Widest `tojson(indent=...)`: indentation multiplies with nesting depth.
+const MAX_JSON_INDENT: usize = 16;
+static SPACES: [u8; MAX_JSON_INDENT] = [b' '; MAX_JSON_INDENT];
+
 /// A model's chat template with the special tokens it may refer to.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
@@ -88,6 +103,7 @@ impl ChatTemplate {
                 .build()
                 .map_err(|e| CoreError::Template(describe(&e)))?,
         );
+        env.set_fuel(Some(TEMPLATE_FUEL));
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_filter("tojson", tojson);
         env.add_function("raise_exception", raise_exception);
@@ -106,7 +122,78 @@ impl ChatTemplate {
         let mut ctx = self.special_tokens.clone();
         ctx.insert("messages".into(), serde_json::to_value(messages).expect("messages serialize"));
         ctx.insert("add_generation_prompt".into(), Json::Bool(add_generation_prompt));
-        tmpl.render(Value::from(minijinja::value::Serde(&ctx))).map_err(|e| CoreError::Template(describe(&e)))
+        let mut out = CappedOutput { buf: Vec::new(), limit: MAX_RENDERED_BYTES, over: false };
+        match tmpl.render_captured_to(Value::from(minijinja::value::Serde(&ctx)), &mut out) {
+            Ok(_) => {}
+            Err(_) if out.over => return Err(CoreError::RenderTooLong { limit: MAX_RENDERED_BYTES }),
+            Err(e) if e.kind() == ErrorKind::OutOfFuel => {
+                return Err(CoreError::TemplateBudget { fuel: TEMPLATE_FUEL, detail: describe(&e) })
+            }
+            Err(e) => return Err(CoreError::Template(describe(&e))),
+        }
+        // minijinja writes only `str`s, and a write cut short ends the render with an error.
+        String::from_utf8(out.buf).map_err(|e| CoreError::Template(format!("rendered text is not UTF-8: {e}")))
+    }
+
+    /// Fuel a render of `messages` uses (tests and limit tuning).
+    pub fn fuel_used(&self, messages: &[Message], add_generation_prompt: bool) -> Result<u64, CoreError> {
+        let env = self.environment()?;
+        let tmpl = env.get_template(TEMPLATE_NAME).map_err(|e| CoreError::Template(describe(&e)))?;
+        let mut ctx = self.special_tokens.clone();
+        ctx.insert("messages".into(), serde_json::to_value(messages).expect("messages serialize"));
+        ctx.insert("add_generation_prompt".into(), Json::Bool(add_generation_prompt));
+        let captured = tmpl
+            .render_captured_to(Value::from(minijinja::value::Serde(&ctx)), std::io::sink())
+            .map_err(|e| CoreError::Template(describe(&e)))?;
+        Ok(captured.state().fuel_levels().map_or(0, |(used, _)| used))
+    }
+}
+
+/// The render's output, refusing to grow past `limit` bytes (the render stops at that write).
+struct CappedOutput {
+    buf: Vec<u8>,
+    limit: usize,
+    over: bool,
+}
+
+impl std::io::Write for CappedOutput {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        if self.buf.len() + data.len() > self.limit {
+            self.over = true;
+            return Err(std::io::Error::other(format!("rendered text exceeds {} bytes", self.limit)));
+        }
+        self.buf.extend_from_slice(data);
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Charges the render's fuel for bytes of JSON as they are produced, so serializing stops as
+/// soon as the budget is gone (a list holding one long string many times costs the template
+/// little to build, but its JSON is as long as all the copies).
+struct FuelMeter<'a, 'b, 'c> {
+    state: &'a minijinja::State<'b, 'c>,
+    unpaid: u64,
+    error: Option<JinjaError>,
+}
+
+impl std::io::Write for FuelMeter<'_, '_, '_> {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        // As minijinja's own tojson: a fuel per 4 bytes of serialized output.
+        self.unpaid += data.len() as u64;
+        if self.unpaid >= 4 {
+            if let Err(e) = self.state.consume_fuel(self.unpaid / 4) {
+                self.error = Some(e);
+                return Err(std::io::Error::other("out of fuel"));
+            }
+            self.unpaid %= 4;
+        }
+        Ok(data.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -131,10 +218,29 @@ fn strftime_now(_format: String) -> String {
 }
 
 /// Python's `json.dumps(x, ensure_ascii=False)` (what transformers' `tojson` does), optionally indented.
-fn tojson(value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, JinjaError> {
+fn tojson(state: &minijinja::State, value: Value, kwargs: minijinja::value::Kwargs) -> Result<Value, JinjaError> {
     let indent: Option<usize> = kwargs.get("indent")?;
     let _: Option<bool> = kwargs.get("sort_keys")?;
     kwargs.assert_all_used()?;
+    if indent.is_some_and(|n| n > MAX_JSON_INDENT) {
+        return Err(JinjaError::new(
+            ErrorKind::InvalidOperation,
+            format!("tojson indent is limited to {MAX_JSON_INDENT}"),
+        ));
+    }
+    // Pay for the text (compact, then once more for the indented form's whitespace) before
+    // building it.
+    let mut meter = FuelMeter { state, unpaid: 0, error: None };
+    if serde_json::to_writer(&mut meter, &value).is_err() {
+        return Err(meter.error.take().unwrap_or_else(|| JinjaError::new(ErrorKind::BadSerialization, "tojson")));
+    }
+    if let Some(n) = indent {
+        let fmt = serde_json::ser::PrettyFormatter::with_indent(&SPACES[..n]);
+        let mut ser = serde_json::Serializer::with_formatter(&mut meter, fmt);
+        if serde::Serialize::serialize(&value, &mut ser).is_err() {
+            return Err(meter.error.take().unwrap_or_else(|| JinjaError::new(ErrorKind::BadSerialization, "tojson")));
+        }
+    }
     let json: Json =
         serde_json::to_value(&value).map_err(|e| JinjaError::new(ErrorKind::BadSerialization, e.to_string()))?;
     let text = match indent {
@@ -203,5 +309,74 @@ mod tests {
         assert!(matches!(err, CoreError::NoChatTemplate));
         let err = ChatTemplate::from_tokenizer_config(r#"{"chat_template": "{% for %}"}"#, None).unwrap_err();
         assert!(matches!(err, CoreError::Template(_)), "{err}");
+    }
+
+    fn template(src: &str) -> ChatTemplate {
+        let cfg = serde_json::json!({ "chat_template": src }).to_string();
+        ChatTemplate::from_tokenizer_config(&cfg, None).unwrap()
+    }
+
+    #[test]
+    fn endless_loops_run_out_of_fuel() {
+        // 10^10 iterations: without fuel this never ends.
+        let t = template("{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}");
+        let err = t.render(&[Message::user("x")], false).unwrap_err();
+        assert!(matches!(err, CoreError::TemplateBudget { fuel: TEMPLATE_FUEL, .. }), "{err}");
+        assert!(err.to_string().contains(&TEMPLATE_FUEL.to_string()), "{err}");
+    }
+
+    #[test]
+    fn doubling_a_string_runs_out_of_fuel_before_allocating() {
+        // 2^40 bytes if it ran to the end.
+        let t = template(
+            "{% set ns = namespace(s=messages[0].content) %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}",
+        );
+        let err = t.render(&[Message::user("ab")], false).unwrap_err();
+        assert!(matches!(err, CoreError::TemplateBudget { .. }), "{err}");
+        let t = template("{{ (messages[0].content * 1000000000000) | length }}");
+        let err = t.render(&[Message::user("ab")], false).unwrap_err();
+        assert!(matches!(err, CoreError::TemplateBudget { .. }), "{err}");
+    }
+
+    #[test]
+    fn tojson_pays_for_repeated_strings() {
+        // One 100 kB string 100000 times: 10 GB of JSON from a list the template built cheaply.
+        let t = template("{{ ([messages[0].content] * 100000) | tojson }}");
+        let err = t.render(&[Message::user("x".repeat(100_000))], false).unwrap_err();
+        assert!(matches!(err, CoreError::TemplateBudget { .. }), "{err}");
+        let t = template("{{ [1, [2]] | tojson(indent=100) }}");
+        assert!(t.render(&[Message::user("x")], false).unwrap_err().to_string().contains("indent"));
+        let t = template("{{ [1, [2]] | tojson(indent=2) }}");
+        assert_eq!(t.render(&[Message::user("x")], false).unwrap(), "[\n  1,\n  [\n    2\n  ]\n]");
+    }
+
+    #[test]
+    fn rendered_length_is_capped() {
+        // 20 MiB of output for little fuel.
+        let t = template("{% for i in range(20480) %}{{ messages[0].content }}{% endfor %}");
+        let err = t.render(&[Message::user("y".repeat(1024))], false).unwrap_err();
+        assert!(matches!(err, CoreError::RenderTooLong { limit: MAX_RENDERED_BYTES }), "{err}");
+        assert!(err.to_string().contains(&MAX_RENDERED_BYTES.to_string()), "{err}");
+        let ok = t.render(&[Message::user("y".repeat(512))], false).unwrap();
+        assert_eq!(ok.len(), 20480 * 512);
+    }
+
+    #[test]
+    fn real_templates_stay_far_below_the_budget() {
+        // Qwen3's template (the heaviest of the fixtures: think-tag splitting, a reverse scan
+        // for the last query) over 13 MiB of conversation in 300 turns, near the output cap.
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/fixtures/tokenizers");
+        for name in ["qwen3", "llama3"] {
+            let cfg = std::fs::read_to_string(format!("{dir}/{name}/tokenizer_config.json")).unwrap();
+            let t = ChatTemplate::from_tokenizer_config(&cfg, None).unwrap();
+            let text = "word ".repeat(9000);
+            let messages: Vec<Message> = (0..300)
+                .map(|i| if i % 2 == 0 { Message::user(text.clone()) } else { Message::assistant(text.clone()) })
+                .collect();
+            let rendered = t.render(&messages, false).unwrap();
+            assert!(rendered.len() > 12 << 20, "{name}: {}", rendered.len());
+            let used = t.fuel_used(&messages, false).unwrap();
+            assert!(used < TEMPLATE_FUEL / 2, "{name} used {used} fuel");
+        }
     }
 }

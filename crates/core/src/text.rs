@@ -16,6 +16,9 @@ impl std::fmt::Debug for TextEncoder {
     }
 }
 
+/// Most tokens `tokenizer_config.json` may add to a tokenizer (real configs add a handful).
+pub const MAX_DECLARED_TOKENS: usize = 1 << 16;
+
 /// `start..end` in bytes.
 pub type ByteRange = (usize, usize);
 
@@ -78,13 +81,21 @@ impl TextEncoder {
             })
             .filter(|(_, content, _)| self.inner.token_to_id(content).is_none())
             .collect();
+        if missing.len() > MAX_DECLARED_TOKENS {
+            return Err(CoreError::TokenizerConfig(format!(
+                "added_tokens_decoder declares {} tokens that tokenizer.json lacks; at most {MAX_DECLARED_TOKENS} are accepted",
+                missing.len()
+            )));
+        }
         missing.sort();
-        for (id, content, special) in missing {
-            let token = tokenizers::AddedToken::from(content.clone(), special);
-            let added = if special { self.inner.add_special_tokens([token]) } else { self.inner.add_tokens([token]) };
-            added.map_err(|e| CoreError::Tokenizer(e.to_string()))?;
-            let got = self.inner.token_to_id(&content);
-            if got != Some(id) {
+        // One call: the tokenizer rebuilds its matcher over all added tokens on every call, so
+        // adding them one at a time is quadratic. Ids are handed out in order, as one by one.
+        let tokens =
+            missing.iter().map(|(_, content, special)| tokenizers::AddedToken::from(content.clone(), *special));
+        self.inner.add_tokens(tokens).map_err(|e| CoreError::Tokenizer(e.to_string()))?;
+        for (id, content, _) in &missing {
+            let got = self.inner.token_to_id(content);
+            if got != Some(*id) {
                 return Err(CoreError::TokenizerConfig(format!(
                     "added token {content:?} is declared as id {id} but the tokenizer gives it {got:?}"
                 )));
@@ -96,5 +107,39 @@ impl TextEncoder {
     /// Vocabulary size including added tokens.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WORDS: &str = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+        "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+        "model":{"type":"WordLevel","vocab":{"a":0,"b":1,"[UNK]":2},"unk_token":"[UNK]"}}"#;
+
+    fn declaring(n: usize) -> String {
+        let decl: serde_json::Map<String, serde_json::Value> = (0..n)
+            .map(|i| ((3 + i).to_string(), serde_json::json!({"content": format!("<t{i}>"), "special": i % 2 == 0})))
+            .collect();
+        serde_json::json!({ "added_tokens_decoder": decl }).to_string()
+    }
+
+    #[test]
+    fn many_declared_tokens_land_on_their_ids() {
+        let mut enc = TextEncoder::from_bytes(WORDS.as_bytes()).unwrap();
+        enc.add_declared_tokens(&declaring(5000)).unwrap();
+        assert_eq!(enc.vocab_size(), 5003);
+        assert_eq!(enc.encode("<t7> a<t4999>b").unwrap(), vec![10, 0, 5002, 1]);
+    }
+
+    #[test]
+    fn declared_tokens_are_bounded() {
+        let mut enc = TextEncoder::from_bytes(WORDS.as_bytes()).unwrap();
+        let err = enc.add_declared_tokens(&declaring(MAX_DECLARED_TOKENS + 1)).unwrap_err().to_string();
+        assert!(err.contains(&MAX_DECLARED_TOKENS.to_string()), "{err}");
+        // A gap in the declared ids cannot be honoured.
+        let cfg = r#"{"added_tokens_decoder": {"5": {"content": "<x>", "special": true}}}"#;
+        assert!(enc.add_declared_tokens(cfg).unwrap_err().to_string().contains("declared as id 5"));
     }
 }
