@@ -1,6 +1,6 @@
 // Compile-only usage of reward-scorer.d.ts (tsc --strict --noEmit): if the declarations and this
 // documented usage drift apart, `cargo xtask test` fails.
-import { RewardScorer, type ScoreResult, type ErrorDetail } from "./reward-scorer.js";
+import { RewardScorer, scorerMarkup, type ScoreResult, type ErrorDetail } from "./reward-scorer.js";
 
 export async function rankAnswers(prompt: string, responses: string[]): Promise<number[]> {
   const scorer = await RewardScorer.load({
@@ -27,6 +27,15 @@ export function watch(): void {
   el.addEventListener("reward-error", (e: CustomEvent<ErrorDetail>) => console.warn(e.detail.code, e.detail.message));
   el.addEventListener("reward-progress", (e) => console.log(e.detail.stage));
   void el.score().then((r) => r?.ranking);
+  // A job that takes too long can be cancelled; so can an element's scoring.
+  const stop = new AbortController();
+  setTimeout(() => stop.abort(), 10_000);
+  void RewardScorer.load({ model: "owner/name", signal: stop.signal })
+    .then((s) => s.score({ prompt: "p", responses: ["r"] }, { signal: stop.signal }))
+    .catch((e: ErrorDetail) => e.code === "cancelled");
+  el.cancel();
+  const html: string = scorerMarkup({ model: "owner/name", prompt: "p", responses: ["it's <b>fine</b>"] });
+  console.log(html);
   const created = document.createElement("reward-scorer");
   created.model = "https://example.org/model.gguf";
 }

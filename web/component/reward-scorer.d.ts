@@ -19,9 +19,11 @@ export interface LoadOptions {
   backend?: "auto" | "webgpu" | "cpu";
   /** A Hugging Face token for gated repos (kept in memory). */
   token?: string;
-  /** A Hub mirror with huggingface.co's URL layout. */
+  /** A Hub mirror with huggingface.co's URL layout (it gets `token`, as huggingface.co does). */
   hub?: string;
   onProgress?: (p: ProgressDetail) => void;
+  /** Cancels the load (rejects with code `cancelled`; a stuck engine is restarted after 3 s). */
+  signal?: AbortSignal;
 }
 
 export interface Message {
@@ -50,6 +52,8 @@ export interface ScoreOptions {
   /** Cut over-long inputs instead of failing. */
   truncate?: boolean;
   onProgress?: (p: ProgressDetail) => void;
+  /** Cancels the job (rejects with code `cancelled`; a stuck engine is restarted after 3 s). */
+  signal?: AbortSignal;
 }
 
 export interface Timing {
@@ -105,7 +109,10 @@ export interface ProgressDetail {
 }
 
 export interface ErrorDetail {
-  /** e.g. `not_found`, `cors`, `corrupted`, `too_large`, `unsupported_architecture`, `no_model`. */
+  /**
+   * e.g. `not_found`, `cors`, `corrupted`, `too_large`, `unsupported_architecture`, `no_model`,
+   * `bad_attribute` (an attribute that is not one of its choices), `cancelled`, `engine_restarted`.
+   */
   code: string;
   message: string;
 }
@@ -117,6 +124,11 @@ export declare class RewardScorer {
   static load(options?: LoadOptions): Promise<RewardScorer>;
   score(input: ScoreInput, options?: ScoreOptions): Promise<ScoreResult>;
 }
+
+/** `s` with `& < > " '` escaped (HTML text and quoted attribute values). */
+export declare function escapeHtml(s: string): string;
+/** Escaped `<reward-scorer>` markup with `<reward-response>` children, for tools that take HTML strings. */
+export declare function scorerMarkup(o: { model: string; prompt?: string; responses: string[]; mode?: string }): string;
 
 export declare class RewardScorerElement extends HTMLElement {
   model: string;
@@ -130,6 +142,8 @@ export declare class RewardScorerElement extends HTMLElement {
   readonly result: ScoreResult | null;
   score(): Promise<ScoreResult | null>;
   load(): Promise<ModelInfo>;
+  /** Stops this element's scoring; `reward-error` fires with code `cancelled`. */
+  cancel(): void;
   addEventListener<K extends keyof RewardScorerEventMap>(
     type: K,
     listener: (this: RewardScorerElement, ev: RewardScorerEventMap[K]) => unknown,

@@ -1,8 +1,12 @@
 // rewardlens for any page: the <reward-scorer> custom element and the RewardScorer JS API.
 //
 //   <script type="module" src="https://your.host/rewardlens/reward-scorer.js"></script>
-//   <reward-scorer model="Skywork/Skywork-Reward-V2-Qwen3-0.6B" prompt="2 + 2?"
-//                  responses='["4", "5"]'></reward-scorer>
+//   <reward-scorer model="Skywork/Skywork-Reward-V2-Qwen3-0.6B" prompt="2 + 2?">
+//     <reward-response>4</reward-response><reward-response>5</reward-response>
+//   </reward-scorer>
+//
+// Markup made from data (task fields, user text) must be escaped: `scorerMarkup()` below builds
+// it, or set the `responses` property from script. Never paste text into `responses='[...]'`.
 //
 // Both talk to the web app's own engine (the trunk-built Web Worker next to this file: the same
 // wasm, the same JSON messages as the app), one worker per page shared by every element and
@@ -11,6 +15,30 @@
 
 const BASE = new URL(".", import.meta.url);
 const DEBOUNCE_MS = 150;
+// How long a cancelled job may take to stop by itself; a worker still busy after that (one long
+// synchronous step: a template render, a forward pass) is replaced.
+const CANCEL_GRACE_MS = 3000;
+
+// The values the engine accepts; anything else is refused here, for that element alone.
+const CHOICES = {
+  storage: ["auto", "f32", "q8_0", "q4_k"],
+  backend: ["auto", "webgpu", "cpu"],
+  protocol: ["vllm", "vllm-classify", "nim", "openrlhf", "tei"],
+  mode: ["responses", "compact", "steps"],
+};
+
+/** Throws `{ code: "bad_attribute" }` naming the first option that is not one of its choices. */
+function checkOptions(o) {
+  for (const [name, allowed] of Object.entries(CHOICES)) {
+    const v = o[name];
+    if (v !== undefined && v !== null && v !== "" && !allowed.includes(v)) {
+      throw { code: "bad_attribute", message: `${name}="${v}" is not one of ${allowed.join(", ")}` };
+    }
+  }
+  if (o.threshold !== undefined && o.threshold !== null && !Number.isFinite(Number(o.threshold))) {
+    throw { code: "bad_attribute", message: `threshold="${o.threshold}" is not a number` };
+  }
+}
 
 /** The page's one engine: a worker, its queue of jobs, and which model it holds. */
 class Engine {
@@ -28,22 +56,27 @@ class Engine {
       `wasm_bindgen(${JSON.stringify(new URL("worker_bg.wasm", BASE).href)}).catch((e) => postMessage(JSON.stringify(` +
       `{ type: "failed", id: 0, error: { code: "engine", message: "the engine did not start: " + e } })));`;
     const url = URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
+    this.started = false;
     this.ready = new Promise((resolve, reject) => {
       this.worker = new Worker(url);
       // Everything waiting fails with `err`; the next call starts a fresh engine.
-      const fatal = (err) => {
+      const fatal = (this.stop = (err, only) => {
         reject(err);
-        for (const p of this.pending.values()) p.reject(err);
+        for (const [id, p] of this.pending) p.reject(id === only ? { code: "cancelled", message: "cancelled" } : err);
         this.pending.clear();
         if (engine === this) engine = null;
         this.worker.terminate();
-      };
+      });
       this.worker.onerror = (e) => fatal({ code: "engine", message: `the engine stopped: ${e.message || "worker error"}` });
       this.worker.onmessage = (ev) => {
         const msg = JSON.parse(ev.data);
-        if (msg.type === "ready") return resolve();
-        // Job 0: the engine could not start, or could not read a message; no job id to answer.
-        if (msg.type === "failed" && msg.id === 0) return fatal(msg.error);
+        if (msg.type === "ready") {
+          this.started = true;
+          return resolve();
+        }
+        // Job 0 before `ready`: the engine could not start. Requests are always answered with
+        // their own id, so a bad one fails alone.
+        if (msg.type === "failed" && msg.id === 0 && !this.started) return fatal(msg.error);
         const p = this.pending.get(msg.id);
         if (!p) return;
         if (msg.type === "progress") return p.progress && p.progress(msg);
@@ -55,11 +88,24 @@ class Engine {
     });
   }
 
-  request(body, progress) {
+  /** Sends one job; `signal` (an AbortSignal) cancels it, restarting a worker that is stuck. */
+  request(body, progress, signal) {
     return this.ready.then(() => new Promise((resolve, reject) => {
+      if (signal && signal.aborted) return reject({ code: "cancelled", message: "cancelled" });
       const id = this.nextId++;
       this.pending.set(id, { resolve, reject, progress });
       this.worker.postMessage({ msg: JSON.stringify({ ...body, id }), files: [] });
+      if (signal) {
+        signal.addEventListener("abort", () => {
+          if (!this.pending.has(id)) return;
+          this.worker.postMessage({ msg: JSON.stringify({ type: "cancel", id }), files: [] });
+          setTimeout(() => {
+            if (this.pending.has(id)) {
+              this.stop({ code: "engine_restarted", message: "the engine was restarted to cancel another job" }, id);
+            }
+          }, CANCEL_GRACE_MS);
+        }, { once: true });
+      }
     }));
   }
 
@@ -71,11 +117,11 @@ class Engine {
   }
 
   /** Makes `options`' model the loaded one (a no-op when it already is). */
-  async ensure(options, progress) {
+  async ensure(options, progress, signal) {
     const key = JSON.stringify(loadKey(options));
     if (this.loadedKey === key) return this.loadedInfo;
     this.loadedKey = null;
-    const msg = await this.request(loadMessage(options), progress);
+    const msg = await this.request(loadMessage(options), progress, signal);
     this.loadedKey = key;
     this.loadedInfo = msg.info;
     return msg.info;
@@ -118,7 +164,9 @@ function loadMessage(o) {
     storage: o.storage || "auto",
     backend: o.backend || "auto",
     token: o.token || null,
+    // Set by the embedding page's own code (never by an attribute), so it may get the token.
     hub: o.hub || null,
+    hub_from_link: false,
     remote,
     remote_only: !!remote,
   };
@@ -176,10 +224,11 @@ export class RewardScorer {
     this.info = info;
   }
 
-  /** Loads (or reuses) the model; rejects with `{ code, message }`. */
+  /** Loads (or reuses) the model; rejects with `{ code, message }`; `options.signal` cancels. */
   static async load(options = {}) {
+    checkOptions(options);
     const e = sharedEngine();
-    const info = await e.serial(() => e.ensure(options, options.onProgress));
+    const info = await e.serial(() => e.ensure(options, options.onProgress, options.signal));
     return new RewardScorer(options, info);
   }
 
@@ -188,7 +237,8 @@ export class RewardScorer {
    * adds step rewards, as `rewardlens score` does.
    */
   async score(input, opts = {}) {
-    const e = sharedEngine();
+    checkOptions(this.options);
+    let e = sharedEngine();
     const job = input.conversation
       ? { kind: "conversation", messages: input.conversation }
       : { kind: "responses", prompt: input.prompt || "", responses: input.responses || [] };
@@ -203,9 +253,11 @@ export class RewardScorer {
     } : null;
     const threshold = opts.threshold ?? 0.5;
     return e.serial(async () => {
-      const info = await e.ensure(this.options, opts.onProgress);
+      // A job queued behind one that restarted the engine goes to the fresh engine.
+      if (engine !== e) e = sharedEngine();
+      const info = await e.ensure(this.options, opts.onProgress, opts.signal);
       this.info = info;
-      const msg = await e.request({ type: "score", job, truncate: !!opts.truncate, steps }, opts.onProgress);
+      const msg = await e.request({ type: "score", job, truncate: !!opts.truncate, steps }, opts.onProgress, opts.signal);
       return cliShape(input, msg, info, threshold);
     });
   }
@@ -294,10 +346,17 @@ export class RewardScorerElement extends HTMLElement {
   get result() { return this._last; }
 
   _options() {
-    return {
+    const o = {
       model: this.model, revision: this.revision, endpoint: this.endpoint, protocol: this.protocol,
       storage: this.getAttribute("storage") || undefined, backend: this.getAttribute("backend") || undefined,
     };
+    checkOptions({ ...o, mode: this.mode, threshold: this.getAttribute("threshold") ?? undefined });
+    return o;
+  }
+
+  /** Stops this element's scoring (a stuck engine is restarted); it fires `reward-error` with code `cancelled`. */
+  cancel() {
+    if (this._abort) this._abort.abort();
   }
 
   _schedule() {
@@ -320,6 +379,11 @@ export class RewardScorerElement extends HTMLElement {
 
   _fail(e) {
     const err = asError(e);
+    if (err.code === "cancelled") {
+      this._status.textContent = "cancelled";
+      this._emit("reward-error", err);
+      throw err;
+    }
     this._status.textContent = "";
     this._results.replaceChildren(el("p", { class: "error", part: "error", role: "alert" }, `${err.message}`));
     this._emit("reward-error", err);
@@ -347,6 +411,12 @@ export class RewardScorerElement extends HTMLElement {
       return this._fail({ code: "bad_responses", message: `the responses attribute must be a JSON list of strings (${e.message})` });
     }
     if (!this.model && !this.endpoint) return this._fail({ code: "no_model", message: "set the model attribute" });
+    let options;
+    try {
+      options = this._options();
+    } catch (e) {
+      return this._fail(e);
+    }
     if (!responses.length) {
       this._results.replaceChildren();
       this._status.textContent = "no responses to score";
@@ -356,10 +426,11 @@ export class RewardScorerElement extends HTMLElement {
     this._status.textContent = "scoring…";
     const mode = this.mode;
     const threshold = Number(this.getAttribute("threshold") ?? 0.5);
+    const abort = (this._abort = new AbortController());
     try {
-      const scorer = new RewardScorer(this._options());
+      const scorer = new RewardScorer(options);
       const detail = await scorer.score({ prompt: this.prompt, responses },
-        { steps: mode === "steps" ? true : undefined, threshold, onProgress: this._progress() });
+        { steps: mode === "steps" ? true : undefined, threshold, onProgress: this._progress(), signal: abort.signal });
       if (ticket !== this._ticket) return detail; // a newer request is on its way
       this._last = detail;
       this._render(detail, responses, mode, threshold);
@@ -422,6 +493,21 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) if (v !== "" && v != null) e.setAttribute(k, v);
   for (const c of children) e.append(typeof c === "string" ? document.createTextNode(c) : c);
   return e;
+}
+
+/** `s` with `& < > " '` escaped, safe as HTML text and as a quoted attribute value. */
+export function escapeHtml(s) {
+  return String(s).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]);
+}
+
+/**
+ * `<reward-scorer>` markup for tools that only take HTML strings (a Label Studio HyperText field):
+ * every value escaped, each response the text of a `<reward-response>` child.
+ */
+export function scorerMarkup({ model = "", prompt = "", responses = [], mode = "" } = {}) {
+  const modeAttr = mode ? ` mode="${escapeHtml(mode)}"` : "";
+  const items = responses.map((r) => `<reward-response>${escapeHtml(r)}</reward-response>`).join("");
+  return `<reward-scorer model="${escapeHtml(model)}" prompt="${escapeHtml(prompt)}"${modeAttr}>${items}</reward-scorer>`;
 }
 
 /** `<reward-response>`: one response, as text content of a `<reward-scorer>`. */

@@ -28,12 +28,27 @@ impl ModelSource {
             return Ok(Self::Url { url: t.to_owned() });
         }
         let parts: Vec<&str> = t.split('/').collect();
-        let valid = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
-        if parts.len() == 2 && parts.iter().all(|p| valid(p)) {
+        let plain = |p: &str| !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+        if parts.len() == 2 && parts.iter().all(|p| plain(p)) {
             let revision = if revision.trim().is_empty() { "main" } else { revision.trim() };
-            return Ok(Self::Hub { repo: t.to_owned(), revision: revision.to_owned() });
+            let source = Self::Hub { repo: t.to_owned(), revision: revision.to_owned() };
+            source.validate()?;
+            return Ok(source);
         }
         Err(format!("`{t}` is neither a Hub repo id (owner/name) nor a URL (https://…)"))
+    }
+
+    /// Refuses Hub repo ids and revisions that would resolve outside the repo's own files
+    /// (`..` segments, odd characters): the worker checks every source it is sent, so a link or
+    /// a page cannot load another repo under a trusted-looking label.
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            Self::Hub { repo, revision } => {
+                check_repo_id(repo)?;
+                check_revision(revision)
+            }
+            Self::Url { .. } | Self::Files { .. } => Ok(()),
+        }
     }
 
     /// The base URL files are fetched from, or the GGUF's URL; Hub repos resolve against
@@ -61,6 +76,75 @@ impl ModelSource {
 
 /// Where Hub repo ids are fetched from unless a mirror is configured.
 pub const HUB: &str = "https://huggingface.co";
+
+/// The Hub's rules for each half of a repo id: letters, digits, `-`, `_`, `.`; no `--` or `..`;
+/// neither starting nor ending with `-` or `.`; 96 characters at most.
+pub fn check_repo_id(repo: &str) -> Result<(), String> {
+    let parts: Vec<&str> = repo.split('/').collect();
+    let ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 96
+            && p.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            && !p.contains("--")
+            && !p.contains("..")
+            && !p.starts_with(['-', '.'])
+            && !p.ends_with(['-', '.'])
+    };
+    if parts.len() == 2 && parts.iter().all(|p| ok(p)) {
+        Ok(())
+    } else {
+        Err(format!("`{repo}` is not a valid Hub repo id (owner/name: letters, digits, `-`, `_`, `.`)"))
+    }
+}
+
+/// A branch, tag, commit or `refs/pr/N`: `/`-separated names of letters, digits, `-`, `_`,
+/// `.`, `+`, none empty, none starting with `.` (so no `.` or `..`), 255 characters at most.
+pub fn check_revision(revision: &str) -> Result<(), String> {
+    let ok = |seg: &str| {
+        !seg.is_empty() && !seg.starts_with('.') && seg.chars().all(|c| c.is_ascii_alphanumeric() || "-_.+".contains(c))
+    };
+    if !revision.is_empty() && revision.len() <= 255 && !revision.contains("..") && revision.split('/').all(ok) {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{revision}` is not a valid revision (a branch, tag or commit: letters, digits, `-`, `_`, `.`, `+`, `/`)"
+        ))
+    }
+}
+
+/// A Hub mirror's base URL as typed: `http(s)://host[:port][/path]`, without credentials,
+/// query or fragment; returned without a trailing `/`.
+pub fn check_hub_url(text: &str) -> Result<String, String> {
+    let t = text.trim().trim_end_matches('/');
+    let rest = t.strip_prefix("https://").or_else(|| t.strip_prefix("http://"));
+    let bad = || format!("`{t}` is not a Hub mirror URL (https://host[/path])");
+    let rest = rest.ok_or_else(bad)?;
+    let host = rest.split('/').next().unwrap_or("");
+    let odd = |c: char| c.is_whitespace() || c.is_control() || "@?#\\%".contains(c);
+    if host.is_empty() || rest.chars().any(odd) || rest.split('/').skip(1).any(|s| s == ".." || s == ".") {
+        return Err(bad());
+    }
+    Ok(t.to_owned())
+}
+
+/// `scheme://host[:port]` of a URL, as the page shows it.
+pub fn url_host(url: &str) -> &str {
+    let after = url.find("://").map_or(0, |i| i + 3);
+    let end = url[after..].find(['/', '?', '#']).map_or(url.len(), |i| after + i);
+    &url[..end]
+}
+
+/// Whether `url` lies under `base` (a base URL without its trailing `/`).
+fn under(url: &str, base: &str) -> bool {
+    url.strip_prefix(base.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/'))
+}
+
+/// Whether a Hugging Face token may be sent with `url`: only to huggingface.co itself, or
+/// under a mirror the user typed into the page. A mirror named by a link (`?hub=`) never gets
+/// it, nor does any other host; a 401 from those is not worded as a request for a token.
+pub fn token_allowed(url: &str, hub: &str, hub_from_link: bool) -> bool {
+    under(url, HUB) || (!hub_from_link && check_hub_url(hub).is_ok() && under(url, hub))
+}
 
 pub fn is_gguf_name(name: &str) -> bool {
     name.split(['?', '#']).next().unwrap_or("").to_ascii_lowercase().ends_with(".gguf")
@@ -174,6 +258,9 @@ pub enum ToWorker {
         token: Option<String>,
         /// The Hub endpoint (a mirror, or a local stand-in in tests); `HUB` when absent.
         hub: Option<String>,
+        /// The mirror came from a link, not from the user: the token never goes to it.
+        #[serde(default)]
+        hub_from_link: bool,
         /// A remote endpoint: used when the model cannot be loaded here (too large, failed),
         /// or always with `remote_only`.
         #[serde(default)]
@@ -215,6 +302,88 @@ impl UserError {
     pub fn new(code: &str, message: impl Into<String>) -> Self {
         Self { code: code.into(), message: message.into() }
     }
+}
+
+/// Largest text file downloaded (config.json, tokenizer_config.json, chat_template.jinja, the
+/// shard index): real ones are kilobytes to a few megabytes.
+pub const TEXT_FILE_CAP: u64 = 16 << 20;
+/// Largest tokenizer.json (the largest real ones are about 35 MB).
+pub const TOKENIZER_CAP: u64 = 128 << 20;
+/// Largest single file: a download is one JS array read with 32-bit offsets.
+pub const FILE_CAP: u64 = u32::MAX as u64;
+
+/// Bytes a checkpoint's safetensors shards may hold in all, from config.json alone: every
+/// counted parameter in f32 (the widest type checkpoints use), a quarter more for tensors the
+/// count leaves out (other heads, buffers), and 64 MiB of headers.
+pub fn weights_cap(parameters: u64) -> u64 {
+    parameters.saturating_mul(5).saturating_add(64 << 20)
+}
+
+/// Most shards a checkpoint of `layers` layers may list: each shard holds a tensor at least,
+/// and a layer has at most 16 (projections, biases, norms).
+pub fn max_shards(layers: usize) -> usize {
+    layers.saturating_mul(16).saturating_add(8)
+}
+
+/// One download's bytes against its cap, checked as they arrive: a missing or false
+/// Content-Length cannot make the worker hold more than the cap.
+#[derive(Debug, Clone)]
+pub struct DownloadBudget {
+    label: String,
+    cap: u64,
+    done: u64,
+}
+
+impl DownloadBudget {
+    pub fn new(label: &str, cap: u64) -> Self {
+        Self { label: label.to_owned(), cap: cap.min(FILE_CAP), done: 0 }
+    }
+
+    pub fn cap(&self) -> u64 {
+        self.cap
+    }
+
+    pub fn done(&self) -> u64 {
+        self.done
+    }
+
+    fn too_large(&self, bytes: u64) -> UserError {
+        UserError::new(
+            "too_large",
+            format!(
+                "{} is larger than expected ({bytes} bytes, at most {} allowed for it): the server sent more than \
+                 this model can need, so the download was stopped",
+                self.label, self.cap
+            ),
+        )
+    }
+
+    /// Refuses a declared length (Content-Length, or a cached entry's size) over the cap
+    /// before any byte is read.
+    pub fn declared(&self, len: Option<u64>) -> Result<(), UserError> {
+        match len {
+            Some(n) if n > self.cap => Err(self.too_large(n)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts `n` more bytes; an error once the total passes the cap.
+    pub fn add(&mut self, n: u64) -> Result<(), UserError> {
+        self.done = self.done.saturating_add(n);
+        if self.done > self.cap {
+            return Err(self.too_large(self.done));
+        }
+        Ok(())
+    }
+}
+
+/// Reads a page message; an unreadable one is answered with its own `id` (when it has one),
+/// so one element's bad request fails only that request, never every job on the page.
+pub fn parse_request(text: &str) -> Result<ToWorker, (u64, UserError)> {
+    serde_json::from_str::<ToWorker>(text).map_err(|e| {
+        let id = serde_json::from_str::<serde_json::Value>(text).ok().and_then(|v| v.get("id")?.as_u64()).unwrap_or(0);
+        (id, UserError::new("bad_request", format!("the engine cannot read this request: {e}")))
+    })
 }
 
 /// A loaded model, described.
@@ -378,6 +547,90 @@ mod tests {
         );
         assert!(ModelSource::parse("not a model", "").unwrap_err().contains("neither"));
         assert!(ModelSource::parse("", "").is_err());
+    }
+
+    #[test]
+    fn hub_ids_and_revisions_stay_inside_their_repo() {
+        for bad in ["../..", "a/..", "./b", "a/.b", "a-/b", "a/b--c", "a/b..c", "a/b/c"] {
+            assert!(check_repo_id(bad).is_err(), "{bad}");
+        }
+        assert!(ModelSource::parse("../..", "").is_err());
+        check_repo_id("Skywork/Skywork-Reward-V2-Qwen3-0.6B").unwrap();
+        for bad in [
+            "../../../../x/y/resolve/main",
+            "a/../b",
+            "refs//pr",
+            "/main",
+            "main/",
+            ".hidden",
+            "a?b",
+            "a#b",
+            "a b",
+            "a%2e",
+        ] {
+            assert!(check_revision(bad).is_err(), "{bad}");
+            assert!(ModelSource::parse("a/b", bad).is_err(), "{bad}");
+        }
+        for good in ["main", "v1.0", "refs/pr/12", "refs/convert/parquet", "0123abcd", "release+1"] {
+            check_revision(good).unwrap();
+        }
+        // A source built by hand (the web component's messages) is checked by the worker too.
+        let linked = ModelSource::Hub { repo: "a/b".into(), revision: "../../../../x/y/resolve/main".into() };
+        assert!(linked.validate().unwrap_err().contains("not a valid revision"));
+    }
+
+    #[test]
+    fn tokens_go_only_to_the_hub_or_a_mirror_the_user_typed() {
+        let hf = "https://huggingface.co/a/b/resolve/main/config.json";
+        assert!(token_allowed(hf, HUB, false));
+        // The real Hub keeps its token even when a link names a mirror.
+        assert!(token_allowed(hf, "https://evil.example", true));
+        let m = "https://mirror.example/hf/a/b/resolve/main/config.json";
+        assert!(token_allowed(m, "https://mirror.example/hf", false));
+        assert!(!token_allowed(m, "https://mirror.example/hf", true), "a mirror from a link never gets it");
+        assert!(!token_allowed("https://huggingface.co.evil.example/a", HUB, false));
+        assert!(!token_allowed("https://huggingface.co@evil.example/a", HUB, false));
+        assert!(!token_allowed("https://mirror.example/hfx/a", "https://mirror.example/hf", false));
+        assert!(!token_allowed("http://x.org/a", "ftp://x.org", false));
+        assert_eq!(check_hub_url(" https://m.example/hf/ ").unwrap(), "https://m.example/hf");
+        for bad in ["m.example", "https://", "https://u:p@m.example", "https://m.example/?x", "javascript:alert(1)"] {
+            assert!(check_hub_url(bad).is_err(), "{bad}");
+        }
+        assert_eq!(url_host("http://127.0.0.1:8080/hub/a"), "http://127.0.0.1:8080");
+        assert_eq!(url_host("https://huggingface.co"), "https://huggingface.co");
+    }
+
+    #[test]
+    fn downloads_stop_at_their_cap() {
+        let mut b = DownloadBudget::new("config.json", 10);
+        b.declared(Some(10)).unwrap();
+        assert_eq!(b.declared(Some(11)).unwrap_err().code, "too_large");
+        // No Content-Length: the running count stops it.
+        b.declared(None).unwrap();
+        b.add(6).unwrap();
+        b.add(4).unwrap();
+        let e = b.add(1).unwrap_err();
+        assert!(e.message.contains("config.json") && e.message.contains("11 bytes"), "{}", e.message);
+        // Past 4 GiB nothing wraps: the cap never exceeds one JS array's 32-bit offsets.
+        let mut big = DownloadBudget::new("model.safetensors", u64::MAX);
+        assert_eq!(big.cap(), u32::MAX as u64);
+        big.add(u32::MAX as u64).unwrap();
+        assert!(big.add(1).is_err());
+        assert_eq!(big.done(), (u32::MAX as u64) + 1);
+        // The fixture qwen3-seq: 9.74M parameters (19.5 MB in bf16) fit; 64 GB do not.
+        let cap = weights_cap(9_744_448);
+        assert!(cap > 19_500_000 && cap < 200_000_000, "{cap}");
+        assert_eq!(max_shards(2), 40);
+    }
+
+    #[test]
+    fn an_unreadable_request_is_answered_with_its_own_id() {
+        let (id, e) =
+            parse_request(r#"{"type":"load","id":7,"source":{"kind":"url","url":"/m"},"storage":"q9"}"#).unwrap_err();
+        assert_eq!((id, e.code.as_str()), (7, "bad_request"));
+        assert!(e.message.contains("q9"), "{}", e.message);
+        assert_eq!(parse_request("not json").unwrap_err().0, 0);
+        assert!(matches!(parse_request(r#"{"type":"cancel","id":3}"#), Ok(ToWorker::Cancel { id: 3 })));
     }
 
     #[test]

@@ -92,6 +92,49 @@ pub fn model_query(model: &str, revision: &str) -> String {
     q
 }
 
+/// Whether a model named by a link waits for the user's go-ahead before anything downloads:
+/// everything except files on the page's own origin (which the site itself serves, as the
+/// benchmark links do). A Hub repo or another host's URL is confirmed first.
+pub fn linked_model_needs_confirmation(model: &str, page_origin: &str) -> bool {
+    let m = model.trim();
+    let own_path = (m.starts_with('/') && !m.starts_with("//")) || m.starts_with("./");
+    let own_url = !page_origin.is_empty()
+        && m.strip_prefix(page_origin.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/'));
+    !(own_path || own_url)
+}
+
+/// `?bench=` takes at most this many lengths,
+pub const MAX_BENCH_LENGTHS: usize = 16;
+/// each at most this many tokens,
+pub const MAX_BENCH_TOKENS: usize = 32768;
+/// and `?iters=` at most this many timed passes per length.
+pub const MAX_BENCH_ITERS: usize = 50;
+
+/// The benchmark a link asks for (`?bench=128,512&iters=3`), within the limits above: a link
+/// cannot keep the engine busy without end.
+pub fn bench_request(query: &str) -> Result<Option<(Vec<usize>, usize)>, String> {
+    let Some(list) = query_param(query, "bench") else { return Ok(None) };
+    let lengths = list
+        .split(',')
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(v) if (1..=MAX_BENCH_TOKENS).contains(&v) => Ok(v),
+            _ => Err(format!("?bench= lengths are 1 to {MAX_BENCH_TOKENS} tokens, not `{}`", n.trim())),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if lengths.is_empty() || lengths.len() > MAX_BENCH_LENGTHS {
+        return Err(format!("?bench= takes 1 to {MAX_BENCH_LENGTHS} lengths, not {}", lengths.len()));
+    }
+    let iters = match query_param(query, "iters") {
+        None => 3,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_BENCH_ITERS).contains(&n) => n,
+            _ => return Err(format!("?iters= is 1 to {MAX_BENCH_ITERS}, not `{v}`")),
+        },
+    };
+    Ok(Some((lengths, iters)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -118,5 +161,30 @@ mod tests {
         assert_eq!(query_param("?model=a%2Fb&x", "model").unwrap(), "a/b");
         assert_eq!(query_param("?model=a+b%", "model").unwrap(), "a b%");
         assert_eq!(query_param("?m=1", "model"), None);
+    }
+
+    #[test]
+    fn linked_models_from_elsewhere_wait_for_the_user() {
+        let origin = "http://127.0.0.1:8080";
+        assert!(!linked_model_needs_confirmation("/models/skywork-rand", origin));
+        assert!(!linked_model_needs_confirmation("./m.gguf", origin));
+        assert!(!linked_model_needs_confirmation("http://127.0.0.1:8080/fixtures/m", origin));
+        assert!(linked_model_needs_confirmation("Skywork/Skywork-Reward-V2-Qwen3-0.6B", origin));
+        assert!(linked_model_needs_confirmation("https://evil.example/m.gguf", origin));
+        assert!(linked_model_needs_confirmation("//evil.example/m.gguf", origin));
+        assert!(linked_model_needs_confirmation("http://127.0.0.1:8080.evil.example/m", origin));
+    }
+
+    #[test]
+    fn bench_links_are_bounded() {
+        assert_eq!(bench_request("?model=m").unwrap(), None);
+        assert_eq!(bench_request("?bench=128,512&iters=2").unwrap(), Some((vec![128, 512], 2)));
+        assert_eq!(bench_request("?bench=64").unwrap(), Some((vec![64], 3)));
+        assert!(bench_request("?bench=100000000").unwrap_err().contains("32768"));
+        assert!(bench_request("?bench=0").is_err());
+        let many = vec!["8"; 17].join(",");
+        assert!(bench_request(&format!("?bench={many}")).unwrap_err().contains("16"));
+        assert!(bench_request("?bench=8&iters=1000000").unwrap_err().contains("iters"));
+        assert!(bench_request("?bench=").is_err());
     }
 }

@@ -105,6 +105,20 @@ struct Loaded {
     info: ModelInfo,
 }
 
+/// Who may get the Hugging Face token: see `protocol::token_allowed`.
+#[derive(Clone, Copy)]
+struct Auth<'a> {
+    token: &'a str,
+    hub: &'a str,
+    hub_from_link: bool,
+}
+
+impl Auth<'_> {
+    fn allowed(&self, url: &str) -> bool {
+        token_allowed(url, self.hub, self.hub_from_link)
+    }
+}
+
 struct Engine {
     scope: DedicatedWorkerGlobalScope,
     model: RefCell<Option<Rc<Loaded>>>,
@@ -210,16 +224,25 @@ impl Engine {
 
     async fn handle(&self, msg: ToWorker, files: Vec<File>) {
         match msg {
-            ToWorker::Load { id, source, storage, backend, token, hub, remote, remote_only } => {
-                let hub = hub.unwrap_or_else(|| HUB.to_owned());
+            ToWorker::Load { id, source, storage, backend, token, hub, hub_from_link, remote, remote_only } => {
+                let checked = source.validate().map_err(|e| UserError::new("bad_source", e)).and_then(|_| {
+                    hub.as_deref()
+                        .map_or(Ok(HUB.to_owned()), check_hub_url)
+                        .map_err(|e| UserError::new("bad_source", e))
+                });
+                let hub = match checked {
+                    Ok(hub) => hub,
+                    Err(e) => return self.finish(id, Err(e)),
+                };
+                let auth = Auth { token: token.as_deref().unwrap_or(""), hub: &hub, hub_from_link };
                 let remote = remote.filter(RemoteSettings::is_set);
                 let result = match (&remote, remote_only) {
-                    (Some(r), true) => self.load_remote(id, &source, r, None, &hub, token.as_deref()).await,
-                    _ => match self.load(id, &source, storage, backend, token.as_deref(), &hub, files).await {
+                    (Some(r), true) => self.load_remote(id, &source, r, None, auth).await,
+                    _ => match self.load(id, &source, storage, backend, auth, files).await {
                         Err(e) if e.code != "cancelled" && remote.is_some() => {
                             // The browser cannot hold or load it: score on the configured endpoint.
                             let r = remote.as_ref().expect("checked");
-                            self.load_remote(id, &source, r, Some(e.message), &hub, token.as_deref()).await
+                            self.load_remote(id, &source, r, Some(e.message), auth).await
                         }
                         other => other,
                     },
@@ -284,17 +307,20 @@ impl Engine {
         Some((bytes, keys.length() as u64))
     }
 
-    /// Fetches `url` (from the cache when it is there). `Ok(None)`: an optional file that does
-    /// not exist. The token is only ever sent to the Hub endpoint.
+    /// Fetches `url` (from the cache when it is there), at most `cap` bytes. `Ok(None)`: an
+    /// optional file that does not exist. The token is only sent where `auth` allows.
+    #[allow(clippy::too_many_arguments)]
     async fn fetch(
         &self,
         id: u64,
         url: &str,
         label: &str,
-        token: Option<(&str, &str)>,
+        auth: Auth<'_>,
         optional: bool,
+        cap: u64,
         stats: &mut (u64, u64),
     ) -> Res<Option<Uint8Array>> {
+        let mut budget = DownloadBudget::new(label, cap);
         let cache = self.cache().await;
         if let Some(cache) = &cache {
             if let Ok(hit) = JsFuture::from(cache.match_with_str(url)).await {
@@ -303,6 +329,8 @@ impl Engine {
                         return Ok(None);
                     }
                     if resp.ok() {
+                        let size = resp.headers().get(SIZE_HEADER).ok().flatten().and_then(|v| v.parse::<u64>().ok());
+                        budget.declared(size)?;
                         let buf =
                             JsFuture::from(resp.array_buffer().map_err(|e| UserError::new("cache", js_text(&e)))?)
                                 .await
@@ -316,10 +344,10 @@ impl Engine {
         }
 
         let init = RequestInit::new();
-        let hub = token.map(|(_, hub)| url.starts_with(&format!("{}/", hub.trim_end_matches('/')))).unwrap_or(false);
-        if let Some((t, _)) = token.filter(|(t, _)| hub && !t.is_empty()) {
+        let hub = auth.allowed(url);
+        if hub && !auth.token.is_empty() {
             let h = Headers::new().map_err(|e| UserError::new("network", js_text(&e)))?;
-            let _ = h.set("Authorization", &format!("Bearer {t}"));
+            let _ = h.set("Authorization", &format!("Bearer {}", auth.token));
             init.set_headers(&h);
         }
         let fetched = JsFuture::from(self.scope.fetch_with_str_and_init(url, &init)).await;
@@ -361,13 +389,15 @@ impl Engine {
             ));
         }
         if status == 401 || status == 403 {
-            let no_token = token.map(|(t, _)| t.is_empty()).unwrap_or(true);
+            let no_token = auth.token.is_empty();
             let msg = if hub && no_token {
                 format!("{url} needs authorization (HTTP {status}): the repo is gated or private. Accept its terms on huggingface.co and enter an access token.")
             } else if hub {
                 format!("{url} refused the access token (HTTP {status}): check that it is valid and that you accepted the repo's terms.")
             } else {
-                format!("{url} refused access (HTTP {status})")
+                // Not the Hub: no token was sent, and none is asked for (a link's host could
+                // otherwise phish for one).
+                format!("{url} refused access (HTTP {status}); a Hugging Face token is never sent to {}", url_host(url))
             };
             return Err(UserError::new("unauthorized", msg));
         }
@@ -375,19 +405,12 @@ impl Engine {
             return Err(UserError::new("http", format!("{url} answered HTTP {status} {}", resp.status_text())));
         }
         let total = resp.headers().get("content-length").ok().flatten().and_then(|v| v.parse::<u64>().ok());
-        if let Some(t) = total {
-            if t > WASM32_MEMORY_LIMIT {
-                return Err(UserError::new(
-                    "too_large",
-                    format!(
-                        "{label} is {} — more than a browser tab can hold; use a quantized GGUF or remote scoring",
-                        gib(t)
-                    ),
-                ));
-            }
-        }
+        budget.declared(total)?;
         let body = resp.body().ok_or_else(|| UserError::new("http", format!("{url}: empty response body")))?;
         let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+        // With a Content-Length (checked above) the bytes go straight into one array of that
+        // size; without one they are kept as chunks (at most `cap` bytes) and joined at the end.
+        let whole = total.map(|t| Uint8Array::new_with_length(t as u32));
         let chunks = Array::new();
         let (mut done_bytes, started, mut last_post) = (0u64, self.now(), 0f64);
         loop {
@@ -400,8 +423,25 @@ impl Engine {
             let value: Uint8Array = Reflect::get(&chunk, &"value".into())
                 .map_err(|e| UserError::new("network", js_text(&e)))?
                 .unchecked_into();
-            done_bytes += value.length() as u64;
-            chunks.push(&value);
+            let n = value.length() as u64;
+            if let Err(e) = budget.add(n) {
+                let _ = reader.cancel();
+                return Err(e);
+            }
+            match (&whole, total) {
+                (Some(all), Some(t)) if done_bytes + n <= t => all.set(&value, done_bytes as u32),
+                (Some(_), Some(t)) => {
+                    let _ = reader.cancel();
+                    return Err(UserError::new(
+                        "network",
+                        format!("{url} sent more than the {t} bytes its Content-Length announced"),
+                    ));
+                }
+                _ => {
+                    chunks.push(&value);
+                }
+            }
+            done_bytes += n;
             let now = self.now();
             if now - last_post > 100.0 {
                 last_post = now;
@@ -424,13 +464,20 @@ impl Engine {
         stats.0 += done_bytes;
         // One contiguous array (a Blob of a large download may be paged to disk by the browser
         // and then fail to read back).
-        let all = Uint8Array::new_with_length(done_bytes as u32);
-        let mut at = 0u32;
-        for c in chunks.iter() {
-            let c: Uint8Array = c.unchecked_into();
-            all.set(&c, at);
-            at += c.length();
-        }
+        let all = match whole {
+            Some(all) => all,
+            None => {
+                // `done_bytes` is within the budget, so within u32.
+                let all = Uint8Array::new_with_length(done_bytes as u32);
+                let mut at = 0u32;
+                for c in chunks.iter() {
+                    let c: Uint8Array = c.unchecked_into();
+                    all.set(&c, at);
+                    at += c.length();
+                }
+                all
+            }
+        };
         drop(chunks);
         if let Some(cache) = &cache {
             let init = ResponseInit::new();
@@ -531,16 +578,19 @@ impl Engine {
         source: &ModelSource,
         choice: StorageChoice,
         backend: BackendChoice,
-        token: Option<&str>,
-        hub: &str,
+        auth: Auth<'_>,
         files: Vec<File>,
     ) -> Res<Loaded> {
-        // The hub is passed even without a token, to word authorization errors.
-        let token = Some((token.unwrap_or(""), hub));
         let started = self.now();
         let mut stats = (0u64, 0u64);
+        // Known first: whether the CPU must hold a GGUF decides how large a download may be.
+        let (gpu, gpu_reason) = self.webgpu(backend).await?;
+        let gguf_cap = if gpu.is_none() { WASM32_MEMORY_LIMIT - RESERVE } else { FILE_CAP };
         let mut picked = std::collections::HashMap::new();
         for f in &files {
+            if is_gguf_name(&f.name()) {
+                DownloadBudget::new(&f.name(), gguf_cap).declared(Some(f.size() as u64))?;
+            }
             let buf = JsFuture::from(f.array_buffer())
                 .await
                 .map_err(|e| UserError::new("file", format!("cannot read {}: {}", f.name(), js_text(&e))))?;
@@ -552,10 +602,10 @@ impl Engine {
                 picked.iter().find(|(n, _)| is_gguf_name(n)).map(|(n, b)| (n.clone(), b.clone()))
             }
             _ => {
-                let base = source.base_url(hub).expect("URL sources have one");
+                let base = source.base_url(auth.hub).expect("URL sources have one");
                 if is_gguf_name(&base) {
                     let name = base.rsplit('/').next().unwrap_or("model.gguf").to_owned();
-                    let b = self.fetch(id, &base, &name, token, false, &mut stats).await?.expect("required");
+                    let b = self.fetch(id, &base, &name, auth, false, gguf_cap, &mut stats).await?.expect("required");
                     Some((name, b))
                 } else {
                     None
@@ -563,15 +613,15 @@ impl Engine {
             }
         };
         if let Some((name, bytes)) = gguf {
-            return self.load_gguf(id, source, &name, bytes, started, stats, backend).await;
+            return self.load_gguf(id, source, &name, bytes, started, stats, (gpu, gpu_reason), backend).await;
         }
 
         // A safetensors checkpoint: small files first, so a bad config or a model too big
         // for the tab is refused before the weights are downloaded.
-        let base = source.base_url(hub);
-        let get = async |name: &str, optional: bool, stats: &mut (u64, u64)| -> Res<Option<Uint8Array>> {
+        let base = source.base_url(auth.hub);
+        let get = async |name: &str, optional: bool, cap: u64, stats: &mut (u64, u64)| -> Res<Option<Uint8Array>> {
             match &base {
-                Some(b) => self.fetch(id, &format!("{b}{name}"), name, token, optional, stats).await,
+                Some(b) => self.fetch(id, &format!("{b}{name}"), name, auth, optional, cap, stats).await,
                 None => match picked.get(name) {
                     Some(v) => Ok(Some(v.clone())),
                     None if optional => Ok(None),
@@ -588,21 +638,24 @@ impl Engine {
         let text = |b: Uint8Array, name: &str| -> Res<String> {
             String::from_utf8(b.to_vec()).map_err(|_| UserError::new("corrupted", format!("{name} is not UTF-8 text")))
         };
-        let config_json = text(get(files::CONFIG, false, &mut stats).await?.expect("required"), files::CONFIG)?;
+        let config_json =
+            text(get(files::CONFIG, false, TEXT_FILE_CAP, &mut stats).await?.expect("required"), files::CONFIG)?;
         let config = ModelConfig::from_json(&config_json).map_err(model_error)?;
-        let (mut gpu, mut gpu_reason) = self.webgpu(backend).await?;
+        let (mut gpu, mut gpu_reason) = (gpu, gpu_reason);
         // On the GPU only one tensor at a time passes through wasm memory; the CPU engine must
         // hold them all, so its size check waits until the CPU is certain to be used.
         let cpu_storage = if gpu.is_none() { Some(choose_storage(&config, choice)?) } else { None };
         self.check_cancel(id)?;
-        let tokenizer_config =
-            text(get(files::TOKENIZER_CONFIG, false, &mut stats).await?.expect("required"), files::TOKENIZER_CONFIG)?;
-        let tokenizer = get(files::TOKENIZER, false, &mut stats).await?.expect("required").to_vec();
-        let template = match get(files::CHAT_TEMPLATE, true, &mut stats).await? {
+        let tokenizer_config = text(
+            get(files::TOKENIZER_CONFIG, false, TEXT_FILE_CAP, &mut stats).await?.expect("required"),
+            files::TOKENIZER_CONFIG,
+        )?;
+        let tokenizer = get(files::TOKENIZER, false, TOKENIZER_CAP, &mut stats).await?.expect("required").to_vec();
+        let template = match get(files::CHAT_TEMPLATE, true, TEXT_FILE_CAP, &mut stats).await? {
             Some(b) => Some(text(b, files::CHAT_TEMPLATE)?),
             None => None,
         };
-        let shard_names = match get(files::WEIGHTS_INDEX, true, &mut stats).await? {
+        let shard_names = match get(files::WEIGHTS_INDEX, true, TEXT_FILE_CAP, &mut stats).await? {
             Some(index) => files::shard_names(&text(index, files::WEIGHTS_INDEX)?).map_err(model_error)?,
             None if base.is_none() => {
                 let mut names: Vec<String> = picked.keys().filter(|n| n.ends_with(".safetensors")).cloned().collect();
@@ -614,10 +667,37 @@ impl Engine {
             }
             None => vec![files::SINGLE_WEIGHTS.to_owned()],
         };
+        // The shards may hold no more than config.json's parameters can need, in all.
+        let parameters = rewardlens_models::memory::ParameterCount::of(&config).total();
+        if shard_names.len() > max_shards(config.num_hidden_layers) {
+            return Err(UserError::new(
+                "corrupted",
+                format!(
+                    "{} lists {} weight shards, more than a {}-layer model can have ({} at most)",
+                    files::WEIGHTS_INDEX,
+                    shard_names.len(),
+                    config.num_hidden_layers,
+                    max_shards(config.num_hidden_layers)
+                ),
+            ));
+        }
+        let mut left = weights_cap(parameters);
         let mut shards: Vec<(String, Box<dyn ByteSource>)> = Vec::new();
         for name in &shard_names {
             self.check_cancel(id)?;
-            let bytes = get(name, false, &mut stats).await?.expect("required");
+            let bytes = get(name, false, left, &mut stats).await?.expect("required");
+            let n = bytes.length() as u64;
+            if n > left {
+                return Err(UserError::new(
+                    "too_large",
+                    format!(
+                        "the weight files hold more than the {} bytes a model with {parameters} parameters \
+                         (config.json) can need",
+                        weights_cap(parameters)
+                    ),
+                ));
+            }
+            left -= n;
             shards.push((name.clone(), Box::new(JsBytes(bytes))));
         }
         self.post(&FromWorker::Progress { id, stage: "building the model".into(), done: 0, total: None, rate: 0.0 });
@@ -680,10 +760,10 @@ impl Engine {
         bytes: Uint8Array,
         started: f64,
         stats: (u64, u64),
+        (gpu, mut gpu_reason): (Option<Gpu>, Option<String>),
         backend: BackendChoice,
     ) -> Res<Loaded> {
         let len = bytes.length() as u64;
-        let (gpu, mut gpu_reason) = self.webgpu(backend).await?;
         // GGUF tensors are copied into wasm memory as they are: the file size is the weights.
         if gpu.is_none() && len + RESERVE > WASM32_MEMORY_LIMIT {
             return Err(too_large(name, len + RESERVE));
@@ -1122,8 +1202,7 @@ impl Engine {
         source: &ModelSource,
         r: &RemoteSettings,
         reason: Option<String>,
-        hub: &str,
-        token: Option<&str>,
+        auth: Auth<'_>,
     ) -> Res<Loaded> {
         let protocol = Protocol::parse_name(&r.protocol).map_err(|e| UserError::new("remote", e))?;
         let mut cfg = RemoteConfig::new(r.endpoint.trim(), protocol);
@@ -1134,7 +1213,7 @@ impl Engine {
         let template = if protocol.takes_chat() {
             None
         } else {
-            let base = source.base_url(hub).filter(|b| !is_gguf_name(b)).ok_or_else(|| {
+            let base = source.base_url(auth.hub).filter(|b| !is_gguf_name(b)).ok_or_else(|| {
                 UserError::new(
                     "remote",
                     format!(
@@ -1149,8 +1228,9 @@ impl Engine {
                     id,
                     &format!("{base}{}", files::TOKENIZER_CONFIG),
                     files::TOKENIZER_CONFIG,
-                    Some((token.unwrap_or(""), hub)),
+                    auth,
                     false,
+                    TEXT_FILE_CAP,
                     &mut stats,
                 )
                 .await?
@@ -1160,8 +1240,9 @@ impl Engine {
                     id,
                     &format!("{base}{}", files::CHAT_TEMPLATE),
                     files::CHAT_TEMPLATE,
-                    Some((token.unwrap_or(""), hub)),
+                    auth,
                     true,
+                    TEXT_FILE_CAP,
                     &mut stats,
                 )
                 .await?
@@ -1248,7 +1329,7 @@ pub fn start() {
             .and_then(|f| f.dyn_into::<Array>().ok())
             .map(|a| a.iter().filter_map(|f| f.dyn_into::<File>().ok()).collect())
             .unwrap_or_default();
-        match serde_json::from_str::<ToWorker>(&text) {
+        match parse_request(&text) {
             // Cancellation is recorded at once; the running job sees it at its next yield.
             Ok(ToWorker::Cancel { id }) => {
                 e.cancelled.borrow_mut().insert(id);
@@ -1259,10 +1340,7 @@ pub fn start() {
                     spawn_local(e.clone().run_queue());
                 }
             }
-            Err(err) => e.post(&FromWorker::Failed {
-                id: 0,
-                error: UserError::new("protocol", format!("unreadable message: {err}")),
-            }),
+            Err((id, error)) => e.post(&FromWorker::Failed { id, error }),
         }
     });
     scope.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));

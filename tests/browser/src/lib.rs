@@ -58,17 +58,30 @@ impl StaticServer {
 
     /// As `start`, answering paths under each `(prefix, status)` with that status instead.
     pub fn start_with_statuses(mounts: Vec<(String, PathBuf)>, statuses: Vec<(String, u16)>, cors: bool) -> Self {
+        Self::start_full(mounts, statuses, Vec::new(), cors)
+    }
+
+    /// As `start_with_statuses`; files under the `no_length` prefixes are sent without a
+    /// Content-Length (the body ends when the connection closes), as some servers do.
+    pub fn start_full(
+        mounts: Vec<(String, PathBuf)>,
+        statuses: Vec<(String, u16)>,
+        no_length: Vec<String>,
+        cors: bool,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let log = Arc::new(Mutex::new(Vec::new()));
         let l = log.clone();
         let mounts = Arc::new(mounts);
         let statuses = Arc::new(statuses);
+        let no_length = Arc::new(no_length);
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let (mounts, statuses, log) = (mounts.clone(), statuses.clone(), l.clone());
+                let no_length = no_length.clone();
                 std::thread::spawn(move || {
-                    let _ = serve_one(stream, &mounts, &statuses, cors, &log);
+                    let _ = serve_one(stream, &mounts, &statuses, &no_length, cors, &log);
                 });
             }
         });
@@ -90,6 +103,7 @@ fn serve_one(
     mut stream: TcpStream,
     mounts: &[(String, PathBuf)],
     statuses: &[(String, u16)],
+    no_length: &[String],
     cors: bool,
     log: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
@@ -138,15 +152,20 @@ fn serve_one(
     });
     match file {
         Some(p) => {
-            let body = std::fs::read(&p)?;
+            // Streamed, so a large (or sparse) file costs no memory here.
+            let mut file = std::fs::File::open(&p)?;
+            let length = if no_length.iter().any(|n| path.starts_with(n.as_str())) {
+                String::new()
+            } else {
+                format!("Content-Length: {}\r\n", file.metadata()?.len())
+            };
             write!(
                 stream,
-                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n{cors_header}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Type: {}\r\n{length}{cors_header}Cache-Control: no-store\r\nConnection: close\r\n\r\n",
                 mime(&p),
-                body.len()
             )?;
             if method != "HEAD" {
-                stream.write_all(&body)?;
+                std::io::copy(&mut file, &mut stream)?;
             }
         }
         None => {

@@ -180,7 +180,7 @@ fn bad_models_get_clear_errors_and_the_page_keeps_working() {
     );
     let no_cors = StaticServer::start(vec![("/fixtures/".into(), fixtures())], false);
     let b = Browser::start();
-    b.goto(&format!("{}/?hub={}/hub", srv.url, srv.url));
+    b.goto(&format!("{}/", srv.url));
 
     let (code, msg) = load_error(&b, &format!("{}/work/corrupted", srv.url));
     assert_eq!(code, "corrupted", "{msg}");
@@ -202,9 +202,12 @@ fn bad_models_get_clear_errors_and_the_page_keeps_working() {
     assert_eq!(code, "too_large", "{msg}");
     assert!(msg.contains("GiB") && msg.contains("rewardlens serve"), "{msg}");
 
+    // A mirror the user typed is trusted like huggingface.co: a 401 there asks for a token.
+    b.fill("#hub-mirror", &format!("{}/hub", srv.url));
     let (code, msg) = load_error(&b, "gated/model");
     assert_eq!(code, "unauthorized", "{msg}");
     assert!(msg.contains("gated") && msg.contains("token"), "{msg}");
+    b.fill("#hub-mirror", "");
 
     // Weights were never requested for models refused on their config.
     for dir in ["unsupported", "too-big"] {
@@ -250,8 +253,13 @@ fn hub_ids_deep_links_cache_and_saved_inputs() {
     let weights = "/hub/test-org/tiny-rm/resolve/v1/model.safetensors";
 
     let b = Browser::start();
-    // A deep link loads the Hub repo at its revision and scores the linked inputs unasked.
+    // A deep link names the Hub repo at its revision; once the user agrees it loads and scores
+    // the linked inputs.
     b.goto(&link);
+    b.wait_for("#load-linked", LOAD);
+    assert_eq!(b.text("#linked-host"), srv.url, "the page says where the model comes from");
+    assert_eq!(srv.gets("/hub/test-org/tiny-rm/resolve/v1/config.json"), 0, "nothing downloads before the user agrees");
+    b.click("#load-linked");
     b.wait_for("#results", LOAD);
     let shown = b.attrs("#scores td.score", "data-score");
     assert_close(&shown[0], golden_logits(&g, "simple")[0], "deep link Paris");
@@ -265,6 +273,8 @@ fn hub_ids_deep_links_cache_and_saved_inputs() {
     let before = srv.requests().len();
     b.goto("about:blank");
     b.goto(&link);
+    b.wait_for("#load-linked", LOAD);
+    b.click("#load-linked");
     b.wait_for("#results", LOAD);
     assert_eq!(srv.gets(weights), 1, "weights came from the cache");
     let fetched_again: Vec<String> =
@@ -762,4 +772,306 @@ fn web_component_two_scorers_one_engine_events_and_js_api() {
     );
     assert!(d[0]["backend"].as_str().unwrap().starts_with("Remote (nim"), "{}", d[0]);
     assert_close(&d[0]["scores"][0].to_string(), paris, "remote element");
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn links_get_no_token_no_draft_no_remote_fallback_and_no_endless_bench() {
+    use rewardlens_web::share::{encode_fragment, model_query, SharedInputs};
+    let seq = fixtures().join("qwen3-seq");
+    let srv = StaticServer::start_with_statuses(
+        vec![
+            ("/hub/test-org/tiny-rm/resolve/v1/".into(), seq.clone()),
+            ("/hub/test-org/tiny-rm/resolve/v2/".into(), seq.clone()),
+            ("/x/y/resolve/main/".into(), seq),
+            ("/fixtures/".into(), fixtures()),
+            ("/".into(), dist_dir()),
+        ],
+        vec![("/hub/gated/".into(), 401)],
+        true,
+    );
+    let b = Browser::start();
+    // The user's own draft, and a remote endpoint with a remembered key.
+    b.goto(&format!("{}/", srv.url));
+    b.wait_for("#status[data-phase='idle']", LOAD);
+    b.click("#tab-responses");
+    b.fill("#prompt", "my own draft");
+    b.fill("#remote-endpoint", &format!("{}/remote", srv.url));
+    b.fill("#remote-key", "sk-remembered");
+    b.click("#remote-remember");
+    assert_eq!(b.attr("#hub-host", "data-host").as_deref(), Some("https://huggingface.co"));
+
+    // A link naming a Hub mirror: the page shows its host, asks first, and never sends the token
+    // to it, although the user typed one.
+    let shared = SharedInputs {
+        prompt: "What is the capital of France?".into(),
+        responses: vec!["The capital of France is Paris.".into()],
+    };
+    let link = format!(
+        "{}/{}&hub={}/hub#{}",
+        srv.url,
+        model_query("test-org/tiny-rm", "v1"),
+        srv.url,
+        encode_fragment(&shared)
+    );
+    b.goto(&link);
+    b.wait_for("#load-linked", LOAD);
+    assert_eq!(b.attr("#hub-host", "data-token").as_deref(), Some("never"));
+    assert!(b.text("#hub-host").contains(&srv.url), "{}", b.text("#hub-host"));
+    b.fill("#token", "hf_secret");
+    b.click("#load-linked");
+    b.wait_for("#results", LOAD);
+    assert_close(
+        &b.attrs("#scores td.score", "data-score")[0],
+        golden_logits(&golden("qwen3-seq"), "simple")[0],
+        "linked",
+    );
+    assert!(
+        srv.requests().iter().all(|r| r.authorization.is_none()),
+        "a link's mirror got the token: {:?}",
+        srv.requests()
+    );
+
+    // The link's inputs did not replace the user's saved draft.
+    b.goto("about:blank");
+    b.goto(&format!("{}/", srv.url));
+    b.wait_for("#prompt", LOAD);
+    assert_eq!(b.script("return document.querySelector('#prompt').value;", serde_json::json!([])), "my own draft");
+
+    // A 401 from the link's host is not worded as a request for the token, and a linked model
+    // that fails does not fall back to the saved endpoint with its key.
+    b.goto(&format!("{}/?model=gated/model&hub={}/hub", srv.url, srv.url));
+    b.wait_for("#load-linked", LOAD);
+    b.click("#load-linked");
+    b.wait_for_either("#error", "#model-info", LOAD).expect("the gated link fails");
+    let msg = b.text("#error");
+    assert_eq!(b.attr("#error", "data-code").as_deref(), Some("unauthorized"), "{msg}");
+    assert!(!msg.contains("enter an access token") && msg.contains("never sent"), "{msg}");
+    assert!(!b.exists("#model-info"), "a linked model fell back to the remote endpoint");
+    // The user's own Load does use the endpoint.
+    b.click("#load");
+    b.wait_for("#model-info[data-architecture='remote']", LOAD);
+
+    // A revision that climbs out of the repo is refused before anything is fetched.
+    b.goto(&format!("{}/?model=test-org/tiny-rm&revision=../../../../x/y/resolve/main&hub={}/hub", srv.url, srv.url));
+    b.wait_for("#load-linked", LOAD);
+    b.click("#load-linked");
+    b.wait_for_either("#error", "#model-info", LOAD).expect("the revision is refused");
+    assert_eq!(b.attr("#error", "data-code").as_deref(), Some("bad_source"), "{}", b.text("#error"));
+    assert_eq!(srv.gets("/x/y/resolve/main/config.json"), 0, "another repo was loaded");
+
+    // A mirror the user typed gets the token, and the page says so.
+    b.fill("#hub-mirror", &format!("{}/hub", srv.url));
+    b.fill("#token", "hf_secret");
+    b.fill("#revision", "v2");
+    b.fill("#remote-endpoint", "");
+    b.fill("#model-input", "test-org/tiny-rm");
+    assert_eq!(b.attr("#hub-host", "data-token").as_deref(), Some("sent"));
+    b.click("#load");
+    b.wait_for_either("#model-info", "#error", LOAD).expect("the user's mirror loads");
+    let sent: Vec<_> =
+        srv.requests().into_iter().filter(|r| r.path.starts_with("/hub/test-org/tiny-rm/resolve/v2/")).collect();
+    assert!(
+        !sent.is_empty() && sent.iter().all(|r| r.authorization.as_deref() == Some("Bearer hf_secret")),
+        "{sent:?}"
+    );
+
+    // `?bench=` within bounds only: a length of 10^8 tokens is refused, not run.
+    b.goto(&format!("{}/?model=/fixtures/qwen3-seq&bench=100000000", srv.url));
+    b.wait_for("#model-info", LOAD);
+    assert!(b.text("#status").contains("benchmark was not run"), "{}", b.text("#status"));
+    assert!(!b.exists("#bench"));
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn downloads_stop_at_caps_from_the_config_and_memory() {
+    use std::io::Write;
+    // 17 MiB of whitespace after a valid config.json, sent without a Content-Length.
+    let huge_config = broken_copy("huge-config", "qwen3-seq", |d| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(d.join("config.json")).unwrap();
+        f.write_all(&vec![b' '; 17 << 20]).unwrap();
+    });
+    // Weights far beyond what config.json's parameters can need.
+    broken_copy("padded-weights", "qwen3-seq", |d| {
+        let mut f = std::fs::OpenOptions::new().append(true).open(d.join("model.safetensors")).unwrap();
+        f.write_all(&vec![0u8; 120 << 20]).unwrap();
+    });
+    // An index listing 100 shards for a 2-layer model.
+    broken_copy("many-shards", "qwen3-seq", |d| {
+        let map: serde_json::Map<String, Value> =
+            (0..100).map(|i| (format!("t{i}"), Value::from(format!("model-{i:05}.safetensors")))).collect();
+        std::fs::write(d.join("model.safetensors.index.json"), serde_json::json!({ "weight_map": map }).to_string())
+            .unwrap();
+    });
+    // A 3.75 GiB GGUF (sparse): more than the CPU engine can hold with its reserve.
+    let big = huge_config.parent().unwrap().join("big.gguf");
+    std::fs::File::create(&big).unwrap().set_len((4u64 << 30) - (256 << 20)).unwrap();
+    let work = huge_config.parent().unwrap().to_path_buf();
+    let srv = StaticServer::start_full(
+        vec![("/work/".into(), work.clone()), ("/nolen/".into(), work), ("/".into(), dist_dir())],
+        vec![],
+        vec!["/nolen/".into()],
+        true,
+    );
+    let b = Browser::start();
+    b.goto(&format!("{}/", srv.url));
+
+    let (code, msg) = load_error(&b, &format!("{}/nolen/huge-config", srv.url));
+    assert_eq!(code, "too_large", "{msg}");
+    assert!(msg.contains("config.json"), "{msg}");
+
+    let (code, msg) = load_error(&b, &format!("{}/work/padded-weights", srv.url));
+    assert_eq!(code, "too_large", "{msg}");
+    assert!(msg.contains("model.safetensors"), "{msg}");
+
+    let (code, msg) = load_error(&b, &format!("{}/work/many-shards", srv.url));
+    assert_eq!(code, "corrupted", "{msg}");
+    assert!(msg.contains("100 weight shards"), "{msg}");
+    assert_eq!(srv.gets("/work/many-shards/model-00000.safetensors"), 0);
+
+    // Refused on its Content-Length, before the body is read.
+    let (code, msg) = load_error(&b, &format!("{}/work/big.gguf", srv.url));
+    assert_eq!(code, "too_large", "{msg}");
+    assert!(msg.contains("big.gguf"), "{msg}");
+    let _ = std::fs::remove_file(&big);
+}
+
+/// A copy of qwen3-seq that takes inputs of up to 65536 tokens: one forward pass over such an
+/// input is one synchronous step of minutes in wasm.
+fn long_context_copy() -> PathBuf {
+    broken_copy("long-context", "qwen3-seq", |d| {
+        let mut c: Value = serde_json::from_str(&std::fs::read_to_string(d.join("config.json")).unwrap()).unwrap();
+        c["max_position_embeddings"] = 65536.into();
+        std::fs::write(d.join("config.json"), c.to_string()).unwrap();
+    })
+}
+
+/// About 40k tokens of answer.
+fn long_answer() -> String {
+    "An answer. ".repeat(14_000)
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn cancel_stops_a_job_stuck_in_one_long_step() {
+    let long = long_context_copy();
+    let work = long.parent().unwrap().to_path_buf();
+    let srv = StaticServer::start(vec![("/work/".into(), work), ("/".into(), dist_dir())], true);
+    let g = golden("qwen3-seq");
+    let b = Browser::start();
+    b.goto(&format!("{}/", srv.url));
+    load(&b, &format!("{}/work/long-context", srv.url));
+    b.click("#tab-responses");
+    while b.attrs("#responses textarea", "aria-label").len() > 1 {
+        b.click("#responses .remove");
+    }
+    b.fill("#prompt", "Say it long.");
+    b.fill("#responses li:nth-child(1) textarea", &long_answer());
+    b.click("#score");
+    b.wait_for("#cancel", LOAD);
+    b.click("#cancel");
+    // The worker cannot see the cancel inside the forward pass; the page replaces it.
+    b.wait_for_either("#status[data-phase='idle'] .notice", "#error", Duration::from_secs(60))
+        .expect("cancelled without an error");
+    let status = b.text("#status");
+    assert!(status.contains("Cancelled") && status.contains("restarted"), "{status}");
+    assert!(!b.exists("#results"), "a cancelled job shows no results");
+    // The model came back (from the cache) and scores as before.
+    b.wait_for("#model-info", LOAD);
+    assert_eq!(srv.gets("/work/long-context/model.safetensors"), 1, "reloaded from the cache");
+    score_responses(&b, "What is the capital of France?", &["The capital of France is Paris."]);
+    assert_close(&b.attrs("#scores td.score", "data-score")[0], golden_logits(&g, "simple")[0], "after the restart");
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn web_component_typos_fail_alone_markup_is_escaped_and_cancel_works() {
+    let pages = repo_root().join("tests/browser/pages");
+    let long = long_context_copy();
+    let work = long.parent().unwrap().to_path_buf();
+    let srv = StaticServer::start(
+        vec![
+            ("/fixtures/".into(), fixtures()),
+            ("/work/".into(), work),
+            ("/pages/".into(), pages),
+            ("/".into(), dist_dir()),
+        ],
+        true,
+    );
+    let b = Browser::start();
+    b.goto(&format!("{}/pages/components.html", srv.url));
+    let g = golden("qwen3-seq");
+    let (paris, berlin) = (golden_logits(&g, "simple")[0], golden_logits(&g, "wrong")[0]);
+    wait_js(&b, "window.events.filter(e => e.type === 'reward-scored').length >= 2", "both components to score");
+
+    // A typo in one element's attribute fails that element only; one added with it scores.
+    b.script(
+        "for (const [id, storage] of [['typo', 'q9'], ['fine', 'auto']]) { \
+           const e = document.createElement('reward-scorer'); e.id = id; e.setAttribute('model', '/fixtures/qwen3-seq'); \
+           e.setAttribute('storage', storage); e.setAttribute('prompt', 'What is the capital of France?'); \
+           e.setAttribute('responses', JSON.stringify(['The capital of France is Paris.'])); document.body.append(e); }",
+        serde_json::json!([]),
+    );
+    wait_js(
+        &b,
+        "window.events.some(e => e.id === 'typo') && window.events.some(e => e.id === 'fine')",
+        "both new elements",
+    );
+    let typo = b.script("return window.events.find(e => e.id === 'typo');", serde_json::json!([]));
+    assert_eq!(
+        (typo["type"].as_str(), typo["detail"]["code"].as_str()),
+        (Some("reward-error"), Some("bad_attribute")),
+        "{typo}"
+    );
+    assert!(typo["detail"]["message"].as_str().unwrap().contains("q9"), "{typo}");
+    let fine = scored_events(&b, "fine");
+    assert_eq!(fine.len(), 1, "the other element failed with the typo");
+    assert_close(&fine[0]["scores"][0].to_string(), paris, "the element next to the typo");
+
+    // Markup built by scorerMarkup keeps hostile responses as text (as a HyperText field would
+    // insert it: innerHTML).
+    let hostile = ["x' onmouseover='window.pwned=1' y='", "</reward-response><img src=x onerror=\"window.pwned=2\">"];
+    b.script_async(
+        "const done = arguments[arguments.length - 1]; \
+         import('/reward-scorer.js').then(m => { \
+           const div = document.createElement('div'); \
+           div.innerHTML = m.scorerMarkup({ model: '/fixtures/qwen3-seq', prompt: \"What's the capital of France?\", \
+                                            responses: ['The capital of France is Berlin.', ...arguments[0]] }); \
+           div.firstChild.id = 'marked'; document.body.append(div); done(null); });",
+        serde_json::json!(hostile),
+    );
+    wait_js(&b, "window.events.some(e => e.id === 'marked')", "the element from markup");
+    let got = b.script(
+        "const e = document.getElementById('marked'); \
+         return { imgs: document.querySelectorAll('img').length, pwned: window.pwned || null, \
+                  attrs: e.getAttributeNames(), responses: e.responses, prompt: e.prompt };",
+        serde_json::json!([]),
+    );
+    assert_eq!(got["imgs"], 0, "{got}");
+    assert_eq!(got["pwned"], Value::Null, "{got}");
+    assert_eq!(got["attrs"], serde_json::json!(["model", "prompt", "id"]), "{got}");
+    assert_eq!(got["prompt"], "What's the capital of France?");
+    assert_eq!(got["responses"], serde_json::json!(["The capital of France is Berlin.", hostile[0], hostile[1]]));
+    let marked = scored_events(&b, "marked");
+    assert_eq!(marked.len(), 1, "{got}");
+
+    // Cancel through an AbortSignal while the engine is inside one long forward pass: the job
+    // rejects as cancelled, and the next one runs on a fresh engine (model from the cache).
+    let out = b.script_async(
+        "const done = arguments[arguments.length - 1]; \
+         (async () => { \
+           const s = await RewardScorer.load({ model: '/work/long-context' }); \
+           const stop = new AbortController(); \
+           const job = s.score({ prompt: 'Say it long.', responses: [arguments[0]] }, { signal: stop.signal }); \
+           setTimeout(() => stop.abort(), 500); \
+           const first = await job.then(() => 'scored', e => e.code); \
+           const again = await s.score({ prompt: 'What is the capital of France?', responses: ['The capital of France is Berlin.'] }); \
+           return { first, score: again.scores[0] }; \
+         })().then(done, e => done({ error: String(e && (e.message || e)) }));",
+        serde_json::json!([long_answer()]),
+    );
+    assert_eq!(out["first"], "cancelled", "{out}");
+    assert_close(&out["score"].to_string(), berlin, "after the cancel");
+    assert_eq!(srv.gets("/work/long-context/model.safetensors"), 1, "reloaded from the cache");
 }

@@ -1,5 +1,7 @@
 //! The page's handle on the engine worker: sends jobs, turns the worker's messages into
-//! signal updates, and restarts the worker if it dies (out of memory traps the wasm instance).
+//! signal updates, and restarts the worker if it dies (out of memory traps the wasm instance)
+//! or does not answer a cancel in time (stuck in one long synchronous step: a template render,
+//! a forward pass), so Cancel always works.
 
 use crate::export::Comparison;
 use crate::protocol::*;
@@ -68,6 +70,10 @@ pub struct EngineState {
     pub loads: RwSignal<u64>,
 }
 
+/// How long a cancelled job may take to stop by itself before the worker is restarted: the
+/// worker sees a cancel between sequences, which is well within this unless one step is long.
+const CANCEL_GRACE_MS: i32 = 3000;
+
 /// The worker and the job in flight.
 #[derive(Clone, Copy)]
 pub struct Engine {
@@ -77,6 +83,9 @@ pub struct Engine {
     current: StoredValue<Option<(u64, Option<Submitted>)>>,
     queued: StoredValue<Vec<(String, Vec<File>)>, LocalStorage>,
     ready: StoredValue<bool>,
+    /// The last load request, sent again after a restart so the model comes back (from the
+    /// browser cache).
+    last_load: StoredValue<Option<(ToWorker, Vec<File>)>, LocalStorage>,
 }
 
 impl Engine {
@@ -101,6 +110,7 @@ impl Engine {
             current: StoredValue::new(None),
             queued: StoredValue::new_local(Vec::new()),
             ready: StoredValue::new(false),
+            last_load: StoredValue::new_local(None),
         };
         engine.spawn();
         engine
@@ -164,7 +174,10 @@ impl Engine {
         match msg {
             FromWorker::Ready => {
                 self.ready.set_value(true);
-                s.phase.set(Phase::Idle);
+                // A load queued before a restart keeps the page busy.
+                if current.is_none() {
+                    s.phase.set(Phase::Idle);
+                }
                 for (text, files) in self.queued.try_update_value(std::mem::take).unwrap_or_default() {
                     self.post_raw(&text, &files);
                 }
@@ -267,14 +280,24 @@ impl Engine {
         backend: BackendChoice,
         token: Option<String>,
         hub: Option<String>,
+        hub_from_link: bool,
         remote: Option<RemoteSettings>,
         remote_only: bool,
         files: Vec<File>,
     ) {
+        let msg = ToWorker::Load { id: 0, source, storage, backend, token, hub, hub_from_link, remote, remote_only };
+        self.start_load(msg, files);
+    }
+
+    fn start_load(self, mut msg: ToWorker, files: Vec<File>) {
         let id = self.begin(Phase::Loading, None);
+        if let ToWorker::Load { id: slot, .. } = &mut msg {
+            *slot = id;
+        }
         self.state.model.set(None);
         self.state.results.set(None);
-        self.send(&ToWorker::Load { id, source, storage, backend, token, hub, remote, remote_only }, &files);
+        self.send(&msg, &files);
+        self.last_load.set_value(Some((msg, files)));
     }
 
     pub fn score(self, job: ScoreJob, truncate: bool, steps: Option<StepRequest>, submitted: Submitted) {
@@ -292,10 +315,41 @@ impl Engine {
         self.send(&ToWorker::Bench { id, lengths, iters }, &[]);
     }
 
+    /// Asks the worker to stop the current job; if it has not answered within
+    /// `CANCEL_GRACE_MS` (one long synchronous step), the worker is replaced and the job
+    /// reported cancelled.
     pub fn cancel(self) {
-        if let Some((id, _)) = self.current.get_value() {
-            self.send(&ToWorker::Cancel { id }, &[]);
+        let Some((id, _)) = self.current.get_value() else { return };
+        self.send(&ToWorker::Cancel { id }, &[]);
+        let check = Closure::once_into_js(move || {
+            if self.current.get_value().map(|(c, _)| c) == Some(id) {
+                self.restart_after_cancel();
+            }
+        });
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(check.unchecked_ref(), CANCEL_GRACE_MS);
         }
+    }
+
+    /// The worker did not stop: terminate it, start a fresh one, and load the model it held
+    /// again (a cancelled load is not repeated).
+    fn restart_after_cancel(self) {
+        let had_model = self.state.model.get_untracked().is_some();
+        if let Some(w) = self.worker.get_value() {
+            w.terminate();
+        }
+        self.finish();
+        self.state.phase.set(Phase::Starting);
+        self.spawn();
+        let reload = if had_model { self.last_load.get_value() } else { None };
+        let notice = match reload {
+            Some((msg, files)) => {
+                self.start_load(msg, files);
+                "Cancelled. The engine was in the middle of one long step, so it was restarted; the model is loading again (from the browser cache)."
+            }
+            None => "Cancelled. The engine was in the middle of one long step, so it was restarted.",
+        };
+        self.state.notice.set(Some(notice.into()));
     }
 
     pub fn clear_cache(self) {

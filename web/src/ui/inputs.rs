@@ -49,6 +49,8 @@ pub struct Inputs {
     pub truncate: RwSignal<bool>,
     pub steps: StepOptions,
     saved: StoredValue<Saved>,
+    /// A link's `#in=` inputs: shown, but not saved over the user's draft unless edited.
+    linked: StoredValue<Option<SharedInputs>>,
 }
 
 /// Step-reward controls: on/off, convention, how answers split, the "bad step" threshold and
@@ -130,6 +132,7 @@ impl Inputs {
                 tokens: RwSignal::new(false),
             },
             saved: StoredValue::new(saved),
+            linked: StoredValue::new(None),
         }
     }
 
@@ -153,6 +156,7 @@ impl Inputs {
     }
 
     pub fn apply_shared(&self, shared: SharedInputs) {
+        self.linked.set_value(Some(shared.clone()));
         self.mode.set(Mode::Responses);
         self.prompt.set(shared.prompt);
         let list: Vec<(u64, String)> = shared.responses.into_iter().enumerate().map(|(i, r)| (i as u64, r)).collect();
@@ -164,10 +168,21 @@ impl Inputs {
     /// remote API key only when the user asked to remember it).
     pub fn persist(self, choice: ModelChoice) {
         Effect::new(move |_| {
+            let (mut mode, mut prompt) = (self.mode.get(), self.prompt.get());
+            let mut responses: Vec<String> = self.responses.get().into_iter().map(|(_, r)| r).collect();
+            let unedited_link = self.linked.with_value(|l| {
+                l.as_ref().is_some_and(|l| mode == Mode::Responses && l.prompt == prompt && l.responses == responses)
+            });
+            if unedited_link {
+                // Keep the draft the user had before opening the link.
+                self.saved.with_value(|s| {
+                    (mode, prompt, responses) = (s.mode, s.prompt.clone(), s.responses.clone());
+                });
+            }
             let saved = Saved {
-                mode: self.mode.get(),
-                prompt: self.prompt.get(),
-                responses: self.responses.get().into_iter().map(|(_, r)| r).collect(),
+                mode,
+                prompt,
+                responses,
                 conversation: self.conversation.get(),
                 truncate: self.truncate.get(),
                 model: Some(choice.model.get()),

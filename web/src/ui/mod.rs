@@ -54,8 +54,11 @@ pub struct ModelChoice {
     pub token: RwSignal<String>,
     pub files: StoredValue<Vec<File>, LocalStorage>,
     pub file_names: RwSignal<Vec<String>>,
-    /// A Hub mirror from `?hub=` (same URL layout as huggingface.co).
-    pub hub: StoredValue<Option<String>>,
+    /// A Hub mirror from `?hub=` (same URL layout as huggingface.co): used for downloads,
+    /// never sent the token.
+    pub link_hub: StoredValue<Option<String>>,
+    /// A Hub mirror the user typed into the page: it gets the token, as huggingface.co does.
+    pub mirror: RwSignal<String>,
     pub remote: RwSignal<RemoteSettings>,
     /// Keep the API key in localStorage too (off: memory only).
     pub remember_key: RwSignal<bool>,
@@ -80,7 +83,8 @@ fn App() -> impl IntoView {
         token: RwSignal::new(String::new()),
         files: StoredValue::new_local(Vec::new()),
         file_names: RwSignal::new(Vec::new()),
-        hub: StoredValue::new(share::query_param(&query, "hub").filter(|h| !h.is_empty())),
+        link_hub: StoredValue::new(share::query_param(&query, "hub").filter(|h| !h.trim().is_empty())),
+        mirror: RwSignal::new(String::new()),
         remote: RwSignal::new(inputs.saved_remote()),
         remember_key: RwSignal::new(inputs.saved_remember_key()),
         remote_only: RwSignal::new(false),
@@ -116,8 +120,15 @@ fn App() -> impl IntoView {
         Err(e) => engine.state.notice.set(Some(format!("The link's inputs could not be read: {e}"))),
     }
     inputs.persist(choice);
-    if linked_model.is_some() {
-        load_model(engine, choice);
+    // A model named by a link downloads only once the user agrees (unless this site serves it).
+    let pending_link = RwSignal::new(None::<String>);
+    if let Some(m) = &linked_model {
+        let origin = location.origin().unwrap_or_default();
+        if share::linked_model_needs_confirmation(m, &origin) {
+            pending_link.set(Some(m.clone()));
+        } else {
+            load_model(engine, choice, true);
+        }
     }
     if score_when_loaded {
         let done = StoredValue::new(false);
@@ -131,10 +142,11 @@ fn App() -> impl IntoView {
 
     // `?bench=128,512,2048`: time the forward pass once the model is loaded (`cargo xtask
     // bench-web` reads the table).
-    let bench: Option<Vec<usize>> =
-        share::query_param(&query, "bench").map(|v| v.split(',').filter_map(|n| n.trim().parse().ok()).collect());
-    if let Some(lengths) = bench {
-        let iters = share::query_param(&query, "iters").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let bench = share::bench_request(&query).unwrap_or_else(|e| {
+        engine.state.notice.set(Some(format!("The link's benchmark was not run: {e}")));
+        None
+    });
+    if let Some((lengths, iters)) = bench {
         let started = StoredValue::new(false);
         Effect::new(move |_| {
             if engine.state.loads.get() > 0 && !started.get_value() {
@@ -151,6 +163,7 @@ fn App() -> impl IntoView {
             <p class="tagline">"Reward-model scores computed in your browser: your text never leaves this machine."</p>
         </header>
         <main>
+            <LinkedModel engine choice pending=pending_link />
             <ModelPanel engine choice />
             <InputPanel engine inputs choice />
             <StatusLine engine />
@@ -168,7 +181,55 @@ fn App() -> impl IntoView {
     }
 }
 
-fn load_model(engine: Engine, choice: ModelChoice) {
+/// Asks before loading the model a link names: which model, from which host.
+#[component]
+fn LinkedModel(engine: Engine, choice: ModelChoice, pending: RwSignal<Option<String>>) -> impl IntoView {
+    move || {
+        pending.get().map(|model| {
+            let host = match ModelSource::parse(&model, &choice.revision.get_untracked()) {
+                Ok(ModelSource::Url { url }) => crate::protocol::url_host(&url).to_owned(),
+                Ok(_) => hub_for(choice).0.unwrap_or_else(|| crate::protocol::HUB.to_owned()),
+                Err(_) => String::new(),
+            };
+            view! {
+                <section class="panel" id="linked-model" role="alertdialog" aria-labelledby="linked-heading">
+                    <h2 id="linked-heading">"This link names a model"</h2>
+                    <p>
+                        "Load " <code id="linked-name">{model.clone()}</code> " from " <code id="linked-host">{host}</code>
+                        "? Its files are downloaded into this browser (its size is checked against its config first)."
+                    </p>
+                    <button
+                        id="load-linked"
+                        on:click=move |_| {
+                            pending.set(None);
+                            load_model(engine, choice, true);
+                        }
+                    >
+                        "Load it"
+                    </button>
+                    <button id="dismiss-linked" on:click=move |_| pending.set(None)>"Not now"</button>
+                </section>
+            }
+        })
+    }
+}
+
+/// The Hub base URL for a load, and whether it came from a link: the user's mirror, else the
+/// link's `?hub=`, else huggingface.co (None).
+fn hub_for(choice: ModelChoice) -> (Option<String>, bool) {
+    let typed = choice.mirror.get_untracked();
+    if !typed.trim().is_empty() {
+        return (Some(typed.trim().to_owned()), false);
+    }
+    match choice.link_hub.get_value() {
+        Some(h) => (Some(h), true),
+        None => (None, false),
+    }
+}
+
+/// Loads the chosen model; `from_link`: a link named it, so a failure is shown instead of
+/// falling back to a saved remote endpoint (with its remembered key).
+fn load_model(engine: Engine, choice: ModelChoice, from_link: bool) {
     let names = choice.file_names.get_untracked();
     let (source, files) = if !names.is_empty() && choice.model.get_untracked().is_empty() {
         (ModelSource::Files { names }, choice.files.get_value())
@@ -182,10 +243,11 @@ fn load_model(engine: Engine, choice: ModelChoice) {
         }
     };
     let token = Some(choice.token.get_untracked()).filter(|t| !t.trim().is_empty());
-    let remote = Some(choice.remote.get_untracked()).filter(RemoteSettings::is_set);
+    let remote = Some(choice.remote.get_untracked()).filter(|r| r.is_set() && !from_link);
     let remote_only = remote.is_some() && choice.remote_only.get_untracked();
     let (storage, backend) = (choice.storage.get_untracked(), choice.backend.get_untracked());
-    engine.load(source, storage, backend, token, choice.hub.get_value(), remote, remote_only, files);
+    let (hub, hub_from_link) = hub_for(choice);
+    engine.load(source, storage, backend, token, hub, hub_from_link, remote, remote_only, files);
 }
 
 #[component]
@@ -280,6 +342,19 @@ fn ModelPanel(engine: Engine, choice: ModelChoice) -> impl IntoView {
                     />
                 </label>
             </div>
+            <div class="row">
+                <label>
+                    "Hub mirror (optional; gets your token) "
+                    <input
+                        id="hub-mirror"
+                        type="text"
+                        placeholder="https://huggingface.co"
+                        prop:value=move || choice.mirror.get()
+                        on:input=move |ev| choice.mirror.set(event_target_value(&ev))
+                    />
+                </label>
+                <HubLine choice />
+            </div>
             <div
                 class="dropzone"
                 on:dragover=move |ev: web_sys::DragEvent| ev.prevent_default()
@@ -306,7 +381,7 @@ fn ModelPanel(engine: Engine, choice: ModelChoice) -> impl IntoView {
             </div>
             <RemotePanel choice />
             <div class="row">
-                <button id="load" on:click=move |_| load_model(engine, choice) disabled=busy>
+                <button id="load" on:click=move |_| load_model(engine, choice, false) disabled=busy>
                     "Load model"
                 </button>
                 <Show when=busy>
@@ -315,6 +390,26 @@ fn ModelPanel(engine: Engine, choice: ModelChoice) -> impl IntoView {
                 <ModelSummary engine />
             </div>
         </section>
+    }
+}
+
+/// Which host Hub repo ids come from, and whether it sees the token.
+#[component]
+fn HubLine(choice: ModelChoice) -> impl IntoView {
+    move || {
+        choice.mirror.track();
+        let (hub, from_link) = hub_for(choice);
+        let host = hub.as_deref().map(crate::protocol::url_host).unwrap_or(crate::protocol::HUB).to_owned();
+        let (token, text) = if from_link {
+            ("never", format!("Hub repos from {host} (named by this link; your token is never sent to it)"))
+        } else {
+            ("sent", format!("Hub repos from {host}"))
+        };
+        view! {
+            <span id="hub-host" class="info" data-host=host data-token=token>
+                {text}
+            </span>
+        }
     }
 }
 
