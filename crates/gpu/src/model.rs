@@ -8,6 +8,7 @@
 
 use crate::context::{Gpu, GpuBuffer, GpuError, Result};
 use crate::kernels::*;
+use rewardlens_models::decoder::pooled_index;
 use rewardlens_models::weights::WeightSource;
 use rewardlens_models::{HeadKind, HeadOutput, ModelConfig};
 
@@ -233,8 +234,9 @@ impl GpuRewardModel {
         self.k.norm.run(&self.gpu, x, w, y, rows, dim, self.config.rms_norm_eps as f32)
     }
 
-    /// Head outputs for each row, like the CPU engine's (`pooled_index` is the row's last token:
-    /// rows are never padded here). Rows are packed into passes of at most
+    /// Head outputs for each row, like the CPU engine's (`pooled_index` by the CPU engine's rule,
+    /// [`pooled_index`](rewardlens_models::decoder::pooled_index): rows are never padded here,
+    /// but a row may end with the pad token). Rows are packed into passes of at most
     /// [`max_pass_tokens`](Self::max_pass_tokens) tokens.
     pub async fn forward(&self, rows: &[&[u32]]) -> Result<Vec<HeadOutput>> {
         let vocab = self.config.vocab_size;
@@ -254,7 +256,8 @@ impl GpuRewardModel {
                 )));
             }
         }
-        // Every row keeps at least its last (pooled) token after the shared prefix.
+        // Every row keeps at least its last token after the shared prefix (a pass reads every
+        // position of each row, so the pooled one may lie inside the prefix).
         let shared = match self.prefix_reuse {
             Some(min) if rows.len() > 1 => {
                 let n = rewardlens_models::decoder::shared_prefix_len(rows)
@@ -306,9 +309,9 @@ impl GpuRewardModel {
             .iter()
             .zip(all)
             .map(|(r, mut positions)| match self.config.architecture.head {
-                // No padding: transformers pools the last token.
                 HeadKind::Sequence => {
-                    HeadOutput::Sequence { logits: positions.swap_remove(r.len() - 1), pooled_index: r.len() - 1 }
+                    let pooled_index = pooled_index(r, self.config.pad_token_id);
+                    HeadOutput::Sequence { logits: positions.swap_remove(pooled_index), pooled_index }
                 }
                 HeadKind::Token => HeadOutput::Token(positions),
             })

@@ -1,7 +1,7 @@
 //! The GPU forward pass against the CPU engine (itself held to transformers' goldens) on every
 //! fixture model, in every weight format, within 1e-3 relative: for f16, Q8_0 and Q4_0 the CPU
 //! engine runs on the same rounded weights. Packed batches and buffers split over small
-//! bindings give the same outputs.
+//! bindings give the same outputs, pooled where the CPU engine (and transformers) pools.
 
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
@@ -12,7 +12,12 @@ use rewardlens_models::{CheckpointFiles, HeadOutput, ModelConfig, Padding, Rewar
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
-const MODELS: [&str; 6] = ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token"];
+const MODELS: [&str; 7] =
+    ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token", "llama-eot-seq"];
+
+/// A Llama-3 reward model whose pad token is `<|eot_id|>`: every rendered conversation ends with
+/// it, so transformers pools the token before the last.
+const EOT_PAD: &str = "llama-eot-seq";
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name)
@@ -50,6 +55,21 @@ fn cpu_rows(m: &RewardModel, ids: &[u32]) -> Vec<Vec<f32>> {
 
 fn gpu_rows(m: &GpuRewardModel, ids: &[u32]) -> Vec<Vec<f32>> {
     rows(m.forward_blocking(&[ids]).unwrap().remove(0))
+}
+
+/// Where the CPU engine pooled `ids` (`None` for token heads).
+fn cpu_pooled(m: &RewardModel, ids: &[u32]) -> Option<usize> {
+    match m.forward_padded(&[ids], Padding::Right).unwrap().remove(0) {
+        HeadOutput::Sequence { pooled_index, .. } => Some(pooled_index),
+        HeadOutput::Token(_) => None,
+    }
+}
+
+fn gpu_pooled(o: &HeadOutput) -> Option<usize> {
+    match o {
+        HeadOutput::Sequence { pooled_index, .. } => Some(*pooled_index),
+        HeadOutput::Token(_) => None,
+    }
 }
 
 fn worst_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
@@ -136,7 +156,7 @@ fn batches_packed_and_split_over_small_bindings_match_single_sequences() {
     // A 1 MiB binding cap: the embedding table is split into ~38 chunks and the ~2,200 tokens
     // of all cases take two passes; no shader-f16 or subgroups (the fallbacks).
     let options = GpuOptions { shader_f16: false, subgroups: false, max_binding: Some(1 << 20) };
-    for name in ["qwen3-seq", "llama-token"] {
+    for name in ["qwen3-seq", "llama-token", EOT_PAD] {
         let cpu = RewardModel::load(CheckpointFiles::from_dir(&fixture(name)).unwrap(), &Device::Cpu).unwrap();
         let model = gpu_model(name, WeightFormat::F32, options);
         assert_eq!(model.max_pass_tokens(), 2048);
@@ -145,9 +165,7 @@ fn batches_packed_and_split_over_small_bindings_match_single_sequences() {
         let out = model.forward_blocking(&batch).unwrap();
         assert_eq!(out.len(), cases.len());
         for ((case, ids), o) in cases.iter().zip(out) {
-            if let HeadOutput::Sequence { pooled_index, .. } = &o {
-                assert_eq!(*pooled_index, ids.len() - 1);
-            }
+            assert_eq!(gpu_pooled(&o), cpu_pooled(&cpu, ids), "{name}/{case}: pooled index");
             let d = worst_diff(&rows(o), &cpu_rows(&cpu, ids));
             assert!(d <= 1e-3, "{name}/{case}: batched GPU differs by {d}");
         }
@@ -163,11 +181,12 @@ fn batches_packed_and_split_over_small_bindings_match_single_sequences() {
 
 /// Answers to one long prompt: the prompt is packed once per pass and the answers attend to it;
 /// the outputs equal the CPU engine's on each whole row, also when the answers take several
-/// passes (1 MiB bindings: 2,048 tokens a pass), and with reuse off.
+/// passes (1 MiB bindings: 2,048 tokens a pass), and with reuse off. Answers end with one or two
+/// pad tokens where the model has one, as `<|eot_id|>` ends each turn for the EOT_PAD model.
 #[test]
 fn answers_to_one_prompt_pack_it_once_and_match_whole_rows() {
     let options = GpuOptions { shader_f16: false, subgroups: false, max_binding: Some(1 << 20) };
-    for name in ["qwen3-seq", "llama-token"] {
+    for name in ["qwen3-seq", "llama-token", EOT_PAD] {
         let mut cpu = RewardModel::load(CheckpointFiles::from_dir(&fixture(name)).unwrap(), &Device::Cpu).unwrap();
         cpu.set_prefix_reuse(None);
         let mut model = gpu_model(name, WeightFormat::F32, options);
@@ -175,10 +194,13 @@ fn answers_to_one_prompt_pack_it_once_and_match_whole_rows() {
         let vocab = model.config().vocab_size as u32;
         // Answers from 3 tokens up to the room a pass leaves after the prompt: two passes.
         let room = (model.max_pass_tokens() - prompt.len()) as u32;
+        let pad = model.config().pad_token_id;
         let answers: Vec<Vec<u32>> = (0..5u32)
             .map(|r| {
                 let own = 3 + r * (room - 3) / 4;
-                prompt.iter().copied().chain((0..own).map(|i| (i * 31 + r * 7 + 5) % vocab)).collect()
+                let tail = pad.into_iter().cycle().take(1 + r as usize % 2);
+                let own = (0..own - 2).map(|i| (i * 31 + r * 7 + 5) % vocab).filter(|&i| Some(i) != pad);
+                prompt.iter().copied().chain(own).chain(tail).collect()
             })
             .collect();
         let refs: Vec<&[u32]> = answers.iter().map(|a| a.as_slice()).collect();
@@ -188,12 +210,41 @@ fn answers_to_one_prompt_pack_it_once_and_match_whole_rows() {
             model.set_prefix_reuse(reuse);
             let out = model.forward_blocking(&refs).unwrap();
             for (i, (ids, o)) in answers.iter().zip(out).enumerate() {
-                if let HeadOutput::Sequence { pooled_index, .. } = &o {
-                    assert_eq!(*pooled_index, ids.len() - 1);
-                }
+                assert_eq!(gpu_pooled(&o), cpu_pooled(&cpu, ids), "{name} answer {i}: pooled index");
                 let d = worst_diff(&rows(o), &cpu_rows(&cpu, ids));
                 assert!(d <= 1e-3, "{name} answer {i} (reuse {reuse:?}): GPU differs by {d}");
             }
+        }
+    }
+}
+
+/// The EOT_PAD model on the GPU against transformers itself: pooled at the token before the
+/// trailing `<|eot_id|>` (as transformers does), which gives the golden logits, where the last
+/// token's logits are measurably different. Alone and packed together, with prompt reuse.
+#[test]
+fn pad_token_ending_each_turn_is_pooled_before_it_like_transformers() {
+    let g: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture(EOT_PAD).join("golden.json")).unwrap()).unwrap();
+    let golden =
+        |case: &str| -> Vec<f32> { serde_json::from_value(g["conversations"][case]["logits"].clone()).unwrap() };
+    let mut model = gpu_model(EOT_PAD, WeightFormat::F32, GpuOptions::default());
+    let eot = model.config().pad_token_id.expect("the fixture's pad token");
+    let cases = cases(EOT_PAD);
+    let close = |a: &[f32], b: &[f32]| worst_diff(&[a.to_vec()], &[b.to_vec()]) <= 1e-3;
+    for (case, ids) in &cases {
+        assert_eq!(ids.last(), Some(&eot), "{case}: the rendered conversation ends with <|eot_id|>");
+        let o = model.forward_blocking(&[ids]).unwrap().remove(0);
+        assert_eq!(gpu_pooled(&o), Some(ids.len() - 2), "{case}: pooled index");
+        assert!(close(&rows(o)[0], &golden(case)), "{case}: GPU score differs from transformers");
+        let last = rewardlens_models::ForwardPass::forward_positions(&model, ids).unwrap().pop().unwrap();
+        assert!(!close(&last, &golden(case)), "{case}: the last token scores like the pooled one");
+    }
+    let refs: Vec<&[u32]> = cases.iter().map(|(_, ids)| ids.as_slice()).collect();
+    for reuse in [Some(1), None] {
+        model.set_prefix_reuse(reuse);
+        for ((case, ids), o) in cases.iter().zip(model.forward_blocking(&refs).unwrap()) {
+            assert_eq!(gpu_pooled(&o), Some(ids.len() - 2), "{case} batched (reuse {reuse:?}): pooled index");
+            assert!(close(&rows(o)[0], &golden(case)), "{case} batched (reuse {reuse:?}): differs from transformers");
         }
     }
 }
