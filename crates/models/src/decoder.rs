@@ -104,10 +104,10 @@ impl Attention {
         })
     }
 
-    /// `x`: (b, t, hidden); `mask`: per query block, the additive (b, 1, 1, block, keys) mask
-    /// whose keys are `past`'s tokens then `x`'s. `past`: keys and values of a prefix that every
-    /// row continues (batch 1). Returns the output and this call's own keys and values.
-    fn forward(&self, x: &Tensor, rope: &Rope, mask: &[Tensor], past: Option<&LayerKv>) -> Result<(Tensor, LayerKv)> {
+    /// `x`: (b, t, hidden); `mask`: which keys each row's queries see, the keys being `past`'s
+    /// tokens then `x`'s. `past`: keys and values of a prefix that every row continues (batch 1).
+    /// Returns the output and this call's own keys and values.
+    fn forward(&self, x: &Tensor, rope: &Rope, mask: &Masks, past: Option<&LayerKv>) -> Result<(Tensor, LayerKv)> {
         let (b, t, _) = x.dims3()?;
         let (hd, nq, nkv) = (self.head_dim, self.heads, self.kv_heads);
         let split = |y: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
@@ -138,15 +138,15 @@ impl Attention {
         let rep = nq / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
         let q = q.reshape((b, nkv, rep, t, hd))?;
-        let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
-        for start in (0..t).step_by(QUERY_BLOCK) {
-            let len = QUERY_BLOCK.min(t - start);
+        let mut blocks = Vec::with_capacity(t.div_ceil(mask.block));
+        for start in (0..t).step_by(mask.block) {
+            let len = mask.block.min(t - start);
             let end = start + len;
             let qb = q.narrow(3, start, len)?.contiguous()?.reshape((b, nkv, rep * len, hd))?;
             let kb = k.narrow(2, 0, p + end)?;
             let vb = v.narrow(2, 0, p + end)?;
             let scores = (qb.matmul(&kb.t()?)? * scale)?.reshape((b, nkv, rep, len, p + end))?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask[start / QUERY_BLOCK])?)?;
+            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask.block(start, len)?)?)?;
             let ob = probs.reshape((b, nkv, rep * len, p + end))?.matmul(&vb.contiguous()?)?;
             blocks.push(ob.reshape((b, nkv, rep, len, hd))?);
         }
@@ -240,6 +240,8 @@ pub struct DecoderRewardModel {
     inv_freq: Vec<f32>,
     device: Device,
     prefix_reuse: Option<usize>,
+    /// Query rows per attention block ([`QUERY_BLOCK`]; tests use tiny blocks).
+    query_block: usize,
 }
 
 impl DecoderRewardModel {
@@ -285,6 +287,7 @@ impl DecoderRewardModel {
             inv_freq,
             device: device.clone(),
             prefix_reuse: Some(MIN_SHARED_PREFIX),
+            query_block: QUERY_BLOCK,
         })
     }
 
@@ -334,7 +337,7 @@ impl DecoderRewardModel {
     fn layers_forward(
         &self,
         ids: &Tensor,
-        mask: &[Tensor],
+        mask: &Masks,
         offset: usize,
         past: Option<&[LayerKv]>,
         keep_kv: bool,
@@ -365,7 +368,7 @@ impl DecoderRewardModel {
         let t = ids.len();
         let dev = &self.device;
         let x_ids = Tensor::from_vec(ids.to_vec(), (1, t), dev)?;
-        let mask = attention_masks(&[ids], &[0], t, 0, dev)?;
+        let mask = Masks::new(&[ids], &[0], 0, self.query_block, dev);
         let (x, _) = self.layers_forward(&x_ids, &mask, 0, None, false)?;
         Ok(self.head(&self.norm.forward(&x)?)?.get(0)?.to_vec2()?)
     }
@@ -416,7 +419,7 @@ impl DecoderRewardModel {
         }
         let dev = &self.device;
         let ids = Tensor::from_vec(ids, (b, t), dev)?;
-        let mask = attention_masks(rows, &starts, t, 0, dev)?;
+        let mask = Masks::new(rows, &starts, 0, self.query_block, dev);
         let (x, _) = self.layers_forward(&ids, &mask, 0, None, false)?;
         self.heads(rows, &x, &starts, 0, None)
     }
@@ -428,7 +431,7 @@ impl DecoderRewardModel {
         let dev = &self.device;
         let prefix = &rows[0][..shared];
         let ids = Tensor::from_vec(prefix.to_vec(), (1, shared), dev)?;
-        let mask = attention_masks(&[prefix], &[0], shared, 0, dev)?;
+        let mask = Masks::new(&[prefix], &[0], 0, self.query_block, dev);
         let (prefix_x, kv) = self.layers_forward(&ids, &mask, 0, None, true)?;
 
         let rests: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
@@ -440,7 +443,7 @@ impl DecoderRewardModel {
             ids.extend(std::iter::repeat_n(pad, t - r.len()));
         }
         let ids = Tensor::from_vec(ids, (rows.len(), t), dev)?;
-        let mask = attention_masks(&rests, &vec![0; rows.len()], t, shared, dev)?;
+        let mask = Masks::new(&rests, &vec![0; rows.len()], shared, self.query_block, dev);
         let (x, _) = self.layers_forward(&ids, &mask, shared, Some(&kv), false)?;
         drop(kv);
         let offsets = vec![0; rows.len()];
@@ -541,28 +544,122 @@ pub fn score_head_layers(w: &dyn WeightSource, c: &ModelConfig, dev: &Device) ->
     })
 }
 
-/// Additive attention masks, one per query block of `QUERY_BLOCK` rows: block `i` is
-/// (b, 1, 1, rows, keys) over the `past` tokens of a shared prefix (visible to every row) and
-/// this batch's keys `0..end` of the block: 0 where the query may attend the key (causal, both
-/// real tokens), a large negative number elsewhere. Finite rather than -inf so that fully
-/// masked padding rows give a harmless uniform softmax instead of NaNs that would leak through
-/// `0 * NaN`. Built once per batch and shared by every layer.
-fn attention_masks(rows: &[&[u32]], starts: &[usize], t: usize, past: usize, dev: &Device) -> Result<Vec<Tensor>> {
-    let b = rows.len();
-    let mut blocks = Vec::with_capacity(t.div_ceil(QUERY_BLOCK));
-    for start in (0..t).step_by(QUERY_BLOCK) {
-        let len = QUERY_BLOCK.min(t - start);
-        let end = start + len;
+/// Which keys each query may see, built into one query block's additive mask at a time: a
+/// batch's masks together hold about b·t²/2 floats (27 GB for 8 rows of 40,960 tokens), one
+/// block only b·block·keys, so only the block being computed exists.
+struct Masks {
+    /// Per row: where its tokens start in the padded batch and how many there are.
+    spans: Vec<(usize, usize)>,
+    /// Tokens of a shared prefix before the batch's own keys, visible to every real token.
+    past: usize,
+    block: usize,
+    dev: Device,
+}
+
+impl Masks {
+    fn new(rows: &[&[u32]], starts: &[usize], past: usize, block: usize, dev: &Device) -> Self {
+        let spans = rows.iter().zip(starts).map(|(r, &s)| (s, r.len())).collect();
+        Self { spans, past, block: block.max(1), dev: dev.clone() }
+    }
+
+    /// The (b, 1, 1, len, past + start + len) mask of queries `start..start + len` over the
+    /// prefix and this batch's keys `0..start + len`: 0 where the query may attend the key
+    /// (causal, both real tokens), a large negative number elsewhere. Finite rather than -inf so
+    /// that fully masked padding rows give a harmless uniform softmax instead of NaNs that would
+    /// leak through `0 * NaN`.
+    fn block(&self, start: usize, len: usize) -> Result<Tensor> {
+        let (b, past, end) = (self.spans.len(), self.past, start + len);
         let keys = past + end;
         let mut m = vec![f32::MIN; b * len * keys];
-        for (bi, (r, &s)) in rows.iter().zip(starts).enumerate() {
-            for i in start.max(s)..end.min(s + r.len()) {
+        for (bi, &(s, n)) in self.spans.iter().enumerate() {
+            for i in start.max(s)..end.min(s + n) {
                 let row = (bi * len + (i - start)) * keys;
                 m[row..row + past].fill(0.0);
                 m[row + past + s..=row + past + i].fill(0.0);
             }
         }
-        blocks.push(Tensor::from_vec(m, (b, 1, 1, len, keys), dev)?);
+        Ok(Tensor::from_vec(m, (b, 1, 1, len, keys), &self.dev)?)
     }
-    Ok(blocks)
+}
+
+#[cfg(test)]
+mod mask_tests {
+    use super::*;
+    use crate::weights::SafetensorsWeights;
+
+    fn fixture(name: &str) -> DecoderRewardModel {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models").join(name);
+        let config = ModelConfig::from_json(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+        let w = SafetensorsWeights::from_buffers(vec![std::fs::read(dir.join("model.safetensors")).unwrap()]).unwrap();
+        DecoderRewardModel::load(config, &w, &Device::Cpu).unwrap()
+    }
+
+    fn ids(n: usize, seed: u32, vocab: usize) -> Vec<u32> {
+        (0..n as u32).map(|i| (i.wrapping_mul(2654435761).wrapping_add(seed) >> 7) % vocab as u32).collect()
+    }
+
+    fn assert_close(a: &[HeadOutput], b: &[HeadOutput]) {
+        let flat = |o: &HeadOutput| match o {
+            HeadOutput::Sequence { logits, .. } => logits.clone(),
+            HeadOutput::Token(t) => t.concat(),
+        };
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            let (x, y) = (flat(x), flat(y));
+            assert_eq!(x.len(), y.len());
+            for (p, q) in x.iter().zip(&y) {
+                assert!((p - q).abs() <= 1e-5 * q.abs().max(1.0), "{p} vs {q}");
+            }
+        }
+    }
+
+    /// Masks are built one query block at a time, so a block size that splits a sequence into
+    /// many blocks (and ends on a partial one) must give the same outputs as the default: on
+    /// padded batches either side, with a shared prefix, and per position.
+    #[test]
+    fn tiny_query_blocks_give_the_same_outputs() {
+        for name in ["qwen3-seq", "llama-token"] {
+            let mut m = fixture(name);
+            let vocab = m.config().vocab_size;
+            let long = ids(301, 1, vocab);
+            let short = ids(77, 2, vocab);
+            let prefix = ids(40, 3, vocab);
+            let a: Vec<u32> = prefix.iter().copied().chain(ids(90, 4, vocab)).collect();
+            let b: Vec<u32> = prefix.iter().copied().chain(ids(23, 5, vocab)).collect();
+            let run = |m: &DecoderRewardModel| {
+                (
+                    m.forward(&[&long, &short], Padding::Right).unwrap(),
+                    m.forward(&[&short, &long], Padding::Left).unwrap(),
+                    m.forward(&[&a, &b], Padding::Right).unwrap(),
+                    m.forward_positions(&long).unwrap(),
+                )
+            };
+            let reference = run(&m);
+            for block in [1, 7, 300] {
+                m.query_block = block;
+                let got = run(&m);
+                assert_close(&got.0, &reference.0);
+                assert_close(&got.1, &reference.1);
+                assert_close(&got.2, &reference.2);
+                let pos = |v: &[Vec<f32>]| [HeadOutput::Token(v.to_vec())];
+                assert_close(&pos(&got.3), &pos(&reference.3));
+            }
+        }
+    }
+
+    /// One block's mask covers only its queries (b · len · keys floats), never the batch's
+    /// t² triangle.
+    #[test]
+    fn a_block_mask_covers_only_its_queries() {
+        let rows: [&[u32]; 2] = [&[1; 1000], &[1; 600]];
+        let m = Masks::new(&rows, &[0, 400], 5, 128, &Device::Cpu);
+        let block = m.block(896, 104).unwrap();
+        assert_eq!(block.dims(), &[2, 1, 1, 104, 5 + 1000]);
+        // Row 1 starts at 400: its query 896 sees the prefix and its keys 400..=896 only.
+        let row: Vec<f32> = block.get(1).unwrap().flatten_all().unwrap().narrow(0, 0, 1005).unwrap().to_vec1().unwrap();
+        assert!(row[..5].iter().all(|&v| v == 0.0));
+        assert!(row[5..405].iter().all(|&v| v == f32::MIN));
+        assert!(row[405..=901].iter().all(|&v| v == 0.0));
+        assert!(row[902..].iter().all(|&v| v == f32::MIN));
+    }
 }
