@@ -6,7 +6,7 @@ use anyhow::{bail, Context, Result};
 use rewardlens_core::{ChatTemplate, Message};
 use rewardlens_models::reward_model::EncodedInput;
 use rewardlens_models::{CheckpointText, ConversationScore, InputEncoder, LengthPolicy, ModelConfig, RewardModel};
-use rewardlens_remote::{Protocol, RemoteConfig, RemoteInput, RemoteScorer};
+use rewardlens_remote::{Protocol, RemoteConfig, RemoteError, RemoteInput, RemoteScorer};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -49,6 +49,7 @@ pub struct BackendArgs {
 }
 
 /// One sequence, ready for its backend.
+#[derive(Clone)]
 pub enum Prepared {
     Local(EncodedInput),
     Remote(RemoteInput),
@@ -65,6 +66,22 @@ pub enum Backend {
         checkpoint: Option<(ModelConfig, InputEncoder)>,
         runtime: tokio::runtime::Runtime,
     },
+}
+
+/// Whether `e` says the endpoint is unreachable, refusing us or overloaded (after the client's
+/// retries), rather than that one input is bad: then no line can be scored, and the run stops
+/// where `--resume` can continue it instead of marking every later line as failed.
+pub fn endpoint_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<RemoteError>(),
+            Some(
+                RemoteError::Network { .. }
+                    | RemoteError::Timeout { .. }
+                    | RemoteError::Status { status: 401 | 403 | 408 | 429 | 502 | 503 | 504, .. }
+            )
+        )
+    })
 }
 
 impl Backend {

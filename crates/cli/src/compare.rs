@@ -4,6 +4,7 @@
 
 use anyhow::{bail, Context, Result};
 use rewardlens_core::{kendall_tau_b, pair_order_agreement, spearman};
+use rewardlens_models::records::ERROR_FIELD;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -34,7 +35,8 @@ fn line_scores(v: &Value) -> Option<Vec<f32>> {
     v.get("score").and_then(f).map(|s| vec![s])
 }
 
-fn read(path: &PathBuf) -> Result<Vec<Vec<f32>>> {
+/// Each line's scores, or None for a line `rewardlens score` could not score (`error`).
+fn read(path: &PathBuf) -> Result<Vec<Option<Vec<f32>>>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     BufReader::new(file)
         .lines()
@@ -42,7 +44,10 @@ fn read(path: &PathBuf) -> Result<Vec<Vec<f32>>> {
         .filter(|(_, l)| l.as_ref().map_or(true, |l| !l.trim().is_empty()))
         .map(|(i, l)| {
             let v: Value = serde_json::from_str(&l?).with_context(|| format!("{} line {}", path.display(), i + 1))?;
-            line_scores(&v).with_context(|| format!("{} line {}: no scores", path.display(), i + 1))
+            if v.get(ERROR_FIELD).is_some() {
+                return Ok(None);
+            }
+            line_scores(&v).map(Some).with_context(|| format!("{} line {}: no scores", path.display(), i + 1))
         })
         .collect()
 }
@@ -54,8 +59,13 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
     }
     let (mut n, mut max_err, mut sum_err) = (0usize, 0f64, 0f64);
     let (mut rho, mut tau, mut lists) = (0f64, 0f64, 0usize);
-    let (mut same, mut pairs) = (0usize, 0usize);
+    let (mut same, mut pairs, mut failed) = (0usize, 0usize, 0usize);
     for (i, (a, b)) in r.iter().zip(&c).enumerate() {
+        let (Some(a), Some(b)) = (a, b) else {
+            // Unscored on either side: nothing to compare.
+            failed += 1;
+            continue;
+        };
         if a.len() != b.len() {
             bail!("line {}: {} reference scores, {} candidate scores", i + 1, a.len(), b.len());
         }
@@ -81,7 +91,7 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
         let v = serde_json::json!({
             "sequences": n, "max_abs_error": max_err, "mean_abs_error": mean_err,
             "spearman": rho, "kendall": tau, "ranked_lists": lists,
-            "pair_agreement": agree, "pairs": pairs,
+            "pair_agreement": agree, "pairs": pairs, "lines_with_error": failed,
         });
         println!("{v}");
     } else {
@@ -90,6 +100,9 @@ pub fn run(args: CompareArgs) -> Result<ExitCode> {
              Spearman {rho:.4}, Kendall {tau:.4}; pair order agreement {same}/{pairs} = {:.2}%",
             100.0 * agree
         );
+        if failed > 0 {
+            println!("{failed} line(s) left out: `{ERROR_FIELD}` on either side");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

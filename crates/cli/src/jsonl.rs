@@ -4,12 +4,15 @@
 //! run leaves only whole lines (plus at most one partial line that `--resume` cuts off).
 //! An existing output file is never overwritten without `--resume`.
 
-use crate::backend::{Backend, BackendArgs, Prepared};
+use crate::backend::{endpoint_unavailable, Backend, BackendArgs, Prepared};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rewardlens_core::StepSplit;
 use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention, StepScores};
-use rewardlens_models::records::{annotate, annotate_steps, annotate_tokens, input_key, parse_record, Record};
+use rewardlens_models::records::{
+    annotate, annotate_steps, annotate_tokens, input_key, num, parse_record, Record, ERROR_FIELD, SCORED_WITH_FIELD,
+    STEP_ERROR_FIELD,
+};
 use rewardlens_models::LengthPolicy;
 use serde_json::{Map, Value};
 use std::collections::HashMap;
@@ -26,7 +29,8 @@ const EXIT_SKIPPED: u8 = 3;
 pub struct ScoreArgs {
     #[command(flatten)]
     backend: BackendArgs,
-    /// JSONL input: one conversation, instruction/response, prompt/responses or preference pair per line.
+    /// JSONL input (a regular file, or `-` for standard input): one conversation,
+    /// instruction/response, prompt/responses or preference pair per line.
     #[arg(long)]
     input: PathBuf,
     /// JSONL output: each input object with its scores added.
@@ -41,10 +45,11 @@ pub struct ScoreArgs {
     /// Cut over-long sequences to the limit (reported as `truncated_tokens`) instead of failing them.
     #[arg(long)]
     truncate: bool,
-    /// Abort at the first line that cannot be scored instead of reporting and skipping it.
+    /// Abort at the first line that cannot be read or scored instead of reporting and skipping it.
     #[arg(long)]
     strict: bool,
-    /// Continue an interrupted run: keep OUTPUT's complete lines and skip the inputs they hold.
+    /// Continue an interrupted run: keep OUTPUT's complete lines and skip the inputs they hold
+    /// (refused unless OUTPUT was scored with the same model, revision and options).
     #[arg(long)]
     resume: bool,
     /// Step rewards with this process-reward convention: qwen (Qwen2.5-Math-PRM), shepherd
@@ -161,10 +166,72 @@ impl StepOptions {
     }
 }
 
-/// Opens the output for appending. With `resume`, drops a trailing partial line and returns how
-/// many times each input is already present; without it, refuses to touch an existing file.
-fn open_output(path: &Path, resume: bool) -> Result<(File, HashMap<String, usize>)> {
-    let mut done = HashMap::new();
+/// What scored a run, written into every output line as `scored_with`: the model (a local path
+/// made absolute, or the Hub repo / served model name as given), its revision, the endpoint and
+/// every option that changes scores. `--resume` refuses an output scored otherwise.
+fn scored_with(args: &ScoreArgs) -> Value {
+    let b = &args.backend;
+    let local = |s: &str| std::fs::canonicalize(s).map_or_else(|_| s.to_owned(), |p| p.display().to_string());
+    let mut o = Map::new();
+    match &b.endpoint {
+        None => {
+            o.insert("model".into(), b.model.as_deref().map(local).into());
+            o.insert("device".into(), b.device.device.clone().into());
+            if b.device.device == "gpu" || b.device.device == "auto" {
+                o.insert("gpu_weights".into(), b.device.gpu_weights.clone().into());
+            }
+            if let Some(t) = &b.tokenizer {
+                o.insert("tokenizer".into(), local(&t.to_string_lossy()).into());
+            }
+        }
+        Some(endpoint) => {
+            o.insert("endpoint".into(), without_userinfo(endpoint).into());
+            o.insert("protocol".into(), b.protocol.name().into());
+            o.insert("model".into(), b.model.clone().into());
+            o.insert("template".into(), b.template.as_deref().map(local).into());
+            if b.protocol == rewardlens_remote::Protocol::OpenRlhf {
+                o.insert("score_key".into(), b.score_key.clone().into());
+            }
+        }
+    }
+    o.insert("revision".into(), b.revision.clone().into());
+    o.insert("max_tokens".into(), args.max_tokens.into());
+    o.insert("truncate".into(), args.truncate.into());
+    if args.prm.is_some() || args.prefix_scores || args.token_scores {
+        o.insert("prm".into(), args.prm.clone().into());
+        o.insert("prefix_scores".into(), args.prefix_scores.into());
+        o.insert("token_scores".into(), args.token_scores.into());
+    }
+    // Steps of a declared PRM are split and thresholded even without --prm: always recorded.
+    o.insert("step_split".into(), args.step_split.clone().into());
+    o.insert("step_threshold".into(), num(args.step_threshold));
+    Value::Object(o)
+}
+
+/// An endpoint URL without `user:password@`, which must not land in output files.
+fn without_userinfo(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://{}", &rest[at + 1..]),
+        None => url.to_owned(),
+    }
+}
+
+/// An output opened for appending.
+struct Output {
+    file: File,
+    /// How many times each input (by `input_key`) is already there.
+    done: HashMap<String, usize>,
+    /// Lines already there that have `error` or `step_error`.
+    flagged: usize,
+}
+
+/// Opens the output for appending. With `resume`, drops a trailing partial line and counts the
+/// inputs already present, after checking that every line was scored `with` the same model and
+/// options; without it, refuses to touch an existing file.
+fn open_output(path: &Path, resume: bool, with: &Value) -> Result<Output> {
+    let (mut done, mut flagged) = (HashMap::new(), 0);
     if !resume {
         let f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
@@ -176,7 +243,12 @@ fn open_output(path: &Path, resume: bool) -> Result<(File, HashMap<String, usize
                 anyhow::anyhow!("cannot create {}: {e}", path.display())
             }
         })?;
-        return Ok((f, done));
+        return Ok(Output { file: f, done, flagged });
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if !meta.is_file() {
+            bail!("--output {} is not a regular file: cannot resume into it", path.display());
+        }
     }
     let mut f = OpenOptions::new()
         .read(true)
@@ -195,12 +267,75 @@ fn open_output(path: &Path, resume: bool) -> Result<(File, HashMap<String, usize
         let obj: Map<String, Value> = serde_json::from_slice(line).with_context(|| {
             format!("{} line {} is not a JSON object; refusing to resume into it", path.display(), i + 1)
         })?;
+        match obj.get(SCORED_WITH_FIELD) {
+            Some(w) if w == with => {}
+            Some(w) => bail!(
+                "{} line {} was scored with {w}, this run with {with}: resume with the same --model, \
+                 --revision and options, or choose another --output",
+                path.display(),
+                i + 1
+            ),
+            None => bail!(
+                "{} line {} does not say what scored it (no `{SCORED_WITH_FIELD}`): refusing to mix it with \
+                 this run's scores; choose another --output",
+                path.display(),
+                i + 1
+            ),
+        }
+        flagged += usize::from(obj.contains_key(ERROR_FIELD) || obj.contains_key(STEP_ERROR_FIELD));
         *done.entry(input_key(obj)).or_insert(0) += 1;
     }
     // An interrupted write leaves at most one partial line: cut it so the next line is whole.
     f.set_len(complete as u64)?;
     f.seek(SeekFrom::End(0))?;
-    Ok((f, done))
+    Ok(Output { file: f, done, flagged })
+}
+
+/// The input, read once: `-` is standard input; anything else must be a regular file (a
+/// directory or a device would fail or never end). Its size, when known, for the progress bar.
+fn open_input(path: &Path) -> Result<(Box<dyn BufRead>, Option<u64>)> {
+    if path.as_os_str() == "-" {
+        return Ok((Box::new(BufReader::new(std::io::stdin())), None));
+    }
+    // Checked before opening: opening a named pipe blocks until someone writes to it.
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot open --input {}", path.display()))?;
+    let not_regular = |meta: &std::fs::Metadata| {
+        anyhow::anyhow!(
+            "--input {} is {}, not a regular file: give a JSONL file, or `--input -` to read standard input",
+            path.display(),
+            file_kind(meta)
+        )
+    };
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    let f = File::open(path).with_context(|| format!("cannot open --input {}", path.display()))?;
+    let meta = f.metadata().with_context(|| format!("cannot open --input {}", path.display()))?;
+    if !meta.is_file() {
+        return Err(not_regular(&meta));
+    }
+    Ok((Box::new(BufReader::new(f)), Some(meta.len())))
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    let t = meta.file_type();
+    if t.is_dir() {
+        return "a directory";
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a pipe";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+    }
+    "not a file"
 }
 
 /// A message above the progress bar, or plainly on stderr when the bar is hidden (not a TTY).
@@ -217,6 +352,7 @@ struct Totals {
     lines: usize,
     resumed: usize,
     skipped: usize,
+    failed: usize,
     sequences: usize,
     tokens: usize,
     pairs: usize,
@@ -224,38 +360,102 @@ struct Totals {
     step_errors: usize,
 }
 
-/// Lines waiting for their batch to be scored.
-struct Pending {
-    lines: Vec<(Map<String, Value>, Record)>,
+/// The run cannot go on (the endpoint is down); what was written stays for `--resume`.
+fn stopped(e: anyhow::Error) -> anyhow::Error {
+    e.context("scoring stopped (the lines written so far are kept: run again with --resume to continue)")
+}
+
+/// A line waiting for its batch to be scored.
+struct PendingLine {
+    lineno: usize,
+    obj: Map<String, Value>,
+    job: Record,
     inputs: Vec<Prepared>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn flush_pending(
-    pending: &mut Pending,
-    backend: &Backend,
-    steps: Option<&StepOptions>,
-    policy: &LengthPolicy,
+/// What every write of a line needs.
+struct Writer<'a> {
+    backend: &'a Backend,
+    steps: Option<&'a StepOptions>,
+    policy: &'a LengthPolicy,
     batch_size: usize,
-    out: &mut File,
-    totals: &mut Totals,
-    bar: &ProgressBar,
-) -> Result<()> {
-    if pending.lines.is_empty() {
-        return Ok(());
+    strict: bool,
+    input_name: String,
+    with: Value,
+    out: File,
+    bar: &'a ProgressBar,
+}
+
+impl Writer<'_> {
+    fn write(&mut self, mut obj: Map<String, Value>) -> Result<()> {
+        obj.insert(SCORED_WITH_FIELD.into(), self.with.clone());
+        let mut line = serde_json::to_string(&obj).expect("JSON values serialize");
+        line.push('\n');
+        self.out.write_all(line.as_bytes()).context("writing output")?;
+        self.out.flush().context("writing output")
     }
-    let (scores, labels) = backend.score(std::mem::take(&mut pending.inputs), batch_size).context("scoring")?;
-    let mut at = 0;
-    for (mut obj, job) in pending.lines.drain(..) {
-        let n = job.conversations().len();
-        let s = &scores[at..at + n];
-        at += n;
-        annotate(&mut obj, &job, s, &labels);
-        if let Some(opts) = steps {
+
+    /// Scores the pending lines as one batch; when the batch fails (without `--strict`), each
+    /// line alone, so that only a line that fails by itself is lost: it is written with
+    /// `error` and no scores (so `--resume` does not try it again).
+    fn flush(&mut self, pending: &mut Vec<PendingLine>, totals: &mut Totals) -> Result<()> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let lines = std::mem::take(pending);
+        let all: Vec<Prepared> = lines.iter().flat_map(|l| l.inputs.iter().cloned()).collect();
+        match self.backend.score(all, self.batch_size) {
+            Ok((scores, labels)) => {
+                let mut at = 0;
+                for l in lines {
+                    let n = l.inputs.len();
+                    self.scored(l, &scores[at..at + n], &labels, totals)?;
+                    at += n;
+                }
+                Ok(())
+            }
+            Err(e) if self.strict => Err(e.context("scoring (--strict)")),
+            Err(e) if endpoint_unavailable(&e) => Err(stopped(e)),
+            Err(e) if lines.len() == 1 => self.failed(lines.into_iter().next().expect("one line"), e, totals),
+            Err(e) => {
+                report(self.bar, format!("a batch of {} lines failed ({e:#}): scoring them one by one", lines.len()));
+                for l in lines {
+                    match self.backend.score(l.inputs.clone(), self.batch_size) {
+                        Ok((scores, labels)) => self.scored(l, &scores, &labels, totals)?,
+                        Err(e) if endpoint_unavailable(&e) => return Err(stopped(e)),
+                        Err(e) => self.failed(l, e, totals)?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn failed(&mut self, l: PendingLine, e: anyhow::Error, totals: &mut Totals) -> Result<()> {
+        report(
+            self.bar,
+            format!("failed {}: line {}: {e:#} (written with `{ERROR_FIELD}`)", self.input_name, l.lineno),
+        );
+        totals.failed += 1;
+        let mut obj = l.obj;
+        obj.insert(ERROR_FIELD.into(), format!("{e:#}").into());
+        self.write(obj)
+    }
+
+    fn scored(
+        &mut self,
+        l: PendingLine,
+        s: &[rewardlens_models::ConversationScore],
+        labels: &[String],
+        totals: &mut Totals,
+    ) -> Result<()> {
+        let PendingLine { mut obj, job, .. } = l;
+        annotate(&mut obj, &job, s, labels);
+        if let Some(opts) = self.steps {
             // A line whose steps cannot be scored keeps its scores and says why.
-            if let Err(e) = opts.annotate(backend, &mut obj, &job, policy) {
-                obj.insert("step_error".into(), format!("{e:#}").into());
-                report(bar, format!("step scores: {e:#} (written with `step_error`)"));
+            if let Err(e) = opts.annotate(self.backend, &mut obj, &job, self.policy) {
+                obj.insert(STEP_ERROR_FIELD.into(), format!("{e:#}").into());
+                report(self.bar, format!("step scores: {e:#} (written with `{STEP_ERROR_FIELD}`)"));
                 totals.step_errors += 1;
             }
         }
@@ -263,39 +463,59 @@ fn flush_pending(
             totals.pairs += 1;
             totals.pairs_correct += usize::from(s[0].score() > s[1].score());
         }
-        totals.sequences += n;
+        totals.sequences += s.len();
         totals.tokens += s.iter().map(|x| x.tokens).sum::<usize>();
-        let mut line = serde_json::to_string(&obj).expect("JSON values serialize");
-        line.push('\n');
-        out.write_all(line.as_bytes()).context("writing output")?;
-        out.flush().context("writing output")?;
-        bar.inc(1);
+        self.write(obj)
     }
-    pending.inputs.clear();
-    Ok(())
 }
 
 pub fn run(args: ScoreArgs) -> Result<ExitCode> {
-    let input = File::open(&args.input).with_context(|| format!("cannot open --input {}", args.input.display()))?;
-    let total_lines = BufReader::new(File::open(&args.input)?).lines().count();
+    let (mut input, size) = open_input(&args.input)?;
+    let input_name = if args.input.as_os_str() == "-" { "stdin".to_owned() } else { args.input.display().to_string() };
     let backend = Backend::open(&args.backend)?;
     let steps = StepOptions::new(&args, &backend)?;
-    let (mut out, mut done) = open_output(&args.output, args.resume)?;
+    let with = scored_with(&args);
+    let Output { file: out, mut done, flagged } = open_output(&args.output, args.resume, &with)?;
     let policy = LengthPolicy { max_tokens: args.max_tokens, truncate: args.truncate };
 
-    let bar = ProgressBar::new(total_lines as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} lines {msg} (eta {eta})")
+    // Progress in bytes of a file (known size, one pass); lines of a stream.
+    let bar = match size {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:40} {bytes}/{total_bytes} {msg} (eta {eta})",
+            )
             .expect("valid template"),
-    );
+        ),
+        None => ProgressBar::no_length().with_style(
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {pos} lines {msg}").expect("valid template"),
+        ),
+    };
     let started = Instant::now();
     let mut totals = Totals::default();
-    let mut pending = Pending { lines: Vec::new(), inputs: Vec::new() };
-    for (i, line) in BufReader::new(input).lines().enumerate() {
-        let lineno = i + 1;
-        let line = line.with_context(|| format!("reading {} line {lineno}", args.input.display()))?;
+    let mut w = Writer {
+        backend: &backend,
+        steps: steps.as_ref(),
+        policy: &policy,
+        batch_size: args.batch_size,
+        strict: args.strict,
+        input_name: input_name.clone(),
+        with,
+        out,
+        bar: &bar,
+    };
+    let mut pending: Vec<PendingLine> = Vec::new();
+    let (mut read, mut lineno) = (0u64, 0usize);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = input.read_line(&mut line).with_context(|| format!("reading {input_name} line {}", lineno + 1))?;
+        if n == 0 {
+            break;
+        }
+        lineno += 1;
+        read += n as u64;
+        bar.set_position(if size.is_some() { read } else { lineno as u64 });
         if line.trim().is_empty() {
-            bar.inc(1);
             continue;
         }
         totals.lines += 1;
@@ -312,49 +532,38 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
                 if let Some(n) = already.and_then(|key| done.get_mut(&key)).filter(|n| **n > 0) {
                     *n -= 1;
                     totals.resumed += 1;
-                    bar.inc(1);
                     continue;
                 }
-                pending.inputs.extend(inputs);
-                pending.lines.push((obj, job));
+                pending.push(PendingLine { lineno, obj, job, inputs });
             }
             Err(e) => {
-                let msg = format!("{}: line {lineno}: {e:#}", args.input.display());
+                let msg = format!("{input_name}: line {lineno}: {e:#}");
                 if args.strict {
                     bar.abandon();
                     bail!("{msg} (--strict)");
                 }
                 report(&bar, format!("skipped {msg}"));
                 totals.skipped += 1;
-                bar.inc(1);
             }
         }
-        if pending.inputs.len() >= args.batch_size.max(1) * 4 {
-            flush_pending(
-                &mut pending,
-                &backend,
-                steps.as_ref(),
-                &policy,
-                args.batch_size,
-                &mut out,
-                &mut totals,
-                &bar,
-            )?;
+        if pending.iter().map(|l| l.inputs.len()).sum::<usize>() >= args.batch_size.max(1) * 4 {
+            w.flush(&mut pending, &mut totals)?;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{:.0} tokens/s", totals.tokens as f64 / secs));
         }
     }
-    flush_pending(&mut pending, &backend, steps.as_ref(), &policy, args.batch_size, &mut out, &mut totals, &bar)?;
-    out.sync_all().context("writing output")?;
+    w.flush(&mut pending, &mut totals)?;
+    w.out.sync_all().context("writing output")?;
     bar.finish_and_clear();
 
     let secs = started.elapsed().as_secs_f64();
     let mut summary = format!(
-        "{} lines ({} scored, {} already in output, {} skipped), {} sequences, {} tokens in {:.1}s: {:.0} tokens/s",
+        "{} lines ({} scored, {} already in output, {} skipped, {} failed), {} sequences, {} tokens in {:.1}s: {:.0} tokens/s",
         totals.lines,
-        totals.lines - totals.resumed - totals.skipped,
+        totals.lines - totals.resumed - totals.skipped - totals.failed,
         totals.resumed,
         totals.skipped,
+        totals.failed,
         totals.sequences,
         totals.tokens,
         secs,
@@ -370,12 +579,20 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     }
     eprintln!("{summary}");
     if totals.step_errors > 0 {
-        eprintln!("{} line(s) without step scores: see `step_error` in the output", totals.step_errors);
+        eprintln!("{} line(s) without step scores: see `{STEP_ERROR_FIELD}` in the output", totals.step_errors);
     }
-    if totals.skipped > 0 || totals.step_errors > 0 {
-        if totals.skipped > 0 {
-            eprintln!("{} line(s) skipped: see the messages above", totals.skipped);
-        }
+    if totals.failed > 0 {
+        eprintln!("{} line(s) could not be scored: written with `{ERROR_FIELD}` and no scores", totals.failed);
+    }
+    if totals.skipped > 0 {
+        eprintln!("{} line(s) skipped: see the messages above", totals.skipped);
+    }
+    if flagged > 0 {
+        eprintln!(
+            "{flagged} line(s) kept from the earlier run have `{ERROR_FIELD}` or `{STEP_ERROR_FIELD}` (not scored again)"
+        );
+    }
+    if totals.skipped > 0 || totals.failed > 0 || totals.step_errors > 0 || flagged > 0 {
         return Ok(ExitCode::from(EXIT_SKIPPED));
     }
     Ok(ExitCode::SUCCESS)

@@ -377,3 +377,189 @@ fn hub_repo_ids_download_into_the_hf_cache_and_then_work_offline() {
         read_jsonl(&tmp.path().join("a.jsonl"))[0]["score"]
     );
 }
+
+/// TRL's preference forms, every combination of a string or message-list prompt with string or
+/// message-list answers, and the implicit form: each side scores prompt + answer, as
+/// transformers scores the whole conversation.
+#[test]
+fn trl_preference_forms_score_the_prompt_with_each_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in MODELS {
+        let g = golden(name);
+        let convs = &g["conversations"];
+        let msgs = |key: &str| convs[key]["messages"].as_array().unwrap().clone();
+        let (simple, wrong, multi) = (msgs("simple"), msgs("wrong"), msgs("multi_turn"));
+        let text = |m: &Value| m["content"].clone();
+        let mut cases: Vec<(Value, &str, &str)> = Vec::new();
+        // One user turn: the prompt as a string or as messages, answers as strings or messages.
+        let prompts = [text(&simple[0]), json!([simple[0]])];
+        let answers = [(text(&simple[1]), text(&wrong[1])), (json!([simple[1]]), json!([wrong[1]]))];
+        for p in &prompts {
+            for (c, r) in &answers {
+                cases.push((json!({"prompt": p, "chosen": c, "rejected": r}), "simple", "wrong"));
+                cases.push((json!({"prompt": p, "chosen": r, "rejected": c}), "wrong", "simple"));
+            }
+            // A prompt given alongside whole conversations is not repeated.
+            cases.push((json!({"prompt": p, "chosen": simple, "rejected": wrong}), "simple", "wrong"));
+        }
+        // Implicit form: whole conversations.
+        cases.push((json!({"chosen": simple, "rejected": wrong}), "simple", "wrong"));
+        cases.push((json!({"chosen": multi, "rejected": simple}), "multi_turn", "simple"));
+        // A multi-turn prompt (system, user, assistant, user) and the last answer.
+        let multi_prompt = json!(multi[..4]);
+        cases.push((
+            json!({"prompt": multi_prompt, "chosen": [multi[4]], "rejected": [multi[4]]}),
+            "multi_turn",
+            "multi_turn",
+        ));
+        cases.push((
+            json!({"prompt": multi_prompt, "chosen": text(&multi[4]), "rejected": multi}),
+            "multi_turn",
+            "multi_turn",
+        ));
+
+        let input = tmp.path().join(format!("{name}.jsonl"));
+        let output = tmp.path().join(format!("{name}.out.jsonl"));
+        write_lines(&input, &cases.iter().map(|(l, ..)| l.to_string()).collect::<Vec<_>>());
+        let o = score(&fixture(name), &input, &output, &["--batch-size", "4"]);
+        assert!(o.status.success(), "{name}: {}", stderr(&o));
+        let out = read_jsonl(&output);
+        assert_eq!(out.len(), cases.len());
+        for ((line, c, r), o) in cases.iter().zip(&out) {
+            let (ec, er) = (expected_score(&g, c), expected_score(&g, r));
+            assert!(close(&o["chosen_score"], ec), "{name} {line}: chosen {} vs transformers {ec}", o["chosen_score"]);
+            assert!(
+                close(&o["rejected_score"], er),
+                "{name} {line}: rejected {} vs transformers {er}",
+                o["rejected_score"]
+            );
+        }
+    }
+}
+
+/// An interrupted run: the first `n` lines of `full` and half of the next.
+fn interrupted(full: &Path, n: usize, dst: &Path) {
+    let text = std::fs::read_to_string(full).unwrap();
+    let whole: Vec<&str> = text.lines().collect();
+    let mut f = std::fs::File::create(dst).unwrap();
+    for l in &whole[..n] {
+        writeln!(f, "{l}").unwrap();
+    }
+    write!(f, "{}", &whole[n][..20]).unwrap();
+}
+
+#[test]
+fn resume_recognises_token_fields_and_refuses_other_models_and_options() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    let lines = golden_input(&golden("qwen3-seq"));
+    write_lines(&input, &lines);
+    let model = fixture("qwen3-seq");
+    let full = tmp.path().join("full.jsonl");
+    let o = score(&model, &input, &full, &["--token-scores"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let first = &read_jsonl(&full)[0];
+    assert!(first["token_scores"].is_array());
+    let with = &first["scored_with"];
+    assert_eq!(with["model"], json!(std::fs::canonicalize(&model).unwrap().to_str().unwrap()), "{with}");
+    assert_eq!(
+        (&with["revision"], &with["token_scores"], &with["max_tokens"]),
+        (&json!("main"), &json!(true), &Value::Null)
+    );
+
+    // Resuming with the same options skips the three whole lines instead of scoring them again.
+    let partial = tmp.path().join("partial.jsonl");
+    interrupted(&full, 3, &partial);
+    let o = score(&model, &input, &partial, &["--token-scores", "--resume"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("3 already in output"), "{}", stderr(&o));
+    let resumed = read_jsonl(&partial);
+    assert_eq!(resumed.len(), lines.len(), "no line twice");
+    for (r, line) in resumed.iter().zip(&lines) {
+        let input: Value = serde_json::from_str(line).unwrap();
+        for (k, v) in input.as_object().unwrap() {
+            assert_eq!(&r[k], v, "in input order");
+        }
+    }
+
+    // Another model, another limit, other fields: refused, the file left as it was.
+    interrupted(&full, 3, &partial);
+    let before = std::fs::read(&partial).unwrap();
+    for (m, extra) in [
+        (fixture("qwen2-seq"), vec!["--token-scores"]),
+        (model.clone(), vec!["--token-scores", "--max-tokens", "50"]),
+        (model.clone(), vec![]),
+    ] {
+        let mut args = extra.clone();
+        args.push("--resume");
+        let o = score(&m, &input, &partial, &args);
+        assert_eq!(o.status.code(), Some(1), "{extra:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("was scored with") && stderr(&o).contains("line 1"), "{}", stderr(&o));
+        assert_eq!(std::fs::read(&partial).unwrap(), before, "{extra:?}: untouched");
+    }
+    // A line that does not say what scored it is not mixed with new scores either.
+    write_lines(&partial, &[json!({"instruction": "Hi", "response": "Hello!", "score": 1.0}).to_string()]);
+    let o = score(&model, &input, &partial, &["--resume"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("does not say what scored it"), "{}", stderr(&o));
+}
+
+/// Waits for `child` at most `secs`, killing it past that: a hang is a failure, not a stuck test.
+fn wait_bounded(mut child: std::process::Child, secs: u64) -> Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("rewardlens did not finish within {secs} s");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn input_is_read_once_from_stdin_and_must_be_a_file() {
+    use std::process::Stdio;
+    let tmp = tempfile::tempdir().unwrap();
+    let g = golden("qwen3-seq");
+    let lines = golden_input(&g);
+    let model = fixture("qwen3-seq");
+    let spawn = |input: &str, out: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+            .args(["score", "--model", model.to_str().unwrap(), "--input", input])
+            .args(["--output", out.to_str().unwrap()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let feed = |child: &mut std::process::Child| {
+        let mut stdin = child.stdin.take().unwrap();
+        // A refused input may have exited already: a broken pipe then is fine.
+        for l in &lines {
+            let _ = writeln!(stdin, "{l}");
+        }
+    };
+
+    // `-`: a pipe, read once.
+    let out = tmp.path().join("stdin.jsonl");
+    let mut child = spawn("-", &out);
+    feed(&mut child);
+    let o = wait_bounded(child, 120);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let got = read_jsonl(&out);
+    assert_eq!(got.len(), lines.len(), "every piped line scored");
+    let first = g["conversations"].as_object().unwrap().keys().next().unwrap().clone();
+    assert!(close(&got[0]["score"], expected_score(&g, &first)), "{first}: {}", got[0]["score"]);
+
+    // A pipe by another name, a directory: refused at once, saying what to do.
+    let mut child = spawn("/dev/stdin", &tmp.path().join("devstdin.jsonl"));
+    feed(&mut child);
+    let o = wait_bounded(child, 60);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a pipe, not a regular file") && stderr(&o).contains("--input -"), "{}", stderr(&o));
+    let o = wait_bounded(spawn(tmp.path().to_str().unwrap(), &tmp.path().join("dir.jsonl")), 60);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is a directory, not a regular file"), "{}", stderr(&o));
+}

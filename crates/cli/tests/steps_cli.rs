@@ -103,3 +103,40 @@ fn prefix_and_token_scores_of_an_outcome_rm() {
     assert!(out[0]["step_error"].as_str().unwrap().contains("<extra_0>"), "{}", out[0]);
     assert_eq!(out[1]["step_scores"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn resume_recognises_lines_with_steps_and_step_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let g = golden("prm-qwen");
+    let answer =
+        |c: &Value| c["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect::<Vec<_>>().join("\n\n");
+    let mut lines = vec![json!({"prompt": "q", "response": "a <extra_0> b"})];
+    lines.extend(
+        g["cases"].as_object().unwrap().values().map(|c| json!({"prompt": c["problem"], "response": answer(c)})),
+    );
+    let (full, o) = score("prm-qwen", &lines, &["--prm", "qwen"], tmp.path());
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(full[0]["step_error"].is_string() && full[1]["step_scores"].is_array());
+
+    // Interrupted after two lines (one with `step_error`, one with steps), then resumed.
+    let (input, output) = (tmp.path().join("prm-qwen.in.jsonl"), tmp.path().join("prm-qwen.out.jsonl"));
+    let text = std::fs::read_to_string(&output).unwrap();
+    let kept: String = text.lines().take(2).map(|l| format!("{l}\n")).collect();
+    std::fs::write(&output, kept).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+        .args(["score", "--model", fixture("prm-qwen").to_str().unwrap(), "--prm", "qwen", "--resume"])
+        .args(["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("2 already in output"), "{err}");
+    // The kept line without step scores still makes the run's status say so.
+    assert_eq!(o.status.code(), Some(3), "{err}");
+    let resumed: Vec<Value> =
+        std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(resumed.len(), lines.len(), "no line twice");
+    for (r, f) in resumed.iter().zip(&full) {
+        assert_eq!(r["response"], f["response"]);
+        assert_eq!(r["steps"], f["steps"]);
+    }
+}

@@ -17,8 +17,11 @@ fn bail<T>(msg: impl Into<String>) -> Result<T> {
     Err(RecordError(msg.into()))
 }
 
-/// Fields scoring adds; stripped again to recognise already-scored lines on `--resume`.
-pub const ADDED_FIELDS: [&str; 12] = [
+/// Every field a scored line gains (the CLI, the browser and resuming all use this one list):
+/// stripped again to recognise already-scored lines on `--resume`, so a field written anywhere
+/// must be named here.
+pub const ADDED_FIELDS: [&str; 21] = [
+    // annotate
     "score",
     "attributes",
     "token_logits",
@@ -31,7 +34,27 @@ pub const ADDED_FIELDS: [&str; 12] = [
     "correct",
     "preference_probability",
     "truncated_tokens",
+    // annotate_steps
+    "steps",
+    "step_scores",
+    "first_bad_step",
+    "step_convention",
+    // annotate_tokens
+    "tokens",
+    "token_scores",
+    // per-line errors: steps that could not be scored, a line that could not be scored
+    STEP_ERROR_FIELD,
+    ERROR_FIELD,
+    // what scored the line (model, revision, options): checked by `--resume`
+    SCORED_WITH_FIELD,
 ];
+
+/// The steps of a line could not be scored; its scores stay.
+pub const STEP_ERROR_FIELD: &str = "step_error";
+/// The line could not be scored (alone, after its batch failed); it has no scores.
+pub const ERROR_FIELD: &str = "error";
+/// The model, revision and options that scored the line.
+pub const SCORED_WITH_FIELD: &str = "scored_with";
 
 /// One input line, understood.
 pub enum Record {
@@ -66,12 +89,33 @@ fn conversation(v: &Value, key: &str) -> Result<Vec<Message>> {
     Ok(msgs)
 }
 
-/// A chosen/rejected side: a response string (needs `prompt`) or a whole conversation.
-fn pair_side(obj: &Map<String, Value>, key: &str) -> Result<Vec<Message>> {
-    match &obj[key] {
-        Value::String(s) => Ok(prompt_response(str_field(obj, "prompt")?, s)),
-        v @ Value::Array(_) => conversation(v, key),
-        _ => bail(format!("`{key}` must be a string or a list of messages")),
+/// `prompt` as messages: a string is one user turn, a list is taken as is.
+fn prompt_messages(obj: &Map<String, Value>) -> Result<Option<Vec<Message>>> {
+    match obj.get("prompt") {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(vec![Message::user(s.as_str())])),
+        Some(v @ Value::Array(_)) => conversation(v, "prompt").map(Some),
+        Some(_) => bail("`prompt` must be a string or a list of messages"),
+    }
+}
+
+/// A chosen/rejected side, in TRL's preference forms: with `prompt` (explicit form) the side is
+/// the answer — a string is one assistant turn, a list the turns that follow the prompt — and is
+/// scored after the prompt; without it (implicit form) the side is a list holding the whole
+/// conversation. A list that already starts with the prompt's messages (as in
+/// UltraFeedback-binarized, which has both) is taken as the whole conversation rather than
+/// repeating the prompt.
+fn pair_side(obj: &Map<String, Value>, prompt: Option<&[Message]>, key: &str) -> Result<Vec<Message>> {
+    let answer = match &obj[key] {
+        Value::String(s) => vec![Message::assistant(s.as_str())],
+        v @ Value::Array(_) => conversation(v, key)?,
+        _ => return bail(format!("`{key}` must be a string or a list of messages")),
+    };
+    match prompt {
+        None if obj[key].is_string() => bail(format!("`{key}` is a string: give the `prompt` it answers")),
+        None => Ok(answer),
+        Some(p) if answer.starts_with(p) => Ok(answer),
+        Some(p) => Ok(p.iter().cloned().chain(answer).collect()),
     }
 }
 
@@ -106,7 +150,9 @@ pub fn parse_record(obj: &Map<String, Value>) -> Result<Record> {
         if !(obj.contains_key("chosen") && obj.contains_key("rejected")) {
             return bail("a preference pair needs both `chosen` and `rejected`");
         }
-        return Ok(Record::Pair(pair_side(obj, "chosen")?, pair_side(obj, "rejected")?));
+        let prompt = prompt_messages(obj)?;
+        let prompt = prompt.as_deref();
+        return Ok(Record::Pair(pair_side(obj, prompt, "chosen")?, pair_side(obj, prompt, "rejected")?));
     }
     bail(
         "expected one of: `conversation`; `instruction`+`response` (or `prompt`+`response`); `prompt`+`responses`; `prompt`+`chosen`+`rejected`",
@@ -225,5 +271,83 @@ pub fn annotate_tokens(obj: &mut Map<String, Value>, record: &Record, tokens: &[
     } else {
         obj.insert("tokens".into(), Value::Array(tokens.iter().map(|t| texts(&t.0)).collect()));
         obj.insert("token_scores".into(), Value::Array(tokens.iter().map(|t| nums(&t.1)).collect()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prm::StepScores;
+    use rewardlens_core::steps::Step;
+    use serde_json::json;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    fn pair(v: Value) -> (Vec<Message>, Vec<Message>) {
+        match parse_record(&obj(v)).unwrap() {
+            Record::Pair(c, r) => (c, r),
+            _ => panic!("not a pair"),
+        }
+    }
+
+    #[test]
+    fn every_preference_form_scores_prompt_and_answer() {
+        let full = |a: &str| prompt_response("q", a);
+        let user = json!([{"role": "user", "content": "q"}]);
+        let said = |a: &str| json!([{"role": "assistant", "content": a}]);
+        let implicit = |a: &str| json!([{"role": "user", "content": "q"}, {"role": "assistant", "content": a}]);
+        for line in [
+            json!({"prompt": "q", "chosen": "a", "rejected": "b"}),
+            json!({"prompt": "q", "chosen": said("a"), "rejected": said("b")}),
+            json!({"prompt": user, "chosen": "a", "rejected": "b"}),
+            json!({"prompt": user, "chosen": said("a"), "rejected": said("b")}),
+            json!({"chosen": implicit("a"), "rejected": implicit("b")}),
+            // Both a prompt and whole conversations (UltraFeedback-binarized): not repeated.
+            json!({"prompt": "q", "chosen": implicit("a"), "rejected": implicit("b")}),
+            json!({"prompt": user, "chosen": implicit("a"), "rejected": said("b")}),
+        ] {
+            assert_eq!(pair(line.clone()), (full("a"), full("b")), "{line}");
+        }
+        let err = |v: Value| parse_record(&obj(v)).err().unwrap().0;
+        assert!(err(json!({"chosen": "a", "rejected": "b"})).contains("give the `prompt`"));
+        assert!(err(json!({"prompt": 3, "chosen": "a", "rejected": "b"})).contains("`prompt` must be"));
+        assert!(err(json!({"prompt": [], "chosen": "a", "rejected": "b"})).contains("`prompt` has no messages"));
+    }
+
+    #[test]
+    fn every_added_field_is_in_the_shared_list() {
+        let s = |t: usize| ConversationScore {
+            logits: vec![0.5, 1.0],
+            token_logits: Some(vec![vec![0.1, 0.2]]),
+            tokens: 3,
+            truncated_tokens: t,
+        };
+        let labels = vec!["a".to_string(), "b".to_string()];
+        let steps = StepScores {
+            convention: "qwen",
+            steps: vec![Step { text: "x".into(), start: 0, end: 1 }],
+            scores: vec![0.2],
+        };
+        let conv = prompt_response("q", "a");
+        for record in [
+            Record::Single(conv.clone()),
+            Record::Responses(vec![conv.clone(), conv.clone()]),
+            Record::Pair(conv.clone(), conv.clone()),
+        ] {
+            let n = record.conversations().len();
+            let mut o = Map::new();
+            annotate(&mut o, &record, &vec![s(1); n], &labels);
+            annotate_steps(&mut o, &record, &vec![steps.clone(); n], 0.5);
+            annotate_tokens(&mut o, &record, &vec![(vec!["t".to_string()], vec![0.1]); n]);
+            for k in o.keys() {
+                assert!(ADDED_FIELDS.contains(&k.as_str()), "`{k}` is written but not in ADDED_FIELDS");
+            }
+            let mut input = obj(json!({"prompt": "q", "response": "a"}));
+            let key = input_key(input.clone());
+            input.extend(o);
+            assert_eq!(input_key(input), key, "a scored line matches its input");
+        }
     }
 }
