@@ -177,12 +177,30 @@ pub struct ModelConfig {
     pub tie_word_embeddings: bool,
 }
 
+/// Bounds on config.json's counts, checked before anything is sized from them: each is well
+/// beyond the largest released model (e.g. Llama 3.1 405B: hidden 16384, 126 layers, 128 heads,
+/// intermediate 53248; vocabularies up to 256k; contexts up to 10M) and small enough that no
+/// product of them overflows.
+pub mod limits {
+    pub const MAX_LABELS: usize = 1 << 16;
+    pub const MAX_LAYERS: usize = 1024;
+    pub const MAX_HEADS: usize = 1024;
+    pub const MAX_HEAD_DIM: usize = 1024;
+    pub const MAX_HIDDEN: usize = 1 << 16;
+    pub const MAX_INTERMEDIATE: usize = 1 << 18;
+    pub const MAX_VOCAB: usize = 1 << 22;
+    pub const MAX_POSITIONS: usize = 1 << 26;
+}
+
 fn cfg_err(msg: impl Into<String>) -> ModelError {
     ModelError::Config(msg.into())
 }
 
 fn get_f64(v: &Value, key: &str) -> Result<f64> {
-    v.get(key).and_then(Value::as_f64).ok_or_else(|| cfg_err(format!("rope scaling needs a numeric `{key}`")))
+    v.get(key)
+        .and_then(Value::as_f64)
+        .filter(|x| x.is_finite() && *x > 0.0)
+        .ok_or_else(|| cfg_err(format!("rope scaling needs a positive number `{key}`")))
 }
 
 impl ModelConfig {
@@ -199,8 +217,27 @@ impl ModelConfig {
                 return Err(cfg_err(format!("hidden_act `{act}` is not supported (only silu)")));
             }
         }
-        if raw.num_attention_heads == 0 {
-            return Err(cfg_err("num_attention_heads is 0"));
+        use limits::*;
+        for (name, value, min, max) in [
+            ("hidden_size", raw.hidden_size, 1, MAX_HIDDEN),
+            ("intermediate_size", raw.intermediate_size, 1, MAX_INTERMEDIATE),
+            ("num_hidden_layers", raw.num_hidden_layers, 0, MAX_LAYERS),
+            ("num_attention_heads", raw.num_attention_heads, 1, MAX_HEADS),
+            ("num_key_value_heads", raw.num_key_value_heads.unwrap_or(1), 1, MAX_HEADS),
+            ("head_dim", raw.head_dim.unwrap_or(2), 1, MAX_HEAD_DIM),
+            ("vocab_size", raw.vocab_size, 1, MAX_VOCAB),
+            ("max_position_embeddings", raw.max_position_embeddings, 1, MAX_POSITIONS),
+            ("num_labels", raw.num_labels.unwrap_or(1), 1, MAX_LABELS),
+        ] {
+            if value < min || value > max {
+                return Err(cfg_err(format!("{name} is {value}; rewardlens accepts {min} to {max}")));
+            }
+        }
+        if raw.id2label.as_ref().is_some_and(|m| m.len() > MAX_LABELS) {
+            return Err(cfg_err(format!("id2label has more than {MAX_LABELS} labels")));
+        }
+        if !(raw.rms_norm_eps.is_finite() && raw.rms_norm_eps >= 0.0) {
+            return Err(cfg_err(format!("rms_norm_eps {} is not a non-negative number", raw.rms_norm_eps)));
         }
         let num_key_value_heads = raw.num_key_value_heads.unwrap_or(raw.num_attention_heads);
         if num_key_value_heads == 0 || !raw.num_attention_heads.is_multiple_of(num_key_value_heads) {
@@ -210,7 +247,7 @@ impl ModelConfig {
             )));
         }
         let head_dim = raw.head_dim.unwrap_or(raw.hidden_size / raw.num_attention_heads);
-        if head_dim == 0 || !head_dim.is_multiple_of(2) {
+        if head_dim == 0 || head_dim > MAX_HEAD_DIM || !head_dim.is_multiple_of(2) {
             return Err(cfg_err(format!("head_dim {head_dim} must be even and positive")));
         }
 
@@ -218,6 +255,9 @@ impl ModelConfig {
         let rope = raw.rope_parameters.clone().or_else(|| raw.rope_scaling.clone());
         let rope_theta =
             raw.rope_theta.or_else(|| raw.rope_parameters.as_ref()?.get("rope_theta")?.as_f64()).unwrap_or(10_000.0);
+        if !(rope_theta.is_finite() && rope_theta > 0.0) {
+            return Err(cfg_err(format!("rope_theta {rope_theta} is not a positive number")));
+        }
         let rope_scaling = match rope.as_ref().filter(|v| !v.is_null()) {
             None => RopeScaling::None,
             Some(v) => {
@@ -254,7 +294,8 @@ impl ModelConfig {
             Some(v) => Some(
                 v.as_u64()
                     .or_else(|| v.as_array()?.first()?.as_u64())
-                    .ok_or_else(|| cfg_err(format!("pad_token_id {v} is not a token id")))? as u32,
+                    .and_then(|id| u32::try_from(id).ok())
+                    .ok_or_else(|| cfg_err(format!("pad_token_id {v} is not a token id")))?,
             ),
         };
         let family = architecture.family;
@@ -382,5 +423,48 @@ mod tests {
         for name in Architecture::SUPPORTED {
             assert_eq!(Architecture::from_name(name).unwrap().name(), name, "names round-trip");
         }
+    }
+
+    #[test]
+    fn hostile_counts_are_refused_before_allocating() {
+        // Each would size a vector (labels) or a weight from an absurd count.
+        for (field, value) in [
+            ("num_labels", "1000000000000"),
+            ("num_labels", "65537"),
+            ("hidden_size", "0"),
+            ("hidden_size", "1099511627776"),
+            ("num_hidden_layers", "100000"),
+            ("num_attention_heads", "0"),
+            ("num_attention_heads", "4096"),
+            ("num_key_value_heads", "0"),
+            ("head_dim", "4096"),
+            ("intermediate_size", "18446744073709551615"),
+            ("vocab_size", "0"),
+            ("vocab_size", "1099511627776"),
+            ("max_position_embeddings", "0"),
+            ("rms_norm_eps", "-1"),
+            ("rope_theta", "0"),
+            ("pad_token_id", "4294967296"),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(V4).unwrap();
+            v[field] = serde_json::from_str(value).unwrap();
+            let err = ModelConfig::from_json(&v.to_string()).unwrap_err().to_string();
+            assert!(err.contains(field), "{field} = {value}: {err}");
+        }
+        // A float count is not a count at all.
+        let mut v: serde_json::Value = serde_json::from_str(V4).unwrap();
+        v["num_labels"] = serde_json::json!(1e12);
+        assert!(ModelConfig::from_json(&v.to_string()).is_err());
+        // A large id2label is checked by its size, not walked.
+        let mut v: serde_json::Value = serde_json::from_str(V4).unwrap();
+        v["id2label"] = (0..limits::MAX_LABELS + 1).map(|i| (i.to_string(), serde_json::json!("x"))).collect();
+        assert!(ModelConfig::from_json(&v.to_string()).unwrap_err().to_string().contains("id2label"));
+        let mut v: serde_json::Value = serde_json::from_str(V4).unwrap();
+        v["rope_scaling"]["factor"] = serde_json::json!(0.0);
+        assert!(ModelConfig::from_json(&v.to_string()).unwrap_err().to_string().contains("factor"));
+        // The bounds themselves are accepted.
+        let mut v: serde_json::Value = serde_json::from_str(V4).unwrap();
+        v["num_labels"] = serde_json::json!(limits::MAX_LABELS);
+        assert_eq!(ModelConfig::from_json(&v.to_string()).unwrap().num_labels(), limits::MAX_LABELS);
     }
 }

@@ -16,8 +16,13 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 /// Longest key or tensor name we accept; real ones are far shorter.
 const MAX_NAME: u64 = 65_535;
 const MAX_DIMS: u32 = 4;
-/// Total metadata array items accepted in one file.
-const MAX_ARRAY_ITEMS: u64 = 1 << 24;
+/// Memory the metadata of one file may take once parsed, counted at its in-memory size (an
+/// array item is a whole `MetaValue`, 32 bytes natively, however few bytes it has in the file;
+/// strings count their length). Real files need far less: a 256k-token vocabulary with scores,
+/// types and merges is about 40 MiB, a whole tokenizer.json in `tokenizer.huggingface.json`
+/// a few tens of MiB more.
+pub const MAX_METADATA_BYTES: u64 = 128 << 20;
+const ITEM_BYTES: u64 = std::mem::size_of::<MetaValue>() as u64;
 
 fn bad(msg: impl Into<String>) -> ModelError {
     ModelError::Weights(format!("GGUF: {}", msg.into()))
@@ -229,14 +234,13 @@ struct Cursor<'a> {
     pos: u64,
     buf: Vec<u8>,
     buf_start: u64,
-    /// Metadata array items left to accept: bounds memory (an item in memory is larger than
-    /// its bytes in the file). Real vocabularies are a few hundred thousand entries.
-    items_left: u64,
+    /// Bytes of parsed metadata left to accept (see `MAX_METADATA_BYTES`).
+    budget_left: u64,
 }
 
 impl<'a> Cursor<'a> {
     fn new(src: &'a dyn ByteSource) -> Self {
-        Self { src, pos: 0, buf: Vec::new(), buf_start: 0, items_left: MAX_ARRAY_ITEMS }
+        Self { src, pos: 0, buf: Vec::new(), buf_start: 0, budget_left: MAX_METADATA_BYTES }
     }
 
     fn remaining(&self) -> u64 {
@@ -272,10 +276,21 @@ impl<'a> Cursor<'a> {
         Ok(u64::from_le_bytes(self.bytes(8, what)?.try_into().unwrap()))
     }
 
+    /// Takes `bytes` of the metadata budget.
+    fn charge(&mut self, bytes: u64, what: &str) -> Result<()> {
+        self.budget_left = self.budget_left.checked_sub(bytes).ok_or_else(|| {
+            bad(format!("{what}: the metadata would take more than {MAX_METADATA_BYTES} bytes of memory"))
+        })?;
+        Ok(())
+    }
+
     fn string(&mut self, what: &str, max: u64) -> Result<String> {
         let n = self.u64(what)?;
         if n > max {
             return Err(bad(format!("{what}: length {n} is implausible")));
+        }
+        if n <= self.remaining() {
+            self.charge(n, what)?;
         }
         let b = self.bytes(n, what)?;
         String::from_utf8(b.to_vec()).map_err(|_| bad(format!("{what} is not UTF-8")))
@@ -303,10 +318,7 @@ impl<'a> Cursor<'a> {
                 if n > self.remaining() {
                     return Err(bad(format!("`{key}`: array of {n} items cannot fit in the file")));
                 }
-                if n > self.items_left {
-                    return Err(bad(format!("`{key}`: more array items than any model needs ({n})")));
-                }
-                self.items_left -= n;
+                self.charge(n.saturating_mul(ITEM_BYTES), &format!("`{key}` ({n} items)"))?;
                 let mut items = Vec::with_capacity(n.min(1 << 20) as usize);
                 for _ in 0..n {
                     items.push(self.value(item_ty, key, depth + 1)?);
@@ -358,6 +370,7 @@ impl GgufFile {
         }
         let mut metadata = HashMap::new();
         for _ in 0..n_kv {
+            c.charge(ITEM_BYTES + std::mem::size_of::<String>() as u64, "metadata entries")?;
             let key = c.string("metadata key", MAX_NAME)?;
             let ty = c.u32(&key)?;
             let v = c.value(ty, &key, 0)?;
@@ -381,6 +394,11 @@ impl GgufFile {
             for _ in 0..n_dims {
                 let d = c.u64(&name)?;
                 let d = usize::try_from(d).map_err(|_| bad(format!("tensor `{name}`: dimension {d} too large")))?;
+                // A zero dimension makes a tensor of no bytes whatever its other dimensions, so
+                // they would escape the size check (and no real tensor has one).
+                if d == 0 {
+                    return Err(bad(format!("tensor `{name}` has a dimension of 0")));
+                }
                 dims.push(d);
             }
             dims.reverse();
@@ -617,6 +635,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A header with one metadata array of `n` items of type `ty`, each `item_bytes` long.
+    fn one_array(ty: u32, n: u64, item_bytes: usize) -> Vec<u8> {
+        let mut b = MAGIC.to_vec();
+        b.extend_from_slice(&VERSION.to_le_bytes());
+        b.extend_from_slice(&0u64.to_le_bytes());
+        b.extend_from_slice(&1u64.to_le_bytes());
+        put_str(&mut b, "a.list");
+        b.extend_from_slice(&9u32.to_le_bytes());
+        b.extend_from_slice(&ty.to_le_bytes());
+        b.extend_from_slice(&n.to_le_bytes());
+        b.resize(b.len() + n as usize * item_bytes, 0);
+        b
+    }
+
+    #[test]
+    fn metadata_memory_is_bounded_by_its_in_memory_size() {
+        // 16 MiB of u8 items would be 512 MiB of MetaValues.
+        let n = 16u64 << 20;
+        let err = GgufFile::from_bytes(one_array(0, n, 1)).unwrap_err().to_string();
+        assert!(err.contains(&MAX_METADATA_BYTES.to_string()), "{err}");
+        // What fits the budget parses.
+        let n = MAX_METADATA_BYTES / ITEM_BYTES / 2;
+        let f = GgufFile::from_bytes(one_array(0, n, 1)).unwrap();
+        assert_eq!(f.metadata["a.list"].as_array().unwrap().len() as u64, n);
+    }
+
+    #[test]
+    fn zero_dimensions_are_refused() {
+        // dims [0, 2^40] in the file: zero bytes, yet 2^40 rows.
+        let mut w = Vec::new();
+        w.extend_from_slice(&MAGIC);
+        w.extend_from_slice(&VERSION.to_le_bytes());
+        w.extend_from_slice(&1u64.to_le_bytes());
+        w.extend_from_slice(&0u64.to_le_bytes());
+        put_str(&mut w, "cls.output.weight");
+        w.extend_from_slice(&2u32.to_le_bytes());
+        w.extend_from_slice(&0u64.to_le_bytes());
+        w.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        w.extend_from_slice(&0u32.to_le_bytes());
+        w.extend_from_slice(&0u64.to_le_bytes());
+        w.resize(w.len() + 64, 0);
+        let err = GgufFile::from_bytes(w).unwrap_err().to_string();
+        assert!(err.contains("dimension of 0"), "{err}");
     }
 
     #[test]

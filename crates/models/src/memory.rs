@@ -99,21 +99,22 @@ impl MemoryEstimate {
         // Residual stream, normed copy, q/k/v, MLP gate/up/product, and one 128-row block of
         // attention scores per head; f32 throughout, with 2x for temporaries.
         let per_token = h * 3 + qkv + 3 * i;
-        let attention = c.num_attention_heads as u64 * 128 * t;
-        let activations = 2 * 4 * (t * per_token + attention);
+        // `tokens` comes from the caller's request: saturate rather than wrap.
+        let attention = (c.num_attention_heads as u64 * 128).saturating_mul(t);
+        let activations = t.saturating_mul(per_token).saturating_add(attention).saturating_mul(8);
         Self { parameters: p.total(), weights, embedding_load, matrix_load, activations }
     }
 
     /// Peak bytes: loading the embedding first, or all weights plus the larger of loading
     /// a layer matrix and scoring.
     pub fn total(&self) -> u64 {
-        self.embedding_load.max(self.weights + self.matrix_load.max(self.activations))
+        self.embedding_load.max(self.weights.saturating_add(self.matrix_load.max(self.activations)))
     }
 
     /// Whether the model fits in wasm32 memory, keeping `reserve` bytes for the tokenizer,
     /// the allocator's slack and the rest of the program.
     pub fn fits_wasm32(&self, reserve: u64) -> bool {
-        self.total() + reserve <= WASM32_MEMORY_LIMIT
+        self.total().saturating_add(reserve) <= WASM32_MEMORY_LIMIT
     }
 }
 

@@ -89,8 +89,8 @@ impl StepConvention {
     /// token classifier may be one, which the user says).
     pub fn of_architecture(c: &ModelConfig) -> Option<Self> {
         match c.architecture.score {
-            ScoreHead::Mlp => Some(Self::parse("qwen").expect("known")),
-            ScoreHead::LmHeadRows => Some(Self::parse("shepherd").expect("known")),
+            ScoreHead::Mlp => Some(Self::Qwen { separator: "<extra_0>".into() }),
+            ScoreHead::LmHeadRows => Some(Self::Shepherd { tag: "ки".into(), good: "+".into(), bad: "-".into() }),
             ScoreHead::Linear("v_head.summary") => Some(Self::Value),
             ScoreHead::Linear(_) => None,
         }
@@ -201,7 +201,10 @@ impl InputEncoder {
                 StepInput { ids, positions }
             }
             StepConvention::Shepherd { tag, .. } => {
-                let tag_id = *enc.encode(&format!(" {tag}"))?.last().expect("a tag has tokens");
+                let tag_id = *enc
+                    .encode(&format!(" {tag}"))?
+                    .last()
+                    .ok_or_else(|| ModelError::Config(format!("the tokenizer gives the step tag {tag:?} no tokens")))?;
                 let body: Vec<String> = texts.iter().map(|s| format!("{s} {tag}")).collect();
                 let ids = enc.encode_with_special_tokens(&format!("{problem} {}", body.join("\n")))?;
                 let positions = count(&ids, tag_id, tag)?;
@@ -210,7 +213,10 @@ impl InputEncoder {
             StepConvention::Value => {
                 // As Skywork's prepare_input: each step tokenized alone, the newline's own token
                 // appended after every step but the last, the reward at each step's last token.
-                let newline = *enc.encode("\n")?.last().expect("a newline has a token");
+                let newline = *enc
+                    .encode("\n")?
+                    .last()
+                    .ok_or_else(|| ModelError::Config("the tokenizer gives a newline no token".into()))?;
                 let mut ids = enc.encode(&format!("{}{problem}\n", self.bos_token().unwrap_or("")))?;
                 let mut positions = Vec::with_capacity(steps.len());
                 for (i, s) in texts.iter().enumerate() {
@@ -268,5 +274,34 @@ pub fn token_rewards(convention: Option<&StepConvention>, rows: &[Vec<f32>]) -> 
     match convention {
         Some(c) => c.rewards(rows, &(0..rows.len()).collect::<Vec<_>>()),
         None => rows.iter().map(|r| r[0]).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::CheckpointText;
+
+    #[test]
+    fn a_tokenizer_that_drops_newlines_is_an_error_not_a_panic() {
+        // Whitespace pre-tokenization gives "\n" (the value convention's step separator) no token.
+        let config = r#"{"architectures":["Qwen2ForPrmModel"],"hidden_size":8,"intermediate_size":8,
+            "num_hidden_layers":1,"num_attention_heads":2,"vocab_size":8,"rms_norm_eps":1e-6,
+            "max_position_embeddings":64,"num_labels":1}"#;
+        let tokenizer = r#"{"version":"1.0","truncation":null,"padding":null,"added_tokens":[],"normalizer":null,
+            "pre_tokenizer":{"type":"Whitespace"},"post_processor":null,"decoder":null,
+            "model":{"type":"WordLevel","vocab":{"a":0,"b":1,"<unk>":2},"unk_token":"<unk>"}}"#;
+        let text = CheckpointText {
+            config_json: config,
+            tokenizer_json: tokenizer.as_bytes(),
+            tokenizer_config_json: r#"{"chat_template": "{{ messages[0].content }}"}"#,
+            chat_template_jinja: None,
+        };
+        let (_, inputs) = InputEncoder::from_checkpoint(&text).unwrap();
+        let conversation = [Message::user("a"), Message::assistant("a b")];
+        let steps = [Step { text: "a".into(), start: 0, end: 1 }, Step { text: "b".into(), start: 2, end: 3 }];
+        let err =
+            inputs.encode_steps(&StepConvention::Value, &conversation, &steps, &LengthPolicy::default()).unwrap_err();
+        assert!(err.to_string().contains("newline"), "{err}");
     }
 }

@@ -229,15 +229,19 @@ impl WeightSource for GgufWeights {
 }
 
 fn meta_u64(f: &GgufFile, key: &str) -> Result<usize> {
-    f.metadata
+    let v = f
+        .metadata
         .get(key)
         .and_then(MetaValue::as_u64)
-        .map(|v| v as usize)
-        .ok_or_else(|| ModelError::Config(format!("GGUF has no integer `{key}`")))
+        .ok_or_else(|| ModelError::Config(format!("GGUF has no integer `{key}`")))?;
+    // Not `as`: on wasm32 that would wrap a huge count into a plausible one.
+    usize::try_from(v).map_err(|_| ModelError::Config(format!("GGUF `{key}` is {v}, too large")))
 }
 
 /// The model config: ours verbatim, or rebuilt from llama.cpp's keys for files it converted.
+/// Every count is checked (here, or by `ModelConfig::from_json`'s limits) before it sizes anything.
 pub fn gguf_config(f: &GgufFile) -> Result<ModelConfig> {
+    use crate::config::limits::MAX_LABELS;
     if let Some(json) = f.get_str(KEY_CONFIG) {
         return ModelConfig::from_json(json);
     }
@@ -266,9 +270,33 @@ pub fn gguf_config(f: &GgufFile) -> Result<ModelConfig> {
     }
     let hidden = meta_u64(f, &k("embedding_length"))?;
     let heads = meta_u64(f, &k("attention.head_count"))?;
+    if heads == 0 {
+        return Err(ModelError::Config(format!("GGUF `{}` is 0", k("attention.head_count"))));
+    }
+    let head_dim = match f.metadata.get(&k("attention.key_length")) {
+        Some(_) => meta_u64(f, &k("attention.key_length"))?,
+        None => hidden / heads,
+    };
+    // The head is [labels, hidden]: its row count sizes the label list, so check it first.
+    let num_labels = match cls.dims[..] {
+        [n, h] if h == hidden && (1..=MAX_LABELS).contains(&n) => n,
+        _ => {
+            return Err(ModelError::Config(format!(
+                "cls.output.weight has shape {:?}; a score head is [labels (1 to {MAX_LABELS}), embedding_length ({hidden})]",
+                cls.dims
+            )))
+        }
+    };
     let labels: Vec<String> = match f.metadata.get(&k("classifier.output_labels")).and_then(MetaValue::as_array) {
-        Some(a) => a.iter().map(|v| v.as_str().unwrap_or("").to_owned()).collect(),
-        None => (0..cls.dims[0]).map(|i| format!("LABEL_{i}")).collect(),
+        Some(a) if a.len() == num_labels => a.iter().map(|v| v.as_str().unwrap_or("").to_owned()).collect(),
+        Some(a) => {
+            return Err(ModelError::Config(format!(
+                "{} names {} labels but cls.output.weight has {num_labels} rows",
+                k("classifier.output_labels"),
+                a.len()
+            )))
+        }
+        None => (0..num_labels).map(|i| format!("LABEL_{i}")).collect(),
     };
     let vocab = f
         .tensors
@@ -282,7 +310,7 @@ pub fn gguf_config(f: &GgufFile) -> Result<ModelConfig> {
         "num_hidden_layers": meta_u64(f, &k("block_count"))?,
         "num_attention_heads": heads,
         "num_key_value_heads": meta_u64(f, &k("attention.head_count_kv")).unwrap_or(heads),
-        "head_dim": meta_u64(f, &k("attention.key_length")).unwrap_or(hidden / heads),
+        "head_dim": head_dim,
         "vocab_size": vocab,
         "rms_norm_eps": f.metadata.get(&k("attention.layer_norm_rms_epsilon")).and_then(MetaValue::as_f64).unwrap_or(1e-6),
         "max_position_embeddings": meta_u64(f, &k("context_length"))?,
@@ -522,5 +550,55 @@ mod tests {
         assert_eq!(QuantType::Q4K.for_row_len(64), GgmlDType::Q5_0);
         assert_eq!(QuantType::Q6K.for_row_len(64), GgmlDType::Q8_0);
         assert_eq!(QuantType::Q8_0.for_row_len(64), GgmlDType::Q8_0);
+    }
+
+    /// A llama.cpp-style classifier GGUF (no rewardlens config): `edit` adjusts its keys, the
+    /// head has `labels` rows of `cols`.
+    fn llama_cpp_style(edit: impl Fn(&mut Vec<(String, MetaValue)>), labels: usize, cols: usize) -> GgufFile {
+        let mut meta = vec![
+            ("general.architecture".to_owned(), MetaValue::String("qwen3".into())),
+            ("qwen3.embedding_length".to_owned(), MetaValue::U32(32)),
+            ("qwen3.attention.head_count".to_owned(), MetaValue::U32(2)),
+            ("qwen3.feed_forward_length".to_owned(), MetaValue::U32(64)),
+            ("qwen3.block_count".to_owned(), MetaValue::U32(0)),
+            ("qwen3.context_length".to_owned(), MetaValue::U32(128)),
+        ];
+        edit(&mut meta);
+        let decl = vec![
+            ("cls.output.weight".to_owned(), vec![labels, cols], GgmlDType::Q8_0),
+            ("token_embd.weight".to_owned(), vec![4, 32], GgmlDType::Q8_0),
+        ];
+        let mut w = GgufWriter::begin(Vec::new(), &meta, &decl).unwrap();
+        w.write_tensor("cls.output.weight", &vec![0u8; labels * cols / 32 * 34]).unwrap();
+        w.write_tensor("token_embd.weight", &[0u8; 4 * 34]).unwrap();
+        GgufFile::from_bytes(w.finish().unwrap()).unwrap()
+    }
+
+    #[test]
+    fn crafted_llama_cpp_keys_give_errors_not_panics() {
+        let c = gguf_config(&llama_cpp_style(|_| {}, 2, 32)).unwrap();
+        assert_eq!((c.head_dim, c.labels.clone()), (16, vec!["LABEL_0".to_owned(), "LABEL_1".to_owned()]));
+        // A head count of 0 divided the embedding length by zero.
+        let zero_heads = |m: &mut Vec<(String, MetaValue)>| m[2].1 = MetaValue::U32(0);
+        let err = gguf_config(&llama_cpp_style(zero_heads, 1, 32)).unwrap_err().to_string();
+        assert!(err.contains("head_count"), "{err}");
+        // The head's row count sizes the label list: bounded, and it must match the hidden size.
+        let err = gguf_config(&llama_cpp_style(|_| {}, crate::config::limits::MAX_LABELS + 1, 32)).unwrap_err();
+        assert!(err.to_string().contains("cls.output.weight"), "{err}");
+        let err = gguf_config(&llama_cpp_style(|_| {}, 2, 64)).unwrap_err().to_string();
+        assert!(err.contains("cls.output.weight") && err.contains("embedding_length"), "{err}");
+        let names = |m: &mut Vec<(String, MetaValue)>| {
+            let three = (0..3).map(|i| MetaValue::String(format!("l{i}"))).collect();
+            m.push(("qwen3.classifier.output_labels".into(), MetaValue::Array(three)));
+        };
+        let err = gguf_config(&llama_cpp_style(names, 2, 32)).unwrap_err().to_string();
+        assert!(err.contains("3 labels"), "{err}");
+        // Counts beyond the config limits (and beyond u32 on wasm32) are refused by name.
+        let huge = |m: &mut Vec<(String, MetaValue)>| m[5].1 = MetaValue::U64(1 << 40);
+        let err = gguf_config(&llama_cpp_style(huge, 1, 32)).unwrap_err().to_string();
+        assert!(err.contains("max_position_embeddings"), "{err}");
+        let layers = |m: &mut Vec<(String, MetaValue)>| m[4].1 = MetaValue::U32(1 << 20);
+        let err = gguf_config(&llama_cpp_style(layers, 1, 32)).unwrap_err().to_string();
+        assert!(err.contains("num_hidden_layers"), "{err}");
     }
 }

@@ -73,7 +73,9 @@ pub fn parse_header(header: &[u8], file_len: u64) -> Result<Vec<StTensor>> {
                 offs[1].wrapping_sub(offs[0])
             )));
         }
-        let (start, end) = (data_start + offs[0], data_start.saturating_add(offs[1]));
+        let (Some(start), Some(end)) = (data_start.checked_add(offs[0]), data_start.checked_add(offs[1])) else {
+            return Err(bad(format!("tensor `{name}`: data_offsets {offs:?} overflow")));
+        };
         if end > file_len {
             return Err(bad(format!(
                 "tensor `{name}` ends at byte {end}, past the end of the file ({file_len}): truncated?"
@@ -112,5 +114,12 @@ mod tests {
         let huge = br#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,12]}}"#;
         assert!(parse_header(huge, 1000).is_err());
         assert!(header_len(&u64::MAX.to_le_bytes(), 100).is_err());
+    }
+
+    #[test]
+    fn offsets_near_the_top_of_u64_are_refused_as_overflow() {
+        let h = format!(r#"{{"a":{{"dtype":"F32","shape":[3],"data_offsets":[{},{}]}}}}"#, u64::MAX - 12, u64::MAX);
+        let err = parse_header(h.as_bytes(), 1000).unwrap_err().to_string();
+        assert!(err.contains("overflow"), "{err}");
     }
 }
