@@ -3,7 +3,7 @@
 use crate::{source, DeviceArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use rewardlens_models::LengthPolicy;
-use rewardlens_server::{BatchPolicy, NamedModel, ServerConfig};
+use rewardlens_server::{BatchPolicy, NamedModel, RequestLimits, ServerConfig, DEFAULT_MAX_TOKENS};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -41,15 +41,40 @@ pub struct ServeArgs {
     /// Requests waiting per model at most; more are answered 503.
     #[arg(long, default_value_t = 256)]
     queue: usize,
-    /// Sequences scored together at most.
+    /// Sequences scored together (one scheduling round) at most.
     #[arg(long, default_value_t = 64)]
     max_batch: usize,
+    /// Tokens scored together at most (one round; also the padded tokens of one forward pass).
+    /// A longer single sequence runs alone.
+    #[arg(long, default_value_t = 16384)]
+    max_batch_tokens: usize,
     /// How long a request waits for others to batch with, in milliseconds.
     #[arg(long, default_value_t = 5)]
     batch_wait_ms: u64,
-    /// Token limit per sequence (default: the model's max_position_embeddings).
+    /// Token limit per sequence, at most the model's max_position_embeddings
+    /// [default: 8192]. Attention memory and time grow with its square.
     #[arg(long)]
     max_tokens: Option<usize>,
+    /// Tokens per request at most, all its sequences together (more: 413).
+    #[arg(long, default_value_t = 65536)]
+    max_request_tokens: usize,
+    /// Sequences per request at most (more: 413).
+    #[arg(long, default_value_t = 256)]
+    max_request_sequences: usize,
+    /// Seconds a connection has to send a request's headers (also closes idle keep-alive
+    /// connections).
+    #[arg(long, default_value_t = 10)]
+    header_timeout_secs: u64,
+    /// Seconds a request's whole body has to arrive (then 408).
+    #[arg(long, default_value_t = 30)]
+    body_timeout_secs: u64,
+    /// Open connections at most; more are answered 503 and closed.
+    #[arg(long, default_value_t = 256)]
+    max_connections: usize,
+    /// A Host name answered besides localhost, 127.0.0.1 and [::1] when bound to loopback
+    /// (repeatable; requests for other names are refused against DNS rebinding).
+    #[arg(long)]
+    allowed_host: Vec<String>,
     /// Cut over-long inputs instead of answering 400.
     #[arg(long)]
     truncate: bool,
@@ -82,11 +107,26 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         max_body_bytes: args.max_body_mib << 20,
         batch: BatchPolicy {
             queue: args.queue,
+            // Room for a few of the largest requests at once.
+            queue_tokens: args.max_request_tokens.max(1).saturating_mul(4),
             max_sequences: args.max_batch.max(1),
+            batch_tokens: args.max_batch_tokens.max(1),
             wait: Duration::from_millis(args.batch_wait_ms),
             forward_batch: 8,
         },
-        length: LengthPolicy { max_tokens: args.max_tokens, truncate: args.truncate },
+        length: LengthPolicy {
+            max_tokens: Some(args.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS)),
+            truncate: args.truncate,
+        },
+        request: RequestLimits {
+            max_sequences: args.max_request_sequences.max(1),
+            max_tokens: args.max_request_tokens.max(1),
+        },
+        header_timeout: Duration::from_secs(args.header_timeout_secs.max(1)),
+        body_timeout: Duration::from_secs(args.body_timeout_secs.max(1)),
+        max_connections: args.max_connections.max(1),
+        check_host: false,
+        allowed_hosts: args.allowed_host,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

@@ -4,6 +4,7 @@
 
 use crate::batcher::Refused;
 use crate::{AppState, Served};
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
@@ -51,7 +52,8 @@ impl IntoResponse for ApiError {
             json!({"error": self.message, "error_type": kind})
         } else {
             let kind = match self.status.as_u16() {
-                400 | 413 | 422 => "BadRequestError",
+                400 | 408 | 413 | 415 | 422 => "BadRequestError",
+                403 | 421 => "PermissionDeniedError",
                 401 => "AuthenticationError",
                 404 => "NotFoundError",
                 503 => "ServiceUnavailableError",
@@ -69,10 +71,12 @@ impl IntoResponse for ApiError {
 
 fn model_error(e: ModelError) -> ApiError {
     match e {
-        ModelError::InputTooLong { .. }
-        | ModelError::EmptyInput
-        | ModelError::TokenOutOfVocab { .. }
-        | ModelError::Core(_) => ApiError::bad(e.to_string()),
+        ModelError::InputTooLong { .. } => {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}; the server's limit is set by --max-tokens"))
+        }
+        ModelError::EmptyInput | ModelError::TokenOutOfVocab { .. } | ModelError::Core(_) => {
+            ApiError::bad(e.to_string())
+        }
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }
@@ -98,20 +102,103 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/get_reward", post(get_reward))
         .route("/v1/chat/completions", post(chat_completions))
         .route("/predict", post(predict))
+        .layer(middleware::from_fn_with_state(state.clone(), read_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
         .route("/health", get(|| async { StatusCode::OK }))
         .layer(DefaultBodyLimit::max(limit))
-        .with_state(state);
+        .with_state(state.clone());
     if let Some(c) = cors {
         r = r.layer(c);
     }
-    r
+    r.layer(middleware::from_fn_with_state(state, check_host))
+}
+
+/// On a loopback bind, only requests addressed to a loopback name (or an `--allowed-host`):
+/// a page whose own name was rebound to 127.0.0.1 sends its name as Host, not ours.
+async fn check_host(State(s): St, req: Request, next: Next) -> Response {
+    if s.cfg.check_host {
+        let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("");
+        if !host_allowed(host, &s.cfg.allowed_hosts) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "Host `{host}` is not served: this server is bound to loopback and answers requests for localhost, 127.0.0.1 and [::1] (add names with --allowed-host)"
+                ),
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+/// Whether `host` (a Host header: name or address, optional port) is a loopback name or one
+/// of `allowed` (names, compared without port and case).
+pub(crate) fn host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().map(|n| format!("[{n}]")).unwrap_or_default(),
+        None => host
+            .rsplit_once(':')
+            .map_or(host, |(n, port)| if port.bytes().all(|b| b.is_ascii_digit()) { n } else { host })
+            .to_owned(),
+    };
+    let name = name.to_ascii_lowercase();
+    ["localhost", "127.0.0.1", "[::1]"].contains(&name.as_str())
+        || allowed.iter().any(|a| a.eq_ignore_ascii_case(&name))
+}
+
+/// Byte strings equal, in time that depends only on their lengths (API keys).
+pub(crate) fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = a.len() ^ b.len();
+    for i in 0..a.len().max(b.len()) {
+        diff |= usize::from(a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0));
+    }
+    diff == 0
+}
+
+/// A POST body must say it is JSON (so a cross-site form or `text/plain` fetch, which needs no
+/// CORS preflight, is refused) and arrive whole within the body timeout and size limit.
+async fn read_body(State(s): St, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST {
+        return next.run(req).await;
+    }
+    let tei = req.uri().path() == "/predict";
+    let wrap = |e: ApiError| if tei { e.tei() } else { e };
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/json") {
+        let shown = if ct.is_empty() { "none".to_owned() } else { format!("`{ct}`") };
+        return wrap(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("request bodies must be JSON sent as `Content-Type: application/json` (got {shown})"),
+        ))
+        .into_response();
+    }
+    let (parts, body) = req.into_parts();
+    let limit = s.cfg.max_body_bytes;
+    let bytes = match tokio::time::timeout(s.cfg.body_timeout, axum::body::to_bytes(body, limit)).await {
+        Err(_) => {
+            return wrap(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("the request body did not arrive within {} s", s.cfg.body_timeout.as_secs_f64()),
+            ))
+            .into_response()
+        }
+        Ok(Err(_)) => {
+            return wrap(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the request body is over the limit of {limit} bytes (--max-body-mib), or was cut off"),
+            ))
+            .into_response()
+        }
+        Ok(Ok(b)) => b,
+    };
+    next.run(Request::from_parts(parts, Body::from(bytes))).await
 }
 
 async fn auth(State(s): St, req: Request, next: Next) -> Response {
     if let Some(key) = &s.cfg.api_key {
-        let given = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if given != Some(format!("Bearer {key}").as_str()) {
+        let given = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
+        if !constant_time_eq(given, format!("Bearer {key}").as_bytes()) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "missing or wrong API key (send `Authorization: Bearer <key>`)",
@@ -127,15 +214,56 @@ fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("request body is not valid JSON: {e}")))
 }
 
-fn pick<'a>(s: &'a AppState, body: &Value) -> Result<&'a Served, ApiError> {
+fn pick(s: &AppState, body: &Value) -> Result<usize, ApiError> {
     match body.get("model").and_then(Value::as_str) {
-        None => Ok(&s.models[0]),
+        None => Ok(0),
         Some(name) => s
             .models
             .iter()
-            .find(|m| m.name == name)
+            .position(|m| m.name == name)
             .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, format!("The model `{name}` does not exist."))),
     }
+}
+
+/// Refuses a request of more sequences than allowed, before any is tokenized.
+fn check_count(s: &AppState, n: usize) -> Result<(), ApiError> {
+    let max = s.cfg.request.max_sequences;
+    if n > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request of {n} sequences exceeds the limit of {max} sequences per request (--max-request-sequences)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Tokenizes on a blocking thread (at most one per core at once), then checks the request's
+/// sequence and token totals against the request limits.
+async fn encode<F>(s: &Arc<AppState>, f: F) -> Result<Vec<EncodedInput>, ApiError>
+where
+    F: FnOnce(&AppState) -> Result<Vec<EncodedInput>, ApiError> + Send + 'static,
+{
+    let _permit = s
+        .tokenizers
+        .acquire()
+        .await
+        .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))?;
+    let st = s.clone();
+    let inputs = tokio::task::spawn_blocking(move || f(&st))
+        .await
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "tokenizing the request failed"))??;
+    check_count(s, inputs.len())?;
+    let tokens: usize = inputs.iter().map(|i| i.ids.len()).sum();
+    let max = s.cfg.request.max_tokens;
+    if tokens > max {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request of {tokens} tokens exceeds the limit of {max} tokens per request (--max-request-tokens)"),
+        ));
+    }
+    Ok(inputs)
 }
 
 async fn models(State(s): St) -> Json<Value> {
@@ -154,6 +282,11 @@ async fn models(State(s): St) -> Json<Value> {
 /// token ids or lists of token ids).
 fn encode_inputs(s: &AppState, m: &Served, body: &Value) -> Result<Vec<EncodedInput>, ApiError> {
     let model = &m.batcher.model;
+    if let Some(Value::Array(a)) = body.get("input") {
+        if !a.first().is_some_and(Value::is_number) {
+            check_count(s, a.len())?;
+        }
+    }
     let policy = &s.cfg.length;
     if let Some(msgs) = body.get("messages") {
         let msgs = messages(msgs)?;
@@ -171,7 +304,7 @@ fn encode_inputs(s: &AppState, m: &Served, body: &Value) -> Result<Vec<EncodedIn
         }
         let limit = model.token_limit(policy);
         if ids.len() > limit {
-            return Err(ApiError::bad(format!("input of {} tokens exceeds the limit of {limit}", ids.len())));
+            return Err(model_error(ModelError::InputTooLong { tokens: ids.len(), limit }));
         }
         Ok(EncodedInput { ids, truncated_tokens: 0 })
     };
@@ -230,7 +363,7 @@ async fn run(m: &Served, inputs: Vec<EncodedInput>, tei: bool) -> Result<Vec<Con
     })?;
     rx.await
         .map_err(|_| wrap(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "the scoring thread stopped")))?
-        .map_err(|e| wrap(ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e)))
+        .map_err(|e| wrap(model_error(e)))
 }
 
 /// vLLM's activation: sigmoid for one label, softmax for several.
@@ -271,7 +404,8 @@ fn request_id(prefix: &str) -> String {
 
 async fn pooling(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
-    let m = pick(&s, &body)?;
+    let mi = pick(&s, &body)?;
+    let m = &s.models[mi];
     let head = m.batcher.model.config().architecture.head;
     let task = body.get("task").and_then(Value::as_str).unwrap_or(match head {
         HeadKind::Sequence => "classify",
@@ -284,7 +418,8 @@ async fn pooling(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, A
         )));
     }
     let act = use_activation(&body);
-    let inputs = encode_inputs(&s, m, &body)?;
+    let b = body.clone();
+    let inputs = encode(&s, move |s| encode_inputs(s, &s.models[mi], &b)).await?;
     let scores = run(m, inputs, false).await?;
     let data: Vec<Value> = scores
         .iter()
@@ -306,9 +441,11 @@ async fn pooling(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, A
 
 async fn classify(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
-    let m = pick(&s, &body)?;
+    let mi = pick(&s, &body)?;
+    let m = &s.models[mi];
     let act = use_activation(&body);
-    let inputs = encode_inputs(&s, m, &body)?;
+    let b = body.clone();
+    let inputs = encode(&s, move |s| encode_inputs(s, &s.models[mi], &b)).await?;
     let scores = run(m, inputs, false).await?;
     let labels = &m.batcher.model.config().labels;
     let data: Vec<Value> = scores
@@ -329,7 +466,8 @@ async fn classify(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, 
 /// chat template; raw rewards (the first label's logit) come back.
 async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
-    let m = pick(&s, &body)?;
+    let mi = pick(&s, &body)?;
+    let m = &s.models[mi];
     let q = body
         .get("query")
         .or_else(|| body.get("queries"))
@@ -341,13 +479,21 @@ async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>
     if texts.is_empty() {
         return Ok(Json(json!({"rewards": [], "scores": [], "extra_logs": {}})));
     }
-    let inputs = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            m.batcher.model.encode_text(t, &s.cfg.length).map_err(|e| ApiError::bad(format!("query[{i}]: {e}")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    check_count(&s, texts.len())?;
+    let inputs = encode(&s, move |s| {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                s.models[mi].batcher.model.encode_text(t, &s.cfg.length).map_err(|e| {
+                    let mut err = model_error(e);
+                    err.message = format!("query[{i}]: {}", err.message);
+                    err
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?;
     let scores = run(m, inputs, false).await?;
     let rewards: Vec<f32> = scores.iter().map(ConversationScore::score).collect();
     Ok(Json(json!({"rewards": rewards, "scores": rewards, "extra_logs": {}})))
@@ -358,7 +504,8 @@ async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>
 /// `logprobs.content`.
 async fn chat_completions(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body)?;
-    let m = pick(&s, &body)?;
+    let mi = pick(&s, &body)?;
+    let m = &s.models[mi];
     let msgs = messages(body.get("messages").ok_or_else(|| ApiError::bad("the body needs `messages`"))?)?;
     if msgs.last().map(|x| &x.role) != Some(&Role::Assistant) {
         return Err(ApiError::bad("a reward model scores the last message, which must be the assistant's"));
@@ -366,8 +513,10 @@ async fn chat_completions(State(s): St, body: axum::body::Bytes) -> Result<Json<
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         return Err(ApiError::bad("streaming is not supported by reward models"));
     }
-    let input = m.batcher.model.encode(&msgs, &s.cfg.length).map_err(model_error)?;
-    let scores = run(m, vec![input], false).await?;
+    let inputs =
+        encode(&s, move |s| Ok(vec![s.models[mi].batcher.model.encode(&msgs, &s.cfg.length).map_err(model_error)?]))
+            .await?;
+    let scores = run(m, inputs, false).await?;
     let sc = &scores[0];
     let labels = &m.batcher.model.config().labels;
     let names: Vec<String> = if labels.len() == 1 { vec!["reward".to_owned()] } else { labels.clone() };
@@ -390,7 +539,8 @@ async fn chat_completions(State(s): St, body: axum::body::Bytes) -> Result<Json<
 /// sentence pair, which decoder reward models do not take).
 async fn predict(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
     let body = parse_body(&body).map_err(ApiError::tei)?;
-    let m = pick(&s, &body).map_err(ApiError::tei)?;
+    let mi = pick(&s, &body).map_err(ApiError::tei)?;
+    let m = &s.models[mi];
     let raw = body.get("raw_scores").and_then(Value::as_bool).unwrap_or(false);
     let inputs = body.get("inputs").ok_or_else(|| ApiError::bad("the body needs `inputs`").tei())?;
     let (texts, batch): (Vec<String>, bool) = match inputs {
@@ -412,10 +562,12 @@ async fn predict(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, A
         }
         _ => return Err(ApiError::bad("`inputs` must be a text or a batch [[text], ...]").tei()),
     };
-    let encoded = texts
-        .iter()
-        .map(|t| m.batcher.model.encode_text(t, &s.cfg.length).map_err(|e| ApiError::bad(e.to_string()).tei()))
-        .collect::<Result<Vec<_>, _>>()?;
+    check_count(&s, texts.len()).map_err(ApiError::tei)?;
+    let encoded = encode(&s, move |s| {
+        texts.iter().map(|t| s.models[mi].batcher.model.encode_text(t, &s.cfg.length).map_err(model_error)).collect()
+    })
+    .await
+    .map_err(ApiError::tei)?;
     let scores = run(m, encoded, true).await?;
     let labels = &m.batcher.model.config().labels;
     let rows: Vec<Value> = scores
@@ -428,4 +580,28 @@ async fn predict(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, A
         })
         .collect();
     Ok(Json(if batch { json!(rows) } else { rows.into_iter().next().unwrap_or(json!([])) }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{constant_time_eq, host_allowed};
+
+    #[test]
+    fn loopback_hosts_and_allowed_names() {
+        let extra = vec!["scorer.internal".to_owned()];
+        for ok in ["localhost", "localhost:8000", "127.0.0.1:1", "[::1]", "[::1]:8000", "Scorer.Internal:80"] {
+            assert!(host_allowed(ok, &extra), "{ok}");
+        }
+        for bad in ["", "evil.example", "evil.example:8000", "localhost.evil.example", "127.0.0.1.nip.io", "[::2]:80"] {
+            assert!(!host_allowed(bad, &extra), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_comparison() {
+        assert!(constant_time_eq(b"Bearer k", b"Bearer k"));
+        assert!(!constant_time_eq(b"Bearer k", b"Bearer j"));
+        assert!(!constant_time_eq(b"Bearer k", b"Bearer k2"));
+        assert!(!constant_time_eq(b"", b"Bearer k"));
+    }
 }
