@@ -1,6 +1,8 @@
 //! `rewardlens quantize`: safetensors checkpoint -> one self-contained GGUF, streamed tensor by
 //! tensor (positioned reads, no mmap of the whole checkpoint), written to a temporary file that
-//! is renamed into place only when complete.
+//! is renamed into place only when complete. The temporary file has an unpredictable name and is
+//! created exclusively (never through a planted symlink), and is removed on any error, on panic
+//! and on Ctrl-C.
 
 use crate::{source, ModelArgs};
 use anyhow::{bail, Context, Result};
@@ -92,11 +94,12 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
             .expect("template"),
     );
     let parent = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = tempfile_in(parent, &args.out)?;
+    let tmp = create_temp(parent, &args.out)?;
+    let _interrupt = RemoveOnInterrupt::watch(tmp.path());
     let started = Instant::now();
     let mut open_files: HashMap<PathBuf, File> = HashMap::new();
     let result = (|| -> Result<()> {
-        let out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        let out = BufWriter::with_capacity(1 << 20, tmp.as_file());
         let load = |hf: &str| -> rewardlens_models::Result<Tensor> {
             let (path, t) = by_name[hf];
             let f = match open_files.get(path) {
@@ -122,12 +125,16 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
         Ok(())
     })();
     if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
+        drop(tmp); // removes it
         bar.abandon();
         return Err(e.context(format!("quantizing {} to {}", args.model.model, args.out.display())));
     }
-    std::fs::rename(&tmp, &args.out)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), args.out.display()))?;
+    let tmp_path = tmp.path().to_owned();
+    // Without --force, never replace a file that appeared meanwhile.
+    let persisted = if args.force { tmp.persist(&args.out) } else { tmp.persist_noclobber(&args.out) };
+    persisted
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming {} to {}", tmp_path.display(), args.out.display()))?;
     bar.finish_and_clear();
     let size = std::fs::metadata(&args.out)?.len();
     let mut counts: HashMap<String, usize> = HashMap::new();
@@ -147,14 +154,77 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// A fresh temporary path next to `out` (same filesystem, so the final rename is atomic).
-fn tempfile_in(dir: &Path, out: &Path) -> Result<PathBuf> {
+/// A new temporary file next to `out` (same filesystem, so the final rename is atomic): a random
+/// name, created with O_EXCL so a symlink or file already there is never followed or reused,
+/// and removed when dropped unless persisted.
+fn create_temp(dir: &Path, out: &Path) -> Result<tempfile::NamedTempFile> {
     let base = out.file_name().and_then(|n| n.to_str()).unwrap_or("model.gguf");
-    for i in 0..1000 {
-        let p = dir.join(format!(".{base}.tmp-{}-{i}", std::process::id()));
-        if !p.exists() {
-            return Ok(p);
+    tempfile::Builder::new()
+        .prefix(&format!(".{base}."))
+        .suffix(".tmp")
+        // As File::create: 0666 less the umask (tempfile's default 0600 would carry over to OUT).
+        .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
+        .tempfile_in(dir)
+        .with_context(|| format!("creating a temporary file in {}", dir.display()))
+}
+
+/// Removes the temporary file if the process is interrupted (Ctrl-C / SIGINT), where no drop
+/// runs, then exits with 130 as the default handler would.
+struct RemoveOnInterrupt {
+    path: std::sync::Arc<std::sync::Mutex<Option<PathBuf>>>,
+}
+
+impl RemoveOnInterrupt {
+    fn watch(path: &Path) -> Self {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(path.to_owned())));
+        let watched = shared.clone();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
+        if let Ok(rt) = rt {
+            // Register the handler before returning, so no SIGINT after this can be missed.
+            let signal =
+                rt.block_on(async { tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()) });
+            if let Ok(mut signal) = signal {
+                std::thread::spawn(move || {
+                    rt.block_on(signal.recv());
+                    if let Some(p) = watched.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                        let _ = std::fs::remove_file(&p);
+                    }
+                    eprintln!("interrupted");
+                    std::process::exit(130);
+                });
+            }
         }
+        Self { path: shared }
     }
-    bail!("cannot find a free temporary file name in {}", dir.display())
+}
+
+impl Drop for RemoveOnInterrupt {
+    /// Disarms the handler (the file was persisted or removed).
+    fn drop(&mut self) {
+        self.path.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temp_file_never_follows_a_planted_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim_dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("m.gguf");
+        // Dangling symlinks at every name the old scheme (`.{name}.tmp-{pid}-{i}`) would pick.
+        for i in 0..1000 {
+            let link = dir.path().join(format!(".m.gguf.tmp-{}-{i}", std::process::id()));
+            std::os::unix::fs::symlink(victim_dir.path().join(format!("victim-{i}")), link).unwrap();
+        }
+        let mut tmp = create_temp(dir.path(), &out).unwrap();
+        std::io::Write::write_all(&mut tmp, b"data").unwrap();
+        let path = tmp.path().to_owned();
+        assert!(!std::fs::symlink_metadata(&path).unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read_dir(victim_dir.path()).unwrap().count(), 0, "nothing written through a link");
+        drop(tmp);
+        assert!(!path.exists(), "removed when dropped");
+    }
 }

@@ -251,3 +251,47 @@ fn quantize_never_leaves_partial_output() {
         .collect();
     assert!(leftovers.is_empty());
 }
+
+#[test]
+fn ctrl_c_removes_the_temporary_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Large enough (a 151k-token embedding) that quantizing is still writing when interrupted.
+    let model = tmp.path().join("model");
+    ok(rl(&[
+        "random-model",
+        "--config",
+        s(&root().join("tests/fixtures/shapes/qwen3-256.json")),
+        "--tokenizer",
+        s(&root().join("tests/fixtures/tokenizers/qwen3")),
+        "--out",
+        s(&model),
+    ]));
+    let dir = tmp.path().join("out");
+    std::fs::create_dir(&dir).unwrap();
+    let out = dir.join("m.gguf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+        .args(["quantize", "--model", s(&model), "--out", s(&out), "--type", "q4_k"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let temps = || -> Vec<String> {
+        std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".tmp"))
+            .collect()
+    };
+    // Wait for the temporary file to appear (the process is then writing it), then interrupt.
+    while temps().is_empty() {
+        assert!(child.try_wait().unwrap().is_none(), "quantize ended before writing");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let name = temps().remove(0);
+    assert!(name.starts_with(".m.gguf.") && !name.contains(&format!("-{}-", child.id())), "unpredictable: {name}");
+    let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(kill.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    assert!(temps().is_empty(), "temporary file left behind: {:?}", temps());
+    assert!(!out.exists());
+}
