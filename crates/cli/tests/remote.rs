@@ -559,3 +559,248 @@ fn step_rewards_through_vllm_token_classify() {
         .unwrap();
     assert!(String::from_utf8_lossy(&o.stderr).contains("--template"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// What a misbehaving server saw: each request's arrival and body, and the bytes it managed to
+/// write back before the client hung up.
+#[derive(Default)]
+struct Seen {
+    requests: Vec<(Instant, Value)>,
+    written: Vec<usize>,
+}
+
+/// A loopback server whose `answer` writes each reply itself (returning the bytes it wrote).
+fn misbehaving(
+    answer: impl Fn(usize, &Value, &mut TcpStream) -> usize + Send + Sync + 'static,
+) -> (String, Arc<Mutex<Seen>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/get_reward", listener.local_addr().unwrap());
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let (s2, answer) = (seen.clone(), Arc::new(answer));
+    std::thread::spawn(move || {
+        for (i, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            let (seen, answer) = (s2.clone(), answer.clone());
+            std::thread::spawn(move || {
+                let body = read_request(&mut stream);
+                seen.lock().unwrap().requests.push((Instant::now(), body.clone()));
+                let n = answer(i, &body, &mut stream);
+                seen.lock().unwrap().written.push(n);
+            });
+        }
+    });
+    (url, seen)
+}
+
+fn reply(stream: &mut TcpStream, status: u16, headers: &str, body: &str) -> usize {
+    let text = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(text.as_bytes()).map_or(0, |_| text.len())
+}
+
+/// Rewards as the scripted server gives them: each query's length.
+fn rewards(body: &Value) -> String {
+    let q = body["query"].as_array().cloned().unwrap_or_default();
+    json!({"rewards": q.iter().map(|x| x.as_str().unwrap_or("").len() as f64).collect::<Vec<_>>()}).to_string()
+}
+
+/// `total` bytes of a JSON-looking body in chunked encoding, stopping when the client hangs up.
+fn endless(stream: &mut TcpStream, status: u16, total: usize) -> usize {
+    let mut n = 0;
+    if write!(stream, "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .is_err()
+    {
+        return 0;
+    }
+    let chunk = "1.0,".repeat(16 << 10);
+    while n < total {
+        if write!(stream, "{:x}\r\n{chunk}\r\n", chunk.len()).is_err() {
+            return n;
+        }
+        n += chunk.len();
+    }
+    let _ = write!(stream, "0\r\n\r\n");
+    n
+}
+
+#[test]
+fn response_bodies_are_capped_while_they_stream() {
+    let rt = rt();
+    const HUGE: usize = 256 << 20;
+    let capped = |url: &str, tries: u32| {
+        let mut cfg = RemoteConfig::new(url, Protocol::OpenRlhf);
+        cfg.max_tries = tries;
+        cfg.backoff = Duration::from_millis(20);
+        cfg.max_body_bytes = 1 << 20;
+        RemoteScorer::new(cfg).unwrap()
+    };
+
+    // A 200 whose body never ends: abandoned past the cap, an error naming it, not retried.
+    let (url, seen) = misbehaving(|_, _, s| endless(s, 200, HUGE));
+    let err = rt.block_on(capped(&url, 3).score(&texts(1))).unwrap_err();
+    assert!(matches!(err, RemoteError::TooLarge { limit: 1048576, .. }), "{err}");
+    assert!(err.to_string().contains("larger than the limit of 1048576 bytes") && err.to_string().contains(&url));
+    let wait_written = |seen: &Arc<Mutex<Seen>>, n: usize| {
+        while seen.lock().unwrap().written.len() < n {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_written(&seen, 1);
+    let s = seen.lock().unwrap();
+    assert_eq!(s.requests.len(), 1, "not retried");
+    assert!(s.written[0] < HUGE / 4, "the client stopped reading: {} bytes sent", s.written[0]);
+    drop(s);
+
+    // A declared length over the cap is refused before reading.
+    let (url, _) = misbehaving(|_, _, s| {
+        let _ = write!(s, "HTTP/1.1 200 OK\r\nContent-Length: 100000000000\r\n\r\n[");
+        std::thread::sleep(Duration::from_secs(2));
+        1
+    });
+    let err = rt.block_on(capped(&url, 3).score(&texts(1))).unwrap_err();
+    assert!(matches!(err, RemoteError::TooLarge { .. }), "{err}");
+
+    // An endless 503 body: its start is quoted, the rest never read, the request retried.
+    let (url, seen) = misbehaving(|_, _, s| endless(s, 503, HUGE));
+    let err = rt.block_on(capped(&url, 2).score(&texts(1))).unwrap_err();
+    assert!(matches!(err, RemoteError::Status { status: 503, tries: 2, .. }), "{err}");
+    assert!(err.to_string().contains("1.0,1.0,"), "{err}");
+    wait_written(&seen, 2);
+    assert!(seen.lock().unwrap().written.iter().all(|&n| n < HUGE / 4), "error bodies are read only in part");
+}
+
+/// An IMF-fixdate (RFC 9110) `secs` from now, as a server writes `Retry-After`.
+fn http_date(secs: i64) -> String {
+    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64 + secs;
+    let (days, rem) = (t.div_euclid(86400), t.rem_euclid(86400));
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719468;
+    let era = z.div_euclid(146097);
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][days.rem_euclid(7) as usize];
+    let mon = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][m as usize - 1];
+    format!("{wd}, {d:02} {mon} {y} {:02}:{:02}:{:02} GMT", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[test]
+fn retry_after_is_honoured_within_a_bound_and_timeouts_are_not_resent_blindly() {
+    let rt = rt();
+    let t = Duration::from_secs(5);
+    let gap = |seen: &Arc<Mutex<Seen>>| {
+        let s = seen.lock().unwrap();
+        assert_eq!(s.requests.len(), 2);
+        s.requests[1].0 - s.requests[0].0
+    };
+
+    // 429 with Retry-After in seconds: the retry waits that long, not the 20 ms backoff.
+    let (url, seen) =
+        misbehaving(
+            |i, b, s| {
+                if i == 0 {
+                    reply(s, 429, "Retry-After: 1\r\n", "{}")
+                } else {
+                    reply(s, 200, "", &rewards(b))
+                }
+            },
+        );
+    assert!(rt.block_on(client(&url, 5, t).score(&texts(2))).is_ok());
+    assert!(gap(&seen) >= Duration::from_millis(950), "waited {:?}", gap(&seen));
+
+    // 503 with an HTTP date two seconds ahead (at least one second, as dates have whole seconds).
+    let date = http_date(2);
+    let (url, seen) = misbehaving(move |i, b, s| {
+        if i == 0 {
+            reply(s, 503, &format!("Retry-After: {date}\r\n"), "{}")
+        } else {
+            reply(s, 200, "", &rewards(b))
+        }
+    });
+    assert!(rt.block_on(client(&url, 5, t).score(&texts(1))).is_ok());
+    assert!(gap(&seen) >= Duration::from_millis(950), "waited {:?}", gap(&seen));
+
+    // Longer than the client waits (60 s by default), in either form: an error at once.
+    for header in ["Retry-After: 3600\r\n".to_owned(), format!("Retry-After: {}\r\n", http_date(86400))] {
+        let h = header.clone();
+        let (url, seen) = misbehaving(move |_, _, s| reply(s, 429, &h, "{}"));
+        let err = rt.block_on(client(&url, 5, t).score(&texts(1))).unwrap_err();
+        assert!(matches!(err, RemoteError::RetryAfter { status: 429, limit_secs: 60, .. }), "{header}: {err}");
+        assert!(err.to_string().contains("retry after") && err.to_string().contains(&url), "{err}");
+        assert_eq!(seen.lock().unwrap().requests.len(), 1, "{header}");
+    }
+
+    // A server that never answers in time: one resend (timeouts count apart from other
+    // failures), sent only after waiting the timeout again, not the short backoff.
+    let (url, seen) = misbehaving(|_, _, s| {
+        std::thread::sleep(Duration::from_secs(3));
+        reply(s, 200, "", "{\"rewards\": [1.0]}")
+    });
+    let err = rt.block_on(client(&url, 5, Duration::from_millis(300)).score(&texts(1))).unwrap_err();
+    assert!(matches!(err, RemoteError::Timeout { tries: 2, .. }), "{err}");
+    assert!(gap(&seen) >= Duration::from_millis(550), "resent after {:?}", gap(&seen));
+}
+
+#[test]
+fn score_endpoint_skips_only_the_line_a_failing_batch_was_failing_on() {
+    let model = fixture("qwen3-seq");
+    // A server that refuses any request holding the poisoned answer.
+    let (url, seen) = misbehaving(|_, b, s| {
+        if b.to_string().contains("POISON") {
+            reply(s, 400, "", "{\"error\": \"cannot score this\"}")
+        } else {
+            reply(s, 200, "", &rewards(b))
+        }
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let (input, output) = (tmp.path().join("in.jsonl"), tmp.path().join("out.jsonl"));
+    let answers = ["Paris.", "Lyon.", "POISON", "Nice.", "Lille."];
+    let lines: String = answers.iter().map(|a| format!("{}\n", json!({"prompt": PROMPT, "response": a}))).collect();
+    std::fs::write(&input, lines).unwrap();
+    let run = |url: &str, extra: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+            .args(["score", "--endpoint", url, "--protocol", "openrlhf", "--template", model.to_str().unwrap()])
+            .args(["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap(), "--tries", "2"])
+            .args(extra)
+            .output()
+            .unwrap();
+        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+    let (code, err) = run(&url, &[]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("scoring them one by one") && err.contains("line 3"), "{err}");
+    let out = read_jsonl(&output);
+    assert_eq!(out.len(), 5, "every line written, in order");
+    for (o, a) in out.iter().zip(answers) {
+        assert_eq!(o["response"], a);
+        if a == "POISON" {
+            assert!(o["error"].as_str().unwrap().contains("HTTP 400"), "{o}");
+            assert!(o.get("score").is_none());
+        } else {
+            assert!(o["score"].as_f64().unwrap() > 0.0 && o.get("error").is_none(), "{o}");
+        }
+    }
+    assert_eq!(seen.lock().unwrap().requests.len(), 1 + 5, "the batch, then each line alone");
+
+    // Resuming does not hit the bad line again, and still says the output has one.
+    let (code, err) = run(&url, &["--resume"]);
+    assert_eq!(code, Some(3), "{err}");
+    assert!(err.contains("5 already in output") && err.contains("1 line(s) kept"), "{err}");
+    assert_eq!(seen.lock().unwrap().requests.len(), 6);
+    assert_eq!(read_jsonl(&output).len(), 5);
+
+    // An endpoint that is down fails every line alike: the run stops, resumable, instead of
+    // writing every line as failed.
+    let (down, seen) = misbehaving(|_, _, s| reply(s, 503, "", "{}"));
+    std::fs::remove_file(&output).unwrap();
+    let (code, err) = run(&down, &[]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("HTTP 503") && err.contains("--resume"), "{err}");
+    assert_eq!(seen.lock().unwrap().requests.len(), 2, "the batch's two tries, no line by line");
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "");
+}

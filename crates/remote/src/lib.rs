@@ -6,6 +6,14 @@
 //! One [`RemoteScorer`] per endpoint: timeouts, retries with exponential backoff and jitter for
 //! network errors, 429 and 5xx (never for other 4xx), batching, and errors that name the
 //! endpoint, the status and the field that was missing. Builds natively and for wasm32.
+//!
+//! What a server can make the client do is bounded: a response body is read as a stream and
+//! abandoned past [`RemoteConfig::max_body_bytes`] (error bodies past [`ERROR_BODY_LIMIT`]); a
+//! `Retry-After` (seconds or an HTTP date) replaces the backoff up to
+//! [`RemoteConfig::max_retry_after`], and a longer one fails at once; a request that timed out
+//! is retried at most [`RemoteConfig::timeout_tries`] times in all, each retry after waiting
+//! the timeout again (at most 30 s), since the server is probably still computing the
+//! abandoned request and an immediate resend would only double its work.
 
 pub mod protocol;
 
@@ -91,7 +99,20 @@ pub struct RemoteConfig {
     pub batch_size: usize,
     /// The response key holding the rewards (OpenRLHF-style servers).
     pub score_key: String,
+    /// Largest successful response body read, in bytes; a larger one is an error
+    /// ([`RemoteError::TooLarge`]) without being read further.
+    pub max_body_bytes: usize,
+    /// Longest `Retry-After` waited for; a server asking for longer fails the request at once
+    /// ([`RemoteError::RetryAfter`]).
+    pub max_retry_after: Duration,
+    /// Tries of a request that keeps timing out, the first included (within `max_tries`).
+    pub timeout_tries: u32,
 }
+
+/// How much of an error response's body is read (its start is quoted in the error).
+pub const ERROR_BODY_LIMIT: usize = 64 << 10;
+/// The longest wait after a timeout before the request is sent again.
+const MAX_TIMEOUT_WAIT: Duration = Duration::from_secs(30);
 
 impl RemoteConfig {
     pub fn new(endpoint: impl Into<String>, protocol: Protocol) -> Self {
@@ -105,6 +126,9 @@ impl RemoteConfig {
             backoff: Duration::from_millis(500),
             batch_size: 16,
             score_key: "rewards".into(),
+            max_body_bytes: 64 << 20,
+            max_retry_after: Duration::from_secs(60),
+            timeout_tries: 2,
         }
     }
 
@@ -131,6 +155,10 @@ pub enum RemoteError {
     Status { url: String, status: u16, body: String, tries: u32 },
     #[error("{url}: unexpected response: {what}")]
     Malformed { url: String, what: String },
+    #[error("{url}: response body larger than the limit of {limit} bytes")]
+    TooLarge { url: String, limit: usize },
+    #[error("{url}: HTTP {status}: the server asks to retry after {secs} s, longer than the {limit_secs} s this client waits")]
+    RetryAfter { url: String, status: u16, secs: u64, limit_secs: u64 },
     #[error("{0}")]
     Input(String),
 }
@@ -144,6 +172,8 @@ impl RemoteError {
             Self::Status { status: 401 | 403, .. } => "unauthorized",
             Self::Status { .. } => "http",
             Self::Malformed { .. } => "malformed",
+            Self::TooLarge { .. } => "too_large",
+            Self::RetryAfter { .. } => "rate_limited",
             Self::Input(_) => "input",
         }
     }
@@ -196,7 +226,7 @@ pub fn backoff_delay(base: Duration, n: u32) -> Duration {
 
 impl RemoteScorer {
     pub fn new(cfg: RemoteConfig) -> Result<Self> {
-        if cfg.batch_size == 0 || cfg.max_tries == 0 {
+        if cfg.batch_size == 0 || cfg.max_tries == 0 || cfg.timeout_tries == 0 {
             return Err(RemoteError::Input("batch size and tries must be at least 1".into()));
         }
         let builder = reqwest::Client::builder();
@@ -217,7 +247,7 @@ impl RemoteScorer {
 
     /// POSTs `body`, retrying transient failures; the parsed JSON answer.
     async fn post(&self, body: &Value) -> Result<Value> {
-        let mut tries = 0;
+        let (mut tries, mut timeouts) = (0, 0);
         loop {
             tries += 1;
             let last = tries >= self.cfg.max_tries;
@@ -229,38 +259,74 @@ impl RemoteScorer {
             {
                 req = req.timeout(self.cfg.timeout);
             }
-            let outcome = match req.send().await {
+            // What went wrong, and the wait the server asked for, if any.
+            let (outcome, asked) = match req.send().await {
                 Ok(resp) => {
                     let status = resp.status().as_u16();
-                    let text = resp.text().await;
-                    match (status, text) {
-                        (200..=299, Ok(t)) => {
-                            return serde_json::from_str(&t).map_err(|e| RemoteError::Malformed {
-                                url: self.url.clone(),
-                                what: format!("not JSON ({e}): {}", snippet(&t)),
-                            })
+                    if (200..=299).contains(&status) {
+                        if resp.content_length().is_some_and(|n| n > self.cfg.max_body_bytes as u64) {
+                            return Err(self.too_large());
                         }
-                        (s, t) => {
-                            let body = t.map(|t| snippet(&t)).unwrap_or_default();
-                            let retry = s == 429 || s >= 500;
-                            let err = RemoteError::Status { url: self.url.clone(), status: s, body, tries };
-                            if !retry {
-                                return Err(err);
+                        match read_capped(resp, self.cfg.max_body_bytes).await {
+                            Ok((_, true)) => return Err(self.too_large()),
+                            Ok((bytes, false)) => {
+                                return serde_json::from_slice(&bytes).map_err(|e| RemoteError::Malformed {
+                                    url: self.url.clone(),
+                                    what: format!("not JSON ({e}): {}", snippet(&String::from_utf8_lossy(&bytes))),
+                                })
                             }
-                            err
+                            // Cut off mid-body: as transient as a failed connection.
+                            Err(e) => (self.transport_error(&e, tries), None),
                         }
+                    } else {
+                        let asked = retry_after(resp.headers());
+                        let body = read_capped(resp, ERROR_BODY_LIMIT)
+                            .await
+                            .map(|(b, _)| snippet(&String::from_utf8_lossy(&b)))
+                            .unwrap_or_default();
+                        let err = RemoteError::Status { url: self.url.clone(), status, body, tries };
+                        if !(status == 429 || status >= 500) {
+                            return Err(err);
+                        }
+                        if let Some(wait) = asked.filter(|w| *w > self.cfg.max_retry_after) {
+                            return Err(RemoteError::RetryAfter {
+                                url: self.url.clone(),
+                                status,
+                                secs: wait.as_secs(),
+                                limit_secs: self.cfg.max_retry_after.as_secs(),
+                            });
+                        }
+                        (err, asked)
                     }
                 }
-                Err(e) if e.is_timeout() => {
-                    RemoteError::Timeout { url: self.url.clone(), secs: self.cfg.timeout.as_secs_f64(), tries }
-                }
-                Err(e) => RemoteError::Network { url: self.url.clone(), message: error_chain(&e), tries },
+                Err(e) => (self.transport_error(&e, tries), None),
             };
-            if last {
+            let timed_out = matches!(outcome, RemoteError::Timeout { .. });
+            timeouts += u32::from(timed_out);
+            if last || timeouts >= self.cfg.timeout_tries {
                 return Err(outcome);
             }
-            sleep(backoff_delay(self.cfg.backoff, tries)).await;
+            let backoff = backoff_delay(self.cfg.backoff, tries);
+            let wait = match asked {
+                Some(w) => w,
+                // The server is likely still busy with the abandoned request: give it that long.
+                None if timed_out => backoff.max(self.cfg.timeout.min(MAX_TIMEOUT_WAIT)),
+                None => backoff,
+            };
+            sleep(wait).await;
         }
+    }
+
+    fn transport_error(&self, e: &reqwest::Error, tries: u32) -> RemoteError {
+        if e.is_timeout() {
+            RemoteError::Timeout { url: self.url.clone(), secs: self.cfg.timeout.as_secs_f64(), tries }
+        } else {
+            RemoteError::Network { url: self.url.clone(), message: error_chain(e), tries }
+        }
+    }
+
+    fn too_large(&self) -> RemoteError {
+        RemoteError::TooLarge { url: self.url.clone(), limit: self.cfg.max_body_bytes }
     }
 
     /// Scores `inputs`, in order.
@@ -319,6 +385,56 @@ impl RemoteScorer {
     fn malformed(&self, what: String) -> RemoteError {
         RemoteError::Malformed { url: self.url.clone(), what }
     }
+}
+
+/// At most `limit` bytes of the body, read as it arrives; `true` when there was more (the rest
+/// is not read: dropping the response closes the connection).
+async fn read_capped(resp: reqwest::Response, limit: usize) -> std::result::Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut buf = Vec::with_capacity(resp.content_length().unwrap_or(0).min(limit as u64).min(1 << 20) as usize);
+    let take = |chunk: &[u8], buf: &mut Vec<u8>| {
+        let room = limit - buf.len();
+        buf.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        chunk.len() > room
+    };
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        let mut resp = resp;
+        while let Some(chunk) = resp.chunk().await? {
+            if take(&chunk, &mut buf) {
+                return Ok((buf, true));
+            }
+        }
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        use futures_util::StreamExt;
+        let mut stream = resp.bytes_stream();
+        while let Some(chunk) = stream.next().await {
+            if take(&chunk?, &mut buf) {
+                return Ok((buf, true));
+            }
+        }
+    }
+    Ok((buf, false))
+}
+
+/// The wait a `Retry-After` header asks for: delay-seconds or an HTTP date (RFC 9110 10.2.3).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    // A date in the past means now.
+    Some(when.duration_since(now()).unwrap_or(Duration::ZERO))
+}
+
+fn now() -> std::time::SystemTime {
+    #[cfg(not(target_arch = "wasm32"))]
+    return std::time::SystemTime::now();
+    // std has no clock on wasm32-unknown-unknown.
+    #[cfg(target_arch = "wasm32")]
+    return std::time::UNIX_EPOCH + Duration::from_secs_f64(js_sys::Date::now() / 1000.0);
 }
 
 fn snippet(t: &str) -> String {
@@ -386,5 +502,22 @@ mod tests {
             assert!(d >= nominal * 0.5 && d <= nominal * 1.5, "retry {n}: {d}");
         }
         assert!(backoff_delay(Duration::from_secs(10), 20) <= Duration::from_secs(30));
+    }
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        use reqwest::header::{HeaderMap, HeaderValue, RETRY_AFTER};
+        let h = |v: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(RETRY_AFTER, HeaderValue::from_str(v).unwrap());
+            retry_after(&m)
+        };
+        assert_eq!(h("7"), Some(Duration::from_secs(7)));
+        assert_eq!(h("Sun, 06 Nov 1994 08:49:37 GMT"), Some(Duration::ZERO), "a past date: now");
+        let ahead = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(3600));
+        let d = h(&ahead).unwrap();
+        assert!(d > Duration::from_secs(3590) && d <= Duration::from_secs(3600), "{d:?}");
+        assert_eq!(h("soon"), None);
+        assert_eq!(retry_after(&HeaderMap::new()), None);
     }
 }
