@@ -12,7 +12,8 @@
 //!   docs/PERFORMANCE.md (needs a Python with torch, transformers, optimum: set `PYTHON`).
 //! - `bench-formats`: every quantization type natively against PyTorch f32.
 //! - `quant-accuracy`: every quantization type against f32 (the README's accuracy table).
-//! - `fuzz`: the GGUF and safetensors header fuzz targets, for a bounded time.
+//! - `fuzz`: the fuzz targets (GGUF and safetensors headers, GGUF -> config, config.json, the
+//!   input encoder and its chat template), for a bounded time each.
 //! - `fixtures`: regenerates tests/fixtures with transformers (same Python requirement; needs
 //!   the npm tokenizer packages, installed into target/npm-tokenizers).
 
@@ -229,14 +230,14 @@ fn quant_accuracy(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask fuzz [SECONDS]`: runs both cargo-fuzz targets for a bounded time each
+/// `cargo xtask fuzz [SECONDS]`: runs every cargo-fuzz target for a bounded time each
 /// (cargo-fuzz needs nightly features; RUSTC_BOOTSTRAP lets the stable toolchain build them).
 fn fuzz(args: &[String]) -> Result<()> {
     let secs = args.first().cloned().unwrap_or_else(|| "60".into());
     if Command::new("cargo").args(["fuzz", "--version"]).output().map(|o| !o.status.success()).unwrap_or(true) {
         run(cargo().args(["install", "cargo-fuzz", "--version", "0.13.2", "--locked"]))?;
     }
-    for target in ["gguf_header", "safetensors_header"] {
+    for target in ["gguf_header", "safetensors_header", "gguf_config", "model_config", "input_encoder"] {
         let corpus = root().join("target/fuzz-corpus").join(target);
         std::fs::create_dir_all(&corpus)?;
         std::fs::write(corpus.join("seed"), seed(target))?;
@@ -252,6 +253,12 @@ fn fuzz(args: &[String]) -> Result<()> {
 /// A small valid input for each fuzz target.
 fn seed(target: &str) -> Vec<u8> {
     use rewardlens_models::gguf::{GgufWriter, MetaValue};
+    if target == "model_config" {
+        return br#"{"architectures":["Qwen3ForSequenceClassification"],"hidden_size":8,"intermediate_size":8,"num_hidden_layers":1,"num_attention_heads":2,"head_dim":4,"vocab_size":8,"rms_norm_eps":1e-6,"max_position_embeddings":64,"num_labels":1}"#.to_vec();
+    }
+    if target == "input_encoder" {
+        return b"{% for m in messages %}<s>{{ m.role }}: {{ m.content | trim }}\n{% endfor %}\0a b\0b a".to_vec();
+    }
     if target == "safetensors_header" {
         let h = br#"{"a":{"dtype":"BF16","shape":[2,3],"data_offsets":[0,12]},"__metadata__":{"format":"pt"}}"#;
         let mut b = (h.len() as u64).to_le_bytes().to_vec();
@@ -262,10 +269,19 @@ fn seed(target: &str) -> Vec<u8> {
     let meta = vec![
         ("general.architecture".to_owned(), MetaValue::String("qwen3".into())),
         ("qwen3.classifier.output_labels".to_owned(), MetaValue::Array(vec![MetaValue::String("score".into())])),
+        // What gguf_config rebuilds a config from.
+        ("qwen3.embedding_length".to_owned(), MetaValue::U32(32)),
+        ("qwen3.attention.head_count".to_owned(), MetaValue::U32(2)),
+        ("qwen3.feed_forward_length".to_owned(), MetaValue::U32(32)),
+        ("qwen3.block_count".to_owned(), MetaValue::U32(0)),
+        ("qwen3.context_length".to_owned(), MetaValue::U32(64)),
     ];
-    let decl = vec![("cls.output.weight".to_owned(), vec![1, 32], candle_core::quantized::GgmlDType::Q8_0)];
+    let q8 = candle_core::quantized::GgmlDType::Q8_0;
+    let decl =
+        vec![("cls.output.weight".to_owned(), vec![1, 32], q8), ("token_embd.weight".to_owned(), vec![2, 32], q8)];
     let mut w = GgufWriter::begin(Vec::new(), &meta, &decl).expect("seed header");
     w.write_tensor("cls.output.weight", &[1u8; 34]).expect("seed tensor");
+    w.write_tensor("token_embd.weight", &[1u8; 68]).expect("seed tensor");
     w.finish().expect("seed")
 }
 
