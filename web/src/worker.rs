@@ -668,7 +668,8 @@ impl Engine {
             None => vec![files::SINGLE_WEIGHTS.to_owned()],
         };
         // The shards may hold no more than config.json's parameters can need, in all.
-        let parameters = rewardlens_models::memory::ParameterCount::of(&config).total();
+        let counted = rewardlens_models::memory::ParameterCount::of(&config);
+        let (parameters, cap) = (counted.total(), weights_cap(counted.total(), counted.embedding));
         if shard_names.len() > max_shards(config.num_hidden_layers) {
             return Err(UserError::new(
                 "corrupted",
@@ -681,7 +682,7 @@ impl Engine {
                 ),
             ));
         }
-        let mut left = weights_cap(parameters);
+        let mut left = cap;
         let mut shards: Vec<(String, Box<dyn ByteSource>)> = Vec::new();
         for name in &shard_names {
             self.check_cancel(id)?;
@@ -691,9 +692,8 @@ impl Engine {
                 return Err(UserError::new(
                     "too_large",
                     format!(
-                        "the weight files hold more than the {} bytes a model with {parameters} parameters \
-                         (config.json) can need",
-                        weights_cap(parameters)
+                        "the weight files hold more than the {cap} bytes a model with {parameters} parameters \
+                         (config.json) can need"
                     ),
                 ));
             }

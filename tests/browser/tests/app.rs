@@ -895,7 +895,7 @@ fn downloads_stop_at_caps_from_the_config_and_memory() {
     // Weights far beyond what config.json's parameters can need.
     broken_copy("padded-weights", "qwen3-seq", |d| {
         let mut f = std::fs::OpenOptions::new().append(true).open(d.join("model.safetensors")).unwrap();
-        f.write_all(&vec![0u8; 120 << 20]).unwrap();
+        f.write_all(&vec![0u8; 200 << 20]).unwrap();
     });
     // An index listing 100 shards for a 2-layer model.
     broken_copy("many-shards", "qwen3-seq", |d| {

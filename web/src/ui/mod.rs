@@ -188,7 +188,10 @@ fn LinkedModel(engine: Engine, choice: ModelChoice, pending: RwSignal<Option<Str
         pending.get().map(|model| {
             let host = match ModelSource::parse(&model, &choice.revision.get_untracked()) {
                 Ok(ModelSource::Url { url }) => crate::protocol::url_host(&url).to_owned(),
-                Ok(_) => hub_for(choice).0.unwrap_or_else(|| crate::protocol::HUB.to_owned()),
+                Ok(_) => hub_for(choice)
+                    .0
+                    .map(|h| crate::protocol::url_host(&h).to_owned())
+                    .unwrap_or_else(|| crate::protocol::HUB.to_owned()),
                 Err(_) => String::new(),
             };
             view! {
