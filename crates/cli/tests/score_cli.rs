@@ -563,3 +563,20 @@ fn input_is_read_once_from_stdin_and_must_be_a_file() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("is a directory, not a regular file"), "{}", stderr(&o));
 }
+
+#[test]
+fn compare_leaves_out_lines_that_could_not_be_scored() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a.jsonl"), tmp.path().join("b.jsonl"));
+    let line = |v: Value| v.to_string();
+    write_lines(
+        &a,
+        &[line(json!({"score": 1.0})), line(json!({"error": "HTTP 400"})), line(json!({"scores": [1.0, 2.0]}))],
+    );
+    write_lines(&b, &[line(json!({"score": 1.5})), line(json!({"score": 3.0})), line(json!({"scores": [1.0, 2.0]}))]);
+    let o = rewardlens(&["compare", "--json", "--reference", a.to_str().unwrap(), "--candidate", b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let m: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((&m["sequences"], &m["lines_with_error"]), (&json!(3), &json!(1)), "{m}");
+    assert_eq!(m["max_abs_error"], json!(0.5));
+}
