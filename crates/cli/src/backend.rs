@@ -85,7 +85,8 @@ pub fn endpoint_unavailable(e: &anyhow::Error) -> bool {
 }
 
 impl Backend {
-    pub fn open(args: &BackendArgs) -> Result<Self> {
+    /// The backend, and the Hub commit of the model (or of `--template`) when one was downloaded.
+    pub fn open(args: &BackendArgs) -> Result<(Self, Option<String>)> {
         match &args.endpoint {
             None => {
                 let model = args.model.clone().context("give --model (a folder, GGUF or Hub repo id) or --endpoint")?;
@@ -95,7 +96,8 @@ impl Backend {
                     tokenizer: args.tokenizer.clone(),
                     device: args.device.clone(),
                 };
-                Ok(Self::Local(source::load_model(&m)?))
+                let (model, commit) = source::load_model_and_commit(&m)?;
+                Ok((Self::Local(model), commit))
             }
             Some(endpoint) => {
                 let mut cfg = RemoteConfig::new(endpoint.clone(), args.protocol);
@@ -104,7 +106,7 @@ impl Backend {
                 cfg.timeout = Duration::from_secs(args.timeout.max(1));
                 cfg.max_tries = args.tries.max(1);
                 cfg.score_key = args.score_key.clone();
-                let mut checkpoint = None;
+                let (mut checkpoint, mut commit) = (None, None);
                 let template = match &args.template {
                     Some(t) => {
                         let m = ModelArgs {
@@ -114,6 +116,7 @@ impl Backend {
                             device: DeviceArgs::default(),
                         };
                         let dir = source::resolve_dir(&m)?;
+                        commit = source::hub_commit(&m, &dir);
                         let ck = rewardlens_models::CheckpointFiles::from_dir(&dir)?;
                         let text = CheckpointText {
                             config_json: &ck.config_json,
@@ -132,7 +135,7 @@ impl Backend {
                 };
                 let client = RemoteScorer::new(cfg)?;
                 let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-                Ok(Self::Remote { client, template, checkpoint, runtime })
+                Ok((Self::Remote { client, template, checkpoint, runtime }, commit))
             }
         }
     }

@@ -167,9 +167,10 @@ impl StepOptions {
 }
 
 /// What scored a run, written into every output line as `scored_with`: the model (a local path
-/// made absolute, or the Hub repo / served model name as given), its revision, the endpoint and
-/// every option that changes scores. `--resume` refuses an output scored otherwise.
-fn scored_with(args: &ScoreArgs) -> Value {
+/// made absolute, or the Hub repo / served model name as given), its revision and, for a Hub
+/// download, the commit it resolved to, the endpoint and every option that changes scores.
+/// `--resume` refuses an output scored otherwise.
+fn scored_with(args: &ScoreArgs, commit: Option<String>) -> Value {
     let b = &args.backend;
     let local = |s: &str| std::fs::canonicalize(s).map_or_else(|_| s.to_owned(), |p| p.display().to_string());
     let mut o = Map::new();
@@ -195,6 +196,9 @@ fn scored_with(args: &ScoreArgs) -> Value {
         }
     }
     o.insert("revision".into(), b.revision.clone().into());
+    if let Some(c) = commit {
+        o.insert("commit".into(), c.into());
+    }
     o.insert("max_tokens".into(), args.max_tokens.into());
     o.insert("truncate".into(), args.truncate.into());
     if args.prm.is_some() || args.prefix_scores || args.token_scores {
@@ -472,9 +476,9 @@ impl Writer<'_> {
 pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     let (mut input, size) = open_input(&args.input)?;
     let input_name = if args.input.as_os_str() == "-" { "stdin".to_owned() } else { args.input.display().to_string() };
-    let backend = Backend::open(&args.backend)?;
+    let (backend, commit) = Backend::open(&args.backend)?;
     let steps = StepOptions::new(&args, &backend)?;
-    let with = scored_with(&args);
+    let with = scored_with(&args, commit);
     let Output { file: out, mut done, flagged } = open_output(&args.output, args.resume, &with)?;
     let policy = LengthPolicy { max_tokens: args.max_tokens, truncate: args.truncate };
 

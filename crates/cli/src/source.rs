@@ -92,9 +92,24 @@ fn gguf_tokenizer(args: &ModelArgs) -> Result<Option<(Vec<u8>, String)>> {
     )))
 }
 
+/// The Hub commit of a downloaded checkpoint: hf-hub names each snapshot folder after it. None
+/// for a local folder or file.
+pub fn hub_commit(args: &ModelArgs, dir: &std::path::Path) -> Option<String> {
+    if args.local_path().is_some() || dir.parent()?.file_name()? != "snapshots" {
+        return None;
+    }
+    Some(dir.file_name()?.to_string_lossy().into_owned())
+}
+
 /// Loads the model named by `args`: a checkpoint folder, a GGUF file, or a Hub repo id, onto
 /// the device `--device` names.
 pub fn load_model(args: &ModelArgs) -> Result<RewardModel> {
+    load_model_and_commit(args).map(|(m, _)| m)
+}
+
+/// [`load_model`], and the Hub commit it loaded when `args` names a Hub repo.
+pub fn load_model_and_commit(args: &ModelArgs) -> Result<(RewardModel, Option<String>)> {
+    let mut commit = None;
     let format = weight_format(&args.device.gpu_weights)?;
     let target = target(&args.device)?;
     let gguf = args.local_path().filter(|p| p.is_file());
@@ -110,6 +125,7 @@ pub fn load_model(args: &ModelArgs) -> Result<RewardModel> {
         }
         (Target::Candle(device), None) => {
             let dir = resolve_dir(args)?;
+            commit = hub_commit(args, &dir);
             let files = CheckpointFiles::from_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
             RewardModel::load(files, &device)
         }
@@ -122,6 +138,7 @@ pub fn load_model(args: &ModelArgs) -> Result<RewardModel> {
         }
         (Target::Gpu(gpu), None) => {
             let dir = resolve_dir(args)?;
+            commit = hub_commit(args, &dir);
             let files = CheckpointFiles::from_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
             let text = CheckpointText {
                 config_json: &files.config_json,
@@ -134,7 +151,7 @@ pub fn load_model(args: &ModelArgs) -> Result<RewardModel> {
             Ok(RewardModel::new(Box::new(model), inputs))
         }
     };
-    model.with_context(|| format!("loading {what}"))
+    Ok((model.with_context(|| format!("loading {what}"))?, commit))
 }
 
 fn looks_like_repo_id(s: &str) -> bool {

@@ -357,6 +357,9 @@ fn hub_repo_ids_download_into_the_hf_cache_and_then_work_offline() {
     let o = run(&endpoint, "a.jsonl");
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(close(&read_jsonl(&tmp.path().join("a.jsonl"))[0]["score"], expected_score(&g, "simple")));
+    let with = &read_jsonl(&tmp.path().join("a.jsonl"))[0]["scored_with"];
+    assert_eq!((&with["model"], &with["revision"]), (&json!(repo), &json!("main")), "{with}");
+    assert_eq!(with["commit"], "0123456789abcdef0123456789abcdef01234567", "the commit `main` resolved to");
     let snapshot =
         hf_home.join("hub/models--tiny-org--llama-seq-rm/snapshots/0123456789abcdef0123456789abcdef01234567");
     assert!(snapshot.join("model-00002-of-00002.safetensors").is_file(), "shards land in the HF cache");
