@@ -302,3 +302,40 @@ fn cross_site_requests_are_refused() {
         assert_eq!(status, want, "{auth}: {answer}");
     }
 }
+
+/// On the GPU one pass holds a bounded number of tokens (the storage-binding limit over the
+/// model's widest activation row). An input longer than that is the client's error, refused at
+/// admission (413 naming the limit) instead of failing its whole batch with a 500; a request
+/// sent alongside it is scored.
+#[test]
+fn inputs_longer_than_a_gpu_pass_are_refused_at_admission() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A 65,536-wide MLP row: 512 tokens per pass under the default 128 MiB binding limit.
+    let mut cfg: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("qwen3-seq").join("config.json")).unwrap()).unwrap();
+    cfg["intermediate_size"] = json!(65536);
+    cfg["num_hidden_layers"] = json!(1);
+    cfg["layer_types"] = json!(["full_attention"]);
+    std::fs::write(tmp.path().join("config.json"), cfg.to_string()).unwrap();
+    let model = tmp.path().join("wide");
+    let o = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+        .args(["random-model", "--config", tmp.path().join("config.json").to_str().unwrap()])
+        .args(["--tokenizer", fixture("qwen3-seq").to_str().unwrap(), "--out", model.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let srv = Arc::new(Server::start(&model, &["--device", "gpu", "--gpu-weights", "f32"]));
+    let (_, models) = srv.request("GET", "/v1/models", &[], "");
+    let limit = serde_json::from_str::<Value>(&models).unwrap()["data"][0]["max_model_len"].as_u64().unwrap() as usize;
+    if limit >= 4096 {
+        eprintln!("this GPU holds {limit} tokens per pass, the model's whole context: nothing to refuse");
+        return;
+    }
+    let s = srv.clone();
+    let bad = std::thread::spawn(move || s.post("/pooling", &json!({"input": [ids(100), ids(limit + 1)]})));
+    let (status, body) = srv.post("/pooling", &json!({"input": [ids(100)]}));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = bad.join().unwrap();
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains(&format!("{} tokens exceeds the limit of {limit} tokens", limit + 1)), "{body}");
+}

@@ -421,6 +421,9 @@ impl rewardlens_models::ForwardPass for GpuRewardModel {
     fn set_prefix_reuse(&mut self, min_tokens: Option<usize>) {
         GpuRewardModel::set_prefix_reuse(self, min_tokens)
     }
+    fn max_sequence_tokens(&self) -> Option<usize> {
+        Some(self.max_pass_tokens)
+    }
     fn prefix_reuse(&self) -> Option<usize> {
         GpuRewardModel::prefix_reuse(self)
     }

@@ -99,6 +99,11 @@ pub trait ForwardPass: Send + Sync {
     fn prefix_reuse(&self) -> Option<usize> {
         None
     }
+    /// Tokens one sequence may have on this backend, if fewer than the model's positions
+    /// (a GPU pass holds a bounded number): front ends refuse longer inputs up front.
+    fn max_sequence_tokens(&self) -> Option<usize> {
+        None
+    }
 }
 
 impl ForwardPass for DecoderRewardModel {
@@ -320,6 +325,11 @@ impl RewardModel {
     /// The shortest shared prefix the forward pass computes once (`None`: reuse is off).
     pub fn prefix_reuse(&self) -> Option<usize> {
         self.model.prefix_reuse()
+    }
+
+    /// See [`ForwardPass::max_sequence_tokens`].
+    pub fn max_sequence_tokens(&self) -> Option<usize> {
+        self.model.max_sequence_tokens()
     }
 
     pub fn inputs(&self) -> &InputEncoder {

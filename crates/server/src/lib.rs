@@ -92,6 +92,9 @@ impl Default for ServerConfig {
 pub(crate) struct Served {
     pub name: String,
     pub batcher: Batcher,
+    /// The server's length policy, limited to what the backend holds in one pass (a GPU's),
+    /// so a longer input is refused (or cut) at admission instead of failing in a batch.
+    pub length: LengthPolicy,
 }
 
 pub(crate) struct AppState {
@@ -106,8 +109,17 @@ pub(crate) struct AppState {
 /// The HTTP application (routes, auth, CORS, limits) over `models`.
 pub fn app(models: Vec<NamedModel>, cfg: ServerConfig) -> Router {
     let started = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let models =
-        models.into_iter().map(|m| Served { name: m.name, batcher: Batcher::start(m.model, cfg.batch) }).collect();
+    let models = models
+        .into_iter()
+        .map(|m| {
+            let max_tokens = match (cfg.length.max_tokens, m.model.max_sequence_tokens()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            let length = LengthPolicy { max_tokens, ..cfg.length };
+            Served { name: m.name, batcher: Batcher::start(m.model, cfg.batch), length }
+        })
+        .collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     routes::router(Arc::new(AppState { models, cfg, started, tokenizers: Semaphore::new(threads) }))
 }

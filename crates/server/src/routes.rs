@@ -71,9 +71,10 @@ impl IntoResponse for ApiError {
 
 fn model_error(e: ModelError) -> ApiError {
     match e {
-        ModelError::InputTooLong { .. } => {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("{e}; the server's limit is set by --max-tokens"))
-        }
+        ModelError::InputTooLong { .. } => ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{e}; the server's limit is --max-tokens, or what one pass of its backend holds"),
+        ),
         ModelError::EmptyInput | ModelError::TokenOutOfVocab { .. } | ModelError::Core(_) => {
             ApiError::bad(e.to_string())
         }
@@ -272,7 +273,7 @@ async fn models(State(s): St) -> Json<Value> {
         .iter()
         .map(|m| {
             json!({"id": m.name, "object": "model", "created": s.started, "owned_by": "rewardlens", "root": m.name,
-                   "parent": null, "max_model_len": m.batcher.model.config().max_position_embeddings, "permission": []})
+                   "parent": null, "max_model_len": m.batcher.model.token_limit(&m.length), "permission": []})
         })
         .collect();
     Json(json!({"object": "list", "data": data}))
@@ -287,7 +288,7 @@ fn encode_inputs(s: &AppState, m: &Served, body: &Value) -> Result<Vec<EncodedIn
             check_count(s, a.len())?;
         }
     }
-    let policy = &s.cfg.length;
+    let policy = &m.length;
     if let Some(msgs) = body.get("messages") {
         let msgs = messages(msgs)?;
         return Ok(vec![model.encode(&msgs, policy).map_err(model_error)?]);
@@ -485,7 +486,7 @@ async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>
             .iter()
             .enumerate()
             .map(|(i, t)| {
-                s.models[mi].batcher.model.encode_text(t, &s.cfg.length).map_err(|e| {
+                s.models[mi].batcher.model.encode_text(t, &s.models[mi].length).map_err(|e| {
                     let mut err = model_error(e);
                     err.message = format!("query[{i}]: {}", err.message);
                     err
@@ -513,9 +514,10 @@ async fn chat_completions(State(s): St, body: axum::body::Bytes) -> Result<Json<
     if body.get("stream").and_then(Value::as_bool) == Some(true) {
         return Err(ApiError::bad("streaming is not supported by reward models"));
     }
-    let inputs =
-        encode(&s, move |s| Ok(vec![s.models[mi].batcher.model.encode(&msgs, &s.cfg.length).map_err(model_error)?]))
-            .await?;
+    let inputs = encode(&s, move |s| {
+        Ok(vec![s.models[mi].batcher.model.encode(&msgs, &s.models[mi].length).map_err(model_error)?])
+    })
+    .await?;
     let scores = run(m, inputs, false).await?;
     let sc = &scores[0];
     let labels = &m.batcher.model.config().labels;
@@ -564,7 +566,10 @@ async fn predict(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, A
     };
     check_count(&s, texts.len()).map_err(ApiError::tei)?;
     let encoded = encode(&s, move |s| {
-        texts.iter().map(|t| s.models[mi].batcher.model.encode_text(t, &s.cfg.length).map_err(model_error)).collect()
+        texts
+            .iter()
+            .map(|t| s.models[mi].batcher.model.encode_text(t, &s.models[mi].length).map_err(model_error))
+            .collect()
     })
     .await
     .map_err(ApiError::tei)?;
