@@ -22,6 +22,10 @@ pub const TEMPLATE_FUEL: u64 = 4_000_000;
 /// is about 4 MiB of text), small enough for the browser to hold and tokenize.
 pub const MAX_RENDERED_BYTES: usize = 16 << 20;
 
+/// Stack of the native render thread (see `render`): room for the deepest value the fuel allows.
+#[cfg(not(target_arch = "wasm32"))]
+const RENDER_STACK: usize = 1 << 30;
+
 /// Widest `tojson(indent=...)`: indentation multiplies with nesting depth.
 const MAX_JSON_INDENT: usize = 16;
 static SPACES: [u8; MAX_JSON_INDENT] = [b' '; MAX_JSON_INDENT];
@@ -114,6 +118,30 @@ impl ChatTemplate {
 
     /// Renders `messages` exactly as `apply_chat_template(messages, tokenize=False)` does.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, CoreError> {
+        // minijinja displays, serializes, compares and drops values recursively, and within the
+        // fuel a template can nest a value hundreds of thousands of levels deep (a namespace
+        // attribute wrapped in a list on every loop turn): natively, render on a thread whose
+        // stack holds that (reserved, only touched as deep as used). In wasm32 such a template
+        // traps the worker instead.
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let joined = std::thread::scope(|s| {
+                std::thread::Builder::new()
+                    .name("chat-template".into())
+                    .stack_size(RENDER_STACK)
+                    .spawn_scoped(s, || self.render_here(messages, add_generation_prompt))
+                    .map(|h| h.join())
+            });
+            match joined {
+                Ok(Ok(result)) => return result,
+                Ok(Err(panic)) => std::panic::resume_unwind(panic),
+                Err(_) => {} // no thread to be had: render here
+            }
+        }
+        self.render_here(messages, add_generation_prompt)
+    }
+
+    fn render_here(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, CoreError> {
         if messages.is_empty() {
             return Err(CoreError::Conversation("the conversation has no messages".into()));
         }
@@ -378,5 +406,26 @@ mod tests {
             let used = t.fuel_used(&messages, false).unwrap();
             assert!(used < TEMPLATE_FUEL / 2, "{name} used {used} fuel");
         }
+    }
+
+    #[test]
+    fn deeply_nested_values_do_not_overflow_the_stack() {
+        // Each loop turn nests the value one level deeper; displaying, serializing, comparing and
+        // finally dropping it all recurse. The last template nests as deep as the fuel allows.
+        let turns = "{% for i in range(100000) %}{% set ns.x = [ns.x] %}{% endfor %}";
+        let nest = format!("{{% set ns = namespace(x=[]) %}}{turns}{turns}");
+        for tail in ["{{ ns.x | length }}", "{{ ns.x }}", "{{ ns.x | tojson }}", "{{ ns.x == ns.x }}"] {
+            let t = template(&format!("{nest}{tail}"));
+            match t.render(&[Message::user("x")], false) {
+                Ok(text) => assert!(!text.is_empty()),
+                Err(e) => {
+                    assert!(matches!(e, CoreError::TemplateBudget { .. }), "{tail}: {e}");
+                    assert!(tail != "{{ ns.x | length }}", "{e}");
+                }
+            }
+        }
+        let t = template(&format!("{nest}{}", turns.repeat(10)));
+        let err = t.render(&[Message::user("x")], false).unwrap_err();
+        assert!(matches!(err, CoreError::TemplateBudget { .. }), "{err}");
     }
 }
