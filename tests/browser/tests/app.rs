@@ -1039,7 +1039,7 @@ fn web_component_typos_fail_alone_markup_is_escaped_and_cancel_works() {
            div.innerHTML = m.scorerMarkup({ model: '/fixtures/qwen3-seq', prompt: \"What's the capital of France?\", \
                                             responses: ['The capital of France is Berlin.', ...arguments[0]] }); \
            div.firstChild.id = 'marked'; document.body.append(div); done(null); });",
-        serde_json::json!(hostile),
+        serde_json::json!([hostile]),
     );
     wait_js(&b, "window.events.some(e => e.id === 'marked')", "the element from markup");
     let got = b.script(

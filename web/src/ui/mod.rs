@@ -246,7 +246,13 @@ fn load_model(engine: Engine, choice: ModelChoice, from_link: bool) {
         }
     };
     let token = Some(choice.token.get_untracked()).filter(|t| !t.trim().is_empty());
-    let remote = Some(choice.remote.get_untracked()).filter(|r| r.is_set() && !from_link);
+    let remote = Some(choice.remote.get_untracked()).filter(|r| r.is_set() && !from_link).map(|mut r| {
+        // The protocol menu shows vLLM until changed.
+        if r.protocol.is_empty() {
+            r.protocol = "vllm".into();
+        }
+        r
+    });
     let remote_only = remote.is_some() && choice.remote_only.get_untracked();
     let (storage, backend) = (choice.storage.get_untracked(), choice.backend.get_untracked());
     let (hub, hub_from_link) = hub_for(choice);
