@@ -7,7 +7,8 @@
 //! network errors, 429 and 5xx (never for other 4xx), batching, and errors that name the
 //! endpoint, the status and the field that was missing. Builds natively and for wasm32.
 //!
-//! What a server can make the client do is bounded: a response body is read as a stream and
+//! What a server can make the client do is bounded: a response body is read as a stream (in the
+//! browser: refused by its Content-Length, else cut after fetch) and
 //! abandoned past [`RemoteConfig::max_body_bytes`] (error bodies past [`ERROR_BODY_LIMIT`]); a
 //! `Retry-After` (seconds or an HTTP date) replaces the backoff up to
 //! [`RemoteConfig::max_retry_after`], and a longer one fails at once; a request that timed out
@@ -405,14 +406,14 @@ async fn read_capped(resp: reqwest::Response, limit: usize) -> std::result::Resu
             }
         }
     }
+    // In the browser reqwest streams a body only through its `stream` feature, whose
+    // wasm-streams 0.4 clashes with Leptos' 0.5 (both export the same JS class). A declared
+    // Content-Length over the cap is refused before this; a body without one is buffered by
+    // fetch (outside wasm memory, bounded by the request timeout) and cut here.
     #[cfg(target_arch = "wasm32")]
     {
-        use futures_util::StreamExt;
-        let mut stream = resp.bytes_stream();
-        while let Some(chunk) = stream.next().await {
-            if take(&chunk?, &mut buf) {
-                return Ok((buf, true));
-            }
+        if take(&resp.bytes().await?, &mut buf) {
+            return Ok((buf, true));
         }
     }
     Ok((buf, false))
