@@ -14,6 +14,14 @@ pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repo root")
 }
 
+/// The tiny random-weight models (and their transformers goldens) in tests/fixtures/models.
+pub fn fixtures_dir() -> PathBuf {
+    repo_root().join("tests/fixtures/models")
+}
+
+/// How long a fixture model may take to load, or a page to score it, on a busy 2-core machine.
+pub const PAGE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// The app as `cargo xtask dist` builds it.
 pub fn dist_dir() -> PathBuf {
     let d = std::env::var_os("REWARDLENS_DIST").map(PathBuf::from).unwrap_or_else(|| repo_root().join("web/dist"));
@@ -397,6 +405,24 @@ impl Browser {
                 .collect::<Vec<_>>()
                 .join("\n"),
             Err(_) => String::new(),
+        }
+    }
+
+    /// Loads a model in the app by URL and waits until it is loaded; panics with the page's
+    /// error and console otherwise.
+    pub fn load_model(&self, model_url: &str) {
+        self.wait_for("#status[data-phase='idle']", PAGE_TIMEOUT);
+        self.fill("#model-input", model_url);
+        self.click("#load");
+        if let Err(e) = self.wait_for_either("#model-info", "#error", PAGE_TIMEOUT) {
+            panic!("loading {model_url} failed: {e}\nconsole:\n{}", self.console());
+        }
+    }
+
+    /// Waits for the results of a Score click; panics with the page's error and console otherwise.
+    pub fn wait_for_results(&self) {
+        if let Err(e) = self.wait_for_either("#results", "#error", PAGE_TIMEOUT) {
+            panic!("scoring failed: {e}\nconsole:\n{}", self.console());
         }
     }
 

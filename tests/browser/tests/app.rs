@@ -2,19 +2,15 @@
 //! models. Run by `cargo xtask test` after `cargo xtask dist` (ignored in a plain `cargo test`,
 //! which has neither the built app nor necessarily a browser).
 
-use rewardlens_browser_tests::{dist_dir, repo_root, Browser, StaticServer};
+use rewardlens_browser_tests::{dist_dir, fixtures_dir, repo_root, Browser, StaticServer, PAGE_TIMEOUT};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const LOAD: Duration = Duration::from_secs(120);
-
-fn fixtures() -> PathBuf {
-    repo_root().join("tests/fixtures/models")
-}
+const LOAD: Duration = PAGE_TIMEOUT;
 
 fn golden(model: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join(model).join("golden.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(model).join("golden.json")).unwrap()).unwrap()
 }
 
 fn golden_logits(g: &Value, case: &str) -> Vec<f64> {
@@ -22,7 +18,7 @@ fn golden_logits(g: &Value, case: &str) -> Vec<f64> {
 }
 
 fn server() -> StaticServer {
-    StaticServer::start(vec![("/fixtures/".into(), fixtures()), ("/".into(), dist_dir())], true)
+    StaticServer::start(vec![("/fixtures/".into(), fixtures_dir()), ("/".into(), dist_dir())], true)
 }
 
 fn artifacts() -> PathBuf {
@@ -33,15 +29,6 @@ fn artifacts() -> PathBuf {
 fn assert_close(shown: &str, expected: f64, what: &str) {
     let v: f64 = shown.parse().unwrap_or_else(|_| panic!("{what}: `{shown}` is not a number"));
     assert!((v - expected).abs() <= 1e-3 * expected.abs().max(1.0), "{what}: shown {v}, transformers {expected}");
-}
-
-fn load(b: &Browser, model_url: &str) {
-    b.wait_for("#status[data-phase='idle']", LOAD);
-    b.fill("#model-input", model_url);
-    b.click("#load");
-    if let Err(e) = b.wait_for_either("#model-info", "#error", LOAD) {
-        panic!("loading {model_url} failed: {e}\nconsole:\n{}", b.console());
-    }
 }
 
 fn score_responses(b: &Browser, prompt: &str, responses: &[&str]) {
@@ -58,9 +45,7 @@ fn score_responses(b: &Browser, prompt: &str, responses: &[&str]) {
         b.fill(&format!("#responses li:nth-child({}) textarea", i + 1), r);
     }
     b.click("#score");
-    if let Err(e) = b.wait_for_either("#results", "#error", LOAD) {
-        panic!("scoring failed: {e}\nconsole:\n{}", b.console());
-    }
+    b.wait_for_results();
 }
 
 #[test]
@@ -73,7 +58,7 @@ fn scores_in_the_page_match_transformers() {
     assert_eq!(b.attr("#simd", "data-supported").as_deref(), Some("true"));
 
     // Qwen3, single safetensors file, through the UI.
-    load(&b, &format!("{}/fixtures/qwen3-seq", srv.url));
+    b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
     let g = golden("qwen3-seq");
     let paris = "The capital of France is Paris.";
     let berlin = "The capital of France is Berlin.";
@@ -102,7 +87,7 @@ fn scores_in_the_page_match_transformers() {
     assert_close(&b.attrs("#scores td.score", "data-score")[0], golden_logits(&g, "multi_turn")[0], "qwen3 multi_turn");
 
     // Llama: a sharded checkpoint with llama3 rope scaling.
-    load(&b, &format!("{}/fixtures/llama-seq/", srv.url));
+    b.load_model(&format!("{}/fixtures/llama-seq/", srv.url));
     let g = golden("llama-seq");
     score_responses(&b, "What is the capital of France?", &[paris, berlin]);
     let shown = b.attrs("#scores td.score", "data-score");
@@ -117,7 +102,7 @@ fn scores_in_the_page_match_transformers() {
     assert_ne!(b.script("return document.title;", serde_json::json!([])), "owned");
 
     // Qwen2 with three named labels: each attribute is shown.
-    load(&b, &format!("{}/fixtures/qwen2-seq", srv.url));
+    b.load_model(&format!("{}/fixtures/qwen2-seq", srv.url));
     let g = golden("qwen2-seq");
     score_responses(&b, "What is the capital of France?", &[paris]);
     let values = b.attrs("#scores .attr-value", "data-value");
@@ -133,7 +118,7 @@ fn broken_copy(name: &str, fixture: &str, edit: impl FnOnce(&std::path::Path)) -
     let dir = repo_root().join("target/browser-artifacts/models").join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    for entry in std::fs::read_dir(fixtures().join(fixture)).unwrap() {
+    for entry in std::fs::read_dir(fixtures_dir().join(fixture)).unwrap() {
         let p = entry.unwrap().path();
         std::fs::copy(&p, dir.join(p.file_name().unwrap())).unwrap();
     }
@@ -174,11 +159,11 @@ fn bad_models_get_clear_errors_and_the_page_keeps_working() {
     });
     let work = corrupted.parent().unwrap().to_path_buf();
     let srv = StaticServer::start_with_statuses(
-        vec![("/fixtures/".into(), fixtures()), ("/work/".into(), work), ("/".into(), dist_dir())],
+        vec![("/fixtures/".into(), fixtures_dir()), ("/work/".into(), work), ("/".into(), dist_dir())],
         vec![("/hub/gated/".into(), 401)],
         true,
     );
-    let no_cors = StaticServer::start(vec![("/fixtures/".into(), fixtures())], false);
+    let no_cors = StaticServer::start(vec![("/fixtures/".into(), fixtures_dir())], false);
     let b = Browser::start();
     b.goto(&format!("{}/", srv.url));
 
@@ -215,7 +200,7 @@ fn bad_models_get_clear_errors_and_the_page_keeps_working() {
     }
 
     // The page still works: a good model loads and scores.
-    load(&b, &format!("{}/fixtures/qwen3-seq", srv.url));
+    b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
     assert!(!b.exists("#error"), "the error is cleared by a successful load");
     score_responses(&b, "What is the capital of France?", &["The capital of France is Paris."]);
     assert_close(
@@ -232,8 +217,8 @@ fn hub_ids_deep_links_cache_and_saved_inputs() {
     use rewardlens_web::share::{encode_fragment, model_query, SharedInputs};
     let srv = StaticServer::start(
         vec![
-            ("/hub/test-org/tiny-rm/resolve/v1/".into(), fixtures().join("qwen3-seq")),
-            ("/fixtures/".into(), fixtures()),
+            ("/hub/test-org/tiny-rm/resolve/v1/".into(), fixtures_dir().join("qwen3-seq")),
+            ("/fixtures/".into(), fixtures_dir()),
             ("/".into(), dist_dir()),
         ],
         true,
@@ -314,7 +299,7 @@ fn gguf_local_files_jsonl_batches_and_cancel() {
     let gguf = built.join("qwen3-seq.q8_0.gguf");
     assert!(gguf.exists(), "{} is missing: `cargo xtask test` makes it", gguf.display());
     let srv = StaticServer::start(
-        vec![("/built/".into(), built.clone()), ("/fixtures/".into(), fixtures()), ("/".into(), dist_dir())],
+        vec![("/built/".into(), built.clone()), ("/fixtures/".into(), fixtures_dir()), ("/".into(), dist_dir())],
         true,
     );
     let g = golden("qwen3-seq");
@@ -323,14 +308,14 @@ fn gguf_local_files_jsonl_batches_and_cancel() {
     b.goto(&format!("{}/", srv.url));
 
     // Our quantizer's GGUF by URL: q8_0 scores stay within 0.06 of transformers' f32.
-    load(&b, &format!("{}/built/qwen3-seq.q8_0.gguf", srv.url));
+    b.load_model(&format!("{}/built/qwen3-seq.q8_0.gguf", srv.url));
     assert!(b.text("#model-info").contains("GGUF"), "{}", b.text("#model-info"));
     score_responses(&b, "What is the capital of France?", &[paris]);
     let v: f64 = b.attrs("#scores td.score", "data-score")[0].parse().unwrap();
     assert!((v - golden_logits(&g, "simple")[0]).abs() < 0.06, "q8_0 GGUF in the page: {v}");
 
     // Local files picked by the user: the checkpoint folder's files.
-    let dir = fixtures().join("qwen3-seq");
+    let dir = fixtures_dir().join("qwen3-seq");
     let files: Vec<PathBuf> = ["config.json", "tokenizer.json", "tokenizer_config.json", "model.safetensors"]
         .iter()
         .map(|f| dir.join(f))
@@ -418,7 +403,7 @@ impl RewardServer {
 
     /// The qwen3-seq fixture served as "tiny", open to pages from `origin`.
     fn tiny(origin: &str) -> Self {
-        let model = fixtures().join("qwen3-seq");
+        let model = fixtures_dir().join("qwen3-seq");
         Self::start(&["--model", model.to_str().unwrap(), "--served-model-name", "tiny", "--cors-origin", origin])
     }
 }
@@ -452,7 +437,7 @@ fn too_large_models_fall_back_to_a_remote_endpoint() {
     b.fill("#remote-model", "tiny");
     for protocol in ["vllm", "nim"] {
         b.fill("#remote-protocol", protocol);
-        load(&b, &format!("{}/work/too-big-remote", srv.url));
+        b.load_model(&format!("{}/work/too-big-remote", srv.url));
         assert_eq!(b.attr("#model-info", "data-architecture").as_deref(), Some("remote"));
         let info = b.text("#model-info");
         assert!(info.contains("not in this browser") && info.contains("GiB"), "{info}");
@@ -498,7 +483,7 @@ fn webgpu_scores_every_fixture_like_transformers() {
     {
         let storage = ["auto", "f32", "q8_0"][i % 3];
         b.fill("#storage", storage);
-        load(&b, &format!("{}/fixtures/{name}", srv.url));
+        b.load_model(&format!("{}/fixtures/{name}", srv.url));
         assert_eq!(
             b.attr("#model-info", "data-backend").as_deref(),
             Some("webgpu"),
@@ -522,13 +507,13 @@ fn webgpu_scores_every_fixture_like_transformers() {
 
     // Step rewards through WebGPU: math-shepherd's causal LM (head = two lm_head rows).
     b.fill("#storage", "f32");
-    load(&b, &format!("{}/fixtures/prm-shepherd", srv.url));
+    b.load_model(&format!("{}/fixtures/prm-shepherd", srv.url));
     assert_eq!(b.attr("#model-info", "data-backend").as_deref(), Some("webgpu"));
     check_step_cells(&b, "prm-shepherd", &["ducks", "wrong"], 1e-3);
 
     // WASM CPU when asked, in the same browser.
     b.fill("#run-on", "cpu");
-    load(&b, &format!("{}/fixtures/qwen3-seq", srv.url));
+    b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
     assert_eq!(b.attr("#model-info", "data-backend").as_deref(), Some("cpu"));
     assert_eq!(b.text("#gpu-fallback"), "", "no fallback reason when the CPU was chosen");
 
@@ -542,12 +527,13 @@ fn webgpu_scores_every_fixture_like_transformers() {
     plain.wait_for("#error", LOAD);
     assert!(plain.text("#error").contains("WebGPU"), "{}", plain.text("#error"));
     plain.fill("#run-on", "auto");
-    load(&plain, &format!("{}/fixtures/qwen3-seq", srv.url));
+    plain.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
     assert_eq!(plain.attr("#model-info", "data-backend").as_deref(), Some("cpu"));
 }
 
 fn golden_steps(model: &str) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join(model).join("golden_steps.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(model).join("golden_steps.json")).unwrap())
+        .unwrap()
 }
 
 /// Scores the golden cases `keys` of a PRM fixture, each as a response to its problem (steps
@@ -585,7 +571,7 @@ fn step_rewards_first_bad_step_and_token_heatmap() {
     b.goto(&format!("{}/", srv.url));
     b.wait_for("#simd", LOAD);
     // Qwen2ForProcessRewardModel declares its convention: the step view turns itself on.
-    load(&b, &format!("{}/fixtures/prm-qwen-mlp", srv.url));
+    b.load_model(&format!("{}/fixtures/prm-qwen-mlp", srv.url));
     assert_eq!(b.script("return document.querySelector('#steps-on').checked;", serde_json::json!([])), true);
     check_step_cells(&b, "prm-qwen-mlp", &["ducks", "wrong"], 1e-3);
     assert!(b.text("#scores .first-bad-summary").contains("step"), "{}", b.text("#scores"));
@@ -596,7 +582,7 @@ fn step_rewards_first_bad_step_and_token_heatmap() {
     b.fill("#step-threshold", "0.5");
 
     // A token classifier with the value-head convention chosen by hand, and the token heatmap.
-    load(&b, &format!("{}/fixtures/prm-value", srv.url));
+    b.load_model(&format!("{}/fixtures/prm-value", srv.url));
     b.click("#steps-on");
     b.click("#steps-on");
     b.fill("#step-convention", "value");
@@ -614,7 +600,7 @@ fn step_rewards_first_bad_step_and_token_heatmap() {
     b.screenshot(&artifacts().join("steps.png"));
 
     // Prefix scores of an outcome RM, split by a separator typed in.
-    load(&b, &format!("{}/fixtures/qwen3-seq", srv.url));
+    b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
     b.fill("#step-convention", "prefix");
     b.fill("#step-split", "sep");
     b.fill("#step-split-value", ";");
@@ -660,7 +646,7 @@ fn shadow_scores(b: &Browser, id: &str) -> Vec<f64> {
 fn web_component_two_scorers_one_engine_events_and_js_api() {
     let pages = repo_root().join("tests/browser/pages");
     let srv = StaticServer::start(
-        vec![("/fixtures/".into(), fixtures()), ("/pages/".into(), pages), ("/".into(), dist_dir())],
+        vec![("/fixtures/".into(), fixtures_dir()), ("/pages/".into(), pages), ("/".into(), dist_dir())],
         true,
     );
     let b = Browser::start();
@@ -778,13 +764,13 @@ fn web_component_two_scorers_one_engine_events_and_js_api() {
 #[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
 fn links_get_no_token_no_draft_no_remote_fallback_and_no_endless_bench() {
     use rewardlens_web::share::{encode_fragment, model_query, SharedInputs};
-    let seq = fixtures().join("qwen3-seq");
+    let seq = fixtures_dir().join("qwen3-seq");
     let srv = StaticServer::start_with_statuses(
         vec![
             ("/hub/test-org/tiny-rm/resolve/v1/".into(), seq.clone()),
             ("/hub/test-org/tiny-rm/resolve/v2/".into(), seq.clone()),
             ("/x/y/resolve/main/".into(), seq),
-            ("/fixtures/".into(), fixtures()),
+            ("/fixtures/".into(), fixtures_dir()),
             ("/".into(), dist_dir()),
         ],
         vec![("/hub/gated/".into(), 401)],
@@ -961,7 +947,7 @@ fn cancel_stops_a_job_stuck_in_one_long_step() {
     let g = golden("qwen3-seq");
     let b = Browser::start();
     b.goto(&format!("{}/", srv.url));
-    load(&b, &format!("{}/work/long-context", srv.url));
+    b.load_model(&format!("{}/work/long-context", srv.url));
     b.click("#tab-responses");
     while b.attrs("#responses textarea", "aria-label").len() > 1 {
         b.click("#responses .remove");
@@ -992,7 +978,7 @@ fn web_component_typos_fail_alone_markup_is_escaped_and_cancel_works() {
     let work = long.parent().unwrap().to_path_buf();
     let srv = StaticServer::start(
         vec![
-            ("/fixtures/".into(), fixtures()),
+            ("/fixtures/".into(), fixtures_dir()),
             ("/work/".into(), work),
             ("/pages/".into(), pages),
             ("/".into(), dist_dir()),

@@ -4,35 +4,15 @@
 //! transformers' goldens, which differ from the last token's score (crates/models/tests/golden.rs).
 //! Run by `cargo xtask test` after `cargo xtask dist` (ignored in a plain `cargo test`).
 
-use rewardlens_browser_tests::{dist_dir, repo_root, Browser, StaticServer};
+use rewardlens_browser_tests::{dist_dir, fixtures_dir, Browser, StaticServer, PAGE_TIMEOUT};
 use serde_json::Value;
-use std::path::PathBuf;
 use std::time::Duration;
 
-const LOAD: Duration = Duration::from_secs(120);
+const LOAD: Duration = PAGE_TIMEOUT;
 const MODEL: &str = "llama-eot-seq";
-
-fn fixtures() -> PathBuf {
-    repo_root().join("tests/fixtures/models")
-}
 
 fn golden_score(g: &Value, case: &str) -> f64 {
     g["conversations"][case]["logits"][0].as_f64().unwrap()
-}
-
-fn load(b: &Browser, model_url: &str) {
-    b.wait_for("#status[data-phase='idle']", LOAD);
-    b.fill("#model-input", model_url);
-    b.click("#load");
-    if let Err(e) = b.wait_for_either("#model-info", "#error", LOAD) {
-        panic!("loading {model_url} failed: {e}\nconsole:\n{}", b.console());
-    }
-}
-
-fn wait_for_results(b: &Browser) {
-    if let Err(e) = b.wait_for_either("#results", "#error", LOAD) {
-        panic!("scoring failed: {e}\nconsole:\n{}", b.console());
-    }
 }
 
 /// The golden answers to "What is the capital of France?" (`simple`, `wrong`) through the
@@ -52,14 +32,14 @@ fn check_scores(b: &Browser, g: &Value, backend: &str) {
         b.fill(&format!("#responses li:nth-child({}) textarea", i + 1), conv(case)[1]["content"].as_str().unwrap());
     }
     b.click("#score");
-    wait_for_results(b);
+    b.wait_for_results();
     let mut shown = b.attrs("#scores td.score", "data-score");
     assert_eq!(shown.len(), 2, "{backend}: one score per response");
 
     b.click("#tab-conversation");
     b.fill("#conversation", &serde_json::to_string(conv("multi_turn")).unwrap());
     b.click("#score");
-    wait_for_results(b);
+    b.wait_for_results();
     shown.extend(b.attrs("#scores td.score", "data-score"));
     for (s, case) in shown.iter().zip(["simple", "wrong", "multi_turn"]) {
         let v: f64 = s.parse().unwrap_or_else(|_| panic!("{backend} {case}: `{s}` is not a number"));
@@ -73,15 +53,16 @@ fn check_scores(b: &Browser, g: &Value, backend: &str) {
 #[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
 fn a_pad_token_ending_each_turn_is_pooled_like_transformers_on_webgpu_and_cpu() {
     let g: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join(MODEL).join("golden.json")).unwrap()).unwrap();
-    let srv = StaticServer::start(vec![("/fixtures/".into(), fixtures()), ("/".into(), dist_dir())], true);
+        serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(MODEL).join("golden.json")).unwrap())
+            .unwrap();
+    let srv = StaticServer::start(vec![("/fixtures/".into(), fixtures_dir()), ("/".into(), dist_dir())], true);
     let b = Browser::start_with_webgpu();
     b.goto(&format!("{}/", srv.url));
     b.wait_for("#simd", LOAD);
     let url = format!("{}/fixtures/{MODEL}", srv.url);
 
     b.fill("#storage", "f32");
-    load(&b, &url);
+    b.load_model(&url);
     assert_eq!(
         b.attr("#model-info", "data-backend").as_deref(),
         Some("webgpu"),
@@ -92,7 +73,7 @@ fn a_pad_token_ending_each_turn_is_pooled_like_transformers_on_webgpu_and_cpu() 
     check_scores(&b, &g, "WebGPU");
 
     b.fill("#run-on", "cpu");
-    load(&b, &url);
+    b.load_model(&url);
     assert_eq!(b.attr("#model-info", "data-backend").as_deref(), Some("cpu"));
     check_scores(&b, &g, "WASM CPU");
 }
