@@ -129,6 +129,17 @@ class Engine {
 }
 
 let engine = null;
+
+/**
+ * Runs `job(engine)` in turn on the page's engine. A job queued behind one that restarted the
+ * engine moves to the end of the fresh engine's queue: it neither talks to the stopped worker
+ * nor runs between a load and the scoring queued after it there.
+ */
+function inTurn(job) {
+  const e = sharedEngine();
+  return e.serial(() => (engine === e ? job(e) : inTurn(job)));
+}
+
 function sharedEngine() {
   if (!engine) engine = new Engine();
   return engine;
@@ -227,8 +238,7 @@ export class RewardScorer {
   /** Loads (or reuses) the model; rejects with `{ code, message }`; `options.signal` cancels. */
   static async load(options = {}) {
     checkOptions(options);
-    const e = sharedEngine();
-    const info = await e.serial(() => e.ensure(options, options.onProgress, options.signal));
+    const info = await inTurn((e) => e.ensure(options, options.onProgress, options.signal));
     return new RewardScorer(options, info);
   }
 
@@ -238,7 +248,6 @@ export class RewardScorer {
    */
   async score(input, opts = {}) {
     checkOptions(this.options);
-    let e = sharedEngine();
     const job = input.conversation
       ? { kind: "conversation", messages: input.conversation }
       : { kind: "responses", prompt: input.prompt || "", responses: input.responses || [] };
@@ -252,9 +261,7 @@ export class RewardScorer {
       tokens: !!opts.tokens,
     } : null;
     const threshold = opts.threshold ?? 0.5;
-    return e.serial(async () => {
-      // A job queued behind one that restarted the engine goes to the fresh engine.
-      if (engine !== e) e = sharedEngine();
+    return inTurn(async (e) => {
       const info = await e.ensure(this.options, opts.onProgress, opts.signal);
       this.info = info;
       const msg = await e.request({ type: "score", job, truncate: !!opts.truncate, steps }, opts.onProgress, opts.signal);

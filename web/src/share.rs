@@ -97,6 +97,11 @@ pub fn model_query(model: &str, revision: &str) -> String {
 /// benchmark links do). A Hub repo or another host's URL is confirmed first.
 pub fn linked_model_needs_confirmation(model: &str, page_origin: &str) -> bool {
     let m = model.trim();
+    // URL parsers read `\` as `/` and drop tabs and newlines, so `/\evil.example` or
+    // `/\t/evil.example` would resolve to another host: such a name is never "our own path".
+    if m.chars().any(|c| c == '\\' || c.is_control() || c.is_whitespace()) {
+        return true;
+    }
     let own_path = (m.starts_with('/') && !m.starts_with("//")) || m.starts_with("./");
     let own_url = !page_origin.is_empty()
         && m.strip_prefix(page_origin.trim_end_matches('/')).is_some_and(|rest| rest.starts_with('/'));
@@ -173,6 +178,11 @@ mod tests {
         assert!(linked_model_needs_confirmation("https://evil.example/m.gguf", origin));
         assert!(linked_model_needs_confirmation("//evil.example/m.gguf", origin));
         assert!(linked_model_needs_confirmation("http://127.0.0.1:8080.evil.example/m", origin));
+        // What URL parsers turn into another host: `\` read as `/`, tabs and newlines dropped.
+        assert!(linked_model_needs_confirmation("/\\evil.example/m.gguf", origin));
+        assert!(linked_model_needs_confirmation("/\t/evil.example/m", origin));
+        assert!(linked_model_needs_confirmation("/\n/evil.example/m", origin));
+        assert!(linked_model_needs_confirmation("http://127.0.0.1:8080/\\evil.example/m", origin));
     }
 
     #[test]

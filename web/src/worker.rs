@@ -336,6 +336,8 @@ impl Engine {
                                 .await
                                 .map_err(|e| UserError::new("cache", js_text(&e)))?;
                         let bytes = Uint8Array::new(&buf);
+                        // An entry without the size header (an older version's) is capped here.
+                        budget.add(bytes.length() as u64)?;
                         stats.1 += bytes.length() as u64;
                         return Ok(Some(bytes));
                     }

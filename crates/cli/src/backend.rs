@@ -78,6 +78,7 @@ pub fn endpoint_unavailable(e: &anyhow::Error) -> bool {
             Some(
                 RemoteError::Network { .. }
                     | RemoteError::Timeout { .. }
+                    | RemoteError::RetryAfter { .. }
                     | RemoteError::Status { status: 401 | 403 | 408 | 429 | 502 | 503 | 504, .. }
             )
         )
@@ -182,5 +183,20 @@ impl Backend {
                 Ok((out, labels))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A server asking to wait longer than the client will is as unavailable as one that is
+    /// down: the run stops (resumable) instead of writing every later line as failed.
+    #[test]
+    fn a_long_retry_after_stops_the_run() {
+        let asked = RemoteError::RetryAfter { url: "http://rm".into(), status: 429, secs: 3600, limit_secs: 60 };
+        assert!(endpoint_unavailable(&anyhow::Error::new(asked).context("scoring lines 1-8")));
+        let bad_input = RemoteError::Status { url: "http://rm".into(), status: 400, body: String::new(), tries: 1 };
+        assert!(!endpoint_unavailable(&anyhow::Error::new(bad_input)));
     }
 }

@@ -412,6 +412,9 @@ async fn read_capped(resp: reqwest::Response, limit: usize) -> std::result::Resu
     // fetch (outside wasm memory, bounded by the request timeout) and cut here.
     #[cfg(target_arch = "wasm32")]
     {
+        if resp.content_length().is_some_and(|n| n > limit as u64) {
+            return Ok((buf, true));
+        }
         if take(&resp.bytes().await?, &mut buf) {
             return Ok((buf, true));
         }

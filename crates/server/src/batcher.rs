@@ -198,6 +198,8 @@ fn schedule(model: &RewardModel, mut rx: mpsc::Receiver<Job>, policy: BatchPolic
             }
         }
         let mut rest = VecDeque::with_capacity(active.len());
+        // Of the requests that stay, how many had a turn (they lead `active`).
+        let mut served_left = 0;
         for (ai, a) in std::mem::take(&mut active).into_iter().enumerate() {
             if let Some(i) = failed.iter().position(|(f, _)| *f == ai) {
                 let (_, e) = failed.swap_remove(i);
@@ -207,12 +209,12 @@ fn schedule(model: &RewardModel, mut rx: mpsc::Receiver<Job>, policy: BatchPolic
                 let scores = std::mem::take(&mut a.scores);
                 finish(a, Ok(scores));
             } else {
+                served_left += usize::from(ai < served);
                 rest.push_back(a);
             }
         }
         // Requests that had a turn go behind those that did not.
-        let served = served.min(rest.len());
-        rest.rotate_left(served);
+        rest.rotate_left(served_left);
         active = rest;
     }
 }
@@ -282,15 +284,18 @@ mod tests {
     use super::*;
     use rewardlens_models::reward_model::{CheckpointText, ForwardPass, InputEncoder};
     use rewardlens_models::{HeadOutput, ModelConfig, Padding};
+    use std::sync::Mutex;
 
-    /// A backend that fails any pass holding token 7 and otherwise scores a row by its length.
-    struct Poisoned(ModelConfig);
+    /// A backend that fails any pass holding token 7 and otherwise scores a row by its length;
+    /// it records the first token of every row it is given, in order.
+    struct Poisoned(ModelConfig, Arc<Mutex<Vec<u32>>>);
 
     impl ForwardPass for Poisoned {
         fn config(&self) -> &ModelConfig {
             &self.0
         }
         fn forward(&self, rows: &[&[u32]], _: Padding) -> rewardlens_models::Result<Vec<HeadOutput>> {
+            self.1.lock().unwrap().extend(rows.iter().map(|r| r[0]));
             if rows.iter().any(|r| r.contains(&7)) {
                 return Err(ModelError::Backend("token 7 does not fit".into()));
             }
@@ -308,6 +313,10 @@ mod tests {
     }
 
     fn model() -> RewardModel {
+        model_recording().0
+    }
+
+    fn model_recording() -> (RewardModel, Arc<Mutex<Vec<u32>>>) {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/models/qwen3-seq");
         let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap();
         let (config_json, tokenizer_config_json) = (read("config.json"), read("tokenizer_config.json"));
@@ -319,7 +328,8 @@ mod tests {
             chat_template_jinja: None,
         };
         let (config, inputs) = InputEncoder::from_checkpoint(&text).unwrap();
-        RewardModel::new(Box::new(Poisoned(config)), inputs)
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        (RewardModel::new(Box::new(Poisoned(config, seen.clone())), inputs), seen)
     }
 
     fn input(ids: &[u32]) -> Vec<EncodedInput> {
@@ -363,13 +373,18 @@ mod tests {
             wait: Duration::from_millis(100),
             forward_batch: 2,
         };
-        let b = Batcher::start(model(), policy);
+        let (m, seen) = model_recording();
+        let b = Batcher::start(m, policy);
         let large: Vec<EncodedInput> = (0..400).flat_map(|i| input(&[1, 2, i % 5 + 1])).collect();
-        let mut large = b.submit(large).unwrap();
-        let small = b.submit(input(&[1])).unwrap();
+        let large = b.submit(large).unwrap();
+        let small = b.submit(input(&[9])).unwrap();
         assert_eq!(small.blocking_recv().unwrap().unwrap()[0].logits, vec![1.0]);
-        assert!(large.try_recv().is_err(), "the large request finished first");
         assert_eq!(large.blocking_recv().unwrap().unwrap().len(), 400);
+        // The order rows were scored in, not the order replies were read (a fake backend is
+        // fast enough to finish the large request before this thread looks).
+        let seen = seen.lock().unwrap();
+        let small_at = seen.iter().position(|&t| t == 9).unwrap();
+        assert!(small_at < 4, "the small request waited {small_at} rows, not one round: {:?}", &seen[..8]);
     }
 
     /// Round pieces: every request gets a turn, in order, within the round's limits.
@@ -399,5 +414,33 @@ mod tests {
         assert_eq!(plan_round(&active, &p), vec![(0, 0..2), (1, 0..1), (2, 0..2)]);
         let p = BatchPolicy { batch_tokens: 25, ..p };
         assert_eq!(plan_round(&active, &p), vec![(0, 0..2)]);
+    }
+
+    /// After a round, the requests that had a turn go behind those that did not, counted among
+    /// the requests still waiting: when one served request finishes, the next round starts with
+    /// the first unserved one, not with a served one.
+    #[test]
+    fn requests_without_a_turn_go_first_after_one_finishes() {
+        let policy = BatchPolicy {
+            queue: 8,
+            queue_tokens: 1000,
+            max_sequences: 2,
+            batch_tokens: 1000,
+            // Long enough that all four are active before the first round.
+            wait: Duration::from_millis(300),
+            forward_batch: 1,
+        };
+        let (m, seen) = model_recording();
+        let b = Batcher::start(m, policy);
+        let many = |t: u32| (0..4).flat_map(|_| input(&[t])).collect::<Vec<_>>();
+        // A (token 1) has one sequence and finishes in the first round, with B's first.
+        let replies = [b.submit(input(&[1])), b.submit(many(2)), b.submit(input(&[3])), b.submit(many(4))];
+        for r in replies {
+            r.unwrap().blocking_recv().unwrap().unwrap();
+        }
+        let seen = seen.lock().unwrap().clone();
+        let mut second: Vec<u32> = seen[2..4].to_vec();
+        second.sort();
+        assert_eq!(second, vec![3, 4], "rows scored, in order: {seen:?}");
     }
 }

@@ -103,7 +103,7 @@ pub(crate) struct AppState {
     pub started: u64,
     /// Tokenization runs on blocking threads, this many at once, so long texts never stall
     /// the async workers that serve other connections.
-    pub tokenizers: Semaphore,
+    pub tokenizers: Arc<Semaphore>,
 }
 
 /// The HTTP application (routes, auth, CORS, limits) over `models`.
@@ -121,7 +121,7 @@ pub fn app(models: Vec<NamedModel>, cfg: ServerConfig) -> Router {
         })
         .collect();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    routes::router(Arc::new(AppState { models, cfg, started, tokenizers: Semaphore::new(threads) }))
+    routes::router(Arc::new(AppState { models, cfg, started, tokenizers: Arc::new(Semaphore::new(threads)) }))
 }
 
 /// Serves until `shutdown` resolves, then finishes the requests in flight. Each connection

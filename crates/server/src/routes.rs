@@ -246,15 +246,21 @@ async fn encode<F>(s: &Arc<AppState>, f: F) -> Result<Vec<EncodedInput>, ApiErro
 where
     F: FnOnce(&AppState) -> Result<Vec<EncodedInput>, ApiError> + Send + 'static,
 {
-    let _permit = s
+    // The permit moves into the blocking task: a client that hangs up drops this future, but
+    // not the tokenizing it started, which must keep holding its slot until it ends.
+    let permit = s
         .tokenizers
-        .acquire()
+        .clone()
+        .acquire_owned()
         .await
         .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is shutting down"))?;
     let st = s.clone();
-    let inputs = tokio::task::spawn_blocking(move || f(&st))
-        .await
-        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "tokenizing the request failed"))??;
+    let inputs = tokio::task::spawn_blocking(move || {
+        let _permit = permit;
+        f(&st)
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "tokenizing the request failed"))??;
     check_count(s, inputs.len())?;
     let tokens: usize = inputs.iter().map(|i| i.ids.len()).sum();
     let max = s.cfg.request.max_tokens;
