@@ -9,10 +9,11 @@
 //! quantized linear layers; one file with the families' differences as config flags does that.
 
 use crate::config::{HeadKind, ModelConfig, ScoreHead};
+use crate::linear::Linear;
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 use candle_core::quantized::QMatMul;
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{DType, Device, Tensor};
 
 /// Compute dtype on the CPU: transformers' reference runs in f32 and so do we.
 const DTYPE: DType = DType::F32;
@@ -27,36 +28,6 @@ pub const MIN_SHARED_PREFIX: usize = 32;
 
 /// Keys and values of one layer, (b, kv_heads, tokens, head_dim), after RoPE.
 type LayerKv = (Tensor, Tensor);
-
-/// A linear layer whose weight may be quantized.
-#[derive(Debug, Clone)]
-struct Linear {
-    weight: QMatMul,
-    bias: Option<Tensor>,
-}
-
-impl Linear {
-    fn load(w: &dyn WeightSource, name: &str, out: usize, inp: usize, bias: bool, dev: &Device) -> Result<Self> {
-        let weight = w.linear_weight(&format!("{name}.weight"), out, inp, DTYPE, dev)?;
-        let bias = if bias { Some(w.tensor(&format!("{name}.bias"), &[out], DTYPE, dev)?) } else { None };
-        Ok(Self { weight, bias })
-    }
-
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // Flatten leading dims so one GEMM covers the whole batch.
-        let dims = x.dims().to_vec();
-        let inp = *dims.last().unwrap();
-        let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = self.weight.forward(&x.reshape((rows, inp))?)?;
-        let y = match &self.bias {
-            Some(b) => y.broadcast_add(b)?,
-            None => y,
-        };
-        let mut out = dims;
-        *out.last_mut().unwrap() = y.dim(1)?;
-        Ok(y.reshape(out)?)
-    }
-}
 
 #[derive(Debug, Clone)]
 struct RmsNorm {

@@ -9,6 +9,7 @@ pub mod decoder;
 pub mod error;
 pub mod files;
 pub mod gguf;
+pub mod linear;
 pub mod memory;
 pub mod prm;
 pub mod quantized;

@@ -1,0 +1,1 @@
+//! Int8 matrix multiply for quantized linear layers (placeholder; being written).
