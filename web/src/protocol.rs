@@ -288,6 +288,11 @@ pub enum ToWorker {
     },
     CacheInfo,
     ClearCache,
+    /// Runs the int8 kernels' reference test inside this worker build (`?selftest=1`, the
+    /// browser tests): answered by `SelfTest`.
+    KernelSelfTest {
+        id: u64,
+    },
 }
 
 /// A failure the user can act on: `code` is stable (tests and the web component match on it),
@@ -524,6 +529,14 @@ pub enum FromWorker {
     CacheInfo {
         bytes: u64,
         entries: u64,
+    },
+    /// The answer to `KernelSelfTest`: which int8 kernel this worker build runs, whether its
+    /// reference test passed, and the test's summary (or what failed).
+    SelfTest {
+        id: u64,
+        kernel: String,
+        passed: bool,
+        summary: String,
     },
 }
 

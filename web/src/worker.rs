@@ -39,7 +39,9 @@ const SIZE_HEADER: &str = "x-rewardlens-bytes";
 const RESERVE: u64 = 512 << 20;
 /// Longest sequence the memory estimate plans for.
 const PLANNED_TOKENS: usize = 4096;
-pub const BACKEND: &str = "WASM CPU (simd128)";
+/// Names the worker build that runs (index.html picks it): results and model info show it.
+pub const BACKEND: &str =
+    if cfg!(target_feature = "relaxed-simd") { "WASM CPU (simd128 + relaxed-simd)" } else { "WASM CPU (simd128)" };
 
 /// A downloaded file, outside wasm memory.
 struct JsBytes(Uint8Array);
@@ -287,6 +289,7 @@ impl Engine {
                 let (bytes, entries) = self.cache_size().await.unwrap_or((0, 0));
                 self.post(&FromWorker::CacheInfo { bytes, entries });
             }
+            ToWorker::KernelSelfTest { id } => self.post(&kernel_self_test(id)),
         }
     }
 
@@ -1348,6 +1351,19 @@ pub fn start() {
     scope.set_onmessage(Some(onmessage.as_ref().unchecked_ref()));
     onmessage.forget();
     engine.post(&FromWorker::Ready);
+}
+
+/// The int8 kernels' reference test in this build (`ToWorker::KernelSelfTest`).
+fn kernel_self_test(id: u64) -> FromWorker {
+    // Until rewardlens-int8 has `kernel()` and `self_test()` (being written), this build
+    // reports its target features and a failed test, so nothing can pass by accident.
+    let kernel = if cfg!(target_feature = "relaxed-simd") { "int8 relaxed-simd" } else { "int8 simd128" };
+    FromWorker::SelfTest {
+        id,
+        kernel: kernel.into(),
+        passed: false,
+        summary: "the int8 kernels are not in this build yet".into(),
+    }
 }
 
 /// `0..n` in consecutive ranges of `size`.

@@ -2,8 +2,11 @@
 //!
 //! - `test`: builds the web app (trunk), runs every test of the workspace, then the browser
 //!   tests in headless Chromium.
-//! - `serve [PORT]`: installs the web tool chain if missing and serves the app on 127.0.0.1.
-//! - `dist`: the app as a static site in web/dist.
+//! - `serve [PORT] [--isolated]`: installs the web tool chain if missing and serves the app on
+//!   127.0.0.1 (`--isolated`: with the COOP/COEP headers of cross-origin isolation).
+//! - `dist [--isolated]`: the app as a static site in web/dist, with both engine workers (simd128,
+//!   simd128 + relaxed-simd); `--isolated` writes the COOP/COEP headers into dist/_headers.
+//! - `relaxed-worker`: trunk's post_build hook that adds the relaxed-simd worker.
 //! - `bench-web`: the same model and token ids natively and in headless Chromium (wasm CPU).
 //! - `lint`: rustfmt check and clippy with `-D warnings`, native and wasm32.
 //! - `bench [THREADS] [--no-browser]`: rewardlens against its peers (PyTorch, Candle's qwen3,
@@ -302,7 +305,8 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(),
-        Some("dist") => web::dist().map(|_| ()),
+        Some("dist") => web::dist_with(&args[1..]).map(|_| ()),
+        Some("relaxed-worker") => web::relaxed_worker(),
         Some("bench-web") => web::bench_web(),
         Some("bench") => peers::bench_peers(&args[1..]),
         Some("serve") => web::serve(&args[1..]),
@@ -311,6 +315,6 @@ fn main() -> Result<()> {
         Some("fixtures") => fixtures(),
         Some("quant-accuracy") => quant_accuracy(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
-        _ => bail!("usage: cargo xtask <test|lint|serve [PORT]|dist|bench [THREADS] [--no-browser]|bench-formats [THREADS] [--no-torch]|bench-web|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
+        _ => bail!("usage: cargo xtask <test|lint|serve [PORT] [--isolated]|dist [--isolated]|bench [THREADS] [--no-browser]|bench-formats [THREADS] [--no-torch]|bench-web|quant-accuracy [--full]|fuzz [SECONDS]|fixtures>"),
     }
 }

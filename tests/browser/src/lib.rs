@@ -43,6 +43,25 @@ pub fn mime(path: &Path) -> &'static str {
     }
 }
 
+/// The engine worker builds the page can start (`?kernel=`) and the backend name each reports.
+pub const KERNEL_BUILDS: [(&str, &str); 2] =
+    [("simd128", "WASM CPU (simd128)"), ("relaxed", "WASM CPU (simd128 + relaxed-simd)")];
+
+/// A fixture's transformers goldens (tests/fixtures/models/NAME/golden.json).
+pub fn golden(model: &str) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures_dir().join(model).join("golden.json")).unwrap()).unwrap()
+}
+
+/// The score the page shows for a golden case: the first label, at the last token for token
+/// classification.
+pub fn golden_score(g: &Value, case: &str) -> f64 {
+    let l = &g["conversations"][case]["logits"];
+    match l[0].as_array() {
+        Some(_) => l.as_array().unwrap().last().unwrap()[0].as_f64().unwrap(),
+        None => l[0].as_f64().unwrap(),
+    }
+}
+
 /// A request the server saw.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Seen {
@@ -77,6 +96,28 @@ impl StaticServer {
         no_length: Vec<String>,
         cors: bool,
     ) -> Self {
+        Self::start_inner(mounts, statuses, no_length, cors, "")
+    }
+
+    /// As `start`, with the headers that make a page cross-origin isolated (COOP same-origin,
+    /// COEP require-corp) on every answer, as `cargo xtask serve --isolated` sends them.
+    pub fn start_isolated(mounts: Vec<(String, PathBuf)>, cors: bool) -> Self {
+        Self::start_inner(
+            mounts,
+            Vec::new(),
+            Vec::new(),
+            cors,
+            "Cross-Origin-Opener-Policy: same-origin\r\nCross-Origin-Embedder-Policy: require-corp\r\n",
+        )
+    }
+
+    fn start_inner(
+        mounts: Vec<(String, PathBuf)>,
+        statuses: Vec<(String, u16)>,
+        no_length: Vec<String>,
+        cors: bool,
+        extra_headers: &'static str,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().unwrap());
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -89,7 +130,7 @@ impl StaticServer {
                 let (mounts, statuses, log) = (mounts.clone(), statuses.clone(), l.clone());
                 let no_length = no_length.clone();
                 std::thread::spawn(move || {
-                    let _ = serve_one(stream, &mounts, &statuses, &no_length, cors, &log);
+                    let _ = serve_one(stream, &mounts, &statuses, &no_length, cors, extra_headers, &log);
                 });
             }
         });
@@ -113,6 +154,7 @@ fn serve_one(
     statuses: &[(String, u16)],
     no_length: &[String],
     cors: bool,
+    extra_headers: &str,
     log: &Mutex<Vec<Seen>>,
 ) -> std::io::Result<()> {
     let mut reader = BufReader::new(stream.try_clone()?);
@@ -139,6 +181,9 @@ fn serve_one(
     } else {
         ""
     };
+    // Extra headers (cross-origin isolation) ride along with the CORS ones on every answer.
+    let cors_header = format!("{cors_header}{extra_headers}");
+    let cors_header = cors_header.as_str();
     if method == "OPTIONS" {
         write!(stream, "HTTP/1.1 204 No Content\r\n{cors_header}Content-Length: 0\r\nConnection: close\r\n\r\n")?;
         return Ok(());
@@ -416,6 +461,49 @@ impl Browser {
         self.click("#load");
         if let Err(e) = self.wait_for_either("#model-info", "#error", PAGE_TIMEOUT) {
             panic!("loading {model_url} failed: {e}\nconsole:\n{}", self.console());
+        }
+    }
+
+    /// Scores `responses` to `prompt` through the responses tab and waits for the results.
+    pub fn score_responses(&self, prompt: &str, responses: &[&str]) {
+        self.click("#tab-responses");
+        self.fill("#prompt", prompt);
+        while self.attrs("#responses textarea", "aria-label").len() > responses.len() {
+            self.click("#responses .remove");
+        }
+        while self.attrs("#responses textarea", "aria-label").len() < responses.len() {
+            self.click("#add-response");
+        }
+        for (i, r) in responses.iter().enumerate() {
+            self.fill(&format!("#responses li:nth-child({}) textarea", i + 1), r);
+        }
+        self.click("#score");
+        self.wait_for_results();
+    }
+
+    /// Scores a fixture's golden cases (`simple` and `wrong` as two responses, `multi_turn` and
+    /// the 900-token `long` pasted as conversations) with the loaded model and checks each
+    /// shown score within `tol` (relative above 1) of transformers'. `what` names the run.
+    pub fn assert_golden_scores(&self, fixture: &str, tol: f64, what: &str) {
+        let g = golden(fixture);
+        let conv = |case: &str| &g["conversations"][case]["messages"];
+        let answer = |case: &str| conv(case)[1]["content"].as_str().unwrap().to_owned();
+        let (simple, wrong) = (answer("simple"), answer("wrong"));
+        self.score_responses(conv("simple")[0]["content"].as_str().unwrap(), &[&simple, &wrong]);
+        let mut shown = self.attrs("#scores td.score", "data-score");
+        assert_eq!(shown.len(), 2, "{what} {fixture}: one score per response");
+        let pasted = ["multi_turn", "long"];
+        for case in pasted {
+            self.click("#tab-conversation");
+            self.fill("#conversation", &serde_json::to_string(conv(case)).unwrap());
+            self.click("#score");
+            self.wait_for_results();
+            shown.extend(self.attrs("#scores td.score", "data-score"));
+        }
+        for (s, case) in shown.iter().zip(["simple", "wrong"].iter().chain(&pasted)) {
+            let v: f64 = s.parse().unwrap_or_else(|_| panic!("{what} {fixture} {case}: `{s}` is not a number"));
+            let e = golden_score(&g, case);
+            assert!((v - e).abs() <= tol * e.abs().max(1.0), "{what} {fixture} {case}: shown {v}, transformers {e}");
         }
     }
 

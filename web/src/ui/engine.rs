@@ -68,6 +68,16 @@ pub struct EngineState {
     pub cache: RwSignal<Option<(u64, u64)>>,
     /// Bumped whenever a model finishes loading (deep links score then).
     pub loads: RwSignal<u64>,
+    /// The int8 kernels' reference test in the running worker build (`?selftest=1`).
+    pub self_test: RwSignal<Option<SelfTestResult>>,
+}
+
+/// `FromWorker::SelfTest`, as shown.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SelfTestResult {
+    pub kernel: String,
+    pub passed: bool,
+    pub summary: String,
 }
 
 /// How long a cancelled job may take to stop by itself before the worker is restarted: the
@@ -102,6 +112,7 @@ impl Engine {
             bench: RwSignal::new(None),
             cache: RwSignal::new(None),
             loads: RwSignal::new(0),
+            self_test: RwSignal::new(None),
         };
         let engine = Self {
             state,
@@ -118,7 +129,7 @@ impl Engine {
 
     fn spawn(self) {
         let opts = web_sys::WorkerOptions::new();
-        let worker = match Worker::new_with_options("./worker_loader.js", &opts) {
+        let worker = match Worker::new_with_options(&worker_loader(), &opts) {
             Ok(w) => w,
             Err(e) => {
                 self.state
@@ -225,6 +236,9 @@ impl Engine {
                 s.error.set(Some(error));
             }
             FromWorker::CacheInfo { bytes, entries } => s.cache.set(Some((bytes, entries))),
+            FromWorker::SelfTest { kernel, passed, summary, .. } => {
+                s.self_test.set(Some(SelfTestResult { kernel, passed, summary }))
+            }
             _ => {} // a late message from a job that was replaced
         }
     }
@@ -310,6 +324,13 @@ impl Engine {
         self.send(&ToWorker::Score { id, job, truncate, steps }, &[]);
     }
 
+    /// Runs the int8 kernels' reference test in the worker; not a job (nothing is cancelled).
+    pub fn self_test(self) {
+        let id = self.next_id.get_value();
+        self.next_id.set_value(id + 1);
+        self.send(&ToWorker::KernelSelfTest { id }, &[]);
+    }
+
     pub fn bench(self, lengths: Vec<usize>, iters: usize) {
         let id = self.begin(Phase::Scoring, None);
         self.send(&ToWorker::Bench { id, lengths, iters }, &[]);
@@ -355,4 +376,14 @@ impl Engine {
     pub fn clear_cache(self) {
         self.send(&ToWorker::ClearCache, &[]);
     }
+}
+
+/// The worker build index.html chose before any wasm loaded (`window.rewardlensKernel`:
+/// relaxed-simd where the browser has it, `?kernel=` forces one); simd128's loader otherwise.
+fn worker_loader() -> String {
+    web_sys::window()
+        .and_then(|w| js_sys::Reflect::get(&w, &"rewardlensKernel".into()).ok())
+        .and_then(|k| js_sys::Reflect::get(&k, &"loader".into()).ok())
+        .and_then(|l| l.as_string())
+        .unwrap_or_else(|| "./worker_loader.js".into())
 }

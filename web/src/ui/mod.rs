@@ -43,6 +43,18 @@ fn simd_supported() -> bool {
     js_sys::WebAssembly::validate(&js_sys::Uint8Array::from(bytes.as_slice()).into()).unwrap_or(false)
 }
 
+/// The worker build index.html chose (`simd128` or `relaxed`), for the page and its tests.
+fn kernel_build() -> String {
+    kernel_probe("build").unwrap_or_else(|| "simd128".into())
+}
+
+/// A string field of index.html's `window.rewardlensKernel` probe.
+fn kernel_probe(field: &str) -> Option<String> {
+    let window: wasm_bindgen::JsValue = web_sys::window()?.into();
+    let k = js_sys::Reflect::get(&window, &"rewardlensKernel".into()).ok()?;
+    js_sys::Reflect::get(&k, &field.into()).ok()?.as_string()
+}
+
 /// The model picker's state.
 #[derive(Clone, Copy)]
 pub struct ModelChoice {
@@ -156,6 +168,11 @@ fn App() -> impl IntoView {
         });
     }
 
+    // `?selftest=1`: the int8 kernels' reference test in the chosen worker build (browser tests).
+    if share::query_param(&query, "selftest").as_deref() == Some("1") {
+        engine.self_test();
+    }
+
     let simd = simd_supported();
     view! {
         <header>
@@ -170,10 +187,16 @@ fn App() -> impl IntoView {
             <ResultsView engine threshold=inputs.steps.threshold />
             <BatchView engine />
             <BenchView engine />
+            <SelfTestView engine />
         </main>
         <footer>
             <span id="simd" data-supported=simd.to_string()>
                 {if simd { "WebAssembly SIMD (simd128): supported" } else { "WebAssembly SIMD (simd128): NOT supported" }}
+            </span>
+            " · "
+            <span id="kernel-build" data-build=kernel_build() data-relaxed-dot=kernel_probe("relaxedDotHighBit")>
+                {format!("Engine build: {}", kernel_build())}
+                {kernel_probe("relaxedDotHighBit").map(|d| format!(" (relaxed dot reads a high i7 bit {d})"))}
             </span>
             " · "
             <CacheLine engine />
@@ -643,6 +666,19 @@ fn BenchView(engine: Engine) -> impl IntoView {
                         </tbody>
                     </table>
                 </section>
+            }
+        })
+    }
+}
+
+#[component]
+fn SelfTestView(engine: Engine) -> impl IntoView {
+    move || {
+        engine.state.self_test.get().map(|t| {
+            view! {
+                <p id="self-test" data-passed=t.passed.to_string() data-kernel=t.kernel.clone()>
+                    {format!("{} reference test {}: {}", t.kernel, if t.passed { "passed" } else { "FAILED" }, t.summary)}
+                </p>
             }
         })
     }
