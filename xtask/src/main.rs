@@ -13,6 +13,9 @@
 //!   transformers.js in Node and Chromium) on a random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped
 //!   model, plus time to first score, peak memory and `serve` under load; writes
 //!   docs/PERFORMANCE.md (needs a Python with torch, transformers, optimum: set `PYTHON`).
+//! - `bench-browser [--smoke] [--long]`: only the browser rows (wasm f32, q8_0 per int8 kernel
+//!   build, 1 and N engine workers, plain and cross-origin isolated pages, transformers.js in the
+//!   same conditions), spliced into docs/PERFORMANCE.md's browser section.
 //! - `bench-formats`: every quantization type natively against PyTorch f32.
 //! - `quant-accuracy`: every quantization type against f32 (the README's accuracy table).
 //! - `fuzz`: the fuzz targets (GGUF and safetensors headers, GGUF -> config, config.json, the
@@ -309,6 +312,7 @@ fn main() -> Result<()> {
         Some("relaxed-worker") => web::relaxed_worker(),
         Some("bench-web") => web::bench_web(),
         Some("bench") => peers::bench_peers(&args[1..]),
+        Some("bench-browser") => peers::bench_browser(&args[1..]),
         Some("serve") => web::serve(&args[1..]),
         Some("lint") => lint(),
         Some("bench-formats") => bench_formats(&args[1..]),

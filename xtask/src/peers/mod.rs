@@ -316,12 +316,52 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
         notes.missing.push("browser rows: skipped (--no-browser)".into());
         None
     } else {
-        Some(browser::run_all(tjs.as_ref().ok().map(|_| onnx.as_path()), smoke, &mut notes)?)
+        Some(browser::run_all(
+            tjs.as_ref().ok().map(|_| onnx.as_path()),
+            smoke,
+            args.iter().any(|a| a == "--long"),
+            &mut notes,
+        )?)
     };
     let md = report::write(&notes, &results, &first, serve.as_ref(), browser.as_ref())?;
     let out = if smoke { root().join("target/PERFORMANCE-smoke.md") } else { root().join("docs/PERFORMANCE.md") };
     std::fs::write(&out, &md)?;
     println!("{md}");
+    Ok(())
+}
+
+/// `cargo xtask bench-browser [--smoke] [--long]`: only the browser rows (every browser row in one
+/// run), written into docs/PERFORMANCE.md's browser section; the native sections stay as the
+/// last full `cargo xtask bench` wrote them (the section says so).
+pub fn bench_browser(args: &[String]) -> Result<()> {
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let long = args.iter().any(|a| a == "--long");
+    run(crate::cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
+    let model = crate::skywork_shape()?;
+    quantized(&model, "q8_0")?;
+    let mut notes = Notes { threads: "1".into(), ..Notes::default() };
+    let onnx = root().join("target/bench-models/skywork-rand-onnx");
+    let tjs = output(
+        Command::new(python())
+            .arg("tests/bench/peers/export_onnx.py")
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(&onnx),
+    )
+    .context("exporting the model to ONNX (optimum, onnxruntime)")
+    .and_then(|_| ensure_tjs());
+    if let Err(e) = &tjs {
+        notes.missing.push(format!("transformers.js: {e:#}"));
+    }
+    let web = browser::run_all(tjs.as_ref().ok().map(|_| onnx.as_path()), smoke, long, &mut notes)?;
+    let section = report::browser_section(&notes, &web, true);
+    let path =
+        if smoke { root().join("target/PERFORMANCE-browser-smoke.md") } else { root().join("docs/PERFORMANCE.md") };
+    let old = std::fs::read_to_string(root().join("docs/PERFORMANCE.md")).unwrap_or_default();
+    let md = report::splice_browser_section(&old, &section);
+    std::fs::write(&path, &md)?;
+    println!("{section}");
     Ok(())
 }
 

@@ -220,47 +220,7 @@ pub fn write(
     }
 
     if let Some(w) = web {
-        md.push_str(&format!(
-            "\n## In the browser (headless Chromium, one sequence per pass, one thread)\n\n\
-             The page is not cross-origin isolated, so neither engine gets wasm threads. Peer: {}. WebGPU is \
-             SwiftShader (a CPU software adapter, no `shader-f16`) here: those rows show that both run, not GPU speed, \
-             and stop at 64 tokens (a few tokens/s).\n\n",
-            notes.versions.get("transformers.js (Chromium)").cloned().unwrap_or_else(|| "not run".into())
-        ));
-        let labels =
-            [browser::OURS_F32, browser::OURS_Q8, browser::TJS_WASM, browser::OURS_WEBGPU, browser::TJS_WEBGPU];
-        md.push_str(&header(
-            &[
-                &["tokens"][..],
-                &labels[..],
-                &["f32 / transformers.js", "q8_0 / transformers.js", "WebGPU / transformers.js WebGPU"][..],
-            ]
-            .concat(),
-            1,
-        ));
-        for n in browser::LENGTHS {
-            let mut cells = vec![n.to_string()];
-            cells.extend(labels.iter().map(|l| tps(&w.results, l, n, 1)));
-            cells.push(ratio(&w.results, browser::OURS_F32, browser::TJS_WASM, n, 1));
-            cells.push(ratio(&w.results, browser::OURS_Q8, browser::TJS_WASM, n, 1));
-            cells.push(ratio(&w.results, browser::OURS_WEBGPU, browser::TJS_WEBGPU, n, 1));
-            md.push_str(&row(&cells));
-        }
-        md.push_str(
-            "\nTime to first score in the browser (seconds from opening the page to the first 64-token scores; \
-             cold: a fresh profile, weights fetched over HTTP from a server on the same machine; cached: the \
-             page opened again, weights from the browser's Cache Storage) and peak memory (RSS of Chromium's \
-             largest renderer plus its GPU process, MiB, read from /proc: a page can read neither):\n\n",
-        );
-        md.push_str(&header(&["backend", "cold", "cached", "peak RSS MiB"], 1));
-        for l in labels {
-            md.push_str(&row(&[
-                l.to_string(),
-                first(&w.first, l, true),
-                first(&w.first, l, false),
-                w.peaks.get(l).map_or("—".into(), |m| format!("{m:.0}")),
-            ]));
-        }
+        md.push_str(&browser_section(notes, w, false));
     }
 
     md.push_str(&format!(
@@ -277,4 +237,139 @@ pub fn write(
         }
     }
     Ok(md)
+}
+
+/// Median tokens/s of a browser row.
+fn web_tps(results: &Results, label: &str, n: usize, b: usize) -> Option<f64> {
+    secs(results, label, n, b).map(|s| (n * b) as f64 / s)
+}
+
+/// The browser section of docs/PERFORMANCE.md, from one run of the browser rows.
+pub fn browser_section(notes: &Notes, w: &BrowserResults, alone: bool) -> String {
+    let n = browser::pipeline_width();
+    let mut md = format!(
+        "\n## In the browser (headless Chromium)\n\n\
+         {}Peer: {}. Every configuration in a fresh browser, in turn, two rounds for the short workloads and \
+         one timed pass after a warm-up from 2,048 tokens a pass; medians. Plain page: not cross-origin \
+         isolated, so transformers.js (onnxruntime-web) gets 1 wasm thread and we get our pipeline of engine \
+         workers (N = {n} here, one per core). Isolated page (COOP/COEP, `cargo xtask serve --isolated`): \
+         transformers.js gets N wasm threads. q8_0 rows load the GGUF and run our int8 kernels \
+         (`rewardlens-int8`); `simd128` and `relaxed-simd` are the two engine worker builds (`?kernel=`). \
+         Workload `T x B`: B sequences of T tokens a pass; with B = 4 the first three quarters are one shared \
+         prompt. WebGPU is SwiftShader (a CPU software adapter) here: those rows show that both run, not GPU \
+         speed.\n\n",
+        if alone {
+            "Written by `cargo xtask bench-browser`, one run for every row of this section (the native \
+             sections above come from the last full `cargo xtask bench`, possibly on another machine). "
+        } else {
+            ""
+        },
+        notes.versions.get("transformers.js (Chromium)").cloned().unwrap_or_else(|| "not run".into())
+    );
+    let mut workloads: Vec<(usize, usize)> = w.results.keys().map(|(_, n, b)| (*n, *b)).collect();
+    workloads.sort_by_key(|&(n, b)| (b, n));
+    workloads.dedup();
+    let names: Vec<String> = workloads.iter().map(|&(n, b)| format!("{n} x {b}")).collect();
+    md.push_str("Tokens/s (higher is better):\n\n");
+    let mut head = vec!["backend"];
+    head.extend(names.iter().map(String::as_str));
+    md.push_str(&header(&head, 1));
+    for l in browser::CPU_LABELS.iter().chain(&browser::WEBGPU_LABELS) {
+        let mut cells = vec![l.to_string()];
+        cells.extend(workloads.iter().map(|&(n, b)| tps(&w.results, l, n, b)));
+        md.push_str(&row(&cells));
+    }
+    md.push_str("\nRatios, measured in the same run (above 1: rewardlens is faster):\n\n");
+    md.push_str(&header(&head, 1));
+    let pairs = [
+        (browser::OURS_Q8_PIPE, browser::TJS_WASM, "plain page: N workers / transformers.js 1 thread"),
+        (browser::OURS_Q8, browser::TJS_WASM, "one worker (relaxed) / transformers.js 1 thread"),
+        (browser::OURS_Q8_SIMD, browser::TJS_WASM, "one worker (simd128) / transformers.js 1 thread"),
+        (browser::OURS_Q8_ISOLATED, browser::TJS_ISOLATED, "isolated page: N workers / transformers.js N threads"),
+        (browser::OURS_Q8, browser::OURS_F32, "our q8_0 (relaxed, 1 worker) / our f32"),
+    ];
+    for (ours, theirs, what) in pairs {
+        let mut cells = vec![what.to_string()];
+        cells.extend(workloads.iter().map(|&(n, b)| ratio(&w.results, ours, theirs, n, b)));
+        md.push_str(&row(&cells));
+    }
+
+    // Issue 17's targets, computed from the figures above (never tuned).
+    let r = |ours: &str, theirs: &str, n: usize, b: usize| -> Option<f64> {
+        Some(web_tps(&w.results, ours, n, b)? / web_tps(&w.results, theirs, n, b)?)
+    };
+    let all = |ours: &str, theirs: &str, lens: &[usize], goal: f64| -> String {
+        let got: Vec<Option<f64>> = lens.iter().map(|&n| r(ours, theirs, n, 1)).collect();
+        let shown: Vec<String> = lens
+            .iter()
+            .zip(&got)
+            .map(|(n, g)| format!("{n}: {}", g.map_or("—".into(), |g| format!("{g:.2}×"))))
+            .collect();
+        let verdict = if got.iter().any(Option::is_none) {
+            "not measured"
+        } else if got.iter().all(|g| g.unwrap() >= goal) {
+            "met"
+        } else {
+            "not met"
+        };
+        format!("{} ({verdict})", shown.join(", "))
+    };
+    let mem = match (w.peaks.get(browser::OURS_Q8_PIPE), w.peaks.get(browser::OURS_Q8)) {
+        (Some(p), Some(o)) => {
+            let x = p / o;
+            format!("{p:.0} / {o:.0} MiB = {x:.2}× ({})", if x <= 1.15 { "met" } else { "not met" })
+        }
+        _ => "not measured".into(),
+    };
+    md.push_str("\nIssue 17's targets against these figures (one sequence a pass):\n\n");
+    md.push_str(&format!(
+        "- Plain page, {n} cores: ≥ 2.0× transformers.js at 512 and 2048 tokens: {}\n",
+        all(browser::OURS_Q8_PIPE, browser::TJS_WASM, &[512, 2048], 2.0)
+    ));
+    md.push_str(&format!(
+        "- One worker, one thread each: ≥ 1.3× transformers.js: {}\n",
+        all(browser::OURS_Q8, browser::TJS_WASM, &[64, 512, 2048], 1.3)
+    ));
+    md.push_str(&format!(
+        "- Cross-origin isolated, equal threads: ≥ 1.2× transformers.js: {}\n",
+        all(browser::OURS_Q8_ISOLATED, browser::TJS_ISOLATED, &[64, 512, 2048], 1.2)
+    ));
+    md.push_str(&format!(
+        "- q8_0 ≥ 1.8× our f32: {}\n",
+        all(browser::OURS_Q8, browser::OURS_F32, &[64, 512, 2048], 1.8)
+    ));
+    md.push_str(&format!("- Memory, N workers within 1.15× one worker's peak (q8_0): {mem}\n"));
+
+    md.push_str(
+        "\nTime to first score (seconds from opening the page to the first scores of the first workload; \
+         cold: a fresh profile, weights fetched over HTTP from a server on the same machine; cached: the page \
+         opened again, weights from the browser's Cache Storage) and peak memory (RSS of Chromium's largest \
+         renderer, which holds the page and its workers, plus its GPU process, MiB, read from /proc):\n\n",
+    );
+    md.push_str(&header(&["backend", "cold", "cached", "peak RSS MiB"], 1));
+    for l in browser::CPU_LABELS.iter().chain(&browser::WEBGPU_LABELS) {
+        md.push_str(&row(&[
+            l.to_string(),
+            first(&w.first, l, true),
+            first(&w.first, l, false),
+            w.peaks.get(*l).map_or("—".into(), |m| format!("{m:.0}")),
+        ]));
+    }
+    if alone && !notes.missing.is_empty() {
+        md.push_str("\nBrowser rows not measured, and why:\n\n");
+        for m in &notes.missing {
+            md.push_str(&format!("- {m}\n"));
+        }
+    }
+    md
+}
+
+/// `old` with its browser section (from `## In the browser` to the line before `Reproduce:`)
+/// replaced by `section`; appended when there is none.
+pub fn splice_browser_section(old: &str, section: &str) -> String {
+    let Some(start) = old.find("\n## In the browser") else {
+        return format!("{}{section}", old.trim_end());
+    };
+    let end = old[start + 1..].find("\nReproduce:").map_or(old.len(), |e| start + 1 + e);
+    format!("{}{section}{}", &old[..start], &old[end..])
 }
