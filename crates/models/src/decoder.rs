@@ -10,37 +10,45 @@
 
 use crate::config::{HeadKind, ModelConfig, ScoreHead};
 use crate::linear::Linear;
+use crate::profile::{self, Op};
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 use candle_core::quantized::QMatMul;
 use candle_core::{DType, Device, Tensor};
 
 /// Compute dtype on the CPU: transformers' reference runs in f32 and so do we.
-const DTYPE: DType = DType::F32;
+pub(crate) const DTYPE: DType = DType::F32;
 
 /// Query rows per attention block: 128 measured fastest on the 0.6B shape at 2048 tokens
 /// (164 tokens/s against 145 for 64 and 125 for 256; `rewardlens bench`).
-const QUERY_BLOCK: usize = 128;
+pub(crate) const QUERY_BLOCK: usize = 128;
 
 /// Shared prompt tokens worth computing once for a batch (see [`DecoderRewardModel::set_prefix_reuse`]):
 /// below this the extra pass costs about what it saves.
 pub const MIN_SHARED_PREFIX: usize = 32;
 
 /// Keys and values of one layer, (b, kv_heads, tokens, head_dim), after RoPE.
-type LayerKv = (Tensor, Tensor);
+pub(crate) type LayerKv = (Tensor, Tensor);
+
+/// A linear layer's forward pass, timed as [`Op::Matmul`].
+fn matmul(l: &Linear, x: &Tensor) -> Result<Tensor> {
+    let _p = profile::span(Op::Matmul);
+    l.forward(x)
+}
 
 #[derive(Debug, Clone)]
-struct RmsNorm {
+pub(crate) struct RmsNorm {
     weight: Tensor,
     eps: f32,
 }
 
 impl RmsNorm {
-    fn load(w: &dyn WeightSource, name: &str, size: usize, eps: f64, dev: &Device) -> Result<Self> {
+    pub(crate) fn load(w: &dyn WeightSource, name: &str, size: usize, eps: f64, dev: &Device) -> Result<Self> {
         Ok(Self { weight: w.tensor(&format!("{name}.weight"), &[size], DTYPE, dev)?, eps: eps as f32 })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let _p = profile::span(Op::Norm);
         Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?)
     }
 }
@@ -77,31 +85,39 @@ impl Attention {
 
     /// `x`: (b, t, hidden); `mask`: which keys each row's queries see, the keys being `past`'s
     /// tokens then `x`'s. `past`: keys and values of a prefix that every row continues (batch 1).
-    /// Returns the output and this call's own keys and values.
+    /// Returns the output and the keys and values attended over: `past`'s then this call's
+    /// (broadcast over the batch), so a batch-1 caller keeps them as the next chunk's `past`
+    /// without a second concatenation.
     fn forward(&self, x: &Tensor, rope: &Rope, mask: &Masks, past: Option<&LayerKv>) -> Result<(Tensor, LayerKv)> {
         let (b, t, _) = x.dims3()?;
         let (hd, nq, nkv) = (self.head_dim, self.heads, self.kv_heads);
         let split = |y: Tensor, n: usize, norm: &Option<RmsNorm>| -> Result<Tensor> {
-            let y = y.reshape((b, t, n, hd))?;
+            let y = {
+                let _p = profile::span(Op::Copy);
+                y.reshape((b, t, n, hd))?
+            };
             let y = match norm {
                 Some(nm) => nm.forward(&y)?,
                 None => y,
             };
+            let _p = profile::span(Op::Copy);
             Ok(y.transpose(1, 2)?.contiguous()?)
         };
-        let q = rope.apply(&split(self.q.forward(x)?, nq, &self.q_norm)?)?;
-        let k = rope.apply(&split(self.k.forward(x)?, nkv, &self.k_norm)?)?;
-        let v = split(self.v.forward(x)?, nkv, &None)?;
-        let own = (k.clone(), v.clone());
+        let q = rope.apply(&split(matmul(&self.q, x)?, nq, &self.q_norm)?)?;
+        let k = rope.apply(&split(matmul(&self.k, x)?, nkv, &self.k_norm)?)?;
+        let v = split(matmul(&self.v, x)?, nkv, &None)?;
         // Every row sees the shared prefix first: its keys are broadcast over the batch.
         let (k, v, p) = match past {
             Some((pk, pv)) => {
+                let _p = profile::span(Op::Copy);
                 let p = pk.dim(2)?;
                 let wide = |t: &Tensor| t.broadcast_as((b, nkv, p, hd));
                 (Tensor::cat(&[&wide(pk)?, &k], 2)?.contiguous()?, Tensor::cat(&[&wide(pv)?, &v], 2)?.contiguous()?, p)
             }
             None => (k, v, 0),
         };
+        let seen = (k.clone(), v.clone());
+        let attention = profile::span(Op::Attention);
         // Grouped-query attention without copying K/V: head h uses kv head h / rep, so the
         // `rep` query heads of one group are stacked along the row axis of one matmul.
         // Queries go in blocks, each against only the keys it can see (causal): this skips the
@@ -121,9 +137,13 @@ impl Attention {
             let ob = probs.reshape((b, nkv, rep * len, p + end))?.matmul(&vb.contiguous()?)?;
             blocks.push(ob.reshape((b, nkv, rep, len, hd))?);
         }
-        let out = Tensor::cat(&blocks, 3)?;
-        let out = out.reshape((b, nq, t, hd))?.transpose(1, 2)?.reshape((b, t, nq * hd))?;
-        Ok((self.o.forward(&out)?, own))
+        drop(attention);
+        let out = {
+            let _p = profile::span(Op::Copy);
+            let out = Tensor::cat(&blocks, 3)?;
+            out.reshape((b, nq, t, hd))?.transpose(1, 2)?.reshape((b, t, nq * hd))?
+        };
+        Ok((matmul(&self.o, &out)?, seen))
     }
 }
 
@@ -144,27 +164,95 @@ impl Mlp {
     }
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = candle_nn::ops::silu(&self.gate.forward(x)?)?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
+        let (gate, up) = (matmul(&self.gate, x)?, matmul(&self.up, x)?);
+        let h = {
+            let _p = profile::span(Op::Activation);
+            (candle_nn::ops::silu(&gate)? * up)?
+        };
+        matmul(&self.down, &h)
     }
 }
 
-struct Layer {
+pub(crate) struct Layer {
     input_norm: RmsNorm,
     attn: Attention,
     post_norm: RmsNorm,
     mlp: Mlp,
 }
 
+impl Layer {
+    /// Decoder layer `i` under transformers' names (`model.layers.{i}...`).
+    pub(crate) fn load(w: &dyn WeightSource, c: &ModelConfig, i: usize, dev: &Device) -> Result<Self> {
+        let p = format!("model.layers.{i}");
+        let norm = |n: &str| RmsNorm::load(w, &format!("{p}.{n}"), c.hidden_size, c.rms_norm_eps, dev);
+        Ok(Layer {
+            input_norm: norm("input_layernorm")?,
+            attn: Attention::load(w, &format!("{p}.self_attn"), c, dev)?,
+            post_norm: norm("post_attention_layernorm")?,
+            mlp: Mlp::load(w, &format!("{p}.mlp"), c, dev)?,
+        })
+    }
+}
+
+/// `layers` over the hidden states `x` (b, t, hidden) at the positions of `rope`, after `past`
+/// (one (k, v) per layer, batch 1) where given. Returns the hidden states after the last layer
+/// and, with `keep_kv`, each layer's keys and values of `past` and `x` together. The one copy of
+/// the layer math: the whole model and every pipeline stage run their layers through here.
+pub(crate) fn layers_forward(
+    layers: &[Layer],
+    mut x: Tensor,
+    rope: &Rope,
+    mask: &Masks,
+    past: Option<&[LayerKv]>,
+    keep_kv: bool,
+) -> Result<(Tensor, Vec<LayerKv>)> {
+    let mut kept = Vec::new();
+    for (i, layer) in layers.iter().enumerate() {
+        let (h, kv) = layer.attn.forward(&layer.input_norm.forward(&x)?, rope, mask, past.map(|p| &p[i]))?;
+        if keep_kv {
+            kept.push(kv);
+        }
+        x = (x + h)?;
+        let h = layer.mlp.forward(&layer.post_norm.forward(&x)?)?;
+        x = (x + h)?;
+    }
+    Ok((x, kept))
+}
+
+/// The score head (one linear layer, or two with a ReLU between) over final-normed states.
+pub(crate) fn score_head(score: &[Linear], h: &Tensor) -> Result<Tensor> {
+    let _p = profile::span(Op::Head);
+    let mut y = h.clone();
+    for (i, l) in score.iter().enumerate() {
+        if i > 0 {
+            y = y.relu()?;
+        }
+        y = l.forward(&y)?;
+    }
+    Ok(y)
+}
+
+/// The score head's layers as linear layers (see [`score_head_layers`]).
+pub(crate) fn load_score(w: &dyn WeightSource, c: &ModelConfig, dev: &Device) -> Result<Vec<Linear>> {
+    Ok(score_head_layers(w, c, dev)?.into_iter().map(|(weight, bias)| Linear { weight: QMatMul::Tensor(weight), bias }).collect())
+}
+
+/// Token embeddings of `ids` (b, t).
+pub(crate) fn embed(table: &QMatMul, ids: &Tensor) -> Result<Tensor> {
+    let _p = profile::span(Op::Embedding);
+    Ok(table.embedding(ids)?)
+}
+
 /// cos/sin tables for positions `offset..offset + t` (transformers' default position ids, or
 /// the continuation of a shared prefix of `offset` tokens).
-struct Rope {
+pub(crate) struct Rope {
     cos: Tensor,
     sin: Tensor,
 }
 
 impl Rope {
-    fn new(inv_freq: &[f32], offset: usize, t: usize, dev: &Device) -> Result<Self> {
+    pub(crate) fn new(inv_freq: &[f32], offset: usize, t: usize, dev: &Device) -> Result<Self> {
+        let _p = profile::span(Op::Rope);
         // f32 throughout, like transformers, so long inputs see the same rounding.
         let mut cos = Vec::with_capacity(t * inv_freq.len());
         let mut sin = Vec::with_capacity(t * inv_freq.len());
@@ -180,6 +268,7 @@ impl Rope {
     }
 
     fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        let _p = profile::span(Op::Rope);
         Ok(candle_nn::rotary_emb::rope(x, &self.cos, &self.sin)?)
     }
 }
@@ -220,34 +309,9 @@ impl DecoderRewardModel {
     pub fn load(config: ModelConfig, w: &dyn WeightSource, device: &Device) -> Result<Self> {
         let c = &config;
         let embed = w.embedding_weight("model.embed_tokens.weight", c.vocab_size, c.hidden_size, DTYPE, device)?;
-        let layers = (0..c.num_hidden_layers)
-            .map(|i| {
-                let p = format!("model.layers.{i}");
-                Ok(Layer {
-                    input_norm: RmsNorm::load(
-                        w,
-                        &format!("{p}.input_layernorm"),
-                        c.hidden_size,
-                        c.rms_norm_eps,
-                        device,
-                    )?,
-                    attn: Attention::load(w, &format!("{p}.self_attn"), c, device)?,
-                    post_norm: RmsNorm::load(
-                        w,
-                        &format!("{p}.post_attention_layernorm"),
-                        c.hidden_size,
-                        c.rms_norm_eps,
-                        device,
-                    )?,
-                    mlp: Mlp::load(w, &format!("{p}.mlp"), c, device)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers = (0..c.num_hidden_layers).map(|i| Layer::load(w, c, i, device)).collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps, device)?;
-        let score = score_head_layers(w, c, device)?
-            .into_iter()
-            .map(|(weight, bias)| Linear { weight: QMatMul::Tensor(weight), bias })
-            .collect();
+        let score = load_score(w, c, device)?;
         let inv_freq = c.rope_inv_freq();
         Ok(Self {
             config,
@@ -284,14 +348,7 @@ impl DecoderRewardModel {
     }
 
     fn head(&self, h: &Tensor) -> Result<Tensor> {
-        let mut y = h.clone();
-        for (i, l) in self.score.iter().enumerate() {
-            if i > 0 {
-                y = y.relu()?;
-            }
-            y = l.forward(&y)?;
-        }
-        Ok(y)
+        score_head(&self.score, h)
     }
 
     fn check_vocab(&self, ids: &[u32]) -> Result<()> {
@@ -304,7 +361,7 @@ impl DecoderRewardModel {
 
     /// The layers over `ids` (b, t) placed after `offset` tokens of `past` (one (k, v) per
     /// layer); returns the last hidden states (before the final norm) and, with `keep_kv`,
-    /// each layer's own keys and values.
+    /// each layer's keys and values.
     fn layers_forward(
         &self,
         ids: &Tensor,
@@ -314,18 +371,7 @@ impl DecoderRewardModel {
         keep_kv: bool,
     ) -> Result<(Tensor, Vec<LayerKv>)> {
         let rope = Rope::new(&self.inv_freq, offset, ids.dim(1)?, &self.device)?;
-        let mut x = self.embed.embedding(ids)?;
-        let mut kept = Vec::new();
-        for (i, layer) in self.layers.iter().enumerate() {
-            let (h, kv) = layer.attn.forward(&layer.input_norm.forward(&x)?, &rope, mask, past.map(|p| &p[i]))?;
-            if keep_kv {
-                kept.push(kv);
-            }
-            x = (x + h)?;
-            let h = layer.mlp.forward(&layer.post_norm.forward(&x)?)?;
-            x = (x + h)?;
-        }
-        Ok((x, kept))
+        layers_forward(&self.layers, embed(&self.embed, ids)?, &rope, mask, past, keep_kv)
     }
 
     /// The head applied at every position of one unpadded sequence, whatever the head kind: for
@@ -518,7 +564,7 @@ pub fn score_head_layers(w: &dyn WeightSource, c: &ModelConfig, dev: &Device) ->
 /// Which keys each query may see, built into one query block's additive mask at a time: a
 /// batch's masks together hold about b·t²/2 floats (27 GB for 8 rows of 40,960 tokens), one
 /// block only b·block·keys, so only the block being computed exists.
-struct Masks {
+pub(crate) struct Masks {
     /// Per row: where its tokens start in the padded batch and how many there are.
     spans: Vec<(usize, usize)>,
     /// Tokens of a shared prefix before the batch's own keys, visible to every real token.
@@ -531,6 +577,11 @@ impl Masks {
     fn new(rows: &[&[u32]], starts: &[usize], past: usize, block: usize, dev: &Device) -> Self {
         let spans = rows.iter().zip(starts).map(|(r, &s)| (s, r.len())).collect();
         Self { spans, past, block: block.max(1), dev: dev.clone() }
+    }
+
+    /// One unpadded sequence of `t` new tokens after `past` earlier ones (a pipeline chunk).
+    pub(crate) fn single(t: usize, past: usize, block: usize, dev: &Device) -> Self {
+        Self { spans: vec![(0, t)], past, block: block.max(1), dev: dev.clone() }
     }
 
     /// The (b, 1, 1, len, past + start + len) mask of queries `start..start + len` over the

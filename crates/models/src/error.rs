@@ -21,6 +21,9 @@ pub enum ModelError {
     TokenOutOfVocab { id: u32, vocab: usize },
     #[error("{0}")]
     Core(#[from] rewardlens_core::CoreError),
+    /// A pipeline stage was handed input it cannot take (see `pipeline`).
+    #[error("pipeline stage: {0}")]
+    Stage(String),
     #[error("io: {0}")]
     Io(String),
     #[error("GPU backend: {0}")]

@@ -228,6 +228,11 @@ impl ByteSource for FileSource {
     }
 }
 
+/// How far past the bytes it needs the header reader reads at once: a reader handed only a
+/// file's header (a pipeline stage's pieces, see `pipeline::stage_byte_ranges_gguf`) must hold
+/// this much beyond the header's end.
+pub const HEADER_READ_AHEAD: u64 = 1 << 20;
+
 /// A buffered forward reader over a `ByteSource` that refuses lengths beyond the end.
 struct Cursor<'a> {
     src: &'a dyn ByteSource,
@@ -258,7 +263,7 @@ impl<'a> Cursor<'a> {
         let n = n as usize;
         let in_buf = self.pos >= self.buf_start && self.pos + n as u64 <= self.buf_start + self.buf.len() as u64;
         if !in_buf {
-            let want = (n.max(1 << 20) as u64).min(self.remaining()) as usize;
+            let want = (n.max(HEADER_READ_AHEAD as usize) as u64).min(self.remaining()) as usize;
             self.buf.resize(want, 0);
             self.src.read_at(self.pos, &mut self.buf).map_err(|e| bad(format!("reading {what}: {e}")))?;
             self.buf_start = self.pos;
@@ -442,6 +447,11 @@ impl GgufFile {
     /// Parses a GGUF file held in memory (the browser's case).
     pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
         Self::parse(Box::new(bytes))
+    }
+
+    /// The file's length in bytes.
+    pub fn file_len(&self) -> u64 {
+        self.source.len()
     }
 
     pub fn get_str(&self, key: &str) -> Option<&str> {
