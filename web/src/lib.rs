@@ -4,6 +4,7 @@
 
 pub mod export;
 pub mod presets;
+pub mod pipeline;
 pub mod protocol;
 pub mod share;
 #[cfg(target_arch = "wasm32")]

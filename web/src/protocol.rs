@@ -267,6 +267,15 @@ pub enum ToWorker {
         remote: Option<RemoteSettings>,
         #[serde(default)]
         remote_only: bool,
+        /// Engine workers for the WASM CPU pipeline (`?workers=N`, the page's setting): None
+        /// is auto (navigator.hardwareConcurrency capped by memory and layers), 1 the
+        /// single-worker engine.
+        #[serde(default)]
+        workers: Option<usize>,
+        /// Test hook (`?crash_stage=K`, browser tests only): pipeline stage K traps on its
+        /// first chunk, to check that a crashed worker fails the job and the engine restarts.
+        #[serde(default)]
+        crash_stage: Option<usize>,
     },
     Score {
         id: u64,
@@ -416,6 +425,12 @@ pub struct ModelInfo {
     /// The step convention the architecture implies (a PRM), if any.
     #[serde(default)]
     pub step_convention: Option<String>,
+    /// Engine workers that score (the WASM CPU pipeline's stages; 1 for one worker).
+    #[serde(default)]
+    pub workers: usize,
+    /// The matrix-multiply kernel the CPU engine runs (`int8 simd128`, ...); empty elsewhere.
+    #[serde(default)]
+    pub kernel: String,
 }
 
 /// What step scoring the page asks for.

@@ -226,7 +226,7 @@ impl Engine {
 
     async fn handle(&self, msg: ToWorker, files: Vec<File>) {
         match msg {
-            ToWorker::Load { id, source, storage, backend, token, hub, hub_from_link, remote, remote_only } => {
+            ToWorker::Load { id, source, storage, backend, token, hub, hub_from_link, remote, remote_only, .. } => {
                 let checked = source.validate().map_err(|e| UserError::new("bad_source", e)).and_then(|_| {
                     hub.as_deref()
                         .map_or(Ok(HUB.to_owned()), check_hub_url)
@@ -572,6 +572,8 @@ impl Engine {
             fallback_reason: None,
             gpu_fallback_reason: None,
             step_convention: None,
+            workers: 1,
+            kernel: String::new(),
         };
         Loaded { scorer, info }
     }
@@ -752,6 +754,8 @@ impl Engine {
             fallback_reason: None,
             gpu_fallback_reason: gpu_reason,
             step_convention: None,
+            workers: 1,
+            kernel: String::new(),
         };
         Ok(Loaded { scorer: Scorer::Local(model), info })
     }
@@ -844,6 +848,8 @@ impl Engine {
                 fallback_reason: None,
                 gpu_fallback_reason: gpu_reason,
                 step_convention: None,
+                workers: 1,
+                kernel: String::new(),
             },
             scorer: Scorer::Local(model),
         })
@@ -1275,6 +1281,8 @@ impl Engine {
                 fallback_reason: reason,
                 gpu_fallback_reason: None,
                 step_convention: None,
+                workers: 1,
+                kernel: String::new(),
             },
             scorer: Scorer::Remote { client, template },
         })

@@ -299,7 +299,20 @@ impl Engine {
         remote_only: bool,
         files: Vec<File>,
     ) {
-        let msg = ToWorker::Load { id: 0, source, storage, backend, token, hub, hub_from_link, remote, remote_only };
+        let (workers, crash_stage) = (page_param("workers"), page_param("crash_stage"));
+        let msg = ToWorker::Load {
+            id: 0,
+            source,
+            storage,
+            backend,
+            token,
+            hub,
+            hub_from_link,
+            remote,
+            remote_only,
+            workers,
+            crash_stage,
+        };
         self.start_load(msg, files);
     }
 
@@ -386,4 +399,11 @@ fn worker_loader() -> String {
         .and_then(|k| js_sys::Reflect::get(&k, &"loader".into()).ok())
         .and_then(|l| l.as_string())
         .unwrap_or_else(|| "./worker_loader.js".into())
+}
+
+/// A numeric page URL parameter: `?workers=N` (the CPU pipeline's width) and the
+/// `?crash_stage=K` test hook.
+fn page_param(name: &str) -> Option<usize> {
+    let search = web_sys::window()?.location().search().ok()?;
+    crate::share::query_param(&search, name)?.trim().parse().ok()
 }
