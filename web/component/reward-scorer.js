@@ -13,7 +13,11 @@
 // scorer, so a model downloads once (and is then served from the browser's Cache API).
 // No framework, no build step: this file is copied into `cargo xtask dist` as it is.
 
+import "./kernel-probe.js";
+
 const BASE = new URL(".", import.meta.url);
+// The engine worker build this browser runs best (simd128, or simd128 + relaxed-simd).
+const KERNEL = globalThis.rewardlensProbeKernel(null, BASE.href);
 const DEBOUNCE_MS = 150;
 // How long a cancelled job may take to stop by itself; a worker still busy after that (one long
 // synchronous step: a template render, a forward pass) is replaced.
@@ -52,8 +56,8 @@ class Engine {
     // The worker is started from a blob so that this file may be served from another origin
     // than the page (a Worker's script must be same-origin); the blob imports the real files.
     // A wasm that fails to start (missing, blocked by CORS) is reported as a failure of job 0.
-    const src = `importScripts(${JSON.stringify(new URL("worker.js", BASE).href)});` +
-      `wasm_bindgen(${JSON.stringify(new URL("worker_bg.wasm", BASE).href)}).catch((e) => postMessage(JSON.stringify(` +
+    const src = `importScripts(${JSON.stringify(KERNEL.script)});` +
+      `wasm_bindgen(${JSON.stringify(KERNEL.wasm)}).catch((e) => postMessage(JSON.stringify(` +
       `{ type: "failed", id: 0, error: { code: "engine", message: "the engine did not start: " + e } })));`;
     const url = URL.createObjectURL(new Blob([src], { type: "text/javascript" }));
     this.started = false;
