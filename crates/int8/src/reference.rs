@@ -1,0 +1,183 @@
+//! The kernels' reference check: a plain f32 matmul of the dequantized weights, with an error
+//! bound derived from the activation quantization step (the only approximation the kernels add
+//! once the weights are int8).
+
+use crate::{matmul_with, Kernel, PackedMatrix, ScaleLayout, Scratch};
+
+/// (m, n, k): single rows, ragged tiles (m not a multiple of 4, n of 8, k of 4 or 32), a full
+/// row block and a long K.
+pub const SHAPES: [(usize, usize, usize); 9] = [
+    (1, 1, 4),
+    (1, 8, 32),
+    (3, 13, 37),
+    (4, 8, 64),
+    (5, 17, 96),
+    (7, 9, 130),
+    (9, 24, 256),
+    (66, 19, 100),
+    (2, 5, 1024),
+];
+
+/// Deterministic values in [-1, 1) (xorshift), so a failure reproduces from its seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Self {
+        Self(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    pub fn uniform(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    pub fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+}
+
+/// Runs `kernel` on random `x[m, k]` and `W[n, k]` packed with `layout` and compares with f32;
+/// returns the worst error as a fraction of its bound (≤ 1 passes), or which output broke it.
+pub fn check(kernel: Kernel, m: usize, n: usize, k: usize, layout: ScaleLayout, seed: u64) -> Result<f32, String> {
+    let mut rng = Rng::new(seed);
+    // Activations with an outlier column, as real hidden states have.
+    let mut x = rng.vec(m * k, 3.0);
+    for r in 0..m {
+        x[r * k] *= 8.0;
+    }
+    let w = rng.vec(n * k, 0.05);
+    let packed = PackedMatrix::pack(&w, n, k, layout).map_err(|e| e.to_string())?;
+    let wd = packed.dequantized();
+    let mut out = vec![f32::NAN; m * n];
+    let mut scratch = Scratch::default();
+    matmul_with(kernel, &x, m, &packed, &mut out, &mut scratch);
+    let levels = if kernel == Kernel::WasmRelaxedSimd { 127.0 } else { 255.0 };
+    let mut worst = 0.0f32;
+    for r in 0..m {
+        let row = &x[r * k..(r + 1) * k];
+        let (lo, hi) = row.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let step = (hi - lo) / levels;
+        for c in 0..n {
+            let wc = &wd[c * k..(c + 1) * k];
+            let exact: f64 = row.iter().zip(wc).map(|(&a, &b)| a as f64 * b as f64).sum();
+            let abs: f64 = row.iter().zip(wc).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
+            let wsum: f64 = wc.iter().map(|&v| v.abs() as f64).sum();
+            // Each activation is off by at most half a step; f32 accumulation adds rounding.
+            let bound = 0.5 * step as f64 * wsum + 1e-5 * (abs + 1.0);
+            let err = (out[r * n + c] as f64 - exact).abs();
+            if err.is_nan() || err > bound {
+                return Err(format!(
+                    "{} {m}x{n}x{k} {}: out[{r}][{c}] = {}, f32 reference {exact}, bound {bound:.2e}",
+                    kernel.name(),
+                    layout.name(),
+                    out[r * n + c]
+                ));
+            }
+            worst = worst.max((err / bound) as f32);
+        }
+    }
+    Ok(worst)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LAYOUTS: [ScaleLayout; 4] =
+        [ScaleLayout::PerChannel, ScaleLayout::PerGroup(4), ScaleLayout::PerGroup(32), ScaleLayout::PerGroup(128)];
+
+    #[test]
+    fn every_kernel_variant_matches_f32_on_ragged_shapes() {
+        for kernel in [Kernel::Portable, Kernel::WasmSimd128, Kernel::WasmRelaxedSimd] {
+            for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+                for layout in LAYOUTS {
+                    check(kernel, m, n, k, layout, 7 + i as u64).unwrap();
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn seven_bit_activations_are_coarser_but_bounded() {
+        // The 7-bit path (relaxed-simd) must differ from the 8-bit one: the check would not
+        // notice a kernel that ignored the level count.
+        let (m, n, k) = (3, 9, 64);
+        let mut rng = Rng::new(3);
+        let x = rng.vec(m * k, 1.0);
+        let w = PackedMatrix::pack(&rng.vec(n * k, 0.1), n, k, ScaleLayout::PerChannel).unwrap();
+        let (mut a, mut b) = (vec![0.0; m * n], vec![0.0; m * n]);
+        let mut s = Scratch::default();
+        matmul_with(Kernel::Portable, &x, m, &w, &mut a, &mut s);
+        matmul_with(Kernel::WasmRelaxedSimd, &x, m, &w, &mut b, &mut s);
+        assert!(a.iter().zip(&b).any(|(p, q)| p != q));
+    }
+
+    #[test]
+    fn a_wrong_kernel_fails_the_check() {
+        // A sign error in the zero-point correction must be caught by the bound.
+        let mut rng = Rng::new(11);
+        let (m, n, k) = (2, 8, 32);
+        // All negative: the zero point is at the top, so its correction carries the result.
+        let x: Vec<f32> = rng.vec(m * k, 1.0).iter().map(|v| v - 2.0).collect();
+        let w = PackedMatrix::pack(&rng.vec(n * k, 0.1), n, k, ScaleLayout::PerChannel).unwrap();
+        let mut broken = w.clone();
+        broken.colsums.iter_mut().for_each(|c| *c = -*c);
+        let (mut good, mut bad) = (vec![0.0; m * n], vec![0.0; m * n]);
+        let mut s = Scratch::default();
+        matmul_with(Kernel::Portable, &x, m, &w, &mut good, &mut s);
+        matmul_with(Kernel::Portable, &x, m, &broken, &mut bad, &mut s);
+        let max = good.iter().zip(&bad).map(|(g, b)| (g - b).abs()).fold(0.0, f32::max);
+        assert!(max > 0.1, "{max}");
+    }
+
+    #[test]
+    fn the_self_test_passes_in_this_build() {
+        let s = crate::self_test(1).unwrap();
+        assert!(s.starts_with(crate::kernel().name()), "{s}");
+    }
+
+    #[test]
+    fn scratch_is_reused_across_shapes() {
+        let mut s = Scratch::default();
+        let w = PackedMatrix::pack(&[0.5; 64], 2, 32, ScaleLayout::PerChannel).unwrap();
+        let mut out = vec![0.0; 4];
+        matmul_with(Kernel::Portable, &[1.0; 64], 2, &w, &mut out, &mut s);
+        assert!(out.iter().all(|&v| (v - 16.0).abs() < 1e-3), "{out:?}");
+        let cap = s.q8.capacity();
+        matmul_with(Kernel::Portable, &[1.0; 32], 1, &w, &mut out[..2], &mut s);
+        assert_eq!(s.q8.capacity(), cap);
+    }
+
+    /// Information, not a test of speed: `cargo test --release -p rewardlens-int8 -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn print_native_timings() {
+        let (n, k) = (3072, 1024);
+        let mut rng = Rng::new(5);
+        let wf = rng.vec(n * k, 0.05);
+        let w = PackedMatrix::pack(&wf, n, k, ScaleLayout::PerChannel).unwrap();
+        for m in [1, 64, 512] {
+            let x = rng.vec(m * k, 1.0);
+            let mut out = vec![0.0; m * n];
+            let mut s = Scratch::default();
+            let t = std::time::Instant::now();
+            matmul_with(Kernel::Portable, &x, m, &w, &mut out, &mut s);
+            let int8 = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
+            for r in 0..m {
+                for c in 0..n {
+                    out[r * n + c] =
+                        x[r * k..(r + 1) * k].iter().zip(&wf[c * k..(c + 1) * k]).map(|(a, b)| a * b).sum();
+                }
+            }
+            let f32_ = t.elapsed().as_secs_f64();
+            println!(
+                "m={m}: int8 portable {:.1} GMAC/s, naive f32 {:.1} GMAC/s",
+                (m * n * k) as f64 / int8 / 1e9,
+                (m * n * k) as f64 / f32_ / 1e9
+            );
+        }
+    }
+}
