@@ -234,7 +234,7 @@ pub(crate) fn score_head(score: &[Linear], h: &Tensor) -> Result<Tensor> {
 
 /// The score head's layers as linear layers (see [`score_head_layers`]).
 pub(crate) fn load_score(w: &dyn WeightSource, c: &ModelConfig, dev: &Device) -> Result<Vec<Linear>> {
-    Ok(score_head_layers(w, c, dev)?.into_iter().map(|(weight, bias)| Linear { weight: QMatMul::Tensor(weight), bias }).collect())
+    Ok(score_head_layers(w, c, dev)?.into_iter().map(|(weight, bias)| Linear::from_tensor(weight, bias)).collect())
 }
 
 /// Token embeddings of `ids` (b, t).
@@ -345,6 +345,11 @@ impl DecoderRewardModel {
 
     pub fn prefix_reuse(&self) -> Option<usize> {
         self.prefix_reuse
+    }
+
+    /// The kernel of the decoder's linear layers (see [`crate::linear::LinearKernel`]).
+    pub fn linear_kernel(&self) -> String {
+        self.layers.first().map_or_else(|| "none".into(), |l| l.attn.q.kernel_name())
     }
 
     fn head(&self, h: &Tensor) -> Result<Tensor> {

@@ -1,9 +1,77 @@
-//! Linear layers of the decoder: the weight as Candle holds it (f32 or a GGUF quantized type).
+//! Linear layers of the decoder: the weight as Candle holds it (f32 or a GGUF quantized type),
+//! or 8-bit weights repacked for our int8 kernels (`rewardlens-int8`).
+//!
+//! The int8 path is the default for 8-bit (Q8_0) weights on wasm32, where Candle's quantized
+//! matmul is a per-row `vec_dot` slower than its own f32; natively Candle's repacked AVX/VNNI
+//! kernels stay the default until ours beat them (issue 23). The choice is made while a model
+//! loads, several calls deep, so it is a scoped per-thread setting ([`with_kernel`]) rather than
+//! a parameter of every `load`.
 
 use crate::weights::WeightSource;
 use crate::Result;
-use candle_core::quantized::QMatMul;
+use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};
+use rewardlens_int8::{PackedMatrix, ScaleLayout, Scratch};
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+/// How linear layers with 8-bit weights multiply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinearKernel {
+    /// Candle's `QMatMul`.
+    Candle,
+    /// `rewardlens-int8` with these scales. `PerGroup(32)` keeps a Q8_0 file's values exactly;
+    /// other layouts requantize them.
+    Int8(ScaleLayout),
+}
+
+impl LinearKernel {
+    /// The default of this build: int8 with Q8_0's own scales on wasm32, Candle natively.
+    pub const fn default_for_build() -> Self {
+        if cfg!(target_arch = "wasm32") {
+            Self::Int8(ScaleLayout::PerGroup(32))
+        } else {
+            Self::Candle
+        }
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Self::Candle => "candle".into(),
+            Self::Int8(l) => format!("{} ({} scales)", rewardlens_int8::kernel().name(), l.name()),
+        }
+    }
+}
+
+thread_local! {
+    static KERNEL: Cell<LinearKernel> = const { Cell::new(LinearKernel::default_for_build()) };
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
+}
+
+/// Runs `f` (a model load) with 8-bit linear layers built for `kernel`.
+pub fn with_kernel<R>(kernel: LinearKernel, f: impl FnOnce() -> R) -> R {
+    let before = KERNEL.with(|k| k.replace(kernel));
+    struct Restore(LinearKernel);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            KERNEL.with(|k| k.set(self.0));
+        }
+    }
+    let _restore = Restore(before);
+    f()
+}
+
+/// The kernel loads on this thread use now.
+pub fn current_kernel() -> LinearKernel {
+    KERNEL.with(Cell::get)
+}
+
+/// A linear layer's weight.
+#[derive(Debug, Clone)]
+pub enum LinearWeight {
+    Candle(QMatMul),
+    Int8(Arc<PackedMatrix>),
+}
 
 /// Compute dtype on the CPU (see `decoder`).
 const DTYPE: DType = DType::F32;
@@ -11,15 +79,56 @@ const DTYPE: DType = DType::F32;
 /// A linear layer whose weight may be quantized.
 #[derive(Debug, Clone)]
 pub struct Linear {
-    pub(crate) weight: QMatMul,
+    pub(crate) weight: LinearWeight,
     pub(crate) bias: Option<Tensor>,
 }
 
 impl Linear {
     pub fn load(w: &dyn WeightSource, name: &str, out: usize, inp: usize, bias: bool, dev: &Device) -> Result<Self> {
         let weight = w.linear_weight(&format!("{name}.weight"), out, inp, DTYPE, dev)?;
+        let weight = match (current_kernel(), &weight) {
+            (LinearKernel::Int8(layout), QMatMul::QTensor(q)) if q.dtype() == GgmlDType::Q8_0 => {
+                let raw = q.data().map_err(|e| crate::ModelError::Weights(format!("tensor `{name}`: {e}")))?;
+                let packed = PackedMatrix::pack_q8_0(&raw, out, inp, layout)
+                    .map_err(|e| crate::ModelError::Weights(format!("tensor `{name}`: {e}")))?;
+                // The Candle copy is dropped here, layer by layer: peak memory stays one layer above.
+                LinearWeight::Int8(Arc::new(packed))
+            }
+            _ => LinearWeight::Candle(weight),
+        };
         let bias = if bias { Some(w.tensor(&format!("{name}.bias"), &[out], DTYPE, dev)?) } else { None };
         Ok(Self { weight, bias })
+    }
+
+    /// A layer over an f32 weight (the score head).
+    pub fn from_tensor(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight: LinearWeight::Candle(QMatMul::Tensor(weight)), bias }
+    }
+
+    /// Which kernel multiplies this layer, for reports ("int8 relaxed-simd (per-group(32) scales)",
+    /// "candle q8_0", "candle f32").
+    pub fn kernel_name(&self) -> String {
+        match &self.weight {
+            LinearWeight::Int8(w) => format!("{} ({} scales)", rewardlens_int8::kernel().name(), w.layout().name()),
+            LinearWeight::Candle(QMatMul::QTensor(q)) => {
+                format!("candle {}", format!("{:?}", q.dtype()).to_lowercase())
+            }
+            LinearWeight::Candle(_) => "candle f32".into(),
+        }
+    }
+
+    fn multiply(&self, x: &Tensor) -> Result<Tensor> {
+        match &self.weight {
+            LinearWeight::Candle(w) => Ok(w.forward(x)?),
+            LinearWeight::Int8(w) => {
+                let (rows, inp) = x.dims2()?;
+                let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+                let mut out = vec![0.0f32; rows * w.n()];
+                debug_assert_eq!(inp, w.k());
+                SCRATCH.with(|s| rewardlens_int8::matmul(&data, rows, w, &mut out, &mut s.borrow_mut()));
+                Ok(Tensor::from_vec(out, (rows, w.n()), x.device())?)
+            }
+        }
     }
 
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -27,7 +136,7 @@ impl Linear {
         let dims = x.dims().to_vec();
         let inp = *dims.last().unwrap();
         let rows: usize = dims[..dims.len() - 1].iter().product();
-        let y = self.weight.forward(&x.reshape((rows, inp))?)?;
+        let y = self.multiply(&x.reshape((rows, inp))?)?;
         let y = match &self.bias {
             Some(b) => y.broadcast_add(b)?,
             None => y,
@@ -37,4 +146,3 @@ impl Linear {
         Ok(y.reshape(out)?)
     }
 }
-

@@ -104,6 +104,10 @@ pub trait ForwardPass: Send + Sync {
     fn max_sequence_tokens(&self) -> Option<usize> {
         None
     }
+    /// The matrix-multiply kernel of the linear layers, for reports (empty where not known).
+    fn linear_kernel(&self) -> String {
+        String::new()
+    }
 }
 
 impl ForwardPass for DecoderRewardModel {
@@ -121,6 +125,9 @@ impl ForwardPass for DecoderRewardModel {
     }
     fn prefix_reuse(&self) -> Option<usize> {
         DecoderRewardModel::prefix_reuse(self)
+    }
+    fn linear_kernel(&self) -> String {
+        DecoderRewardModel::linear_kernel(self)
     }
     fn backend(&self) -> String {
         if self.device().is_cpu() {
@@ -314,6 +321,11 @@ impl RewardModel {
     /// What runs the forward pass.
     pub fn backend(&self) -> String {
         self.model.backend()
+    }
+
+    /// The kernel of the linear layers ("int8 simd128 (per-group(32) scales)", "candle q8_0", ...).
+    pub fn linear_kernel(&self) -> String {
+        self.model.linear_kernel()
     }
 
     /// Shared-prompt reuse across a batch (see `DecoderRewardModel::set_prefix_reuse`); `None`
