@@ -273,7 +273,8 @@ pub const CPU_LABELS: [&str; 7] =
     [OURS_F32, OURS_Q8_SIMD, OURS_Q8, OURS_Q8_PIPE, TJS_WASM, OURS_Q8_ISOLATED, TJS_ISOLATED];
 pub const WEBGPU_LABELS: [&str; 2] = [OURS_WEBGPU, TJS_WEBGPU];
 
-pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, notes: &mut Notes) -> Result<BrowserResults> {
+/// `quick`: 64 and 512 tokens, one sequence, one round (a first look in minutes; the report says so).
+pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, quick: bool, notes: &mut Notes) -> Result<BrowserResults> {
     crate::web::dist()?;
     let mut out = BrowserResults { results: Results::new(), first: Default::default(), peaks: BTreeMap::new() };
     let n = pipeline_width();
@@ -315,10 +316,16 @@ pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, notes: &mut Notes) 
     let short: Vec<(usize, usize)> =
         if smoke { vec![(64, 1), (64, 4)] } else { WORKLOADS.iter().copied().filter(|w| w.0 * w.1 < 2048).collect() };
     let mut big: Vec<(usize, usize)> =
-        if smoke { vec![] } else { WORKLOADS.iter().copied().filter(|w| w.0 * w.1 >= 2048).collect() };
+        if smoke || quick { vec![] } else { WORKLOADS.iter().copied().filter(|w| w.0 * w.1 >= 2048).collect() };
     if long {
         big.extend(LONG_WORKLOADS);
-    } else if !smoke {
+    }
+    if quick {
+        notes.missing.push(
+            "browser 2048 x 1, 64 x 4, 512 x 4 and a second round: not run (`cargo xtask bench-browser --quick`)"
+                .into(),
+        );
+    } else if !long && !smoke {
         notes.missing.push(
             "browser 2048 x 4: not run by default (8,192 tokens a pass, minutes each for the slower rows on 2 cores); \
              `cargo xtask bench-browser --long` adds it"
@@ -331,7 +338,7 @@ pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, notes: &mut Notes) 
     if !big.is_empty() {
         rounds.push((1, big));
     }
-    if !smoke {
+    if !smoke && !quick {
         rounds.push((2, short));
     }
     for (round, workloads) in &rounds {

@@ -320,6 +320,7 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
             tjs.as_ref().ok().map(|_| onnx.as_path()),
             smoke,
             args.iter().any(|a| a == "--long"),
+            false,
             &mut notes,
         )?)
     };
@@ -336,6 +337,7 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
 pub fn bench_browser(args: &[String]) -> Result<()> {
     let smoke = args.iter().any(|a| a == "--smoke");
     let long = args.iter().any(|a| a == "--long");
+    let quick = args.iter().any(|a| a == "--quick");
     run(crate::cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
     let model = crate::skywork_shape()?;
     quantized(&model, "q8_0")?;
@@ -354,7 +356,7 @@ pub fn bench_browser(args: &[String]) -> Result<()> {
     if let Err(e) = &tjs {
         notes.missing.push(format!("transformers.js: {e:#}"));
     }
-    let web = browser::run_all(tjs.as_ref().ok().map(|_| onnx.as_path()), smoke, long, &mut notes)?;
+    let web = browser::run_all(tjs.as_ref().ok().map(|_| onnx.as_path()), smoke, long, quick, &mut notes)?;
     let section = report::browser_section(&notes, &web, true);
     let path =
         if smoke { root().join("target/PERFORMANCE-browser-smoke.md") } else { root().join("docs/PERFORMANCE.md") };
