@@ -3,10 +3,12 @@
 //! [`protocol`]; deep links, exports and presets are plain Rust, tested natively.
 
 pub mod export;
-pub mod presets;
 pub mod pipeline;
+pub mod presets;
 pub mod protocol;
 pub mod share;
+#[cfg(target_arch = "wasm32")]
+pub mod stage;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;
 #[cfg(target_arch = "wasm32")]

@@ -52,7 +52,7 @@ pub fn worker_count(
                 let spare = (m / 2).saturating_sub(model_bytes);
                 1 + (spare / PER_WORKER_OVERHEAD) as usize
             });
-            cores.max(1).min(MAX_AUTO_WORKERS).min(by_memory).min(layers)
+            cores.clamp(1, MAX_AUTO_WORKERS).min(by_memory).min(layers)
         }
     }
 }
@@ -384,7 +384,7 @@ mod tests {
         let a = [1, 2, 3];
         let b = [1, 2, 3, 4];
         let rows: Vec<&[u32]> = vec![&a, &b];
-        let (steps, _) = plan(&rows, &[0..2], 8, &mut 0);
+        let (steps, _) = plan(&rows, std::slice::from_ref(&(0..2)), 8, &mut 0);
         assert_eq!(
             steps[0],
             Step::Chunk(ChunkPlan { seq: 0, chunk: 0, fork_from: None, ids: 0..2, input: 0, end: true })

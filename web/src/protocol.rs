@@ -276,6 +276,10 @@ pub enum ToWorker {
         /// first chunk, to check that a crashed worker fails the job and the engine restarts.
         #[serde(default)]
         crash_stage: Option<usize>,
+        /// Tokens per pipeline chunk (`?chunk=N`, tests: a long input in several chunks); None
+        /// is `pipeline::DEFAULT_CHUNK_TOKENS`.
+        #[serde(default)]
+        chunk_tokens: Option<usize>,
     },
     Score {
         id: u64,
@@ -290,6 +294,9 @@ pub enum ToWorker {
         id: u64,
         lengths: Vec<usize>,
         iters: usize,
+        /// Sequences a pass (sharing a 3/4 prompt when more than one).
+        #[serde(default = "one")]
+        batch: usize,
     },
     /// Stops the job `id` at the next sequence boundary.
     Cancel {
@@ -493,10 +500,20 @@ pub enum ScoreOutput {
     },
 }
 
+fn one() -> usize {
+    1
+}
+
 /// One benchmark length's median.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BenchRow {
     pub tokens: usize,
+    /// Sequences a pass.
+    #[serde(default = "one")]
+    pub batch: usize,
+    /// Engine workers that ran it (the pipeline's width; 1 for the single engine and WebGPU).
+    #[serde(default = "one")]
+    pub workers: usize,
     pub median_ms: f64,
     pub tokens_per_s: f64,
     /// When this length's first pass (warm-up) returned, in ms since the Unix epoch: with the

@@ -114,10 +114,12 @@ pub const MAX_BENCH_LENGTHS: usize = 16;
 pub const MAX_BENCH_TOKENS: usize = 32768;
 /// and `?iters=` at most this many timed passes per length.
 pub const MAX_BENCH_ITERS: usize = 50;
+/// Most sequences a benchmark pass may hold.
+pub const MAX_BENCH_BATCH: usize = 16;
 
 /// The benchmark a link asks for (`?bench=128,512&iters=3`), within the limits above: a link
 /// cannot keep the engine busy without end.
-pub fn bench_request(query: &str) -> Result<Option<(Vec<usize>, usize)>, String> {
+pub fn bench_request(query: &str) -> Result<Option<(Vec<usize>, usize, usize)>, String> {
     let Some(list) = query_param(query, "bench") else { return Ok(None) };
     let lengths = list
         .split(',')
@@ -137,7 +139,14 @@ pub fn bench_request(query: &str) -> Result<Option<(Vec<usize>, usize)>, String>
             _ => return Err(format!("?iters= is 1 to {MAX_BENCH_ITERS}, not `{v}`")),
         },
     };
-    Ok(Some((lengths, iters)))
+    let batch = match query_param(query, "batch") {
+        None => 1,
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if (1..=MAX_BENCH_BATCH).contains(&n) => n,
+            _ => return Err(format!("?batch= is 1 to {MAX_BENCH_BATCH} sequences, not `{v}`")),
+        },
+    };
+    Ok(Some((lengths, iters, batch)))
 }
 
 #[cfg(test)]
@@ -188,8 +197,11 @@ mod tests {
     #[test]
     fn bench_links_are_bounded() {
         assert_eq!(bench_request("?model=m").unwrap(), None);
-        assert_eq!(bench_request("?bench=128,512&iters=2").unwrap(), Some((vec![128, 512], 2)));
-        assert_eq!(bench_request("?bench=64").unwrap(), Some((vec![64], 3)));
+        assert_eq!(bench_request("?bench=128,512&iters=2").unwrap(), Some((vec![128, 512], 2, 1)));
+        assert_eq!(bench_request("?bench=64").unwrap(), Some((vec![64], 3, 1)));
+        assert_eq!(bench_request("?bench=64&batch=4").unwrap(), Some((vec![64], 3, 4)));
+        assert!(bench_request("?bench=64&batch=0").unwrap_err().contains("batch"));
+        assert!(bench_request("?bench=64&batch=17").unwrap_err().contains("batch"));
         assert!(bench_request("?bench=100000000").unwrap_err().contains("32768"));
         assert!(bench_request("?bench=0").is_err());
         let many = vec!["8"; 17].join(",");

@@ -77,6 +77,21 @@ enum Scorer {
         client: RemoteScorer,
         template: Option<ChatTemplate>,
     },
+    /// The CPU engine split over several workers, a contiguous slice of layers each
+    /// (`stage.rs`); inputs are encoded here, as for WebGPU.
+    Pipeline {
+        inputs: InputEncoder,
+        config: ModelConfig,
+        pipeline: crate::stage::Pipeline,
+    },
+}
+
+/// The pipeline settings of the last `Load` (`?workers=`, `?chunk=`, the crash test hook).
+#[derive(Debug, Clone, Copy, Default)]
+struct PipeOpts {
+    workers: Option<usize>,
+    chunk_tokens: Option<usize>,
+    crash_stage: Option<usize>,
 }
 
 /// Sequences packed into one WebGPU pass (and scored between two cancel checks).
@@ -128,6 +143,9 @@ struct Engine {
     /// Jobs run one at a time, in arrival order (a cache query must not overtake a clear).
     queue: RefCell<std::collections::VecDeque<(ToWorker, Vec<File>)>>,
     running: std::cell::Cell<bool>,
+    pipe: std::cell::Cell<PipeOpts>,
+    /// The last load (without its crash hook), run again when a pipeline worker crashed.
+    last_load: RefCell<Option<(ToWorker, Vec<File>)>>,
 }
 
 type Res<T> = Result<T, UserError>;
@@ -205,7 +223,17 @@ impl Engine {
         match result {
             Ok(msg) => self.post(&msg),
             Err(e) if e.code == "cancelled" => self.post(&FromWorker::Cancelled { id }),
-            Err(error) => self.post(&FromWorker::Failed { id, error }),
+            Err(error) => {
+                if error.code == "worker_crashed" {
+                    // The pipeline lost a stage: load the model again before the next job (its
+                    // `Loaded` carries the old load's id, so the page keeps its model info).
+                    *self.model.borrow_mut() = None;
+                    if let Some(load) = self.last_load.borrow().clone() {
+                        self.queue.borrow_mut().push_front(load);
+                    }
+                }
+                self.post(&FromWorker::Failed { id, error })
+            }
         }
         self.cancelled.borrow_mut().remove(&id);
     }
@@ -226,7 +254,36 @@ impl Engine {
 
     async fn handle(&self, msg: ToWorker, files: Vec<File>) {
         match msg {
-            ToWorker::Load { id, source, storage, backend, token, hub, hub_from_link, remote, remote_only, .. } => {
+            ToWorker::Load {
+                id,
+                source,
+                storage,
+                backend,
+                token,
+                hub,
+                hub_from_link,
+                remote,
+                remote_only,
+                workers,
+                chunk_tokens,
+                crash_stage,
+            } => {
+                self.pipe.set(PipeOpts { workers, chunk_tokens, crash_stage });
+                let again = ToWorker::Load {
+                    id,
+                    source: source.clone(),
+                    storage,
+                    backend,
+                    token: token.clone(),
+                    hub: hub.clone(),
+                    hub_from_link,
+                    remote: remote.clone(),
+                    remote_only,
+                    workers,
+                    chunk_tokens,
+                    crash_stage: None,
+                };
+                *self.last_load.borrow_mut() = Some((again, files.clone()));
                 let checked = source.validate().map_err(|e| UserError::new("bad_source", e)).and_then(|_| {
                     hub.as_deref()
                         .map_or(Ok(HUB.to_owned()), check_hub_url)
@@ -253,6 +310,7 @@ impl Engine {
                     let config = match &loaded.scorer {
                         Scorer::Local(m) => Some(m.config()),
                         Scorer::WebGpu { model, .. } => Some(model.config()),
+                        Scorer::Pipeline { config, .. } => Some(config),
                         Scorer::Remote { .. } => None,
                     };
                     loaded.info.step_convention =
@@ -272,8 +330,8 @@ impl Engine {
                     result.map(|output| FromWorker::Scored { id, output, backend, ms: self.now() - started }),
                 );
             }
-            ToWorker::Bench { id, lengths, iters } => {
-                let result = self.bench(id, &lengths, iters).await;
+            ToWorker::Bench { id, lengths, iters, batch } => {
+                let result = self.bench(id, &lengths, iters, batch).await;
                 self.finish(id, result.map(|rows| FromWorker::Benched { id, rows }));
             }
             // Recorded on arrival in `start`, never queued behind the job it cancels.
@@ -691,6 +749,7 @@ impl Engine {
         }
         let mut left = cap;
         let mut shards: Vec<(String, Box<dyn ByteSource>)> = Vec::new();
+        let mut shard_arrays: Vec<(String, Uint8Array)> = Vec::new();
         for name in &shard_names {
             self.check_cancel(id)?;
             let bytes = get(name, false, left, &mut stats).await?.expect("required");
@@ -705,6 +764,7 @@ impl Engine {
                 ));
             }
             left -= n;
+            shard_arrays.push((name.clone(), bytes.clone()));
             shards.push((name.clone(), Box::new(JsBytes(bytes))));
         }
         self.post(&FromWorker::Progress { id, stage: "building the model".into(), done: 0, total: None, rate: 0.0 });
@@ -735,6 +795,65 @@ impl Engine {
             WeightStorage::F32 => None,
             WeightStorage::Quantized(q) => Some(q),
         };
+        let storage_text = match storage {
+            WeightStorage::F32 => "f32".into(),
+            WeightStorage::Quantized(q) => format!("{} (quantized on load)", q.name()),
+        };
+        let n = self.pipeline_width(estimate.total(), config.num_hidden_layers);
+        if n > 1 {
+            let (cfg, inputs) = InputEncoder::from_checkpoint(&text).map_err(model_error)?;
+            let sources: Vec<JsBytes> = shard_arrays.iter().map(|(_, a)| JsBytes(a.clone())).collect();
+            let refs: Vec<&dyn ByteSource> = sources.iter().map(|s| s as &dyn ByteSource).collect();
+            let shard_list: Vec<(String, u64)> =
+                shard_arrays.iter().map(|(name, a)| (name.clone(), a.length() as u64)).collect();
+            let mut plans = Vec::new();
+            let layer_ranges = rewardlens_models::pipeline::stage_layers(cfg.num_hidden_layers, n);
+            for (i, layers) in layer_ranges.iter().enumerate() {
+                let per_shard = rewardlens_models::pipeline::stage_byte_ranges_safetensors(&refs, &cfg, layers.clone())
+                    .map_err(model_error)?;
+                let (mut pieces, mut buffers) = (Vec::new(), Vec::new());
+                for (f, ranges) in per_shard.iter().enumerate() {
+                    let (p, b) = crate::stage::slice_pieces(f, &shard_arrays[f].1, ranges);
+                    pieces.extend(p);
+                    buffers.extend(b);
+                }
+                plans.push(crate::stage::StagePlan {
+                    init: crate::pipeline::StageMsg::Init {
+                        index: i,
+                        stages: layer_ranges.len(),
+                        layers: layers.clone(),
+                        gguf: false,
+                        shards: shard_list.clone(),
+                        pieces,
+                        config_json: Some(config_json.clone()),
+                        quantize: quantize.map(|q| q.name().to_owned()),
+                        trap: self.pipe.get().crash_stage == Some(i),
+                    },
+                    pieces: buffers,
+                });
+            }
+            drop((weights, sources, shard_arrays));
+            let scorer = self.spawn_pipeline(id, cfg, inputs, plans).await?;
+            let info = ModelInfo {
+                source: source.label(),
+                architecture: config.architecture.name(),
+                labels: config.labels.clone(),
+                parameters: estimate.parameters,
+                storage: storage_text,
+                estimated_bytes: estimate.total(),
+                max_tokens: config.max_position_embeddings,
+                load_ms: self.now() - started,
+                downloaded_bytes: stats.0,
+                cached_bytes: stats.1,
+                backend: pipeline_backend(&scorer),
+                fallback_reason: None,
+                gpu_fallback_reason: gpu_reason,
+                step_convention: None,
+                workers: pipeline_stages(&scorer),
+                kernel: String::new(),
+            };
+            return Ok(Loaded { scorer, info });
+        }
         let model = RewardModel::from_checkpoint(&text, &weights, quantize, &Device::Cpu).map_err(model_error)?;
         let info = ModelInfo {
             source: source.label(),
@@ -755,7 +874,7 @@ impl Engine {
             gpu_fallback_reason: gpu_reason,
             step_convention: None,
             workers: 1,
-            kernel: String::new(),
+            kernel: model.linear_kernel(),
         };
         Ok(Loaded { scorer: Scorer::Local(model), info })
     }
@@ -810,12 +929,131 @@ impl Engine {
                         return Err(too_large(name, len + RESERVE));
                     }
                     gpu_reason = Some(reason);
-                    let file = parse(bytes)?;
+                    let file = parse(bytes.clone())?;
+                    if let Some(l) =
+                        self.gguf_pipeline(id, &file, &bytes, source, started, stats, &gpu_reason, &types_text).await?
+                    {
+                        return Ok(l);
+                    }
                     return self.load_gguf_cpu(file, source, len, started, stats, gpu_reason, types_text);
                 }
             }
         }
+        if let Some(l) = self.gguf_pipeline(id, &file, &bytes, source, started, stats, &gpu_reason, &types_text).await?
+        {
+            return Ok(l);
+        }
         self.load_gguf_cpu(file, source, len, started, stats, gpu_reason, types_text)
+    }
+
+    /// How many pipeline workers to run for a model of `bytes` in memory and `layers` layers
+    /// (1: the single engine).
+    fn pipeline_width(&self, bytes: u64, layers: usize) -> usize {
+        let nav = self.scope.navigator();
+        let cores = nav.hardware_concurrency() as usize;
+        // `navigator.deviceMemory` (GiB, Chromium only) where the browser tells it.
+        let memory = Reflect::get(&nav, &"deviceMemory".into())
+            .ok()
+            .and_then(|m| m.as_f64())
+            .map(|gib| (gib * (1u64 << 30) as f64) as u64);
+        crate::pipeline::worker_count(self.pipe.get().workers, cores, memory, bytes, layers)
+    }
+
+    /// A GGUF on the CPU pipeline when more than one worker is to run; None: the single engine.
+    #[allow(clippy::too_many_arguments)]
+    async fn gguf_pipeline(
+        &self,
+        id: u64,
+        file: &GgufFile,
+        bytes: &Uint8Array,
+        source: &ModelSource,
+        started: f64,
+        stats: (u64, u64),
+        gpu_reason: &Option<String>,
+        types_text: &str,
+    ) -> Res<Option<Loaded>> {
+        let len = bytes.length() as u64;
+        let config = quantized::gguf_config(file).map_err(model_error)?;
+        let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
+        let n = self.pipeline_width(len + estimate.activations, config.num_hidden_layers);
+        if n <= 1 {
+            return Ok(None);
+        }
+        let (cfg, inputs) = InputEncoder::from_gguf(file, None).map_err(model_error)?;
+        let layer_ranges = rewardlens_models::pipeline::stage_layers(cfg.num_hidden_layers, n);
+        let mut plans = Vec::new();
+        for (i, layers) in layer_ranges.iter().enumerate() {
+            let ranges =
+                rewardlens_models::pipeline::stage_byte_ranges_gguf(file, &cfg, layers.clone()).map_err(model_error)?;
+            let (pieces, buffers) = crate::stage::slice_pieces(0, bytes, &ranges);
+            plans.push(crate::stage::StagePlan {
+                init: crate::pipeline::StageMsg::Init {
+                    index: i,
+                    stages: layer_ranges.len(),
+                    layers: layers.clone(),
+                    gguf: true,
+                    shards: vec![("model.gguf".into(), len)],
+                    pieces,
+                    config_json: None,
+                    quantize: None,
+                    trap: self.pipe.get().crash_stage == Some(i),
+                },
+                pieces: buffers,
+            });
+        }
+        let scorer = self.spawn_pipeline(id, cfg, inputs, plans).await?;
+        let info = ModelInfo {
+            source: source.label(),
+            architecture: config.architecture.name(),
+            labels: config.labels.clone(),
+            parameters: estimate.parameters,
+            storage: format!("GGUF ({types_text})"),
+            estimated_bytes: len + estimate.activations,
+            max_tokens: config.max_position_embeddings,
+            load_ms: self.now() - started,
+            downloaded_bytes: stats.0,
+            cached_bytes: stats.1,
+            backend: pipeline_backend(&scorer),
+            fallback_reason: None,
+            gpu_fallback_reason: gpu_reason.clone(),
+            step_convention: None,
+            workers: pipeline_stages(&scorer),
+            kernel: String::new(),
+        };
+        Ok(Some(Loaded { scorer, info }))
+    }
+
+    /// Starts the stage workers of `plans` and wraps them as a scorer.
+    async fn spawn_pipeline(
+        &self,
+        id: u64,
+        config: ModelConfig,
+        inputs: InputEncoder,
+        plans: Vec<crate::stage::StagePlan>,
+    ) -> Res<Scorer> {
+        let stage = format!("starting {} engine workers", plans.len());
+        self.post(&FromWorker::Progress { id, stage, done: 0, total: None, rate: 0.0 });
+        let chunk = self.pipe.get().chunk_tokens.unwrap_or(crate::pipeline::DEFAULT_CHUNK_TOKENS);
+        let pipeline = crate::stage::Pipeline::spawn(&self.scope, plans, chunk).await?;
+        Ok(Scorer::Pipeline { inputs, config, pipeline })
+    }
+
+    /// The head at every position of each row on the pipeline, polling `id`'s cancel flag.
+    async fn pipeline_positions(
+        &self,
+        id: u64,
+        pipeline: &crate::stage::Pipeline,
+        rows: &[&[u32]],
+        groups: &[std::ops::Range<usize>],
+    ) -> Res<Vec<Vec<Vec<f32>>>> {
+        let check = || {
+            if self.cancelled.borrow().contains(&id) {
+                self.check_cancel(id)
+            } else {
+                Ok(())
+            }
+        };
+        pipeline.run(rows, groups, &check).await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -849,7 +1087,7 @@ impl Engine {
                 gpu_fallback_reason: gpu_reason,
                 step_convention: None,
                 workers: 1,
-                kernel: String::new(),
+                kernel: model.linear_kernel(),
             },
             scorer: Scorer::Local(model),
         })
@@ -925,6 +1163,10 @@ impl Engine {
         match &loaded.scorer {
             Scorer::Local(model) => model.forward_positions(ids).map_err(model_error),
             Scorer::WebGpu { model, .. } => model.forward_positions(ids).await.map_err(gpu_error),
+            Scorer::Pipeline { pipeline, .. } => {
+                let mut rows = self.pipeline_positions(u64::MAX, pipeline, &[ids], &[0..1]).await?;
+                Ok(rows.pop().unwrap_or_default())
+            }
             Scorer::Remote { .. } => Err(UserError::new("remote", "step rewards need the model in this browser")),
         }
     }
@@ -941,6 +1183,7 @@ impl Engine {
         let (inputs, config) = match &loaded.scorer {
             Scorer::Local(model) => (model.inputs(), model.config()),
             Scorer::WebGpu { inputs, model } => (inputs, model.config()),
+            Scorer::Pipeline { inputs, config, .. } => (inputs, config),
             Scorer::Remote { .. } => {
                 return Err(UserError::new(
                     "remote",
@@ -1011,7 +1254,10 @@ impl Engine {
         (0..n).map(|i| format!("LABEL_{i}")).collect()
     }
 
-    async fn bench(&self, id: u64, lengths: &[usize], iters: usize) -> Res<Vec<BenchRow>> {
+    /// Times `iters` passes (after a warm-up) per length over `batch` sequences of `bench_ids`;
+    /// several sequences share their first three quarters (one prompt, several answers), as the
+    /// native `rewardlens bench --shared` does.
+    async fn bench(&self, id: u64, lengths: &[usize], iters: usize, batch: usize) -> Res<Vec<BenchRow>> {
         let loaded = self
             .model
             .borrow()
@@ -1020,6 +1266,7 @@ impl Engine {
         let vocab = match &loaded.scorer {
             Scorer::Local(model) => model.config().vocab_size,
             Scorer::WebGpu { model, .. } => model.config().vocab_size,
+            Scorer::Pipeline { config, .. } => config.vocab_size,
             Scorer::Remote { .. } => {
                 return Err(UserError::new(
                     "remote",
@@ -1029,17 +1276,26 @@ impl Engine {
         };
         let mut rows = Vec::new();
         for (n, &len) in lengths.iter().enumerate() {
-            let ids = rewardlens_models::synthetic::bench_ids(len, 0, vocab);
+            let batch = batch.max(1);
+            let shared = if batch > 1 { len * 3 / 4 } else { 0 };
+            let seqs: Vec<Vec<u32>> =
+                (0..batch).map(|r| rewardlens_models::synthetic::bench_ids_shared(len, r, vocab, shared)).collect();
+            let rows_in: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
             let mut times = Vec::new();
             let mut first_scores_at_ms = 0.0;
             for i in 0..=iters.max(1) {
                 let t0 = self.now();
                 match &loaded.scorer {
                     Scorer::Local(model) => {
-                        model.forward_padded(&[&ids], rewardlens_models::Padding::Right).map_err(model_error)?;
+                        model.forward_padded(&rows_in, rewardlens_models::Padding::Right).map_err(model_error)?;
                     }
                     Scorer::WebGpu { model, .. } => {
-                        model.forward(&[&ids]).await.map_err(gpu_error)?;
+                        model.forward(&rows_in).await.map_err(gpu_error)?;
+                    }
+                    // All rows back to back through the stages, one shared-prompt group.
+                    Scorer::Pipeline { pipeline, .. } => {
+                        let groups = if rows_in.len() > 1 { vec![0..rows_in.len()] } else { vec![0..1] };
+                        self.pipeline_positions(id, pipeline, &rows_in, &groups).await?;
                     }
                     Scorer::Remote { .. } => unreachable!("refused above"),
                 }
@@ -1062,8 +1318,13 @@ impl Engine {
             let median_ms = times[times.len() / 2];
             rows.push(BenchRow {
                 tokens: len,
+                batch,
+                workers: match &loaded.scorer {
+                    Scorer::Pipeline { pipeline, .. } => pipeline.stages(),
+                    _ => 1,
+                },
                 median_ms,
-                tokens_per_s: len as f64 / (median_ms / 1000.0),
+                tokens_per_s: (len * batch) as f64 / (median_ms / 1000.0),
                 first_scores_at_ms,
             });
         }
@@ -1097,11 +1358,40 @@ impl Engine {
             }
             Scorer::WebGpu { .. } => (vec![], fixed_groups(convs.len(), GPU_BATCH)),
             Scorer::Remote { client, .. } => (vec![], fixed_groups(convs.len(), client.config().batch_size)),
+            Scorer::Pipeline { inputs, config, pipeline } => {
+                // Every input goes down the pipeline back to back (its stages stay busy), the
+                // responses to one prompt continuing one prompt pass.
+                let enc = convs
+                    .iter()
+                    .map(|c| inputs.encode(c, &policy))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(model_error)?;
+                let rows: Vec<&[u32]> = enc.iter().map(|e| e.ids.as_slice()).collect();
+                let groups = shared_prompt_runs(
+                    &rows,
+                    Some(rewardlens_models::decoder::MIN_SHARED_PREFIX),
+                    PIPELINE_SHARED_BATCH,
+                );
+                let t0 = self.now();
+                let positions = self.pipeline_positions(id, pipeline, &rows, &groups).await?;
+                let ms = (self.now() - t0) / convs.len().max(1) as f64;
+                for (e, p) in enc.iter().zip(positions) {
+                    let head = rewardlens_models::pipeline::head_output(config, &e.ids, p).map_err(model_error)?;
+                    out.push(sequence_result(ConversationScore::from_head(head, e), ms));
+                }
+                if progress {
+                    let rate = self.per_second(out.len() as f64, started);
+                    let (done, total) = (out.len() as u64, Some(convs.len() as u64));
+                    self.post(&FromWorker::Progress { id, stage: "scoring".into(), done, total, rate });
+                }
+                return Ok(out);
+            }
         };
         for range in groups {
             let chunk = &convs[range.clone()];
             let t0 = self.now();
             match &loaded.scorer {
+                Scorer::Pipeline { .. } => unreachable!("scored above"),
                 Scorer::Local(model) => {
                     let scores = model.score_encoded(&encoded[range.clone()], chunk.len()).map_err(model_error)?;
                     let ms = (self.now() - t0) / chunk.len() as f64;
@@ -1326,12 +1616,18 @@ fn choose_storage(config: &ModelConfig, choice: StorageChoice) -> Res<(WeightSto
 pub fn start() {
     console_error_panic_hook::set_once();
     let scope: DedicatedWorkerGlobalScope = js_sys::global().unchecked_into();
+    // The same build also runs the CPU pipeline's stages (`stage.rs`), named by the coordinator.
+    if scope.name().starts_with(crate::stage::STAGE_NAME_PREFIX) {
+        return crate::stage::start(scope);
+    }
     let engine = Rc::new(Engine {
         scope: scope.clone(),
         model: RefCell::new(None),
         cancelled: RefCell::default(),
         queue: RefCell::default(),
         running: std::cell::Cell::new(false),
+        pipe: std::cell::Cell::new(PipeOpts::default()),
+        last_load: RefCell::new(None),
     });
     let e = engine.clone();
     let onmessage = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
@@ -1363,14 +1659,26 @@ pub fn start() {
 
 /// The int8 kernels' reference test in this build (`ToWorker::KernelSelfTest`).
 fn kernel_self_test(id: u64) -> FromWorker {
-    // Until rewardlens-int8 has `kernel()` and `self_test()` (being written), this build
-    // reports its target features and a failed test, so nothing can pass by accident.
-    let kernel = if cfg!(target_feature = "relaxed-simd") { "int8 relaxed-simd" } else { "int8 simd128" };
-    FromWorker::SelfTest {
-        id,
-        kernel: kernel.into(),
-        passed: false,
-        summary: "the int8 kernels are not in this build yet".into(),
+    // The int8 kernels' reference check, run inside this build (simd128 or relaxed-simd).
+    let (passed, summary) = match rewardlens_int8::self_test(js_sys::Date::now() as u64) {
+        Ok(s) => (true, s),
+        Err(e) => (false, e),
+    };
+    FromWorker::SelfTest { id, kernel: rewardlens_int8::kernel().name().into(), passed, summary }
+}
+
+/// Most responses to one prompt that continue one prompt pass on the pipeline.
+const PIPELINE_SHARED_BATCH: usize = 16;
+
+/// The results line's backend for a pipeline: the build and how many workers ran.
+fn pipeline_backend(scorer: &Scorer) -> String {
+    format!("{BACKEND}, {} workers", pipeline_stages(scorer))
+}
+
+fn pipeline_stages(scorer: &Scorer) -> usize {
+    match scorer {
+        Scorer::Pipeline { pipeline, .. } => pipeline.stages(),
+        _ => 1,
     }
 }
 

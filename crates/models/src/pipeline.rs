@@ -79,10 +79,7 @@ impl StageKv {
 
     /// Bytes the keys and values hold.
     pub fn size_bytes(&self) -> usize {
-        self.layers
-            .iter()
-            .map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes())
-            .sum()
+        self.layers.iter().map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes()).sum()
     }
 }
 
@@ -287,9 +284,8 @@ pub fn stage_tensor_names(c: &ModelConfig, layers: Range<usize>) -> Vec<String> 
             ScoreHead::Mlp => {
                 names.extend(["score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"].map(String::from))
             }
-            ScoreHead::LmHeadRows => names.push(
-                if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" }.to_owned(),
-            ),
+            ScoreHead::LmHeadRows => names
+                .push(if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" }.to_owned()),
         }
     }
     // A tied LM head reads the embedding table the first stage also reads.
@@ -320,7 +316,8 @@ pub fn stage_byte_ranges_gguf(file: &GgufFile, config: &ModelConfig, layers: Ran
     // HEADER_READ_AHEAD bytes past where it stands, capped at the file's end.
     let header_end = file.tensors.values().map(|t| t.offset).min().unwrap_or(0);
     let file_len = file.file_len().max(len);
-    let mut ranges = vec![0..(header_end.saturating_add(HEADER_READ_AHEAD)).min(file_len)];
+    let header = 0..(header_end.saturating_add(HEADER_READ_AHEAD)).min(file_len);
+    let mut ranges = Vec::from([header]);
     for hf in stage_tensor_names(config, layers) {
         let info = gguf_name(&hf)
             .and_then(|g| file.tensors.get(&g))
@@ -343,10 +340,11 @@ pub fn stage_byte_ranges_safetensors(
     for (_, src) in &dirs {
         let mut first = [0u8; 8];
         src.read_at(0, &mut first).map_err(|e| ModelError::Io(e.to_string()))?;
-        out.push(vec![0..st_header::header_len(&first, src.len())?]);
+        let header = 0..st_header::header_len(&first, src.len())?;
+        out.push(Vec::from([header]));
     }
     for name in stage_tensor_names(config, layers) {
-        // Later shards win, as in `SafetensorsWeights`: none of ours repeat a tensor anyway.
+        // The first shard holding it, as `StreamedSafetensors` reads it.
         let (shard, t) = dirs
             .iter()
             .enumerate()
@@ -410,12 +408,16 @@ impl ByteSource for SparseBytes {
     }
 
     fn read_at(&self, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+        let end = offset.saturating_add(buf.len() as u64);
         let missing = || {
             std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("bytes {offset}..{} were not given to this stage", offset + buf.len() as u64),
+                format!("bytes {offset}..{end} were not given to this stage"),
             )
         };
+        if buf.is_empty() && offset <= self.len {
+            return Ok(());
+        }
         // The piece starting at or before `offset`.
         let i = self.pieces.partition_point(|p| p.0 <= offset);
         let (start, bytes) = i.checked_sub(1).map(|i| &self.pieces[i]).ok_or_else(missing)?;

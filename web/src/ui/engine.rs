@@ -299,7 +299,8 @@ impl Engine {
         remote_only: bool,
         files: Vec<File>,
     ) {
-        let (workers, crash_stage) = (page_param("workers"), page_param("crash_stage"));
+        let (workers, crash_stage, chunk_tokens) =
+            (page_param("workers"), page_param("crash_stage"), page_param("chunk"));
         let msg = ToWorker::Load {
             id: 0,
             source,
@@ -312,6 +313,7 @@ impl Engine {
             remote_only,
             workers,
             crash_stage,
+            chunk_tokens,
         };
         self.start_load(msg, files);
     }
@@ -344,9 +346,9 @@ impl Engine {
         self.send(&ToWorker::KernelSelfTest { id }, &[]);
     }
 
-    pub fn bench(self, lengths: Vec<usize>, iters: usize) {
+    pub fn bench(self, lengths: Vec<usize>, iters: usize, batch: usize) {
         let id = self.begin(Phase::Scoring, None);
-        self.send(&ToWorker::Bench { id, lengths, iters }, &[]);
+        self.send(&ToWorker::Bench { id, lengths, iters, batch }, &[]);
     }
 
     /// Asks the worker to stop the current job; if it has not answered within

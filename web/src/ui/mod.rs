@@ -158,12 +158,12 @@ fn App() -> impl IntoView {
         engine.state.notice.set(Some(format!("The link's benchmark was not run: {e}")));
         None
     });
-    if let Some((lengths, iters)) = bench {
+    if let Some((lengths, iters, batch)) = bench {
         let started = StoredValue::new(false);
         Effect::new(move |_| {
             if engine.state.loads.get() > 0 && !started.get_value() {
                 started.set_value(true);
-                engine.bench(lengths.clone(), iters);
+                engine.bench(lengths.clone(), iters, batch);
             }
         });
     }
@@ -570,6 +570,9 @@ fn ModelSummary(engine: Engine) -> impl IntoView {
                     )}
                     " · runs on "
                     <span id="model-backend">{m.backend.clone()}</span>
+                    <span id="model-kernel" data-kernel=m.kernel.clone() data-workers=m.workers.to_string()>
+                        {(!m.kernel.is_empty()).then(|| format!(" · linear layers: {}", m.kernel))}
+                    </span>
                     <span id="gpu-fallback">{why_cpu}</span>
                 </span>
             }
@@ -636,11 +639,13 @@ fn BenchView(engine: Engine) -> impl IntoView {
         engine.state.bench.get().map(|rows| {
             view! {
                 <section class="panel" id="bench">
-                    <h2>"Benchmark (forward pass, this browser, one thread)"</h2>
+                    <h2>"Benchmark (forward pass, this browser)"</h2>
                     <table>
                         <thead>
                             <tr>
                                 <th>"tokens"</th>
+                                <th>"sequences"</th>
+                                <th>"workers"</th>
                                 <th>"median ms"</th>
                                 <th>"tokens/s"</th>
                             </tr>
@@ -653,10 +658,14 @@ fn BenchView(engine: Engine) -> impl IntoView {
                                         <tr
                                             class="bench-row"
                                             data-tokens=r.tokens.to_string()
+                                            data-batch=r.batch.to_string()
+                                            data-workers=r.workers.to_string()
                                             data-ms=r.median_ms.to_string()
                                             data-first-scores-at=r.first_scores_at_ms.to_string()
                                         >
                                             <td>{r.tokens}</td>
+                                            <td>{r.batch}</td>
+                                            <td>{r.workers}</td>
                                             <td>{format!("{:.0}", r.median_ms)}</td>
                                             <td>{format!("{:.1}", r.tokens_per_s)}</td>
                                         </tr>
