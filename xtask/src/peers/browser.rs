@@ -55,11 +55,15 @@ pub struct BrowserResults {
     pub first: super::report::FirstScores,
     /// Label -> peak RSS of the page's renderer plus the GPU process, MiB.
     pub peaks: BTreeMap<String, f64>,
+    /// (label, tokens) -> ms per kind of op in one pass (the page's profile, one sequence).
+    pub profiles: BTreeMap<(String, usize), Vec<(String, f64)>>,
 }
 
 struct Run {
     /// ((tokens, sequences), median seconds a pass)
     rows: Vec<((usize, usize), f64)>,
+    /// (tokens, ms per op) of one-sequence passes, where the page profiled them.
+    profiles: Vec<(usize, Vec<(String, f64)>)>,
     cold_first_s: Option<f64>,
     cached_first_s: Option<f64>,
     peak_mib: Option<f64>,
@@ -128,9 +132,10 @@ fn ours(c: &OursConfig, workloads: &[(usize, usize)]) -> Result<Run> {
         c.isolated,
     );
     let b = start_browser(c.backend == "webgpu");
-    type Visit = (Vec<((usize, usize), f64)>, Option<f64>);
+    type Visit = (Vec<((usize, usize), f64)>, Vec<(usize, Vec<(String, f64)>)>, Option<f64>);
     let visit = |workloads: &[(usize, usize)], iters: usize| -> Result<Visit> {
         let mut rows = Vec::new();
+        let mut profiles = Vec::new();
         let mut first_s = None;
         // One page visit per batch size: `?bench=` takes lengths, `?batch=` one sequence count.
         let mut batches: Vec<usize> = workloads.iter().map(|w| w.1).collect();
@@ -171,6 +176,15 @@ fn ours(c: &OursConfig, workloads: &[(usize, usize)]) -> Result<Run> {
             let seqs = b.attrs("#bench .bench-row", "data-batch");
             let workers = b.attrs("#bench .bench-row", "data-workers");
             let first = b.attrs("#bench .bench-row", "data-first-scores-at");
+            let profile = b.attrs("#bench .bench-row", "data-profile");
+            for (t, p) in toks.iter().zip(&profile) {
+                if let (1, Ok(n), Ok(ops)) = (batch, t.parse::<usize>(), serde_json::from_str::<Vec<(String, f64)>>(p))
+                {
+                    if !ops.is_empty() {
+                        profiles.push((n, ops));
+                    }
+                }
+            }
             for (i, (t, m)) in toks.iter().zip(&ms).enumerate() {
                 let ran: usize = seqs.get(i).and_then(|s| s.parse().ok()).unwrap_or(1);
                 if ran != batch {
@@ -190,12 +204,12 @@ fn ours(c: &OursConfig, workloads: &[(usize, usize)]) -> Result<Run> {
                 };
             }
         }
-        Ok((rows, first_s))
+        Ok((rows, profiles, first_s))
     };
-    let (rows, cold_first_s) = visit(workloads, iters_for(workloads))?;
+    let (rows, profiles, cold_first_s) = visit(workloads, iters_for(workloads))?;
     let peak_mib = chromium_peak_mib();
-    let (_, cached_first_s) = visit(&workloads[..1], 1)?;
-    Ok(Run { rows, cold_first_s, cached_first_s, peak_mib })
+    let (_, _, cached_first_s) = visit(&workloads[..1], 1)?;
+    Ok(Run { rows, profiles, cold_first_s, cached_first_s, peak_mib })
 }
 
 /// transformers.js in the page tests/bench/peers/tjs.html, its model files through the
@@ -248,6 +262,7 @@ fn theirs(
     let first = |v: &[serde_json::Value]| v.first().and_then(|l| l["first_ms"].as_f64()).map(|ms| ms / 1000.0);
     let at = |l: &serde_json::Value, k: &str| l[k].as_u64().unwrap_or(0) as usize;
     Ok(Run {
+        profiles: Vec::new(),
         rows: lines
             .iter()
             .map(|l| ((at(l, "tokens"), at(l, "batch").max(1)), l["median_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0))
@@ -276,7 +291,12 @@ pub const WEBGPU_LABELS: [&str; 2] = [OURS_WEBGPU, TJS_WEBGPU];
 /// `quick`: 64 and 512 tokens, one sequence, one round (a first look in minutes; the report says so).
 pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, quick: bool, notes: &mut Notes) -> Result<BrowserResults> {
     crate::web::dist()?;
-    let mut out = BrowserResults { results: Results::new(), first: Default::default(), peaks: BTreeMap::new() };
+    let mut out = BrowserResults {
+        results: Results::new(),
+        first: Default::default(),
+        peaks: BTreeMap::new(),
+        profiles: BTreeMap::new(),
+    };
     let n = pipeline_width();
     let ours_cfg = |model_url, storage, kernel, workers, isolated| OursConfig {
         model_url,
@@ -351,6 +371,9 @@ pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, quick: bool, notes:
             eprintln!("--- browser round {round}: {label}");
             match job(&workloads) {
                 Ok(run) => {
+                    for (n, ops) in run.profiles {
+                        out.profiles.insert((label.to_string(), n), ops);
+                    }
                     for ((tokens, seqs), secs) in run.rows {
                         out.results.entry((label.to_string(), tokens, seqs)).or_default().push(Sample {
                             secs,

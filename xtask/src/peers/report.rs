@@ -355,6 +355,25 @@ pub fn browser_section(notes: &Notes, w: &BrowserResults, alone: bool) -> String
             w.peaks.get(*l).map_or("—".into(), |m| format!("{m:.0}")),
         ]));
     }
+    if !w.profiles.is_empty() {
+        md.push_str(
+            "\nWhere one engine worker's time goes (the page's `rewardlens_models::profile` over one timed \
+             pass of one sequence: ms per kind of op, exclusive, and its share of the pass):\n\n",
+        );
+        md.push_str(&header(&["backend", "tokens", "op", "ms", "share"], 3));
+        for ((label, n), ops) in &w.profiles {
+            let total: f64 = ops.iter().map(|(_, ms)| ms).sum();
+            for (op, ms) in ops {
+                md.push_str(&row(&[
+                    label.clone(),
+                    n.to_string(),
+                    op.clone(),
+                    format!("{ms:.1}"),
+                    format!("{:.0}%", 100.0 * ms / total.max(1e-9)),
+                ]));
+            }
+        }
+    }
     if alone && !notes.missing.is_empty() {
         md.push_str("\nBrowser rows not measured, and why:\n\n");
         for m in &notes.missing {
