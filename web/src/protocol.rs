@@ -514,6 +514,10 @@ pub struct BenchRow {
     /// Engine workers that ran it (the pipeline's width; 1 for the single engine and WebGPU).
     #[serde(default = "one")]
     pub workers: usize,
+    /// Milliseconds per kind of operation in the last timed pass (`rewardlens_models::profile`;
+    /// the single CPU engine only).
+    #[serde(default)]
+    pub profile: Vec<(String, f64)>,
     pub median_ms: f64,
     pub tokens_per_s: f64,
     /// When this length's first pass (warm-up) returned, in ms since the Unix epoch: with the

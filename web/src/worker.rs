@@ -1282,10 +1282,19 @@ impl Engine {
                 (0..batch).map(|r| rewardlens_models::synthetic::bench_ids_shared(len, r, vocab, shared)).collect();
             let rows_in: Vec<&[u32]> = seqs.iter().map(Vec::as_slice).collect();
             let mut times = Vec::new();
+            let mut profile = Vec::new();
             let mut first_scores_at_ms = 0.0;
             for i in 0..=iters.max(1) {
                 let t0 = self.now();
                 match &loaded.scorer {
+                    // The last pass also records where the time goes, per kind of op.
+                    Scorer::Local(model) if i == iters.max(1) => {
+                        let (r, p) = rewardlens_models::profile::record(performance_now, || {
+                            model.forward_padded(&rows_in, rewardlens_models::Padding::Right)
+                        });
+                        r.map_err(model_error)?;
+                        profile = p.rows();
+                    }
                     Scorer::Local(model) => {
                         model.forward_padded(&rows_in, rewardlens_models::Padding::Right).map_err(model_error)?;
                     }
@@ -1325,6 +1334,7 @@ impl Engine {
                 },
                 median_ms,
                 tokens_per_s: (len * batch) as f64 / (median_ms / 1000.0),
+                profile,
                 first_scores_at_ms,
             });
         }
@@ -1658,6 +1668,18 @@ pub fn start() {
 }
 
 /// The int8 kernels' reference test in this build (`ToWorker::KernelSelfTest`).
+/// `performance.now()` of this worker (sub-millisecond, unlike `Date.now()`), for the profile.
+fn performance_now() -> f64 {
+    let global = js_sys::global();
+    Reflect::get(&global, &"performance".into())
+        .ok()
+        .and_then(|p| {
+            let now: js_sys::Function = Reflect::get(&p, &"now".into()).ok()?.dyn_into().ok()?;
+            now.call0(&p).ok()?.as_f64()
+        })
+        .unwrap_or_else(js_sys::Date::now)
+}
+
 fn kernel_self_test(id: u64) -> FromWorker {
     // The int8 kernels' reference check, run inside this build (simd128 or relaxed-simd).
     let (passed, summary) = match rewardlens_int8::self_test(js_sys::Date::now() as u64) {

@@ -660,6 +660,7 @@ fn BenchView(engine: Engine) -> impl IntoView {
                                             data-tokens=r.tokens.to_string()
                                             data-batch=r.batch.to_string()
                                             data-workers=r.workers.to_string()
+                                            data-profile=serde_json::to_string(&r.profile).unwrap_or_default()
                                             data-ms=r.median_ms.to_string()
                                             data-first-scores-at=r.first_scores_at_ms.to_string()
                                         >
