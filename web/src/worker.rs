@@ -1164,7 +1164,8 @@ impl Engine {
             Scorer::Local(model) => model.forward_positions(ids).map_err(model_error),
             Scorer::WebGpu { model, .. } => model.forward_positions(ids).await.map_err(gpu_error),
             Scorer::Pipeline { pipeline, .. } => {
-                let mut rows = self.pipeline_positions(u64::MAX, pipeline, &[ids], &[0..1]).await?;
+                let mut rows =
+                    self.pipeline_positions(u64::MAX, pipeline, &[ids], std::slice::from_ref(&(0..1))).await?;
                 Ok(rows.pop().unwrap_or_default())
             }
             Scorer::Remote { .. } => Err(UserError::new("remote", "step rewards need the model in this browser")),
@@ -1303,7 +1304,9 @@ impl Engine {
                     }
                     // All rows back to back through the stages, one shared-prompt group.
                     Scorer::Pipeline { pipeline, .. } => {
-                        let groups = if rows_in.len() > 1 { vec![0..rows_in.len()] } else { vec![0..1] };
+                        // One group: every row continues the same shared prompt.
+                        let all = 0..rows_in.len();
+                        let groups = vec![all];
                         self.pipeline_positions(id, pipeline, &rows_in, &groups).await?;
                     }
                     Scorer::Remote { .. } => unreachable!("refused above"),
