@@ -946,7 +946,9 @@ fn cancel_stops_a_job_stuck_in_one_long_step() {
     let srv = StaticServer::start(vec![("/work/".into(), work), ("/".into(), dist_dir())], true);
     let g = golden("qwen3-seq");
     let b = Browser::start();
-    b.goto(&format!("{}/", srv.url));
+    // One engine worker: its forward pass is one long synchronous step. (The pipeline's
+    // coordinator sees a cancel between chunks and needs no restart.)
+    b.goto(&format!("{}/?workers=1", srv.url));
     b.load_model(&format!("{}/work/long-context", srv.url));
     b.click("#tab-responses");
     while b.attrs("#responses textarea", "aria-label").len() > 1 {
