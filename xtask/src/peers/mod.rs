@@ -185,6 +185,23 @@ pub fn ensure_tjs() -> Result<PathBuf> {
     Ok(module)
 }
 
+/// The model's ONNX export (`target/bench-models/skywork-rand-onnx`) and transformers.js from
+/// npm: the export's folder, and the Node module or why the peer cannot run.
+fn tjs_peer(model: &Path) -> (PathBuf, Result<PathBuf>) {
+    let onnx = root().join("target/bench-models/skywork-rand-onnx");
+    let tjs = output(
+        Command::new(python())
+            .arg("tests/bench/peers/export_onnx.py")
+            .arg("--model")
+            .arg(model)
+            .arg("--out")
+            .arg(&onnx),
+    )
+    .context("exporting the model to ONNX (optimum, onnxruntime)")
+    .and_then(|_| ensure_tjs());
+    (onnx, tjs)
+}
+
 /// Candle's qwen3 model code, built apart from the workspace (tests/bench/peers/candle).
 fn build_candle_peer() -> Result<PathBuf> {
     let target = root().join("target/peers");
@@ -239,17 +256,7 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
         Ok(_) => backends.push((TORCH, Native::Torch { model: model.clone() })),
         Err(e) => notes.missing.push(format!("{TORCH}: no Python with torch and transformers ({e:#}); set PYTHON")),
     }
-    let onnx = root().join("target/bench-models/skywork-rand-onnx");
-    let tjs = output(
-        Command::new(python())
-            .arg("tests/bench/peers/export_onnx.py")
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&onnx),
-    )
-    .context("exporting the model to ONNX (optimum, onnxruntime)")
-    .and_then(|_| ensure_tjs());
+    let (onnx, tjs) = tjs_peer(&model);
     match &tjs {
         Ok(module) => backends.push((TJS_NODE, Native::TjsNode { module: module.clone(), onnx: onnx.clone() })),
         Err(e) => notes.missing.push(format!("transformers.js: {e:#}")),
@@ -342,17 +349,7 @@ pub fn bench_browser(args: &[String]) -> Result<()> {
     let model = crate::skywork_shape()?;
     quantized(&model, "q8_0")?;
     let mut notes = Notes { threads: "1".into(), ..Notes::default() };
-    let onnx = root().join("target/bench-models/skywork-rand-onnx");
-    let tjs = output(
-        Command::new(python())
-            .arg("tests/bench/peers/export_onnx.py")
-            .arg("--model")
-            .arg(&model)
-            .arg("--out")
-            .arg(&onnx),
-    )
-    .context("exporting the model to ONNX (optimum, onnxruntime)")
-    .and_then(|_| ensure_tjs());
+    let (onnx, tjs) = tjs_peer(&model);
     if let Err(e) = &tjs {
         notes.missing.push(format!("transformers.js: {e:#}"));
     }
