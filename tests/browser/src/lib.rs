@@ -99,6 +99,12 @@ impl StaticServer {
         Self::start_inner(mounts, statuses, no_length, cors, "")
     }
 
+    /// The app (`dist_dir()`) at `/` and the fixture models at `/fixtures/`, with CORS: what most
+    /// browser tests serve.
+    pub fn app_with_fixtures() -> Self {
+        Self::start(vec![("/fixtures/".into(), fixtures_dir()), ("/".into(), dist_dir())], true)
+    }
+
     /// As `start`, with the headers that make a page cross-origin isolated (COOP same-origin,
     /// COEP require-corp) on every answer, as `cargo xtask serve --isolated` sends them.
     pub fn start_isolated(mounts: Vec<(String, PathBuf)>, cors: bool) -> Self {

@@ -18,7 +18,7 @@ fn golden_logits(g: &Value, case: &str) -> Vec<f64> {
 }
 
 fn server() -> StaticServer {
-    StaticServer::start(vec![("/fixtures/".into(), fixtures_dir()), ("/".into(), dist_dir())], true)
+    StaticServer::app_with_fixtures()
 }
 
 fn artifacts() -> PathBuf {
@@ -29,23 +29,6 @@ fn artifacts() -> PathBuf {
 fn assert_close(shown: &str, expected: f64, what: &str) {
     let v: f64 = shown.parse().unwrap_or_else(|_| panic!("{what}: `{shown}` is not a number"));
     assert!((v - expected).abs() <= 1e-3 * expected.abs().max(1.0), "{what}: shown {v}, transformers {expected}");
-}
-
-fn score_responses(b: &Browser, prompt: &str, responses: &[&str]) {
-    b.click("#tab-responses");
-    b.fill("#prompt", prompt);
-    // Make exactly `responses.len()` editors.
-    while b.attrs("#responses textarea", "aria-label").len() > responses.len() {
-        b.click("#responses .remove");
-    }
-    while b.attrs("#responses textarea", "aria-label").len() < responses.len() {
-        b.click("#add-response");
-    }
-    for (i, r) in responses.iter().enumerate() {
-        b.fill(&format!("#responses li:nth-child({}) textarea", i + 1), r);
-    }
-    b.click("#score");
-    b.wait_for_results();
 }
 
 #[test]
@@ -62,7 +45,7 @@ fn scores_in_the_page_match_transformers() {
     let g = golden("qwen3-seq");
     let paris = "The capital of France is Paris.";
     let berlin = "The capital of France is Berlin.";
-    score_responses(&b, "What is the capital of France?", &[paris, berlin]);
+    b.score_responses("What is the capital of France?", &[paris, berlin]);
     let shown = b.attrs("#scores td.score", "data-score");
     assert_eq!(shown.len(), 2, "one score per response");
     assert_close(&shown[0], golden_logits(&g, "simple")[0], "qwen3 Paris");
@@ -89,14 +72,14 @@ fn scores_in_the_page_match_transformers() {
     // Llama: a sharded checkpoint with llama3 rope scaling.
     b.load_model(&format!("{}/fixtures/llama-seq/", srv.url));
     let g = golden("llama-seq");
-    score_responses(&b, "What is the capital of France?", &[paris, berlin]);
+    b.score_responses("What is the capital of France?", &[paris, berlin]);
     let shown = b.attrs("#scores td.score", "data-score");
     assert_close(&shown[0], golden_logits(&g, "simple")[0], "llama Paris");
     assert_close(&shown[1], golden_logits(&g, "wrong")[0], "llama Berlin");
 
     // Response text is shown as text: markup in it is not interpreted.
     let markup = "<img src=x onerror=\"document.title='owned'\"><b>bold</b>";
-    score_responses(&b, "Echo this markup.", &[markup]);
+    b.score_responses("Echo this markup.", &[markup]);
     assert_eq!(b.text("#scores td.text"), markup);
     assert!(!b.exists("#scores td.text img") && !b.exists("#scores td.text b"), "markup was rendered as HTML");
     assert_ne!(b.script("return document.title;", serde_json::json!([])), "owned");
@@ -104,7 +87,7 @@ fn scores_in_the_page_match_transformers() {
     // Qwen2 with three named labels: each attribute is shown.
     b.load_model(&format!("{}/fixtures/qwen2-seq", srv.url));
     let g = golden("qwen2-seq");
-    score_responses(&b, "What is the capital of France?", &[paris]);
+    b.score_responses("What is the capital of France?", &[paris]);
     let values = b.attrs("#scores .attr-value", "data-value");
     let expected = golden_logits(&g, "simple");
     assert_eq!(values.len(), expected.len(), "one bar per label");
@@ -202,7 +185,7 @@ fn bad_models_get_clear_errors_and_the_page_keeps_working() {
     // The page still works: a good model loads and scores.
     b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
     assert!(!b.exists("#error"), "the error is cleared by a successful load");
-    score_responses(&b, "What is the capital of France?", &["The capital of France is Paris."]);
+    b.score_responses("What is the capital of France?", &["The capital of France is Paris."]);
     assert_close(
         &b.attrs("#scores td.score", "data-score")[0],
         golden_logits(&golden("qwen3-seq"), "simple")[0],
@@ -310,7 +293,7 @@ fn gguf_local_files_jsonl_batches_and_cancel() {
     // Our quantizer's GGUF by URL: q8_0 scores stay within 0.06 of transformers' f32.
     b.load_model(&format!("{}/built/qwen3-seq.q8_0.gguf", srv.url));
     assert!(b.text("#model-info").contains("GGUF"), "{}", b.text("#model-info"));
-    score_responses(&b, "What is the capital of France?", &[paris]);
+    b.score_responses("What is the capital of France?", &[paris]);
     let v: f64 = b.attrs("#scores td.score", "data-score")[0].parse().unwrap();
     assert!((v - golden_logits(&g, "simple")[0]).abs() < 0.06, "q8_0 GGUF in the page: {v}");
 
@@ -324,7 +307,7 @@ fn gguf_local_files_jsonl_batches_and_cancel() {
     b.wait_for(".files", LOAD);
     b.click("#load");
     b.wait_for("#model-info", LOAD);
-    score_responses(&b, "What is the capital of France?", &[paris]);
+    b.score_responses("What is the capital of France?", &[paris]);
     assert_close(&b.attrs("#scores td.score", "data-score")[0], golden_logits(&g, "simple")[0], "local files");
 
     // A JSONL batch: a preference pair in the CLI's format, and a broken line that is skipped.
@@ -377,7 +360,7 @@ fn gguf_local_files_jsonl_batches_and_cancel() {
     b.wait_for("#status[data-phase='idle']", Duration::from_secs(30));
     assert!(b.text("#status").contains("Cancelled"), "{}", b.text("#status"));
     assert!(!b.exists("#batch-summary"), "a cancelled batch shows no results");
-    score_responses(&b, "What is the capital of France?", &[paris]);
+    b.score_responses("What is the capital of France?", &[paris]);
     assert_close(&b.attrs("#scores td.score", "data-score")[0], golden_logits(&g, "simple")[0], "after cancel");
 }
 
@@ -441,8 +424,7 @@ fn too_large_models_fall_back_to_a_remote_endpoint() {
         assert_eq!(b.attr("#model-info", "data-architecture").as_deref(), Some("remote"));
         let info = b.text("#model-info");
         assert!(info.contains("not in this browser") && info.contains("GiB"), "{info}");
-        score_responses(
-            &b,
+        b.score_responses(
             "What is the capital of France?",
             &["The capital of France is Paris.", "The capital of France is Berlin."],
         );
@@ -492,7 +474,7 @@ fn webgpu_scores_every_fixture_like_transformers() {
             b.console()
         );
         assert!(b.text("#model-backend").starts_with("WebGPU"), "{}", b.text("#model-backend"));
-        score_responses(&b, "What is the capital of France?", &[paris, berlin]);
+        b.score_responses("What is the capital of France?", &[paris, berlin]);
         let g = golden(name);
         let shown = b.attrs("#scores td.score", "data-score");
         // Q8_0 rounding on these 64-wide random models: within 0.036 of f32 (crates/gpu/tests).
@@ -544,7 +526,7 @@ fn check_step_cells(b: &Browser, model: &str, keys: &[&str], tol: f64) {
         let case = &g["cases"][k];
         let answer =
             case["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect::<Vec<_>>().join("\n\n");
-        score_responses(b, case["problem"].as_str().unwrap(), &[&answer]);
+        b.score_responses(case["problem"].as_str().unwrap(), &[&answer]);
         let row = "#scores tr.steps-row[data-index='0']";
         let shown = b.attrs(&format!("{row} .step-cell"), "data-score");
         let want = case["step_scores"].as_array().unwrap();
@@ -604,12 +586,12 @@ fn step_rewards_first_bad_step_and_token_heatmap() {
     b.fill("#step-convention", "prefix");
     b.fill("#step-split", "sep");
     b.fill("#step-split-value", ";");
-    score_responses(&b, "Count.", &["one; two; three"]);
+    b.score_responses("Count.", &["one; two; three"]);
     assert_eq!(b.attrs("#scores .step-cell", "data-score").len(), 3);
     assert_eq!(b.attr("#scores .steps", "data-convention").as_deref(), Some("prefix"));
     // A convention the model cannot follow: the scores stay, the step row says why.
     b.fill("#step-convention", "qwen");
-    score_responses(&b, "Count.", &["one; two"]);
+    b.score_responses("Count.", &["one; two"]);
     assert!(b.text("#scores .step-error").contains("2-label token head"), "{}", b.text("#scores"));
     assert_eq!(b.attrs("#scores td.score", "data-score").len(), 1);
 }
@@ -968,7 +950,7 @@ fn cancel_stops_a_job_stuck_in_one_long_step() {
     // The model came back (from the cache) and scores as before.
     b.wait_for("#model-info", LOAD);
     assert_eq!(srv.gets("/work/long-context/model.safetensors"), 1, "reloaded from the cache");
-    score_responses(&b, "What is the capital of France?", &["The capital of France is Paris."]);
+    b.score_responses("What is the capital of France?", &["The capital of France is Paris."]);
     assert_close(&b.attrs("#scores td.score", "data-score")[0], golden_logits(&g, "simple")[0], "after the restart");
 }
 

@@ -12,7 +12,7 @@ const FIXTURES: [&str; 7] =
     ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token", "llama-eot-seq"];
 
 fn server() -> StaticServer {
-    StaticServer::start(vec![("/fixtures/".into(), fixtures_dir()), ("/".into(), dist_dir())], true)
+    StaticServer::app_with_fixtures()
 }
 
 fn probe(b: &Browser) -> Value {

@@ -5,13 +5,13 @@
 //! error naming the crash, and the next score works on a reloaded pipeline.
 //! Run by `cargo xtask test` after `cargo xtask dist` (ignored in a plain `cargo test`).
 
-use rewardlens_browser_tests::{dist_dir, fixtures_dir, Browser, StaticServer, PAGE_TIMEOUT};
+use rewardlens_browser_tests::{Browser, StaticServer, PAGE_TIMEOUT};
 
 const FIXTURES: [&str; 7] =
     ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token", "llama-eot-seq"];
 
 fn server() -> StaticServer {
-    StaticServer::start(vec![("/fixtures/".into(), fixtures_dir()), ("/".into(), dist_dir())], true)
+    StaticServer::app_with_fixtures()
 }
 
 #[test]
