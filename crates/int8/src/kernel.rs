@@ -68,154 +68,201 @@ pub fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedMatrix, out: &
     let wide = kernel == Kernel::WasmSimd128;
     quantize_rows(x, m, w.k, w.kp, kernel.levels(), wide, scratch);
     let groups = w.kp / w.group;
-    let stride = w.panels * NR;
     for block in (0..m).step_by(ROW_BLOCK) {
         let block_end = (block + ROW_BLOCK).min(m);
         for p in 0..w.panels {
-            let panel = &w.data[p * NR * w.kp..(p + 1) * NR * w.kp];
+            let panel = Panel {
+                data: &w.data[p * NR * w.kp..(p + 1) * NR * w.kp],
+                scales: &w.scales[p * groups * NR..(p + 1) * groups * NR],
+                group_steps: w.group / KSTEP,
+            };
+            let corr = &w.zero_corr[p * NR..(p + 1) * NR];
+            let cols = NR.min(w.n - p * NR);
             for r0 in (block..block_end).step_by(MR) {
                 let rows = MR.min(block_end - r0);
                 // Missing rows of a ragged tile repeat the first; their results are dropped.
                 let row_of = |i: usize| if i < rows { r0 + i } else { r0 };
-                let mut acc_f = [[0.0f32; NR]; MR];
-                for g in 0..groups {
-                    let ks = g * w.group..(g + 1) * w.group;
-                    let wg = &panel[ks.start * NR..ks.end * NR];
-                    let acc = micro(kernel, scratch, w.kp, ks.clone(), wg, row_of);
-                    for (i, acc_row) in acc.iter().enumerate().take(rows) {
-                        let r = r0 + i;
-                        let (sa, za) = (scratch.scales[r], scratch.zeros[r]);
-                        for j in 0..NR {
-                            let c = g * stride + p * NR + j;
-                            acc_f[i][j] += sa * w.scales[c] * (acc_row[j] - za * w.colsums[c]) as f32;
-                        }
-                    }
-                }
-                for (i, row) in acc_f.iter().enumerate().take(rows) {
+                let sums = tile(kernel, scratch, w.kp, &panel, row_of);
+                for (i, sum) in sums.iter().enumerate().take(rows) {
                     let r = r0 + i;
-                    let cols = NR.min(w.n - p * NR);
-                    out[r * w.n + p * NR..r * w.n + p * NR + cols].copy_from_slice(&row[..cols]);
+                    let (sa, za) = (scratch.scales[r], scratch.zeros[r] as f32);
+                    let dst = &mut out[r * w.n + p * NR..r * w.n + p * NR + cols];
+                    for (j, o) in dst.iter_mut().enumerate() {
+                        *o = sa * (sum[j] - za * corr[j]);
+                    }
                 }
             }
         }
     }
 }
 
-/// i32 sums of one scale group for a 4-row tile: `acc[i][j] = Σ_k q[row_of(i)][k] · w[j][k]`
-/// over `ks`, `wg` being that group's part of the panel.
-fn micro(
-    kernel: Kernel,
-    s: &Scratch,
-    kp: usize,
-    ks: std::ops::Range<usize>,
-    wg: &[i8],
-    row_of: impl Fn(usize) -> usize,
-) -> [[i32; NR]; MR] {
+/// One panel of 8 output channels.
+struct Panel<'a> {
+    /// `kp × NR` int8 values, step-major.
+    data: &'a [i8],
+    /// `[group][NR]`
+    scales: &'a [f32],
+    /// Dot steps per scale group.
+    group_steps: usize,
+}
+
+/// `sum[i][j] = Σ_g scale[g][j] · Σ_{k∈g} q[row_of(i)][k] · w[j][k]` for a 4-row tile: i32 within
+/// a group, one f32 multiply-add per group (the zero point is corrected by the caller).
+fn tile(kernel: Kernel, s: &Scratch, kp: usize, panel: &Panel, row_of: impl Fn(usize) -> usize) -> [[f32; NR]; MR] {
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
     if kernel == Kernel::WasmRelaxedSimd {
-        let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp + ks.start..row_of(i) * kp + ks.end]);
-        return wasm::relaxed(rows, wg);
+        let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
+        return wasm::relaxed(rows, panel);
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if kernel == Kernel::WasmSimd128 {
-        let rows: [&[u16]; MR] = std::array::from_fn(|i| &s.q16[row_of(i) * kp + ks.start..row_of(i) * kp + ks.end]);
-        return wasm::simd128(rows, wg);
+        let rows: [&[u16]; MR] = std::array::from_fn(|i| &s.q16[row_of(i) * kp..(row_of(i) + 1) * kp]);
+        return wasm::simd128(rows, panel);
     }
     let _ = kernel;
-    let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp + ks.start..row_of(i) * kp + ks.end]);
-    portable(rows, wg)
+    let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
+    portable(rows, panel)
 }
 
-fn portable(rows: [&[u8]; MR], wg: &[i8]) -> [[i32; NR]; MR] {
-    let mut acc = [[0i32; NR]; MR];
-    for (step, w) in wg.chunks_exact(NR * KSTEP).enumerate() {
-        for (i, row) in rows.iter().enumerate() {
-            let a = &row[step * KSTEP..step * KSTEP + KSTEP];
+fn portable(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
+    let mut sum = [[0.0f32; NR]; MR];
+    let group_bytes = panel.group_steps * NR * KSTEP;
+    for (g, wg) in panel.data.chunks_exact(group_bytes).enumerate() {
+        let mut acc = [[0i32; NR]; MR];
+        for (step, w) in wg.chunks_exact(NR * KSTEP).enumerate() {
+            let k0 = (g * panel.group_steps + step) * KSTEP;
+            for (i, row) in rows.iter().enumerate() {
+                let a = &row[k0..k0 + KSTEP];
+                for j in 0..NR {
+                    let wj = &w[j * KSTEP..j * KSTEP + KSTEP];
+                    acc[i][j] += (0..KSTEP).map(|t| a[t] as i32 * wj[t] as i32).sum::<i32>();
+                }
+            }
+        }
+        let scale = &panel.scales[g * NR..(g + 1) * NR];
+        for i in 0..MR {
             for j in 0..NR {
-                let wj = &w[j * KSTEP..j * KSTEP + KSTEP];
-                acc[i][j] += (0..KSTEP).map(|t| a[t] as i32 * wj[t] as i32).sum::<i32>();
+                sum[i][j] += scale[j] * acc[i][j] as f32;
             }
         }
     }
-    acc
+    sum
 }
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
-    use super::{KSTEP, MR, NR};
+    use super::{Panel, KSTEP, MR, NR};
     use core::arch::wasm32::*;
 
-    /// 4 rows × 8 columns: per step of 4 K values, two weight loads (4 columns × 4 values each)
-    /// serve all 4 rows, each row's 4 activations splatted across the lanes.
-    #[cfg(target_feature = "relaxed-simd")]
-    pub fn relaxed(rows: [&[u8]; MR], wg: &[i8]) -> [[i32; NR]; MR] {
-        let steps = wg.len() / (NR * KSTEP);
-        let mut acc = [i32x4_splat(0); 2 * MR];
-        for s in 0..steps {
-            // SAFETY: `wg` holds `steps * 32` bytes and each row `steps * 4`; unaligned v128 and
-            // u32 loads are allowed in wasm.
-            let (w0, w1, a) = unsafe {
-                let p = wg.as_ptr().add(s * NR * KSTEP) as *const v128;
-                let a: [u32; MR] =
-                    std::array::from_fn(|i| (rows[i].as_ptr().add(s * KSTEP) as *const u32).read_unaligned());
-                (v128_load(p), v128_load(p.add(1)), a)
-            };
-            for i in 0..MR {
-                let ai = i32x4_splat(a[i] as i32);
-                acc[2 * i] = i32x4_relaxed_dot_i8x16_i7x16_add(w0, ai, acc[2 * i]);
-                acc[2 * i + 1] = i32x4_relaxed_dot_i8x16_i7x16_add(w1, ai, acc[2 * i + 1]);
+    /// `acc · scale` added to `sum`, for one row's two column halves.
+    #[inline(always)]
+    fn scale_add(sum: &mut [v128; 2 * MR], acc: &[v128; 2 * MR], s0: v128, s1: v128) {
+        for i in 0..MR {
+            sum[2 * i] = f32x4_add(sum[2 * i], f32x4_mul(f32x4_convert_i32x4(acc[2 * i]), s0));
+            sum[2 * i + 1] = f32x4_add(sum[2 * i + 1], f32x4_mul(f32x4_convert_i32x4(acc[2 * i + 1]), s1));
+        }
+    }
+
+    fn unpack(sum: [v128; 2 * MR]) -> [[f32; NR]; MR] {
+        let mut out = [[0.0f32; NR]; MR];
+        for (i, row) in out.iter_mut().enumerate() {
+            // SAFETY: a row is 8 f32, two unaligned v128 stores.
+            unsafe {
+                let p = row.as_mut_ptr() as *mut v128;
+                v128_store(p, sum[2 * i]);
+                v128_store(p.add(1), sum[2 * i + 1]);
             }
         }
-        std::array::from_fn(|i| {
-            let (lo, hi) = (acc[2 * i], acc[2 * i + 1]);
-            [
-                i32x4_extract_lane::<0>(lo),
-                i32x4_extract_lane::<1>(lo),
-                i32x4_extract_lane::<2>(lo),
-                i32x4_extract_lane::<3>(lo),
-                i32x4_extract_lane::<0>(hi),
-                i32x4_extract_lane::<1>(hi),
-                i32x4_extract_lane::<2>(hi),
-                i32x4_extract_lane::<3>(hi),
-            ]
-        })
+        out
+    }
+
+    /// Adds steps `s0..s0 + steps` of 4 rows × 8 columns to `acc`: per step of 4 K values, two
+    /// weight loads (4 columns × 4 values each) serve all 4 rows, each row's 4 activations
+    /// splatted across the lanes. Inlined with a constant `steps`, the loop unrolls.
+    ///
+    /// SAFETY: `data` holds `(s0 + steps) * 32` bytes and each row `(s0 + steps) * 4`.
+    #[cfg(target_feature = "relaxed-simd")]
+    #[inline(always)]
+    unsafe fn relaxed_steps(acc: &mut [v128; 2 * MR], rows: &[&[u8]; MR], data: &[i8], s0: usize, steps: usize) {
+        for s in s0..s0 + steps {
+            // Unaligned v128 and 32-bit loads are allowed in wasm.
+            let p = data.as_ptr().add(s * NR * KSTEP) as *const v128;
+            let (w0, w1) = (v128_load(p), v128_load(p.add(1)));
+            for i in 0..MR {
+                let a = v128_load32_splat(rows[i].as_ptr().add(s * KSTEP) as *const u32);
+                acc[2 * i] = i32x4_relaxed_dot_i8x16_i7x16_add(w0, a, acc[2 * i]);
+                acc[2 * i + 1] = i32x4_relaxed_dot_i8x16_i7x16_add(w1, a, acc[2 * i + 1]);
+            }
+        }
+    }
+
+    #[cfg(target_feature = "relaxed-simd")]
+    pub fn relaxed(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
+        let gs = panel.group_steps;
+        let groups = panel.scales.len() / NR;
+        assert!(panel.data.len() >= groups * gs * NR * KSTEP && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
+        let mut sum = [f32x4_splat(0.0); 2 * MR];
+        for g in 0..groups {
+            let mut acc = [i32x4_splat(0); 2 * MR];
+            // SAFETY: bounds asserted above.
+            unsafe {
+                if gs == 8 {
+                    // Q8_0's 32-value blocks.
+                    relaxed_steps(&mut acc, &rows, panel.data, g * 8, 8);
+                } else {
+                    relaxed_steps(&mut acc, &rows, panel.data, g * gs, gs);
+                }
+            }
+            // SAFETY: `scales` holds `groups * NR` f32.
+            let (s0, s1) = unsafe {
+                let p = panel.scales.as_ptr().add(g * NR) as *const v128;
+                (v128_load(p), v128_load(p.add(1)))
+            };
+            scale_add(&mut sum, &acc, s0, s1);
+        }
+        unpack(sum)
     }
 
     /// As `relaxed` with widened values: each i16x8 half of a weight load is 2 columns × 4 values,
-    /// and `i32x4_dot_i16x8` leaves each column's sum in two lanes, added at the end.
-    pub fn simd128(rows: [&[u16]; MR], wg: &[i8]) -> [[i32; NR]; MR] {
-        let steps = wg.len() / (NR * KSTEP);
-        let mut acc = [i32x4_splat(0); 4 * MR];
-        for s in 0..steps {
-            // SAFETY: as in `relaxed`; rows hold `steps * 4` u16 values.
-            let (w0, w1, a) = unsafe {
-                let p = wg.as_ptr().add(s * NR * KSTEP) as *const v128;
-                let a: [u64; MR] =
-                    std::array::from_fn(|i| (rows[i].as_ptr().add(s * KSTEP) as *const u64).read_unaligned());
-                (v128_load(p), v128_load(p.add(1)), a)
-            };
-            let w = [
-                i16x8_extend_low_i8x16(w0),
-                i16x8_extend_high_i8x16(w0),
-                i16x8_extend_low_i8x16(w1),
-                i16x8_extend_high_i8x16(w1),
-            ];
-            for i in 0..MR {
-                let ai = i64x2_splat(a[i] as i64);
-                for (h, wh) in w.iter().enumerate() {
-                    acc[4 * i + h] = i32x4_add(acc[4 * i + h], i32x4_dot_i16x8(*wh, ai));
+    /// and `i32x4_dot_i16x8` leaves each column's sum in two lanes, folded once per group.
+    pub fn simd128(rows: [&[u16]; MR], panel: &Panel) -> [[f32; NR]; MR] {
+        let gs = panel.group_steps;
+        let groups = panel.scales.len() / NR;
+        assert!(panel.data.len() >= groups * gs * NR * KSTEP && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
+        let mut sum = [f32x4_splat(0.0); 2 * MR];
+        for g in 0..groups {
+            let mut acc = [i32x4_splat(0); 4 * MR];
+            for s in g * gs..(g + 1) * gs {
+                // SAFETY: as in `relaxed`; rows hold 4 u16 values per step.
+                unsafe {
+                    let p = panel.data.as_ptr().add(s * NR * KSTEP) as *const v128;
+                    let (w0, w1) = (v128_load(p), v128_load(p.add(1)));
+                    let w = [
+                        i16x8_extend_low_i8x16(w0),
+                        i16x8_extend_high_i8x16(w0),
+                        i16x8_extend_low_i8x16(w1),
+                        i16x8_extend_high_i8x16(w1),
+                    ];
+                    for i in 0..MR {
+                        let a = v128_load64_splat(rows[i].as_ptr().add(s * KSTEP) as *const u64);
+                        for (h, wh) in w.iter().enumerate() {
+                            acc[4 * i + h] = i32x4_add(acc[4 * i + h], i32x4_dot_i16x8(*wh, a));
+                        }
+                    }
                 }
             }
+            // Lanes (0,1) of `acc[4i+h]` are column 2h, lanes (2,3) column 2h+1.
+            let folded: [v128; 2 * MR] = std::array::from_fn(|v| {
+                let (a, b) = (acc[2 * v], acc[2 * v + 1]);
+                i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(a, b), i32x4_shuffle::<1, 3, 5, 7>(a, b))
+            });
+            // SAFETY: `scales` holds `groups * NR` f32.
+            let (s0, s1) = unsafe {
+                let p = panel.scales.as_ptr().add(g * NR) as *const v128;
+                (v128_load(p), v128_load(p.add(1)))
+            };
+            scale_add(&mut sum, &folded, s0, s1);
         }
-        std::array::from_fn(|i| {
-            std::array::from_fn(|j| {
-                let v = acc[4 * i + j / 2];
-                if j % 2 == 0 {
-                    i32x4_extract_lane::<0>(v) + i32x4_extract_lane::<1>(v)
-                } else {
-                    i32x4_extract_lane::<2>(v) + i32x4_extract_lane::<3>(v)
-                }
-            })
-        })
+        unpack(sum)
     }
 }

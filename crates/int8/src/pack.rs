@@ -42,10 +42,11 @@ pub struct PackedMatrix {
     pub(crate) layout: ScaleLayout,
     pub(crate) panels: usize,
     pub(crate) data: Vec<i8>,
-    /// `[group][panels * NR]`
+    /// `[panel][group][NR]`: a panel's scales in the order its tiles read them.
     pub(crate) scales: Vec<f32>,
-    /// `[group][panels * NR]`: Σ of the int8 weights of each column in each group.
-    pub(crate) colsums: Vec<i32>,
+    /// `[panels * NR]`: `Σ_g scale[g] · Σ_{k∈g} w[k]` per column, the zero-point correction
+    /// applied once per output instead of once per group.
+    pub(crate) zero_corr: Vec<f32>,
 }
 
 impl PackedMatrix {
@@ -132,15 +133,22 @@ impl PackedMatrix {
             panels,
             data: vec![0; panels * NR * kp],
             scales: vec![0.0; groups * panels * NR],
-            colsums: vec![0; groups * panels * NR],
+            zero_corr: vec![0.0; panels * NR],
         })
     }
 
-    fn set_scale(&mut self, g: usize, row: usize, scale: f32) {
-        self.scales[g * self.panels * NR + row] = scale;
+    /// Index of (group `g`, output channel `row`) in `scales`.
+    fn scale_at(&self, g: usize, row: usize) -> usize {
+        (row / NR) * (self.kp / self.group) * NR + g * NR + row % NR
     }
 
-    /// Stores output channel `row`'s int8 values (`kp` of them) into its panel.
+    fn set_scale(&mut self, g: usize, row: usize, scale: f32) {
+        let at = self.scale_at(g, row);
+        self.scales[at] = scale;
+    }
+
+    /// Stores output channel `row`'s int8 values (`kp` of them) into its panel; its scales must
+    /// be set first (the zero-point correction uses them).
     fn put_row(&mut self, row: usize, q: &[i8]) {
         let (p, j) = (row / NR, row % NR);
         let base = p * NR * self.kp;
@@ -148,10 +156,12 @@ impl PackedMatrix {
             let at = base + s * NR * KSTEP + j * KSTEP;
             self.data[at..at + KSTEP].copy_from_slice(four);
         }
+        let mut corr = 0.0f32;
         for g in 0..self.kp / self.group {
             let sum: i32 = q[g * self.group..(g + 1) * self.group].iter().map(|&v| v as i32).sum();
-            self.colsums[g * self.panels * NR + row] = sum;
+            corr += self.scales[self.scale_at(g, row)] * sum as f32;
         }
+        self.zero_corr[row] = corr;
     }
 
     pub fn n(&self) -> usize {
@@ -168,7 +178,7 @@ impl PackedMatrix {
 
     /// Bytes held (weights, scales and column sums).
     pub fn size_bytes(&self) -> usize {
-        self.data.len() + 4 * (self.scales.len() + self.colsums.len())
+        self.data.len() + 4 * (self.scales.len() + self.zero_corr.len())
     }
 
     /// The int8 value of output `row`, input `col` (`col < kp`).
@@ -184,7 +194,7 @@ impl PackedMatrix {
         for row in 0..self.n {
             for col in 0..self.k {
                 let g = col / self.group;
-                w.push(self.value(row, col) as f32 * self.scales[g * self.panels * NR + row]);
+                w.push(self.value(row, col) as f32 * self.scales[self.scale_at(g, row)]);
             }
         }
         w
@@ -237,7 +247,7 @@ mod tests {
             assert_eq!(w[i], (-16 + i as i32) as f32 * 0.5);
             assert_eq!(w[32 + i], (3 + i as i32) as f32 * 2.0);
         }
-        assert_eq!(m.colsums[0], (0..32).map(|i| -16 + i).sum::<i32>());
+        assert_eq!(m.zero_corr[0], 0.5 * (0..32).map(|i| -16 + i).sum::<i32>() as f32);
         assert!(PackedMatrix::pack_q8_0(&raw[1..], 2, 32, ScaleLayout::PerGroup(32)).is_err());
         assert!(PackedMatrix::pack_q8_0(&raw, 2, 30, ScaleLayout::PerGroup(32)).is_err());
         // Requantized per channel: within half a step of the file's values.

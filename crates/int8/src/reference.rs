@@ -123,7 +123,7 @@ mod tests {
         let x: Vec<f32> = rng.vec(m * k, 1.0).iter().map(|v| v - 2.0).collect();
         let w = PackedMatrix::pack(&rng.vec(n * k, 0.1), n, k, ScaleLayout::PerChannel).unwrap();
         let mut broken = w.clone();
-        broken.colsums.iter_mut().for_each(|c| *c = -*c);
+        broken.zero_corr.iter_mut().for_each(|c| *c = -*c);
         let (mut good, mut bad) = (vec![0.0; m * n], vec![0.0; m * n]);
         let mut s = Scratch::default();
         matmul_with(Kernel::Portable, &x, m, &w, &mut good, &mut s);
