@@ -207,10 +207,27 @@ pub struct Piece {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum StageReply {
-    Ready { index: usize },
-    LoadFailed { index: usize, code: String, message: String },
-    Logits { seq: u64, chunk: u32, logits: Vec<Vec<f32>> },
-    Failed { seq: u64, index: usize, message: String },
+    /// `kernel`: what multiplies the stage's linear layers (the page's kernel line).
+    Ready {
+        index: usize,
+        #[serde(default)]
+        kernel: String,
+    },
+    LoadFailed {
+        index: usize,
+        code: String,
+        message: String,
+    },
+    Logits {
+        seq: u64,
+        chunk: u32,
+        logits: Vec<Vec<f32>>,
+    },
+    Failed {
+        seq: u64,
+        index: usize,
+        message: String,
+    },
 }
 
 /// What the coordinator collects: logits per position of each sequence, in chunk order.

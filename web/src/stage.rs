@@ -261,11 +261,12 @@ pub fn run_stage(scope: DedicatedWorkerGlobalScope, data: JsValue) {
     // The pieces were copied into the stage's tensors: let the JS arrays go.
     drop(pieces);
     drop(data);
+    let kernel = model.linear_kernel();
     let stage = Rc::new(Stage { index, model, kv: RefCell::default(), output, trap: Cell::new(trap) });
     let on_input = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| stage.handle(&ev.data()));
     input.set_onmessage(Some(on_input.as_ref().unchecked_ref()));
     on_input.forget();
-    reply(&StageReply::Ready { index });
+    reply(&StageReply::Ready { index, kernel });
 }
 
 /// What the coordinator hears from its stages.
@@ -336,6 +337,8 @@ pub struct Pipeline {
     chunk_tokens: usize,
     /// Why the pipeline cannot run any more (a stage crashed).
     broken: RefCell<Option<String>>,
+    /// What multiplies the linear layers (stage 0's report; every stage runs this build).
+    kernel: RefCell<String>,
     _closures: Vec<JsValue>,
 }
 
@@ -411,6 +414,7 @@ impl Pipeline {
             next_seq: Cell::new(1),
             chunk_tokens: chunk_tokens.max(1),
             broken: RefCell::new(None),
+            kernel: RefCell::default(),
             _closures: closures,
         };
         let started_at = js_sys::Date::now();
@@ -454,8 +458,11 @@ impl Pipeline {
         let mut ready = HashSet::new();
         while ready.len() < n {
             match pipeline.wait(started_at).await? {
-                Event::Reply(StageReply::Ready { index }) => {
+                Event::Reply(StageReply::Ready { index, kernel }) => {
                     ready.insert(index);
+                    if index == 0 {
+                        *pipeline.kernel.borrow_mut() = kernel;
+                    }
                 }
                 Event::Reply(StageReply::LoadFailed { index, code, message }) => {
                     return Err(UserError::new(&code, format!("pipeline stage {index}: {message}")))
@@ -486,6 +493,10 @@ impl Pipeline {
 
     pub fn stages(&self) -> usize {
         self.workers.len()
+    }
+
+    pub fn kernel(&self) -> String {
+        self.kernel.borrow().clone()
     }
 
     /// The head's logits at every position of each row, in input order. `groups`: consecutive

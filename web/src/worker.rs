@@ -117,6 +117,48 @@ fn webgpu_backend(model: &GpuRewardModel) -> String {
     format!("WebGPU: {}, {} weights", model.adapter(), model.format().name())
 }
 
+/// What the page shows about a model loaded in this tab; who scores (backend, workers, kernel)
+/// is read off the scorer, so no load path can report it differently.
+struct LocalInfo<'a> {
+    source: &'a ModelSource,
+    config: &'a ModelConfig,
+    storage: String,
+    estimated_bytes: u64,
+    load_ms: f64,
+    stats: (u64, u64),
+    gpu_fallback_reason: Option<String>,
+}
+
+impl LocalInfo<'_> {
+    fn describe(self, scorer: &Scorer) -> ModelInfo {
+        let (backend, workers, kernel) = match scorer {
+            Scorer::Local(model) => (BACKEND.to_owned(), 1, model.linear_kernel()),
+            Scorer::Pipeline { pipeline, .. } => (pipeline_backend(scorer), pipeline.stages(), pipeline.kernel()),
+            Scorer::WebGpu { model, .. } => (webgpu_backend(model), 1, String::new()),
+            // Remote loads describe themselves (no local config); kept for completeness.
+            Scorer::Remote { client, .. } => (client.url().to_owned(), 1, String::new()),
+        };
+        ModelInfo {
+            source: self.source.label(),
+            architecture: self.config.architecture.name(),
+            labels: self.config.labels.clone(),
+            parameters: MemoryEstimate::new(self.config, WeightStorage::F32, PLANNED_TOKENS).parameters,
+            storage: self.storage,
+            estimated_bytes: self.estimated_bytes,
+            max_tokens: self.config.max_position_embeddings,
+            load_ms: self.load_ms,
+            downloaded_bytes: self.stats.0,
+            cached_bytes: self.stats.1,
+            backend,
+            fallback_reason: None,
+            gpu_fallback_reason: self.gpu_fallback_reason,
+            step_convention: None,
+            workers,
+            kernel,
+        }
+    }
+}
+
 struct Loaded {
     scorer: Scorer,
     info: ModelInfo,
@@ -614,25 +656,16 @@ impl Engine {
         stats: (u64, u64),
     ) -> Loaded {
         let Scorer::WebGpu { model, .. } = &scorer else { unreachable!("a GPU scorer") };
-        let estimate = MemoryEstimate::new(config, WeightStorage::F32, PLANNED_TOKENS);
-        let info = ModelInfo {
-            source: source.label(),
-            architecture: config.architecture.name(),
-            labels: config.labels.clone(),
-            parameters: estimate.parameters,
+        let info = LocalInfo {
+            source,
+            config,
             storage,
             estimated_bytes: model.weight_bytes(),
-            max_tokens: config.max_position_embeddings,
             load_ms: self.now() - started,
-            downloaded_bytes: stats.0,
-            cached_bytes: stats.1,
-            backend: webgpu_backend(model),
-            fallback_reason: None,
+            stats,
             gpu_fallback_reason: None,
-            step_convention: None,
-            workers: 1,
-            kernel: String::new(),
-        };
+        }
+        .describe(&scorer);
         Loaded { scorer, info }
     }
 
@@ -834,49 +867,34 @@ impl Engine {
             }
             drop((weights, sources, shard_arrays));
             let scorer = self.spawn_pipeline(id, cfg, inputs, plans).await?;
-            let info = ModelInfo {
-                source: source.label(),
-                architecture: config.architecture.name(),
-                labels: config.labels.clone(),
-                parameters: estimate.parameters,
+            let info = LocalInfo {
+                source,
+                config: &config,
                 storage: storage_text,
                 estimated_bytes: estimate.total(),
-                max_tokens: config.max_position_embeddings,
                 load_ms: self.now() - started,
-                downloaded_bytes: stats.0,
-                cached_bytes: stats.1,
-                backend: pipeline_backend(&scorer),
-                fallback_reason: None,
+                stats,
                 gpu_fallback_reason: gpu_reason,
-                step_convention: None,
-                workers: pipeline_stages(&scorer),
-                kernel: String::new(),
-            };
+            }
+            .describe(&scorer);
             return Ok(Loaded { scorer, info });
         }
         let model = RewardModel::from_checkpoint(&text, &weights, quantize, &Device::Cpu).map_err(model_error)?;
-        let info = ModelInfo {
-            source: source.label(),
-            architecture: config.architecture.name(),
-            labels: config.labels.clone(),
-            parameters: estimate.parameters,
+        let scorer = Scorer::Local(model);
+        let info = LocalInfo {
+            source,
+            config: &config,
             storage: match storage {
                 WeightStorage::F32 => "f32".into(),
                 WeightStorage::Quantized(q) => format!("{} (quantized on load)", q.name()),
             },
             estimated_bytes: estimate.total(),
-            max_tokens: config.max_position_embeddings,
             load_ms: self.now() - started,
-            downloaded_bytes: stats.0,
-            cached_bytes: stats.1,
-            backend: BACKEND.into(),
-            fallback_reason: None,
+            stats,
             gpu_fallback_reason: gpu_reason,
-            step_convention: None,
-            workers: 1,
-            kernel: model.linear_kernel(),
-        };
-        Ok(Loaded { scorer: Scorer::Local(model), info })
+        }
+        .describe(&scorer);
+        Ok(Loaded { scorer, info })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1002,24 +1020,16 @@ impl Engine {
             });
         }
         let scorer = self.spawn_pipeline(id, cfg, inputs, plans).await?;
-        let info = ModelInfo {
-            source: source.label(),
-            architecture: config.architecture.name(),
-            labels: config.labels.clone(),
-            parameters: estimate.parameters,
+        let info = LocalInfo {
+            source,
+            config: &config,
             storage: format!("GGUF ({types_text})"),
             estimated_bytes: len + estimate.activations,
-            max_tokens: config.max_position_embeddings,
             load_ms: self.now() - started,
-            downloaded_bytes: stats.0,
-            cached_bytes: stats.1,
-            backend: pipeline_backend(&scorer),
-            fallback_reason: None,
+            stats,
             gpu_fallback_reason: gpu_reason.clone(),
-            step_convention: None,
-            workers: pipeline_stages(&scorer),
-            kernel: String::new(),
-        };
+        }
+        .describe(&scorer);
         Ok(Some(Loaded { scorer, info }))
     }
 
@@ -1070,27 +1080,18 @@ impl Engine {
         let config = quantized::gguf_config(&file).map_err(model_error)?;
         let model = RewardModel::from_gguf(file, None, &Device::Cpu).map_err(model_error)?;
         let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
-        Ok(Loaded {
-            info: ModelInfo {
-                source: source.label(),
-                architecture: config.architecture.name(),
-                labels: config.labels.clone(),
-                parameters: estimate.parameters,
-                storage: format!("GGUF ({types_text})"),
-                estimated_bytes: len + estimate.activations,
-                max_tokens: config.max_position_embeddings,
-                load_ms: self.now() - started,
-                downloaded_bytes: stats.0,
-                cached_bytes: stats.1,
-                backend: BACKEND.into(),
-                fallback_reason: None,
-                gpu_fallback_reason: gpu_reason,
-                step_convention: None,
-                workers: 1,
-                kernel: model.linear_kernel(),
-            },
-            scorer: Scorer::Local(model),
-        })
+        let scorer = Scorer::Local(model);
+        let info = LocalInfo {
+            source,
+            config: &config,
+            storage: format!("GGUF ({types_text})"),
+            estimated_bytes: len + estimate.activations,
+            load_ms: self.now() - started,
+            stats,
+            gpu_fallback_reason: gpu_reason,
+        }
+        .describe(&scorer);
+        Ok(Loaded { scorer, info })
     }
 
     async fn score(&self, id: u64, job: ScoreJob, truncate: bool, steps: Option<&StepRequest>) -> Res<ScoreOutput> {

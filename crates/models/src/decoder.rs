@@ -181,6 +181,11 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
+    /// Which kernel multiplies this layer's linear weights (all of a layer's share one).
+    pub(crate) fn kernel_name(&self) -> String {
+        self.attn.q.kernel_name()
+    }
+
     /// Decoder layer `i` under transformers' names (`model.layers.{i}...`).
     pub(crate) fn load(w: &dyn WeightSource, c: &ModelConfig, i: usize, dev: &Device) -> Result<Self> {
         let p = format!("model.layers.{i}");
@@ -349,7 +354,7 @@ impl DecoderRewardModel {
 
     /// The kernel of the decoder's linear layers (see [`crate::linear::LinearKernel`]).
     pub fn linear_kernel(&self) -> String {
-        self.layers.first().map_or_else(|| "none".into(), |l| l.attn.q.kernel_name())
+        self.layers.first().map_or_else(|| "none".into(), Layer::kernel_name)
     }
 
     fn head(&self, h: &Tensor) -> Result<Tensor> {

@@ -147,6 +147,11 @@ impl DecoderStage {
         self.range.clone()
     }
 
+    /// Which kernel multiplies this stage's linear layers (as [`crate::Linear::kernel_name`]).
+    pub fn linear_kernel(&self) -> String {
+        self.layers.first().map_or_else(|| "none".into(), crate::decoder::Layer::kernel_name)
+    }
+
     pub fn config(&self) -> &ModelConfig {
         &self.config
     }

@@ -1,4 +1,4 @@
-//! The multi-worker CPU pipeline in headless Chromium (`?workers=N`): every fixture scored through
+//! The multi-worker CPU pipeline in headless Chromium (the CPU workers setting or `?workers=N`): every fixture scored through
 //! 2 and 3 stage workers against transformers' goldens — f32 and q8_0 (int8 kernels), the
 //! 900-token `long` case cut into chunks (`?chunk=64`), two responses continuing one prompt —, and
 //! a stage worker that traps mid-pipeline (`?crash_stage=K`, a test hook): the job fails with an
@@ -19,16 +19,28 @@ fn server() -> StaticServer {
 fn every_fixture_scores_like_transformers_through_the_worker_pipeline() {
     let srv = server();
     // The fixtures have 2 layers: at most 2 stages.
-    for (workers, storage, tol) in [(2, "f32", 1e-3), (2, "q8_0", 0.06)] {
+    // f32 picks the width with the page's setting, q8_0 with the link parameter.
+    for (workers, storage, tol, by_link) in [(2, "f32", 1e-3, false), (2, "q8_0", 0.06, true)] {
         let b = Browser::start();
-        b.goto(&format!("{}/?workers={workers}&chunk=64&storage={storage}", srv.url));
+        let link = if by_link { format!("&workers={workers}") } else { String::new() };
+        b.goto(&format!("{}/?chunk=64&storage={storage}{link}", srv.url));
         b.fill("#run-on", "cpu");
+        if !by_link {
+            b.fill("#workers", &workers.to_string());
+        }
         for fixture in FIXTURES {
             b.load_model(&format!("{}/fixtures/{fixture}", srv.url));
             let backend = b.text("#model-backend");
             assert!(backend.contains(&format!(", {workers} workers")), "{fixture}: runs on {backend:?}");
             assert_eq!(b.attr("#model-kernel", "data-workers").as_deref(), Some(workers.to_string().as_str()));
             b.assert_golden_scores(fixture, tol, &format!("{workers} workers, {storage}"));
+        }
+        if by_link {
+            // The setting overrides the link: one worker, the single engine.
+            b.fill("#workers", "1");
+            b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
+            assert_eq!(b.attr("#model-kernel", "data-workers").as_deref(), Some("1"));
+            b.assert_golden_scores("qwen3-seq", tol, "1 worker (the setting), q8_0");
         }
     }
 }

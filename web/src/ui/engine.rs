@@ -297,10 +297,10 @@ impl Engine {
         hub_from_link: bool,
         remote: Option<RemoteSettings>,
         remote_only: bool,
+        workers: Option<usize>,
         files: Vec<File>,
     ) {
-        let (workers, crash_stage, chunk_tokens) =
-            (page_param("workers"), page_param("crash_stage"), page_param("chunk"));
+        let (crash_stage, chunk_tokens) = (page_param("crash_stage"), page_param("chunk"));
         let msg = ToWorker::Load {
             id: 0,
             source,
@@ -403,7 +403,7 @@ fn worker_loader() -> String {
         .unwrap_or_else(|| "./worker_loader.js".into())
 }
 
-/// A numeric page URL parameter: `?workers=N` (the CPU pipeline's width) and the
+/// A numeric page URL parameter: `?chunk=N` (the pipeline's chunk length) and the
 /// `?crash_stage=K` test hook.
 fn page_param(name: &str) -> Option<usize> {
     let search = web_sys::window()?.location().search().ok()?;

@@ -76,6 +76,8 @@ pub struct ModelChoice {
     pub remember_key: RwSignal<bool>,
     /// Score on the endpoint even when the model would fit here.
     pub remote_only: RwSignal<bool>,
+    /// Engine workers for the WASM CPU pipeline: None is auto (`?workers=N` sets it).
+    pub workers: RwSignal<Option<usize>>,
 }
 
 #[component]
@@ -100,6 +102,7 @@ fn App() -> impl IntoView {
         remote: RwSignal::new(inputs.saved_remote()),
         remember_key: RwSignal::new(inputs.saved_remember_key()),
         remote_only: RwSignal::new(false),
+        workers: RwSignal::new(share::query_param(&query, "workers").and_then(|w| w.trim().parse().ok())),
     };
 
     // Deep links: `?model=&revision=` pick the model and load it; `#in=` carries inputs,
@@ -279,7 +282,19 @@ fn load_model(engine: Engine, choice: ModelChoice, from_link: bool) {
     let remote_only = remote.is_some() && choice.remote_only.get_untracked();
     let (storage, backend) = (choice.storage.get_untracked(), choice.backend.get_untracked());
     let (hub, hub_from_link) = hub_for(choice);
-    engine.load(source, storage, backend, token, hub, hub_from_link, remote, remote_only, files);
+    let workers = choice.workers.get_untracked();
+    engine.load(source, storage, backend, token, hub, hub_from_link, remote, remote_only, workers, files);
+}
+
+/// The worker counts the setting offers: 1 up to the browser's cores (at least 2, at most 8), and a count
+/// a link asked for.
+fn worker_choices(linked: Option<usize>) -> Vec<usize> {
+    let cores = web_sys::window().map_or(1, |w| w.navigator().hardware_concurrency() as usize);
+    let mut choices: Vec<usize> = (1..=cores.clamp(2, 8)).collect();
+    if let Some(w) = linked.filter(|w| *w > 0 && !choices.contains(w)) {
+        choices.push(w);
+    }
+    choices
 }
 
 #[component]
@@ -361,6 +376,20 @@ fn ModelPanel(engine: Engine, choice: ModelChoice) -> impl IntoView {
                         prop:value=move || choice.backend.get().key()
                     >
                         {BackendChoice::ALL.iter().map(|(b, l)| view! { <option value=b.key()>{*l}</option> }).collect_view()}
+                    </select>
+                </label>
+                <label title="The CPU engine splits the model's layers over this many web workers (auto: one per core, capped by memory)">
+                    "CPU workers "
+                    <select
+                        id="workers"
+                        on:change=move |ev| choice.workers.set(event_target_value(&ev).parse().ok())
+                        prop:value=move || choice.workers.get().map_or("auto".to_owned(), |w| w.to_string())
+                    >
+                        <option value="auto">"auto"</option>
+                        {worker_choices(choice.workers.get_untracked())
+                            .into_iter()
+                            .map(|w| view! { <option value=w.to_string()>{w}</option> })
+                            .collect_view()}
                     </select>
                 </label>
                 <label>
