@@ -314,16 +314,29 @@ async fn next_event(scope: &DedicatedWorkerGlobalScope, mb: &Rc<RefCell<Mailbox>
 /// One stage to start: its init message and the buffers its pieces name, in order.
 pub struct StagePlan {
     pub init: StageMsg,
-    pub pieces: Vec<Uint8Array>,
+    /// The whole files the init's pieces are cut from (handles, not copies): each stage's
+    /// pieces are copied out only when it is about to load, so at most one stage's bytes exist
+    /// twice at a time.
+    pub sources: Vec<Uint8Array>,
 }
 
-/// Byte ranges of `whole` as fresh arrays (each its own buffer, so it can be transferred) and
-/// the pieces describing them.
-pub fn slice_pieces(file: usize, whole: &Uint8Array, ranges: &[Range<u64>]) -> (Vec<Piece>, Vec<Uint8Array>) {
-    ranges
+/// The pieces of `ranges` in file `file`.
+pub fn pieces_of(file: usize, ranges: &[Range<u64>]) -> Vec<Piece> {
+    ranges.iter().map(|r| Piece { file, offset: r.start, len: r.end - r.start }).collect()
+}
+
+/// A plan's pieces as fresh arrays (each its own buffer, so it can be transferred).
+fn cut_pieces(plan: &StagePlan) -> Result<Vec<Uint8Array>, String> {
+    let StageMsg::Init { pieces, .. } = &plan.init else { return Err("not a stage init".into()) };
+    pieces
         .iter()
-        .map(|r| (Piece { file, offset: r.start, len: r.end - r.start }, whole.slice(r.start as u32, r.end as u32)))
-        .unzip()
+        .map(|p| {
+            let src = plan.sources.get(p.file).ok_or_else(|| format!("piece of missing file {}", p.file))?;
+            let end = p.offset.checked_add(p.len).filter(|&e| e <= src.length() as u64);
+            let end = end.ok_or_else(|| format!("piece {}..+{} beyond file {}", p.offset, p.len, p.file))?;
+            Ok(src.slice(p.offset as u32, end as u32))
+        })
+        .collect()
 }
 
 /// The coordinator's handle on its stage workers.
@@ -433,7 +446,11 @@ impl Pipeline {
                 Event::Reply(_) => {}
             }
         }
-        for (i, p) in plans.into_iter().enumerate() {
+        // One stage after another: a stage's pieces are cut, handed over (the transfer detaches
+        // them here) and loaded before the next stage's are cut, so peak memory stays near
+        // one copy of the weights.
+        for (i, p) in plans.iter().enumerate() {
+            let buffers = cut_pieces(p).map_err(|e| engine_err(format!("pipeline stage {i}: {e}")))?;
             let obj = js_sys::Object::new();
             let text = serde_json::to_string(&p.init).expect("messages serialize");
             let input = channels[i].port2();
@@ -442,7 +459,7 @@ impl Pipeline {
             let transfer = Array::new();
             transfer.push(&input);
             transfer.push(&output);
-            for piece in &p.pieces {
+            for piece in &buffers {
                 arr.push(piece);
                 transfer.push(&piece.buffer());
             }
@@ -454,26 +471,27 @@ impl Pipeline {
             pipeline.workers[i]
                 .post_message_with_transfer(&obj, &transfer)
                 .map_err(|e| engine_err(format!("cannot hand pipeline stage {i} its weights: {}", js_text(&e))))?;
-        }
-        let mut ready = HashSet::new();
-        while ready.len() < n {
-            match pipeline.wait(started_at).await? {
-                Event::Reply(StageReply::Ready { index, kernel }) => {
-                    ready.insert(index);
-                    if index == 0 {
-                        *pipeline.kernel.borrow_mut() = kernel;
+            drop((buffers, arr, obj));
+            let since = js_sys::Date::now();
+            loop {
+                match pipeline.wait(since).await? {
+                    Event::Reply(StageReply::Ready { index, kernel }) if index == i => {
+                        if index == 0 {
+                            *pipeline.kernel.borrow_mut() = kernel;
+                        }
+                        break;
                     }
+                    Event::Reply(StageReply::LoadFailed { index, code, message }) => {
+                        return Err(UserError::new(&code, format!("pipeline stage {index}: {message}")))
+                    }
+                    Event::Crash { index, message } => {
+                        return Err(engine_err(format!(
+                            "pipeline worker {index} stopped while loading its layers ({message}): \
+                             the browser may be out of memory; try fewer workers or q8_0 storage"
+                        )))
+                    }
+                    _ => {}
                 }
-                Event::Reply(StageReply::LoadFailed { index, code, message }) => {
-                    return Err(UserError::new(&code, format!("pipeline stage {index}: {message}")))
-                }
-                Event::Crash { index, message } => {
-                    return Err(engine_err(format!(
-                        "pipeline worker {index} stopped while loading its layers ({message}): \
-                         the browser may be out of memory; try fewer workers or q8_0 storage"
-                    )))
-                }
-                _ => {}
             }
         }
         Ok(pipeline)

@@ -844,12 +844,8 @@ impl Engine {
             for (i, layers) in layer_ranges.iter().enumerate() {
                 let per_shard = rewardlens_models::pipeline::stage_byte_ranges_safetensors(&refs, &cfg, layers.clone())
                     .map_err(model_error)?;
-                let (mut pieces, mut buffers) = (Vec::new(), Vec::new());
-                for (f, ranges) in per_shard.iter().enumerate() {
-                    let (p, b) = crate::stage::slice_pieces(f, &shard_arrays[f].1, ranges);
-                    pieces.extend(p);
-                    buffers.extend(b);
-                }
+                let pieces: Vec<_> =
+                    per_shard.iter().enumerate().flat_map(|(f, ranges)| crate::stage::pieces_of(f, ranges)).collect();
                 plans.push(crate::stage::StagePlan {
                     init: crate::pipeline::StageMsg::Init {
                         index: i,
@@ -862,7 +858,7 @@ impl Engine {
                         quantize: quantize.map(|q| q.name().to_owned()),
                         trap: self.pipe.get().crash_stage == Some(i),
                     },
-                    pieces: buffers,
+                    sources: shard_arrays.iter().map(|(_, a)| a.clone()).collect(),
                 });
             }
             drop((weights, sources, shard_arrays));
@@ -1003,7 +999,7 @@ impl Engine {
         for (i, layers) in layer_ranges.iter().enumerate() {
             let ranges =
                 rewardlens_models::pipeline::stage_byte_ranges_gguf(file, &cfg, layers.clone()).map_err(model_error)?;
-            let (pieces, buffers) = crate::stage::slice_pieces(0, bytes, &ranges);
+            let pieces = crate::stage::pieces_of(0, &ranges);
             plans.push(crate::stage::StagePlan {
                 init: crate::pipeline::StageMsg::Init {
                     index: i,
@@ -1016,7 +1012,7 @@ impl Engine {
                     quantize: None,
                     trap: self.pipe.get().crash_stage == Some(i),
                 },
-                pieces: buffers,
+                sources: vec![bytes.clone()],
             });
         }
         let scorer = self.spawn_pipeline(id, cfg, inputs, plans).await?;
