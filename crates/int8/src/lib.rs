@@ -5,13 +5,14 @@
 //! (two f16→f32 conversions and float work every 32 values, no register tiling), slower than
 //! its own f32 path. Here each 4-row × 8-column register tile reuses every weight load across
 //! rows (a GEMM, not a GEMV), sums i32 products over a whole scale group (the whole row for
-//! per-channel scales) and does one f32 step per group.
+//! per-channel scales) and folds each group into f32 with one vector multiply-add per 4 columns.
 //!
-//! Arithmetic (exact in integers): a row of activations `x` becomes unsigned `q = round(x / s) + z`
-//! (asymmetric, zero point `z`; 8-bit, or 7-bit for relaxed-simd, whose second dot operand is
-//! portable only with its top bit clear, and whose x86 lowering, pmaddubsw, saturates i16 pair
-//! sums beyond 7 bits). For each scale group `g` of `K`, `acc = Σ q·w` in i32 and
-//! `out += s · scale[g] · (acc − z · Σ w)`, the column sums precomputed at packing.
+//! Arithmetic (exact in integers within a group): a row of activations `x` becomes unsigned
+//! `q = round(x / s) + z` (asymmetric, zero point `z`; 8-bit, or 7-bit for relaxed-simd, whose
+//! second dot operand is portable only with its top bit clear, and whose x86 lowering, pmaddubsw,
+//! saturates i16 pair sums beyond 7 bits). With `acc_g = Σ_{k∈g} q·w` in i32,
+//! `out = s · (Σ_g scale[g] · acc_g − z · c)`, where `c = Σ_g scale[g] · Σ_{k∈g} w` is precomputed
+//! per column at packing: the zero point costs one step per output, not one per group.
 //!
 //! Microkernels, chosen at compile time: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`),
 //! wasm32 `simd128` (`i32x4_dot_i16x8` on widened values), and a portable one (native builds,
