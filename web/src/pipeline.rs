@@ -24,9 +24,27 @@ use std::ops::Range;
 pub const MAX_AUTO_WORKERS: usize = 4;
 /// Most workers a setting (or `?workers=N`) may ask for.
 pub const MAX_WORKERS: usize = 16;
-/// Tokens per chunk: long enough that each stage's matrix multiplies reuse every weight load
-/// across many rows, short enough that a 512-token answer fills a 4-stage pipeline.
+/// Most tokens per chunk: each stage's keys/values grow by one concatenation per chunk, so a
+/// long answer should not be cut finer than this.
 pub const DEFAULT_CHUNK_TOKENS: usize = 128;
+/// Fewest tokens per chunk (unless the most is lower): the int8 kernels' 4-row tiles still
+/// reuse each weight load across 16 rows, and a message per chunk costs far less than its work.
+pub const MIN_CHUNK_TOKENS: usize = 16;
+/// Chunks per stage a sequence is cut into, where the bounds allow: with `c` chunks over `n`
+/// stages one sequence takes `(c + n − 1) / c` of the time of one stage's share, so 4 per stage
+/// keeps the fill and drain of the pipeline under a fifth of a pass.
+pub const CHUNKS_PER_STAGE: usize = 4;
+
+/// Tokens per chunk for a sequence of `len` tokens on `stages` stages, at most `max`: short
+/// sequences are cut finer so that even one answer keeps every stage busy. Depends only on the
+/// sequence itself, never on what else is in the batch.
+pub fn chunk_len(len: usize, stages: usize, max: usize) -> usize {
+    let max = max.max(1);
+    if stages <= 1 {
+        return max;
+    }
+    len.div_ceil(CHUNKS_PER_STAGE * stages).clamp(MIN_CHUNK_TOKENS.min(max), max)
+}
 /// What one more worker costs beyond its share of the weights: a wasm instance, its code, and
 /// activation buffers for one chunk.
 pub const PER_WORKER_OVERHEAD: u64 = 96 << 20;
@@ -97,12 +115,13 @@ pub struct InputSeqs {
 
 /// Plans the chunks of `rows` (token ids per input). `groups`: consecutive inputs that share a
 /// prompt (as `shared_prompt_runs` finds them); a group of two or more runs its common prefix
-/// once as a prompt sequence and each input continues from a fork of it. Sequence ids start at
-/// `next_seq`, which is advanced.
+/// once as a prompt sequence and each input continues from a fork of it. Each sequence is cut
+/// into chunks of [`chunk_len`] tokens. Sequence ids start at `next_seq`, which is advanced.
 pub fn plan(
     rows: &[&[u32]],
     groups: &[Range<usize>],
     chunk_tokens: usize,
+    stages: usize,
     next_seq: &mut u64,
 ) -> (Vec<Step>, Vec<InputSeqs>) {
     let mut steps = Vec::new();
@@ -113,7 +132,7 @@ pub fn plan(
         s
     };
     let push_seq = |steps: &mut Vec<Step>, seq: u64, input: usize, span: Range<usize>, fork_from: Option<u64>| {
-        let parts = chunks(span.len(), chunk_tokens);
+        let parts = chunks(span.len(), chunk_len(span.len(), stages, chunk_tokens));
         let last = parts.len().saturating_sub(1);
         for (c, part) in parts.into_iter().enumerate() {
             steps.push(Step::Chunk(ChunkPlan {
@@ -369,7 +388,7 @@ mod tests {
         let c = [7, 8, 9];
         let rows: Vec<&[u32]> = vec![&a, &b, &c];
         let mut next = 10;
-        let (steps, seqs) = plan(&rows, &[0..2, 2..3], 2, &mut next);
+        let (steps, seqs) = plan(&rows, &[0..2, 2..3], 2, 1, &mut next);
         assert_eq!(next, 14);
         assert_eq!(
             seqs,
@@ -397,11 +416,28 @@ mod tests {
     }
 
     #[test]
+    fn short_sequences_are_cut_finer_on_a_pipeline() {
+        // One stage: the setting as it is.
+        assert_eq!(chunk_len(64, 1, 128), 128);
+        // 2 stages: 4 chunks each where the bounds allow.
+        assert_eq!(chunk_len(64, 2, 128), 16);
+        assert_eq!(chunk_len(512, 2, 128), 64);
+        assert_eq!(chunk_len(2048, 2, 128), 128);
+        assert_eq!(chunk_len(10, 2, 128), 16);
+        // A smaller setting wins over the floor.
+        assert_eq!(chunk_len(900, 2, 8), 8);
+        let ids: Vec<u32> = (0..64).collect();
+        let (steps, _) = plan(&[&ids], std::slice::from_ref(&(0..1)), 128, 2, &mut 0);
+        assert_eq!(steps.len(), 4);
+        assert!(matches!(&steps[3], Step::Chunk(c) if c.ids == (48..64) && c.end));
+    }
+
+    #[test]
     fn a_response_equal_to_the_prompt_keeps_one_token() {
         let a = [1, 2, 3];
         let b = [1, 2, 3, 4];
         let rows: Vec<&[u32]> = vec![&a, &b];
-        let (steps, _) = plan(&rows, std::slice::from_ref(&(0..2)), 8, &mut 0);
+        let (steps, _) = plan(&rows, std::slice::from_ref(&(0..2)), 8, 1, &mut 0);
         assert_eq!(
             steps[0],
             Step::Chunk(ChunkPlan { seq: 0, chunk: 0, fork_from: None, ids: 0..2, input: 0, end: true })

@@ -276,8 +276,9 @@ pub enum ToWorker {
         /// first chunk, to check that a crashed worker fails the job and the engine restarts.
         #[serde(default)]
         crash_stage: Option<usize>,
-        /// Tokens per pipeline chunk (`?chunk=N`, tests: a long input in several chunks); None
-        /// is `pipeline::DEFAULT_CHUNK_TOKENS`.
+        /// Most tokens per pipeline chunk (`?chunk=N`, tests: a long input in several chunks);
+        /// None is `pipeline::DEFAULT_CHUNK_TOKENS`. Shorter sequences are cut finer
+        /// (`pipeline::chunk_len`).
         #[serde(default)]
         chunk_tokens: Option<usize>,
     },

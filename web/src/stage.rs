@@ -530,7 +530,7 @@ impl Pipeline {
             return Err(UserError::new("worker_crashed", why));
         }
         let mut next = self.next_seq.get();
-        let (steps, seqs) = plan(rows, groups, self.chunk_tokens, &mut next);
+        let (steps, seqs) = plan(rows, groups, self.chunk_tokens, self.stages(), &mut next);
         self.next_seq.set(next);
         // Which sequences are this job's, and their last chunk.
         let mut last_chunk: HashMap<u64, u32> = HashMap::new();
