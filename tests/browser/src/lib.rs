@@ -346,6 +346,13 @@ impl Browser {
         self.cmd("POST", "/execute/async", json!({ "script": js, "args": args }))
     }
 
+    /// How long a script may wait for the page (WebDriver's default is 30 s): a page whose main
+    /// thread computes for longer (transformers.js on one wasm thread runs there) would fail
+    /// every poll meanwhile.
+    pub fn set_script_timeout(&self, timeout: Duration) {
+        self.cmd("POST", "/timeouts", json!({ "script": timeout.as_millis() as u64 }));
+    }
+
     pub fn script(&self, js: &str, args: Value) -> Value {
         self.cmd("POST", "/execute/sync", json!({ "script": js, "args": args }))
     }

@@ -233,6 +233,8 @@ fn theirs(
         isolated,
     );
     let b = start_browser(device == "webgpu");
+    // One pass of transformers.js on one thread blocks the page's main thread.
+    b.set_script_timeout(Duration::from_secs(600));
     let name = onnx.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let visit = |workloads: &[(usize, usize)], iters: usize| -> Result<Vec<serde_json::Value>> {
         let list: Vec<String> = workloads.iter().map(|(n, b)| format!("{n}x{b}")).collect();
