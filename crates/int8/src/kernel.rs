@@ -154,9 +154,20 @@ mod wasm {
     use super::{Panel, KSTEP, MR, NR};
     use core::arch::wasm32::*;
 
-    /// `acc · scale` added to `sum`, for one row's two column halves.
+    /// Group `g`'s scales of the panel's 8 columns, as two halves.
     #[inline(always)]
-    fn scale_add(sum: &mut [v128; 2 * MR], acc: &[v128; 2 * MR], s0: v128, s1: v128) {
+    fn group_scales(panel: &Panel, g: usize) -> (v128, v128) {
+        let scales = &panel.scales[g * NR..(g + 1) * NR];
+        // SAFETY: `scales` is 8 f32, two unaligned v128 loads.
+        unsafe {
+            let p = scales.as_ptr() as *const v128;
+            (v128_load(p), v128_load(p.add(1)))
+        }
+    }
+
+    /// `acc · scale` added to `sum`, for every row's two column halves.
+    #[inline(always)]
+    fn scale_add(sum: &mut [v128; 2 * MR], acc: &[v128; 2 * MR], (s0, s1): (v128, v128)) {
         for i in 0..MR {
             sum[2 * i] = f32x4_add(sum[2 * i], f32x4_mul(f32x4_convert_i32x4(acc[2 * i]), s0));
             sum[2 * i + 1] = f32x4_add(sum[2 * i + 1], f32x4_mul(f32x4_convert_i32x4(acc[2 * i + 1]), s1));
@@ -178,7 +189,7 @@ mod wasm {
 
     /// Adds steps `s0..s0 + steps` of 4 rows × 8 columns to `acc`: per step of 4 K values, two
     /// weight loads (4 columns × 4 values each) serve all 4 rows, each row's 4 activations
-    /// splatted across the lanes. Inlined with a constant `steps`, the loop unrolls.
+    /// splatted across the lanes.
     ///
     /// SAFETY: `data` holds `(s0 + steps) * 32` bytes and each row `(s0 + steps) * 4`.
     #[cfg(target_feature = "relaxed-simd")]
@@ -205,20 +216,8 @@ mod wasm {
         for g in 0..groups {
             let mut acc = [i32x4_splat(0); 2 * MR];
             // SAFETY: bounds asserted above.
-            unsafe {
-                if gs == 8 {
-                    // Q8_0's 32-value blocks.
-                    relaxed_steps(&mut acc, &rows, panel.data, g * 8, 8);
-                } else {
-                    relaxed_steps(&mut acc, &rows, panel.data, g * gs, gs);
-                }
-            }
-            // SAFETY: `scales` holds `groups * NR` f32.
-            let (s0, s1) = unsafe {
-                let p = panel.scales.as_ptr().add(g * NR) as *const v128;
-                (v128_load(p), v128_load(p.add(1)))
-            };
-            scale_add(&mut sum, &acc, s0, s1);
+            unsafe { relaxed_steps(&mut acc, &rows, panel.data, g * gs, gs) };
+            scale_add(&mut sum, &acc, group_scales(panel, g));
         }
         unpack(sum)
     }
@@ -256,12 +255,7 @@ mod wasm {
                 let (a, b) = (acc[2 * v], acc[2 * v + 1]);
                 i32x4_add(i32x4_shuffle::<0, 2, 4, 6>(a, b), i32x4_shuffle::<1, 3, 5, 7>(a, b))
             });
-            // SAFETY: `scales` holds `groups * NR` f32.
-            let (s0, s1) = unsafe {
-                let p = panel.scales.as_ptr().add(g * NR) as *const v128;
-                (v128_load(p), v128_load(p.add(1)))
-            };
-            scale_add(&mut sum, &folded, s0, s1);
+            scale_add(&mut sum, &folded, group_scales(panel, g));
         }
         unpack(sum)
     }
