@@ -351,7 +351,7 @@ pub struct Pipeline {
     /// Why the pipeline cannot run any more (a stage crashed).
     broken: RefCell<Option<String>>,
     /// What multiplies the linear layers (stage 0's report; every stage runs this build).
-    kernel: RefCell<String>,
+    kernel: String,
     _closures: Vec<JsValue>,
 }
 
@@ -418,7 +418,7 @@ impl Pipeline {
         let last = channels[plans.len()].port2();
         last.set_onmessage(Some(on_result.as_ref().unchecked_ref()));
         closures.push(on_result.into_js_value());
-        let pipeline = Pipeline {
+        let mut pipeline = Pipeline {
             scope: scope.clone(),
             workers,
             first: channels[0].port1(),
@@ -427,7 +427,7 @@ impl Pipeline {
             next_seq: Cell::new(1),
             chunk_tokens: chunk_tokens.max(1),
             broken: RefCell::new(None),
-            kernel: RefCell::default(),
+            kernel: String::new(),
             _closures: closures,
         };
         let started_at = js_sys::Date::now();
@@ -477,7 +477,7 @@ impl Pipeline {
                 match pipeline.wait(since).await? {
                     Event::Reply(StageReply::Ready { index, kernel }) if index == i => {
                         if index == 0 {
-                            *pipeline.kernel.borrow_mut() = kernel;
+                            pipeline.kernel = kernel;
                         }
                         break;
                     }
@@ -514,7 +514,7 @@ impl Pipeline {
     }
 
     pub fn kernel(&self) -> String {
-        self.kernel.borrow().clone()
+        self.kernel.clone()
     }
 
     /// The head's logits at every position of each row, in input order. `groups`: consecutive

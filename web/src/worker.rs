@@ -159,6 +159,28 @@ impl LocalInfo<'_> {
     }
 }
 
+/// A GGUF loaded on the CPU (one engine or the pipeline): the file is the weights in memory.
+fn gguf_info<'a>(
+    source: &'a ModelSource,
+    config: &'a ModelConfig,
+    types_text: &str,
+    file_bytes: u64,
+    load_ms: f64,
+    stats: (u64, u64),
+    gpu_fallback_reason: Option<String>,
+) -> LocalInfo<'a> {
+    let estimate = MemoryEstimate::new(config, WeightStorage::F32, PLANNED_TOKENS);
+    LocalInfo {
+        source,
+        config,
+        storage: format!("GGUF ({types_text})"),
+        estimated_bytes: file_bytes + estimate.activations,
+        load_ms,
+        stats,
+        gpu_fallback_reason,
+    }
+}
+
 struct Loaded {
     scorer: Scorer,
     info: ModelInfo,
@@ -866,7 +888,7 @@ impl Engine {
             let info = LocalInfo {
                 source,
                 config: &config,
-                storage: storage_text,
+                storage: storage_text.clone(),
                 estimated_bytes: estimate.total(),
                 load_ms: self.now() - started,
                 stats,
@@ -880,10 +902,7 @@ impl Engine {
         let info = LocalInfo {
             source,
             config: &config,
-            storage: match storage {
-                WeightStorage::F32 => "f32".into(),
-                WeightStorage::Quantized(q) => format!("{} (quantized on load)", q.name()),
-            },
+            storage: storage_text,
             estimated_bytes: estimate.total(),
             load_ms: self.now() - started,
             stats,
@@ -1016,16 +1035,8 @@ impl Engine {
             });
         }
         let scorer = self.spawn_pipeline(id, cfg, inputs, plans).await?;
-        let info = LocalInfo {
-            source,
-            config: &config,
-            storage: format!("GGUF ({types_text})"),
-            estimated_bytes: len + estimate.activations,
-            load_ms: self.now() - started,
-            stats,
-            gpu_fallback_reason: gpu_reason.clone(),
-        }
-        .describe(&scorer);
+        let info = gguf_info(source, &config, types_text, len, self.now() - started, stats, gpu_reason.clone())
+            .describe(&scorer);
         Ok(Some(Loaded { scorer, info }))
     }
 
@@ -1075,18 +1086,9 @@ impl Engine {
     ) -> Res<Loaded> {
         let config = quantized::gguf_config(&file).map_err(model_error)?;
         let model = RewardModel::from_gguf(file, None, &Device::Cpu).map_err(model_error)?;
-        let estimate = MemoryEstimate::new(&config, WeightStorage::F32, PLANNED_TOKENS);
         let scorer = Scorer::Local(model);
-        let info = LocalInfo {
-            source,
-            config: &config,
-            storage: format!("GGUF ({types_text})"),
-            estimated_bytes: len + estimate.activations,
-            load_ms: self.now() - started,
-            stats,
-            gpu_fallback_reason: gpu_reason,
-        }
-        .describe(&scorer);
+        let info =
+            gguf_info(source, &config, &types_text, len, self.now() - started, stats, gpu_reason).describe(&scorer);
         Ok(Loaded { scorer, info })
     }
 
