@@ -4,9 +4,9 @@
 //! Two roles of the one worker script: a *stage* ([`start`]: a worker named with
 //! [`STAGE_NAME_PREFIX`]) holds a contiguous slice of the decoder's layers and runs chunks
 //! through them; the *coordinator* ([`Pipeline`], inside the engine worker the page talks to)
-//! spawns the stages with `new Worker(self.location.href)`, hands each only the byte ranges of
-//! the model file its tensors need (sliced out of the downloaded array and transferred, so the
-//! weights are never held twice once loading ends), wires stage `i`'s output port to stage
+//! spawns the stages with `new Worker(self.location.href)`, lends the downloaded model files to
+//! one stage after another (transferred, never copied: each stage reads the byte ranges its
+//! tensors need and hands the files back), wires stage `i`'s output port to stage
 //! `i + 1`'s input (the last one's to itself), and collects the head's logits. A stage's
 //! `error`/`messageerror` event (a wasm trap or panic) fails the running job; the pipeline is
 //! then marked broken and the engine loads the model again.
@@ -188,26 +188,32 @@ impl Stage {
     }
 }
 
-/// Builds this worker's stage from its `Init` message and pieces.
-fn load_stage(init: &StageMsg, pieces: &Array) -> Result<DecoderStage, (String, String)> {
+/// Builds this worker's stage from its `Init` message and the model files it was lent (whole
+/// files, in `shards` order); it reads only the ranges its `pieces` name, through views (no copy).
+fn load_stage(init: &StageMsg, files: &Array) -> Result<DecoderStage, (String, String)> {
     let StageMsg::Init { layers, gguf, shards, pieces: described, config_json, quantize, .. } = init else {
         return Err(("engine".into(), "not an init message".into()));
     };
-    if described.len() != pieces.length() as usize {
-        return Err(("engine".into(), "init pieces and buffers differ in number".into()));
+    let lent = files.iter().map(|f| f.unchecked_into::<Uint8Array>().length() as u64);
+    if !shards.iter().map(|s| s.1).eq(lent) {
+        return Err(("engine".into(), "the lent files differ from the init's shards".into()));
     }
-    let mut files: Vec<Vec<(u64, JsPiece)>> = (0..shards.len()).map(|_| Vec::new()).collect();
+    let mut parts: Vec<Vec<(u64, JsPiece)>> = (0..shards.len()).map(|_| Vec::new()).collect();
     for (i, p) in described.iter().enumerate() {
-        let arr: Uint8Array = pieces.get(i as u32).unchecked_into();
-        if arr.length() as u64 != p.len || p.file >= files.len() {
-            return Err(("engine".into(), format!("piece {i} does not match its description")));
+        let file = (p.file < parts.len()).then(|| files.get(p.file as u32).unchecked_into::<Uint8Array>());
+        let inside = file.as_ref().is_some_and(|f| p.offset.checked_add(p.len).is_some_and(|e| e <= f.length() as u64));
+        match file {
+            Some(f) if inside => {
+                let view = f.subarray(p.offset as u32, (p.offset + p.len) as u32);
+                parts[p.file].push((p.offset, JsPiece(view)));
+            }
+            _ => return Err(("engine".into(), format!("piece {i} does not match its description"))),
         }
-        files[p.file].push((p.offset, JsPiece(arr)));
     }
     let bad = |e: rewardlens_models::ModelError| ("corrupted".to_owned(), e.to_string());
     let mut sources: Vec<(String, JsPieces)> = shards
         .iter()
-        .zip(files)
+        .zip(parts)
         .map(|((name, len), parts)| (name.clone(), JsPieces(Pieces::new(*len, parts))))
         .collect();
     if *gguf {
@@ -247,26 +253,32 @@ pub fn run_stage(scope: DedicatedWorkerGlobalScope, data: JsValue) {
     let StageMsg::Init { index, trap, .. } = &init else { unreachable!("matched above") };
     let (index, trap) = (*index, *trap);
     let get = |k: &str| Reflect::get(&data, &k.into()).ok();
-    let pieces: Array = get("pieces").and_then(|p| p.dyn_into().ok()).unwrap_or_default();
+    let files: Array = get("files").and_then(|p| p.dyn_into().ok()).unwrap_or_default();
     let (Some(input), Some(output)) = (
         get("input").and_then(|p| p.dyn_into::<MessagePort>().ok()),
         get("output").and_then(|p| p.dyn_into::<MessagePort>().ok()),
     ) else {
         return reply(&StageReply::LoadFailed { index, code: "engine".into(), message: "stage ports missing".into() });
     };
-    let model = match load_stage(&init, &pieces) {
+    let model = match load_stage(&init, &files) {
         Ok(m) => m,
         Err((code, message)) => return reply(&StageReply::LoadFailed { index, code, message }),
     };
-    // The pieces were copied into the stage's tensors: let the JS arrays go.
-    drop(pieces);
     drop(data);
     let kernel = model.linear_kernel();
     let stage = Rc::new(Stage { index, model, kv: RefCell::default(), output, trap: Cell::new(trap) });
     let on_input = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| stage.handle(&ev.data()));
     input.set_onmessage(Some(on_input.as_ref().unchecked_ref()));
     on_input.forget();
-    reply(&StageReply::Ready { index, kernel });
+    // The files go back with `Ready` (transferred: no copy) for the next stage to load from.
+    let obj = js_sys::Object::new();
+    let text = serde_json::to_string(&StageReply::Ready { index, kernel }).expect("messages serialize");
+    let _ = Reflect::set(&obj, &"msg".into(), &JsValue::from_str(&text));
+    let _ = Reflect::set(&obj, &"files".into(), &files);
+    let transfer: Array = files.iter().map(|f| f.unchecked_into::<Uint8Array>().buffer()).collect::<Array>();
+    if let Err(e) = scope.post_message_with_transfer(&obj, &transfer) {
+        reply(&StageReply::LoadFailed { index, code: "engine".into(), message: js_text(&e) });
+    }
 }
 
 /// What the coordinator hears from its stages.
@@ -284,6 +296,8 @@ enum Event {
 struct Mailbox {
     events: VecDeque<Event>,
     wake: Option<js_sys::Function>,
+    /// The model files a stage handed back with its `Ready`.
+    returned: Option<Vec<Uint8Array>>,
 }
 
 fn push(mb: &Rc<RefCell<Mailbox>>, ev: Event) {
@@ -311,13 +325,14 @@ async fn next_event(scope: &DedicatedWorkerGlobalScope, mb: &Rc<RefCell<Mailbox>
     mb.borrow_mut().events.pop_front()
 }
 
-/// One stage to start: its init message and the buffers its pieces name, in order.
+/// The stages to start and the model files they load from.
 pub struct StagePlan {
-    pub init: StageMsg,
-    /// The whole files the init's pieces are cut from (handles, not copies): each stage's
-    /// pieces are copied out only when it is about to load, so at most one stage's bytes exist
-    /// twice at a time.
-    pub sources: Vec<Uint8Array>,
+    /// One `Init` per stage, in order.
+    pub inits: Vec<StageMsg>,
+    /// The whole files (in `shards` order). They are lent to one stage after another by
+    /// transfer (stage `i` hands them back with its `Ready`), so the weights exist once in
+    /// JS memory however many stages load, and nothing is copied.
+    pub files: Vec<Uint8Array>,
 }
 
 /// The pieces of `ranges` in file `file`.
@@ -325,18 +340,14 @@ pub fn pieces_of(file: usize, ranges: &[Range<u64>]) -> Vec<Piece> {
     ranges.iter().map(|r| Piece { file, offset: r.start, len: r.end - r.start }).collect()
 }
 
-/// A plan's pieces as fresh arrays (each its own buffer, so it can be transferred).
-fn cut_pieces(plan: &StagePlan) -> Result<Vec<Uint8Array>, String> {
-    let StageMsg::Init { pieces, .. } = &plan.init else { return Err("not a stage init".into()) };
-    pieces
-        .iter()
-        .map(|p| {
-            let src = plan.sources.get(p.file).ok_or_else(|| format!("piece of missing file {}", p.file))?;
-            let end = p.offset.checked_add(p.len).filter(|&e| e <= src.length() as u64);
-            let end = end.ok_or_else(|| format!("piece {}..+{} beyond file {}", p.offset, p.len, p.file))?;
-            Ok(src.slice(p.offset as u32, end as u32))
-        })
-        .collect()
+/// `file` as the whole of its own buffer (what a transfer moves); a view into a larger buffer
+/// is copied out, so lending it cannot detach bytes something else holds.
+fn own_buffer(file: Uint8Array) -> Uint8Array {
+    if file.byte_offset() == 0 && file.byte_length() == file.buffer().byte_length() {
+        file
+    } else {
+        file.slice(0, file.length())
+    }
 }
 
 /// The coordinator's handle on its stage workers.
@@ -368,7 +379,7 @@ impl Pipeline {
     /// cannot start or load.
     pub async fn spawn(
         scope: &DedicatedWorkerGlobalScope,
-        plans: Vec<StagePlan>,
+        plan: StagePlan,
         chunk_tokens: usize,
     ) -> Result<Self, UserError> {
         let engine_err = |m: String| UserError::new("engine", m);
@@ -376,14 +387,24 @@ impl Pipeline {
         let mailbox: Rc<RefCell<Mailbox>> = Rc::default();
         let mut closures = Vec::new();
         let mut workers = Vec::new();
-        for index in 0..plans.len() {
+        let StagePlan { inits, files } = plan;
+        let mut files: Vec<Uint8Array> = files.into_iter().map(own_buffer).collect();
+        for index in 0..inits.len() {
             let opts = WorkerOptions::new();
             opts.set_name(&format!("{STAGE_NAME_PREFIX}{index}"));
             let w = Worker::new_with_options(&script, &opts)
                 .map_err(|e| engine_err(format!("cannot start pipeline worker {index}: {}", js_text(&e))))?;
             let mb = mailbox.clone();
             let on_msg = Closure::<dyn FnMut(MessageEvent)>::new(move |ev: MessageEvent| {
-                let text = ev.data().as_string().unwrap_or_default();
+                // A plain text reply, or `{msg, files}`: `Ready` handing the lent files back.
+                let data = ev.data();
+                let text = data
+                    .as_string()
+                    .or_else(|| Reflect::get(&data, &"msg".into()).ok().and_then(|m| m.as_string()))
+                    .unwrap_or_default();
+                if let Some(back) = Reflect::get(&data, &"files".into()).ok().and_then(|f| f.dyn_into::<Array>().ok()) {
+                    mb.borrow_mut().returned = Some(back.iter().map(|f| f.unchecked_into()).collect());
+                }
                 if let Ok(reply) = serde_json::from_str::<StageReply>(&text) {
                     push(&mb, Event::Reply(reply));
                 } else if text == STARTED {
@@ -405,7 +426,7 @@ impl Pipeline {
             closures.extend([on_msg.into_js_value(), on_err.into_js_value(), on_msgerr.into_js_value()]);
             workers.push(w);
         }
-        let channels: Vec<MessageChannel> = (0..=plans.len())
+        let channels: Vec<MessageChannel> = (0..=inits.len())
             .map(|_| MessageChannel::new().map_err(|e| engine_err(js_text(&e))))
             .collect::<Result<_, _>>()?;
         let mb = mailbox.clone();
@@ -415,7 +436,7 @@ impl Pipeline {
                 push(&mb, Event::Reply(reply));
             }
         });
-        let last = channels[plans.len()].port2();
+        let last = channels[inits.len()].port2();
         last.set_onmessage(Some(on_result.as_ref().unchecked_ref()));
         closures.push(on_result.into_js_value());
         let mut pipeline = Pipeline {
@@ -431,7 +452,7 @@ impl Pipeline {
             _closures: closures,
         };
         let started_at = js_sys::Date::now();
-        let n = plans.len();
+        let n = inits.len();
         // Every stage's wasm must be running before its init is posted (earlier messages
         // would find no handler).
         let mut started = HashSet::new();
@@ -446,32 +467,29 @@ impl Pipeline {
                 Event::Reply(_) => {}
             }
         }
-        // One stage after another: a stage's pieces are cut, handed over (the transfer detaches
-        // them here) and loaded before the next stage's are cut, so peak memory stays near
-        // one copy of the weights.
-        for (i, p) in plans.iter().enumerate() {
-            let buffers = cut_pieces(p).map_err(|e| engine_err(format!("pipeline stage {i}: {e}")))?;
+        // One stage after another, each lent the whole files (moved, not copied) and handing
+        // them back when loaded, so peak memory stays near one copy of the weights.
+        for (i, init) in inits.iter().enumerate() {
             let obj = js_sys::Object::new();
-            let text = serde_json::to_string(&p.init).expect("messages serialize");
+            let text = serde_json::to_string(init).expect("messages serialize");
             let input = channels[i].port2();
             let output = channels[i + 1].port1();
-            let arr = Array::new();
+            let lent: Array = files.iter().collect();
             let transfer = Array::new();
             transfer.push(&input);
             transfer.push(&output);
-            for piece in &buffers {
-                arr.push(piece);
-                transfer.push(&piece.buffer());
+            for f in &files {
+                transfer.push(&f.buffer());
             }
             let _ = Reflect::set(&obj, &"stage".into(), &JsValue::TRUE);
             let _ = Reflect::set(&obj, &"msg".into(), &JsValue::from_str(&text));
-            let _ = Reflect::set(&obj, &"pieces".into(), &arr);
+            let _ = Reflect::set(&obj, &"files".into(), &lent);
             let _ = Reflect::set(&obj, &"input".into(), &input);
             let _ = Reflect::set(&obj, &"output".into(), &output);
             pipeline.workers[i]
                 .post_message_with_transfer(&obj, &transfer)
                 .map_err(|e| engine_err(format!("cannot hand pipeline stage {i} its weights: {}", js_text(&e))))?;
-            drop((buffers, arr, obj));
+            drop((lent, obj));
             let since = js_sys::Date::now();
             loop {
                 match pipeline.wait(since).await? {
@@ -479,6 +497,9 @@ impl Pipeline {
                         if index == 0 {
                             pipeline.kernel = kernel;
                         }
+                        files = pipeline.mailbox.borrow_mut().returned.take().ok_or_else(|| {
+                            engine_err(format!("pipeline stage {i} did not hand the model files back"))
+                        })?;
                         break;
                     }
                     Event::Reply(StageReply::LoadFailed { index, code, message }) => {

@@ -861,29 +861,28 @@ impl Engine {
             let refs: Vec<&dyn ByteSource> = sources.iter().map(|s| s as &dyn ByteSource).collect();
             let shard_list: Vec<(String, u64)> =
                 shard_arrays.iter().map(|(name, a)| (name.clone(), a.length() as u64)).collect();
-            let mut plans = Vec::new();
+            let mut inits = Vec::new();
             let layer_ranges = rewardlens_models::pipeline::stage_layers(cfg.num_hidden_layers, n);
             for (i, layers) in layer_ranges.iter().enumerate() {
                 let per_shard = rewardlens_models::pipeline::stage_byte_ranges_safetensors(&refs, &cfg, layers.clone())
                     .map_err(model_error)?;
                 let pieces: Vec<_> =
                     per_shard.iter().enumerate().flat_map(|(f, ranges)| crate::stage::pieces_of(f, ranges)).collect();
-                plans.push(crate::stage::StagePlan {
-                    init: crate::pipeline::StageMsg::Init {
-                        index: i,
-                        stages: layer_ranges.len(),
-                        layers: layers.clone(),
-                        gguf: false,
-                        shards: shard_list.clone(),
-                        pieces,
-                        config_json: Some(config_json.clone()),
-                        quantize: quantize.map(|q| q.name().to_owned()),
-                        trap: self.pipe.get().crash_stage == Some(i),
-                    },
-                    sources: shard_arrays.iter().map(|(_, a)| a.clone()).collect(),
+                inits.push(crate::pipeline::StageMsg::Init {
+                    index: i,
+                    stages: layer_ranges.len(),
+                    layers: layers.clone(),
+                    gguf: false,
+                    shards: shard_list.clone(),
+                    pieces,
+                    config_json: Some(config_json.clone()),
+                    quantize: quantize.map(|q| q.name().to_owned()),
+                    trap: self.pipe.get().crash_stage == Some(i),
                 });
             }
+            let files = shard_arrays.iter().map(|(_, a)| a.clone()).collect();
             drop((weights, sources, shard_arrays));
+            let plans = crate::stage::StagePlan { inits, files };
             let scorer = self.spawn_pipeline(id, cfg, inputs, plans).await?;
             let info = LocalInfo {
                 source,
@@ -1014,26 +1013,23 @@ impl Engine {
         }
         let (cfg, inputs) = InputEncoder::from_gguf(file, None).map_err(model_error)?;
         let layer_ranges = rewardlens_models::pipeline::stage_layers(cfg.num_hidden_layers, n);
-        let mut plans = Vec::new();
+        let mut inits = Vec::new();
         for (i, layers) in layer_ranges.iter().enumerate() {
             let ranges =
                 rewardlens_models::pipeline::stage_byte_ranges_gguf(file, &cfg, layers.clone()).map_err(model_error)?;
-            let pieces = crate::stage::pieces_of(0, &ranges);
-            plans.push(crate::stage::StagePlan {
-                init: crate::pipeline::StageMsg::Init {
-                    index: i,
-                    stages: layer_ranges.len(),
-                    layers: layers.clone(),
-                    gguf: true,
-                    shards: vec![("model.gguf".into(), len)],
-                    pieces,
-                    config_json: None,
-                    quantize: None,
-                    trap: self.pipe.get().crash_stage == Some(i),
-                },
-                sources: vec![bytes.clone()],
+            inits.push(crate::pipeline::StageMsg::Init {
+                index: i,
+                stages: layer_ranges.len(),
+                layers: layers.clone(),
+                gguf: true,
+                shards: vec![("model.gguf".into(), len)],
+                pieces: crate::stage::pieces_of(0, &ranges),
+                config_json: None,
+                quantize: None,
+                trap: self.pipe.get().crash_stage == Some(i),
             });
         }
+        let plans = crate::stage::StagePlan { inits, files: vec![bytes.clone()] };
         let scorer = self.spawn_pipeline(id, cfg, inputs, plans).await?;
         let info = gguf_info(source, &config, types_text, len, self.now() - started, stats, gpu_reason.clone())
             .describe(&scorer);
@@ -1046,9 +1042,9 @@ impl Engine {
         id: u64,
         config: ModelConfig,
         inputs: InputEncoder,
-        plans: Vec<crate::stage::StagePlan>,
+        plans: crate::stage::StagePlan,
     ) -> Res<Scorer> {
-        let stage = format!("starting {} engine workers", plans.len());
+        let stage = format!("starting {} engine workers", plans.inits.len());
         self.post(&FromWorker::Progress { id, stage, done: 0, total: None, rate: 0.0 });
         let chunk = self.pipe.get().chunk_tokens.unwrap_or(crate::pipeline::DEFAULT_CHUNK_TOKENS);
         let pipeline = crate::stage::Pipeline::spawn(&self.scope, plans, chunk).await?;
