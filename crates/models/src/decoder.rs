@@ -10,6 +10,7 @@
 
 use crate::config::{HeadKind, ModelConfig, ScoreHead};
 use crate::linear::Linear;
+use crate::masked_softmax::MaskedSoftmax;
 use crate::profile::{self, Op};
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
@@ -132,9 +133,8 @@ impl Attention {
             let qb = q.narrow(3, start, len)?.contiguous()?.reshape((b, nkv, rep * len, hd))?;
             let kb = k.narrow(2, 0, p + end)?;
             let vb = v.narrow(2, 0, p + end)?;
-            let scores = (qb.matmul(&kb.t()?)? * scale)?.reshape((b, nkv, rep, len, p + end))?;
-            let probs = candle_nn::ops::softmax_last_dim(&scores.broadcast_add(&mask.block(start, len)?)?)?;
-            let ob = probs.reshape((b, nkv, rep * len, p + end))?.matmul(&vb.contiguous()?)?;
+            let probs = mask.softmax(&qb.matmul(&kb.t()?)?, start, len, scale)?;
+            let ob = probs.matmul(&vb.contiguous()?)?;
             blocks.push(ob.reshape((b, nkv, rep, len, hd))?);
         }
         drop(attention);
@@ -592,6 +592,20 @@ impl Masks {
     /// One unpadded sequence of `t` new tokens after `past` earlier ones (a pipeline chunk).
     pub(crate) fn single(t: usize, past: usize, block: usize, dev: &Device) -> Self {
         Self { spans: vec![(0, t)], past, block: block.max(1), dev: dev.clone() }
+    }
+
+    /// Attention probabilities of queries `start..start + len` from their scores (b, kv_heads,
+    /// rep · len, keys): `scale` applied, each query over only the keys it may see. On the CPU
+    /// one pass ([`MaskedSoftmax`]); elsewhere the additive mask and Candle's softmax.
+    fn softmax(&self, scores: &Tensor, start: usize, len: usize, scale: f64) -> Result<Tensor> {
+        if scores.device().is_cpu() {
+            let op = MaskedSoftmax { spans: &self.spans, past: self.past, start, len, scale: scale as f32 };
+            return Ok(scores.contiguous()?.apply_op1_no_bwd(&op)?);
+        }
+        let (b, nkv, rows, keys) = scores.dims4()?;
+        let s = (scores * scale)?.reshape((b, nkv, rows / len, len, keys))?;
+        let probs = candle_nn::ops::softmax_last_dim(&s.broadcast_add(&self.block(start, len)?)?)?;
+        Ok(probs.reshape((b, nkv, rows, keys))?)
     }
 
     /// The (b, 1, 1, len, past + start + len) mask of queries `start..start + len` over the

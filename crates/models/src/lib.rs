@@ -10,6 +10,7 @@ pub mod error;
 pub mod files;
 pub mod gguf;
 pub mod linear;
+mod masked_softmax;
 pub mod memory;
 pub mod pipeline;
 pub mod prm;
