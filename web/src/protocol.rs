@@ -154,7 +154,8 @@ pub fn is_gguf_name(name: &str) -> bool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum StorageChoice {
-    /// f32 when it fits, else q8_0, else q4_k; GGUF files stay as they are.
+    /// On the CPU q8_0 (the int8 kernels: the fastest, `AUTO_CPU_STORAGE` says why), else
+    /// q4_k when q8_0 does not fit; f16 on WebGPU; GGUF files stay as they are.
     #[default]
     Auto,
     F32,
@@ -164,7 +165,7 @@ pub enum StorageChoice {
 
 impl StorageChoice {
     pub const ALL: [(Self, &'static str); 4] = [
-        (Self::Auto, "auto (f32 if it fits, else q8_0, else q4_k)"),
+        (Self::Auto, "auto (CPU: q8_0, 2-2.6x f32's speed, same order on 96-99% of pairs; WebGPU: f16)"),
         (Self::F32, "f32 (exact)"),
         (Self::Q8_0, "q8_0 (quantized on load)"),
         (Self::Q4K, "q4_k (quantized on load)"),

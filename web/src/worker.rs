@@ -1604,11 +1604,7 @@ fn too_large(what: &str, need: u64) -> UserError {
 /// Picks how to hold the weights and checks that it fits, before any weight is downloaded.
 fn choose_storage(config: &ModelConfig, choice: StorageChoice) -> Res<(WeightStorage, MemoryEstimate)> {
     let candidates: Vec<WeightStorage> = match choice {
-        StorageChoice::Auto => vec![
-            WeightStorage::F32,
-            WeightStorage::Quantized(QuantType::Q8_0),
-            WeightStorage::Quantized(QuantType::Q4K),
-        ],
+        StorageChoice::Auto => rewardlens_models::memory::AUTO_CPU_STORAGE.to_vec(),
         StorageChoice::F32 => vec![WeightStorage::F32],
         StorageChoice::Q8_0 => vec![WeightStorage::Quantized(QuantType::Q8_0)],
         StorageChoice::Q4K => vec![WeightStorage::Quantized(QuantType::Q4K)],

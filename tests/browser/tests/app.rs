@@ -40,6 +40,15 @@ fn scores_in_the_page_match_transformers() {
     b.wait_for("#simd", LOAD);
     assert_eq!(b.attr("#simd", "data-supported").as_deref(), Some("true"));
 
+    // Auto storage on the CPU is q8_0 (the int8 kernels): within the quantization bound.
+    b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
+    assert!(b.text("#model-info").contains("q8_0"), "auto storage: {}", b.text("#model-info"));
+    b.score_responses("What is the capital of France?", &["The capital of France is Paris."]);
+    let v: f64 = b.attrs("#scores td.score", "data-score")[0].parse().unwrap();
+    assert!((v - golden_logits(&golden("qwen3-seq"), "simple")[0]).abs() < 0.06, "auto (q8_0) in the page: {v}");
+    // f32 from here: exact to transformers within 1e-3.
+    b.fill("#storage", "f32");
+
     // Qwen3, single safetensors file, through the UI.
     b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
     let g = golden("qwen3-seq");
@@ -149,6 +158,7 @@ fn bad_models_get_clear_errors_and_the_page_keeps_working() {
     let no_cors = StaticServer::start(vec![("/fixtures/".into(), fixtures_dir())], false);
     let b = Browser::start();
     b.goto(&format!("{}/", srv.url));
+    b.fill("#storage", "f32");
 
     let (code, msg) = load_error(&b, &format!("{}/work/corrupted", srv.url));
     assert_eq!(code, "corrupted", "{msg}");
@@ -211,7 +221,7 @@ fn hub_ids_deep_links_cache_and_saved_inputs() {
     let shared =
         SharedInputs { prompt: "What is the capital of France?".into(), responses: vec![paris.into(), berlin.into()] };
     let link = format!(
-        "{}/{}&hub={}/hub#{}",
+        "{}/{}&hub={}/hub&storage=f32#{}",
         srv.url,
         model_query("test-org/tiny-rm", "v1"),
         srv.url,
@@ -289,6 +299,7 @@ fn gguf_local_files_jsonl_batches_and_cancel() {
     let paris = "The capital of France is Paris.";
     let b = Browser::start();
     b.goto(&format!("{}/", srv.url));
+    b.fill("#storage", "f32");
 
     // Our quantizer's GGUF by URL: q8_0 scores stay within 0.06 of transformers' f32.
     b.load_model(&format!("{}/built/qwen3-seq.q8_0.gguf", srv.url));
@@ -552,6 +563,7 @@ fn step_rewards_first_bad_step_and_token_heatmap() {
     let b = Browser::start();
     b.goto(&format!("{}/", srv.url));
     b.wait_for("#simd", LOAD);
+    b.fill("#storage", "f32");
     // Qwen2ForProcessRewardModel declares its convention: the step view turns itself on.
     b.load_model(&format!("{}/fixtures/prm-qwen-mlp", srv.url));
     assert_eq!(b.script("return document.querySelector('#steps-on').checked;", serde_json::json!([])), true);
@@ -708,7 +720,7 @@ fn web_component_two_scorers_one_engine_events_and_js_api() {
     // The JS API, after the failures: same engine, the model comes from the browser cache.
     let out = b.script_async(
         "const done = arguments[arguments.length - 1]; \
-         RewardScorer.load({ model: '/fixtures/qwen3-seq' }) \
+         RewardScorer.load({ model: '/fixtures/qwen3-seq', storage: 'f32' }) \
            .then(s => Promise.all([s.score({ prompt: 'What is the capital of France?', responses: ['The capital of France is Paris.'] }), \
                                    s.score({ conversation: arguments[0] })])) \
            .then(done, e => done({ error: e }));",
@@ -776,7 +788,7 @@ fn links_get_no_token_no_draft_no_remote_fallback_and_no_endless_bench() {
         responses: vec!["The capital of France is Paris.".into()],
     };
     let link = format!(
-        "{}/{}&hub={}/hub#{}",
+        "{}/{}&hub={}/hub&storage=f32#{}",
         srv.url,
         model_query("test-org/tiny-rm", "v1"),
         srv.url,
@@ -930,7 +942,7 @@ fn cancel_stops_a_job_stuck_in_one_long_step() {
     let b = Browser::start();
     // One engine worker: its forward pass is one long synchronous step. (The pipeline's
     // coordinator sees a cancel between chunks and needs no restart.)
-    b.goto(&format!("{}/?workers=1", srv.url));
+    b.goto(&format!("{}/?workers=1&storage=f32", srv.url));
     b.load_model(&format!("{}/work/long-context", srv.url));
     b.click("#tab-responses");
     while b.attrs("#responses textarea", "aria-label").len() > 1 {
@@ -977,7 +989,7 @@ fn web_component_typos_fail_alone_markup_is_escaped_and_cancel_works() {
 
     // A typo in one element's attribute fails that element only; one added with it scores.
     b.script(
-        "for (const [id, storage] of [['typo', 'q9'], ['fine', 'auto']]) { \
+        "for (const [id, storage] of [['typo', 'q9'], ['fine', 'f32']]) { \
            const e = document.createElement('reward-scorer'); e.id = id; e.setAttribute('model', '/fixtures/qwen3-seq'); \
            e.setAttribute('storage', storage); e.setAttribute('prompt', 'What is the capital of France?'); \
            e.setAttribute('responses', JSON.stringify(['The capital of France is Paris.'])); document.body.append(e); }",
@@ -1031,7 +1043,7 @@ fn web_component_typos_fail_alone_markup_is_escaped_and_cancel_works() {
     let out = b.script_async(
         "const done = arguments[arguments.length - 1]; \
          (async () => { \
-           const s = await RewardScorer.load({ model: '/work/long-context' }); \
+           const s = await RewardScorer.load({ model: '/work/long-context', storage: 'f32' }); \
            const stop = new AbortController(); \
            const job = s.score({ prompt: 'Say it long.', responses: [arguments[0]] }, { signal: stop.signal }); \
            setTimeout(() => stop.abort(), 500); \
