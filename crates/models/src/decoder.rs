@@ -9,8 +9,8 @@
 //! quantized linear layers; one file with the families' differences as config flags does that.
 
 use crate::config::{HeadKind, ModelConfig, ScoreHead};
+use crate::fused::{MaskedSoftmax, SwiGlu};
 use crate::linear::Linear;
-use crate::masked_softmax::MaskedSoftmax;
 use crate::profile::{self, Op};
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
@@ -167,7 +167,11 @@ impl Mlp {
         let (gate, up) = (matmul(&self.gate, x)?, matmul(&self.up, x)?);
         let h = {
             let _p = profile::span(Op::Activation);
-            (candle_nn::ops::silu(&gate)? * up)?
+            if gate.device().is_cpu() {
+                gate.contiguous()?.apply_op2_no_bwd(&up.contiguous()?, &SwiGlu)?
+            } else {
+                (candle_nn::ops::silu(&gate)? * up)?
+            }
         };
         matmul(&self.down, &h)
     }

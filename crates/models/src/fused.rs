@@ -1,14 +1,16 @@
-//! Attention's softmax over only the keys each query may see, in one pass over the scores.
+//! Fused CPU ops where Candle's chain of ops costs extra passes and a scalar `exp` per element:
+//! attention's masked softmax and the MLP's SwiGLU.
 //!
-//! Why not Candle's ops: scale, additive mask and `softmax_last_dim` are three passes over the
-//! score buffer (two of them allocating), the mask itself is a buffer of the same size, and the
-//! softmax calls a scalar `exp` on every key, masked ones included. In wasm that `exp` is a
-//! libm call per element, a quarter of the attention time at 512 tokens. Here the visible keys
-//! of a row are two ranges (the shared prefix, then the row's own tokens up to the query), the
-//! rest is written as 0 without being read, and `exp` is a polynomial the compiler vectorizes
-//! (simd128 in the browser build, SSE/AVX natively).
+//! Why: scale, additive mask and `softmax_last_dim` are three passes over the score buffer (two
+//! of them allocating), the mask itself is a buffer of the same size, and the softmax calls a
+//! scalar `exp` on every key, masked ones included; `silu(gate) * up` is two passes with a
+//! scalar `exp` each. In wasm that `exp` is a libm call per element (at 512 tokens attention
+//! was 21% of a pass, SwiGLU 5%). Here a softmax row's visible keys are two ranges (the shared
+//! prefix, then the row's own tokens up to the query), the rest is written as 0 without being
+//! read, and `exp` is a polynomial the compiler vectorizes (simd128 in the browser build,
+//! SSE/AVX natively).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
 
 /// Which keys the queries `start..start + len` of a padded batch may see: per batch row, where
@@ -61,29 +63,66 @@ fn exp_into(src: &[f32], dst: &mut [f32], scale: f32, shift: f32) -> f32 {
     sum
 }
 
-/// e^x for x ≤ 0 (scores minus their row's maximum), within 3e-7 relative of `f32::exp` down to
-/// -87, 0 below; NaN stays NaN (a broken score must not turn into a quiet 0). Branch-free (a
-/// rounding constant instead of `floor`, the exponent written into the bits, a select at the
-/// end) so that loops over it vectorize.
+/// e^x within 3e-7 relative of `f32::exp` on [-87, 88] (2e-6 up to 88.72, where the exponent
+/// clamp stretches the reduced range); 0 below, +inf above; NaN stays NaN
+/// (a broken score must not turn into a quiet 0). Branch-free (a rounding constant instead of
+/// `floor`, the exponent written into the bits, selects at the end) so that loops over it
+/// vectorize.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     // ln 2 in two parts (Cody-Waite): the high part has trailing zero bits, so n · LN2_HI is
-    // exact for the |n| ≤ 126 used here.
+    // exact for the |n| ≤ 127 used here.
     const LN2_HI: f32 = 0.693_145_75;
     const LN2_LO: f32 = 1.428_606_8e-6;
     // Adding then subtracting 1.5 · 2^23 rounds to the nearest integer.
     const ROUND: f32 = 12_582_912.0;
-    // 2^-126 is the smallest normal scale; below it the result is replaced by 0 anyway.
-    let n = ((x * LOG2E + ROUND) - ROUND).max(-126.0);
+    // 2^-126 .. 2^127: the normal scales; outside them the selects below decide.
+    let n = ((x * LOG2E + ROUND) - ROUND).clamp(-126.0, 127.0);
     let r = (x - n * LN2_HI) - n * LN2_LO;
     // Taylor to degree 6 on |r| ≤ ln2/2: the remainder is below 2e-7 relative.
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     let e = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if x < -87.0 {
-        0.0
+    let e = if x < -87.0 { 0.0 } else { e };
+    if x > 88.72 {
+        f32::INFINITY
     } else {
         e
+    }
+}
+
+/// silu(gate) · up, elementwise (the MLP's SwiGLU), one pass.
+pub(crate) struct SwiGlu;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        gate: &CpuStorage,
+        gate_layout: &Layout,
+        up: &CpuStorage,
+        up_layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let (CpuStorage::F32(g), CpuStorage::F32(u)) = (gate, up) else { candle_core::bail!("swiglu takes f32") };
+        let (Some((g0, g1)), Some((u0, u1))) = (gate_layout.contiguous_offsets(), up_layout.contiguous_offsets())
+        else {
+            candle_core::bail!("swiglu: inputs not contiguous")
+        };
+        if gate_layout.shape() != up_layout.shape() {
+            candle_core::bail!("swiglu: gate {:?} and up {:?} differ", gate_layout.shape(), up_layout.shape())
+        }
+        let (g, u) = (&g[g0..g1], &u[u0..u1]);
+        let mut out = vec![0f32; g.len()];
+        const CHUNK: usize = 4096;
+        out.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK).zip(u.par_chunks(CHUNK))).for_each(|(o, (g, u))| {
+            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
+                *o = g / (1.0 + exp(-g)) * u;
+            }
+        });
+        Ok((CpuStorage::F32(out), gate_layout.shape().clone()))
     }
 }
 
@@ -121,10 +160,28 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     #[test]
+    fn swiglu_matches_silu_times_up() {
+        let g = Tensor::from_vec((0..10_000).map(|i| (i as f32 - 5000.0) / 97.0).collect(), (100, 100), &Device::Cpu)
+            .unwrap();
+        let u = Tensor::from_vec(
+            (0..10_000).map(|i| ((i * 31 % 200) as f32 - 100.0) / 50.0).collect(),
+            (100, 100),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let got = g.apply_op2_no_bwd(&u, &SwiGlu).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let want = (candle_nn::ops::silu(&g).unwrap() * &u).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
+        }
+        assert!(g.apply_op2_no_bwd(&u.narrow(0, 0, 50).unwrap(), &SwiGlu).is_err(), "shapes must match");
+    }
+
+    #[test]
     fn exp_matches_std_over_the_range_it_serves() {
         let mut worst = 0f32;
         let mut x = -87.0f32;
-        while x <= 0.0 {
+        while x <= 88.0 {
             let (got, want) = (exp(x), x.exp());
             worst = worst.max((got - want).abs() / want);
             x += 0.0137;
@@ -132,6 +189,7 @@ mod tests {
         assert!(worst < 3e-7, "relative error {worst}");
         assert_eq!(exp(0.0), 1.0);
         assert_eq!(exp(-200.0), 0.0);
+        assert_eq!(exp(100.0), f32::INFINITY);
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert!(exp(f32::NAN).is_nan());
     }
@@ -149,8 +207,7 @@ mod tests {
         let scale = 0.35;
         let op = MaskedSoftmax { spans: &spans, past, start, len, scale };
         let got = t.apply_op1_no_bwd(&op).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-        for bi in 0..b {
-            let (s, cnt) = spans[bi];
+        for (bi, &(s, cnt)) in spans.iter().enumerate() {
             for h in 0..heads {
                 for i in 0..len {
                     let row = ((bi * heads + h) * len + i) * keys;
