@@ -613,7 +613,7 @@ impl Engine {
                 let _ = h.set(SIZE_HEADER, &done_bytes.to_string());
                 init.set_headers(&h);
             }
-            if let Ok(r) = Response::new_with_opt_js_u8_array_and_init(Some(&all), &init) {
+            if let Ok(r) = streamed_response(&all, &init) {
                 // A full disk (quota) only costs the next reload a download.
                 let _ = JsFuture::from(cache.put_with_str(url, &r)).await;
             }
@@ -1585,6 +1585,26 @@ impl Engine {
             scorer: Scorer::Remote { client, template },
         })
     }
+}
+
+/// A response whose body is `bytes`, for the cache, without a second copy of them in this
+/// worker's memory. `new Response(bytes)` copies the whole file into the JS heap, and in a
+/// pipeline that copy is garbage no one collects while it matters: the coordinator allocates
+/// nothing more (the stages grow their own heaps), so it stayed alive through every stage's
+/// load, one file's worth of the N-worker page's peak. A stream's chunk is read by reference,
+/// in pieces, by the cache's writer.
+fn streamed_response(bytes: &Uint8Array, init: &ResponseInit) -> Result<Response, JsValue> {
+    let chunk = bytes.clone();
+    let start = Closure::once_into_js(move |controller: web_sys::ReadableStreamDefaultController| {
+        // A non-byte stream: the chunk is enqueued as it is, not transferred (the caller keeps
+        // `bytes` usable).
+        let _ = controller.enqueue_with_chunk(&chunk);
+        let _ = controller.close();
+    });
+    let source = js_sys::Object::new();
+    Reflect::set(&source, &"start".into(), &start)?;
+    let stream = web_sys::ReadableStream::new_with_underlying_source(&source)?;
+    Response::new_with_opt_readable_stream_and_init(Some(&stream), init)
 }
 
 fn too_large(what: &str, need: u64) -> UserError {
