@@ -13,7 +13,7 @@
 //!   transformers.js in Node and Chromium) on a random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped
 //!   model, plus time to first score, peak memory and `serve` under load; writes
 //!   docs/PERFORMANCE.md (needs a Python with torch, transformers, optimum: set `PYTHON`).
-//! - `bench-browser [--smoke] [--quick] [--long]`: only the browser rows (wasm f32, q8_0 per int8 kernel
+//! - `bench-browser [--smoke] [--quick] [--one-round] [--long]`: only the browser rows (wasm f32, q8_0 per int8 kernel
 //!   build, 1 and N engine workers, plain and cross-origin isolated pages, transformers.js in the
 //!   same conditions), spliced into docs/PERFORMANCE.md's browser section.
 //! - `bench-formats`: every quantization type natively against PyTorch f32.

@@ -290,8 +290,29 @@ pub const CPU_LABELS: [&str; 7] =
     [OURS_F32, OURS_Q8_SIMD, OURS_Q8, OURS_Q8_PIPE, TJS_WASM, OURS_Q8_ISOLATED, TJS_ISOLATED];
 pub const WEBGPU_LABELS: [&str; 2] = [OURS_WEBGPU, TJS_WEBGPU];
 
-/// `quick`: 64 and 512 tokens, one sequence, one round (a first look in minutes; the report says so).
-pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, quick: bool, notes: &mut Notes) -> Result<BrowserResults> {
+/// Which workloads and rounds a browser run covers (every omission is noted in the report).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scope {
+    /// The smallest workloads, one round, report under target/ (checks the harness).
+    pub smoke: bool,
+    /// Adds 2048 x 4.
+    pub long: bool,
+    /// Only the short workloads, one round (a first look in minutes).
+    pub quick: bool,
+    /// Every workload once, without the second round of the short ones (when the whole run
+    /// must fit in less time).
+    pub one_round: bool,
+}
+
+impl Scope {
+    pub fn from_args(args: &[String]) -> Self {
+        let has = |f: &str| args.iter().any(|a| a == f);
+        Self { smoke: has("--smoke"), long: has("--long"), quick: has("--quick"), one_round: has("--one-round") }
+    }
+}
+
+pub fn run_all(onnx: Option<&Path>, scope: Scope, notes: &mut Notes) -> Result<BrowserResults> {
+    let Scope { smoke, long, quick, one_round } = scope;
     crate::web::dist()?;
     let mut out = BrowserResults {
         results: Results::new(),
@@ -343,8 +364,12 @@ pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, quick: bool, notes:
         big.extend(LONG_WORKLOADS);
     }
     if quick {
+        notes
+            .missing
+            .push("browser 2048 x 1, 512 x 4 and a second round: not run (`cargo xtask bench-browser --quick`)".into());
+    } else if one_round && !smoke {
         notes.missing.push(
-            "browser 2048 x 1, 64 x 4, 512 x 4 and a second round: not run (`cargo xtask bench-browser --quick`)"
+            "browser second round: not run (`cargo xtask bench-browser --one-round`): every figure is one round's"
                 .into(),
         );
     } else if !long && !smoke {
@@ -360,7 +385,7 @@ pub fn run_all(onnx: Option<&Path>, smoke: bool, long: bool, quick: bool, notes:
     if !big.is_empty() {
         rounds.push((1, big));
     }
-    if !smoke && !quick {
+    if !smoke && !quick && !one_round {
         rounds.push((2, short));
     }
     for (round, workloads) in &rounds {

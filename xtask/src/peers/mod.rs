@@ -323,13 +323,8 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
         notes.missing.push("browser rows: skipped (--no-browser)".into());
         None
     } else {
-        Some(browser::run_all(
-            tjs.as_ref().ok().map(|_| onnx.as_path()),
-            smoke,
-            args.iter().any(|a| a == "--long"),
-            false,
-            &mut notes,
-        )?)
+        let scope = browser::Scope { quick: false, ..browser::Scope::from_args(args) };
+        Some(browser::run_all(tjs.as_ref().ok().map(|_| onnx.as_path()), scope, &mut notes)?)
     };
     let md = report::write(&notes, &results, &first, serve.as_ref(), browser.as_ref())?;
     let out = if smoke { root().join("target/PERFORMANCE-smoke.md") } else { root().join("docs/PERFORMANCE.md") };
@@ -338,13 +333,11 @@ pub fn bench_peers(args: &[String]) -> Result<()> {
     Ok(())
 }
 
-/// `cargo xtask bench-browser [--smoke] [--long]`: only the browser rows (every browser row in one
+/// `cargo xtask bench-browser [--smoke] [--quick] [--one-round] [--long]`: only the browser rows (every browser row in one
 /// run), written into docs/PERFORMANCE.md's browser section; the native sections stay as the
 /// last full `cargo xtask bench` wrote them (the section says so).
 pub fn bench_browser(args: &[String]) -> Result<()> {
-    let smoke = args.iter().any(|a| a == "--smoke");
-    let long = args.iter().any(|a| a == "--long");
-    let quick = args.iter().any(|a| a == "--quick");
+    let scope = browser::Scope::from_args(args);
     run(crate::cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
     let model = crate::skywork_shape()?;
     quantized(&model, "q8_0")?;
@@ -353,10 +346,13 @@ pub fn bench_browser(args: &[String]) -> Result<()> {
     if let Err(e) = &tjs {
         notes.missing.push(format!("transformers.js: {e:#}"));
     }
-    let web = browser::run_all(tjs.as_ref().ok().map(|_| onnx.as_path()), smoke, long, quick, &mut notes)?;
+    let web = browser::run_all(tjs.as_ref().ok().map(|_| onnx.as_path()), scope, &mut notes)?;
     let section = report::browser_section(&notes, &web, true);
-    let path =
-        if smoke { root().join("target/PERFORMANCE-browser-smoke.md") } else { root().join("docs/PERFORMANCE.md") };
+    let path = if scope.smoke {
+        root().join("target/PERFORMANCE-browser-smoke.md")
+    } else {
+        root().join("docs/PERFORMANCE.md")
+    };
     let old = std::fs::read_to_string(root().join("docs/PERFORMANCE.md")).unwrap_or_default();
     let md = report::splice_browser_section(&old, &section);
     std::fs::write(&path, &md)?;
