@@ -57,6 +57,8 @@ pub struct BrowserResults {
     pub peaks: BTreeMap<String, f64>,
     /// (label, tokens) -> ms per kind of op in one pass (the page's profile, one sequence).
     pub profiles: BTreeMap<(String, usize), Vec<(String, f64)>>,
+    /// Rounds of the short workloads (1 or 2).
+    pub short_rounds: usize,
 }
 
 struct Run {
@@ -319,6 +321,7 @@ pub fn run_all(onnx: Option<&Path>, scope: Scope, notes: &mut Notes) -> Result<B
         first: Default::default(),
         peaks: BTreeMap::new(),
         profiles: BTreeMap::new(),
+        short_rounds: 1,
     };
     let n = pipeline_width();
     let ours_cfg = |model_url, storage, kernel, workers, isolated| OursConfig {
@@ -387,6 +390,7 @@ pub fn run_all(onnx: Option<&Path>, scope: Scope, notes: &mut Notes) -> Result<B
     }
     if !smoke && !quick && !one_round {
         rounds.push((2, short));
+        out.short_rounds = 2;
     }
     for (round, workloads) in &rounds {
         let all = jobs.iter().map(|j| (j, workloads.clone()));

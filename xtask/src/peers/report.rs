@@ -249,7 +249,7 @@ pub fn browser_section(notes: &Notes, w: &BrowserResults, alone: bool) -> String
     let n = browser::pipeline_width();
     let mut md = format!(
         "\n## In the browser (headless Chromium)\n\n\
-         {}Peer: {}. Every configuration in a fresh browser, in turn, two rounds for the short workloads and \
+         {}Peer: {}. Every configuration in a fresh browser, in turn, {} for the short workloads and \
          one timed pass after a warm-up from 2,048 tokens a pass; medians. Plain page: not cross-origin \
          isolated, so transformers.js (onnxruntime-web) gets 1 wasm thread and we get our pipeline of engine \
          workers (N = {n} here, one per core). Isolated page (COOP/COEP, `cargo xtask serve --isolated`): \
@@ -264,7 +264,8 @@ pub fn browser_section(notes: &Notes, w: &BrowserResults, alone: bool) -> String
         } else {
             ""
         },
-        notes.versions.get("transformers.js (Chromium)").cloned().unwrap_or_else(|| "not run".into())
+        notes.versions.get("transformers.js (Chromium)").cloned().unwrap_or_else(|| "not run".into()),
+        if w.short_rounds == 1 { "one round" } else { "two rounds" }
     );
     let mut workloads: Vec<(usize, usize)> = w.results.keys().map(|(_, n, b)| (*n, *b)).collect();
     workloads.sort_by_key(|&(n, b)| (b, n));
