@@ -149,7 +149,7 @@ pub fn plan(
         let members = &rows[g.clone()];
         // The prompt must leave every response at least one token of its own.
         let shared = if members.len() > 1 {
-            let common = rewardlens_models::decoder::shared_prefix_len(members);
+            let common = rewardlens_models::plan::shared_prefix_len(members);
             common.min(members.iter().map(|r| r.len().saturating_sub(1)).min().unwrap_or(0))
         } else {
             0

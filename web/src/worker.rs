@@ -11,14 +11,15 @@ use js_sys::{Array, Promise, Reflect, Uint8Array};
 use rewardlens_core::types::prompt_response;
 use rewardlens_core::{ChatTemplate, Message};
 use rewardlens_gpu::{Gpu, GpuRewardModel, WeightFormat};
+use rewardlens_models::batching::shared_prompt_runs;
 use rewardlens_models::gguf::{ByteSource, GgufFile};
 use rewardlens_models::memory::{pick_storage, MemoryEstimate, WeightStorage, WASM32_MEMORY_LIMIT};
 use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention};
 use rewardlens_models::quantized::{self, QuantType};
 use rewardlens_models::records::{annotate, parse_record};
-use rewardlens_models::reward_model::{shared_prompt_runs, EncodedInput};
 use rewardlens_models::weights::StreamedSafetensors;
 use rewardlens_models::ConversationScore;
+use rewardlens_models::EncodedInput;
 use rewardlens_models::{files, CheckpointText, InputEncoder, LengthPolicy, ModelConfig, ModelError, RewardModel};
 use rewardlens_remote::{Protocol, RemoteConfig, RemoteInput, RemoteScorer};
 use std::cell::RefCell;
@@ -1375,11 +1376,8 @@ impl Engine {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(model_error)?;
                 let rows: Vec<&[u32]> = enc.iter().map(|e| e.ids.as_slice()).collect();
-                let groups = shared_prompt_runs(
-                    &rows,
-                    Some(rewardlens_models::decoder::MIN_SHARED_PREFIX),
-                    PIPELINE_SHARED_BATCH,
-                );
+                let groups =
+                    shared_prompt_runs(&rows, Some(rewardlens_models::plan::MIN_SHARED_PREFIX), PIPELINE_SHARED_BATCH);
                 let t0 = self.now();
                 let positions = self.pipeline_positions(id, pipeline, &rows, &groups).await?;
                 let ms = (self.now() - t0) / convs.len().max(1) as f64;

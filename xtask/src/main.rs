@@ -17,7 +17,7 @@
 //!   build, 1 and N engine workers, plain and cross-origin isolated pages, transformers.js in the
 //!   same conditions), spliced into docs/PERFORMANCE.md's browser section.
 //! - `bench-formats`: every quantization type natively against PyTorch f32.
-//! - `quant-accuracy`: every quantization type against f32 (the README's accuracy table).
+//! - `quant-accuracy`: every quantization type against f32 (the accuracy table in docs/user/quantization.md).
 //! - `fuzz`: the fuzz targets (GGUF and safetensors headers, GGUF -> config, config.json, the
 //!   input encoder and its chat template), for a bounded time each.
 //! - `fixtures`: regenerates tests/fixtures with transformers (same Python requirement; needs
@@ -152,7 +152,7 @@ fn bench_formats(args: &[String]) -> Result<()> {
 }
 
 /// `cargo xtask quant-accuracy [--full]`: every quant type against f32 on the fixtures, the
-/// 256-wide random models and (with --full) the Skywork-0.6B shape; prints the README table.
+/// 256-wide random models and (with --full) the Skywork-0.6B shape; prints the table of docs/user/quantization.md.
 fn quant_accuracy(args: &[String]) -> Result<()> {
     run(cargo().args(["build", "--release", "-p", "rewardlens-cli"]))?;
     let work = root().join("target/quant-accuracy");

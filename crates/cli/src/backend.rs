@@ -4,7 +4,7 @@
 use crate::{source, DeviceArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use rewardlens_core::{ChatTemplate, Message};
-use rewardlens_models::reward_model::EncodedInput;
+use rewardlens_models::EncodedInput;
 use rewardlens_models::{CheckpointText, ConversationScore, InputEncoder, LengthPolicy, ModelConfig, RewardModel};
 use rewardlens_remote::{Protocol, RemoteConfig, RemoteError, RemoteInput, RemoteScorer};
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor};
-use rewardlens_models::config::HeadKind;
+use rewardlens_models::plan;
 use rewardlens_models::ModelConfig;
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -54,48 +54,19 @@ pub fn run(args: RandomModelArgs) -> Result<ExitCode> {
     let c = ModelConfig::from_json(&text)?;
     let mut rng = Normal(args.seed);
     let mut t: HashMap<String, Tensor> = HashMap::new();
-    let (h, hd, nq, nkv, i) =
-        (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
-    // Scale 1/sqrt(fan_in) keeps activations of a random deep stack in range.
-    let linear = |t: &mut HashMap<String, Tensor>,
-                  rng: &mut Normal,
-                  name: String,
-                  out: usize,
-                  inp: usize,
-                  bias: bool|
-     -> Result<()> {
-        t.insert(format!("{name}.weight"), rng.tensor(&[out, inp], 0.0, 1.0 / (inp as f32).sqrt())?);
-        if bias {
-            t.insert(format!("{name}.bias"), rng.tensor(&[out], 0.0, 0.02)?);
-        }
-        Ok(())
-    };
-    t.insert("model.embed_tokens.weight".into(), rng.tensor(&[c.vocab_size, h], 0.0, 1.0)?);
-    for l in 0..c.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        linear(&mut t, &mut rng, format!("{p}.self_attn.q_proj"), nq * hd, h, c.qkv_bias)?;
-        linear(&mut t, &mut rng, format!("{p}.self_attn.k_proj"), nkv * hd, h, c.qkv_bias)?;
-        linear(&mut t, &mut rng, format!("{p}.self_attn.v_proj"), nkv * hd, h, c.qkv_bias)?;
-        linear(&mut t, &mut rng, format!("{p}.self_attn.o_proj"), h, nq * hd, c.o_bias)?;
-        linear(&mut t, &mut rng, format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias)?;
-        linear(&mut t, &mut rng, format!("{p}.mlp.up_proj"), i, h, c.mlp_bias)?;
-        linear(&mut t, &mut rng, format!("{p}.mlp.down_proj"), h, i, c.mlp_bias)?;
-        if c.qk_norm {
-            t.insert(format!("{p}.self_attn.q_norm.weight"), rng.tensor(&[hd], 1.0, 0.1)?);
-            t.insert(format!("{p}.self_attn.k_norm.weight"), rng.tensor(&[hd], 1.0, 0.1)?);
-        }
-        t.insert(format!("{p}.input_layernorm.weight"), rng.tensor(&[h], 1.0, 0.1)?);
-        t.insert(format!("{p}.post_attention_layernorm.weight"), rng.tensor(&[h], 1.0, 0.1)?);
+    // Every tensor the model reads, named and shaped by the plan every backend loads from.
+    for (name, shape) in plan::tensors(&c, 0..c.num_hidden_layers) {
+        let (mean, std) = match shape[..] {
+            _ if name.ends_with(".bias") => (0.0, 0.02),
+            // Norm weights near 1.
+            [_] => (1.0, 0.1),
+            _ if name == plan::EMBEDDING => (0.0, 1.0),
+            // Scale 1/sqrt(fan_in) keeps activations of a random deep stack in range.
+            [_, inp] => (0.0, 1.0 / (inp as f32).sqrt()),
+            _ => anyhow::bail!("{name}: unexpected shape {shape:?}"),
+        };
+        t.insert(name, rng.tensor(&shape, mean, std)?);
     }
-    t.insert("model.norm.weight".into(), rng.tensor(&[h], 1.0, 0.1)?);
-    linear(
-        &mut t,
-        &mut rng,
-        "score".into(),
-        c.num_labels(),
-        h,
-        c.architecture.head == HeadKind::Token && c.score_bias,
-    )?;
 
     std::fs::create_dir_all(&args.out)?;
     candle_core::safetensors::save(&t, args.out.join("model.safetensors"))?;

@@ -68,7 +68,7 @@ fn check_bounds(model: &Path, tmp: &Path, bounds: &[(&str, f64, f64)]) {
 
 #[test]
 fn fixture_models_q8_0_and_q4_k_stay_within_measured_bounds() {
-    // Measured minimum over the six fixtures (README): q8_0 96.5%, q4_k 81.6% (their 64-wide
+    // Measured minimum over the six fixtures (docs/user/quantization.md): q8_0 96.5%, q4_k 81.6% (their 64-wide
     // rows take q4_k's q5_0 fallback).
     for name in ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token"] {
         let tmp = tempfile::tempdir().unwrap();

@@ -240,7 +240,7 @@ fn raise_exception(msg: String) -> Result<Value, JinjaError> {
 }
 
 /// Templates print today's date with `strftime_now("%d %b %Y")`; scores must not depend on
-/// the wall clock, so this renders a fixed date (documented in the README).
+/// the wall clock, so this renders a fixed date (documented in docs/user/models.md).
 fn strftime_now(_format: String) -> String {
     "26 Jul 2024".to_owned()
 }

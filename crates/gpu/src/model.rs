@@ -8,7 +8,7 @@
 
 use crate::context::{Gpu, GpuBuffer, GpuError, Result};
 use crate::kernels::*;
-use rewardlens_models::decoder::pooled_index;
+use rewardlens_models::plan::{self, LayerWeights, LinearWeights, NormWeights};
 use rewardlens_models::weights::WeightSource;
 use rewardlens_models::{HeadKind, HeadOutput, ModelConfig};
 
@@ -90,34 +90,34 @@ impl GpuRewardModel {
         };
         let c = &config;
         let mut weight_bytes = 0u64;
-        let mut linear = |name: &str, out: usize, inp: usize, bias: bool, format: WeightFormat| -> Result<Linear> {
-            let data = f32s(&format!("{name}.weight"), &[out, inp])?;
-            let format = if format.fits_rows(inp) { format } else { WeightFormat::F32 };
-            let chunks = GpuMatrix::upload_split(&gpu, format, &data, out, inp)?;
-            let bias = if bias { Some(gpu.upload_f32(&f32s(&format!("{name}.bias"), &[out])?)) } else { None };
-            weight_bytes += chunks.iter().map(GpuMatrix::bytes).sum::<u64>();
-            Ok(Linear { chunks, bias, out })
-        };
-        let (h, hd, nq, nkv, i) =
-            (c.hidden_size, c.head_dim, c.num_attention_heads, c.num_key_value_heads, c.intermediate_size);
-        let mut layers = Vec::with_capacity(c.num_hidden_layers);
-        for l in 0..c.num_hidden_layers {
-            let p = format!("model.layers.{l}");
-            let norm = |n: &str, size: usize| -> Result<GpuBuffer> {
-                Ok(gpu.upload_f32(&f32s(&format!("{p}.{n}.weight"), &[size])?))
+        let mut linear = |l: &LinearWeights| -> Result<Linear> {
+            let data = f32s(&l.weight(), &[l.out, l.inp])?;
+            let format = if format.fits_rows(l.inp) { format } else { WeightFormat::F32 };
+            let chunks = GpuMatrix::upload_split(&gpu, format, &data, l.out, l.inp)?;
+            let bias = match l.bias_name() {
+                Some(b) => Some(gpu.upload_f32(&f32s(&b, &[l.out])?)),
+                None => None,
             };
+            weight_bytes += chunks.iter().map(GpuMatrix::bytes).sum::<u64>();
+            Ok(Linear { chunks, bias, out: l.out })
+        };
+        let norm = |n: &NormWeights| -> Result<GpuBuffer> { Ok(gpu.upload_f32(&f32s(&n.weight(), &[n.size])?)) };
+        let h = c.hidden_size;
+        let mut layers = Vec::with_capacity(c.num_hidden_layers);
+        for index in 0..c.num_hidden_layers {
+            let l = LayerWeights::new(c, index);
             layers.push(Layer {
-                input_norm: norm("input_layernorm", h)?,
-                q: linear(&format!("{p}.self_attn.q_proj"), nq * hd, h, c.qkv_bias, format)?,
-                k: linear(&format!("{p}.self_attn.k_proj"), nkv * hd, h, c.qkv_bias, format)?,
-                v: linear(&format!("{p}.self_attn.v_proj"), nkv * hd, h, c.qkv_bias, format)?,
-                o: linear(&format!("{p}.self_attn.o_proj"), h, nq * hd, c.o_bias, format)?,
-                q_norm: if c.qk_norm { Some(norm("self_attn.q_norm", hd)?) } else { None },
-                k_norm: if c.qk_norm { Some(norm("self_attn.k_norm", hd)?) } else { None },
-                post_norm: norm("post_attention_layernorm", h)?,
-                gate: linear(&format!("{p}.mlp.gate_proj"), i, h, c.mlp_bias, format)?,
-                up: linear(&format!("{p}.mlp.up_proj"), i, h, c.mlp_bias, format)?,
-                down: linear(&format!("{p}.mlp.down_proj"), h, i, c.mlp_bias, format)?,
+                input_norm: norm(&l.input_norm)?,
+                q: linear(&l.q)?,
+                k: linear(&l.k)?,
+                v: linear(&l.v)?,
+                o: linear(&l.o)?,
+                q_norm: l.q_norm.as_ref().map(norm).transpose()?,
+                k_norm: l.k_norm.as_ref().map(norm).transpose()?,
+                post_norm: norm(&l.post_norm)?,
+                gate: linear(&l.gate)?,
+                up: linear(&l.up)?,
+                down: linear(&l.down)?,
             });
         }
         // The score head stays f32, as on the CPU, from the loader every backend shares.
@@ -141,11 +141,11 @@ impl GpuRewardModel {
             },
             out: labels,
         };
-        let table = f32s("model.embed_tokens.weight", &[c.vocab_size, h])?;
+        let table = f32s(plan::EMBEDDING, &[c.vocab_size, h])?;
         let embed = GpuMatrix::upload_split(&gpu, WeightFormat::F32, &table, c.vocab_size, h)?;
         drop(table);
         weight_bytes += embed.iter().map(GpuMatrix::bytes).sum::<u64>();
-        let final_norm = gpu.upload_f32(&f32s("model.norm.weight", &[h])?);
+        let final_norm = norm(&plan::final_norm(c))?;
         let max_pass_tokens = split_rows(&gpu, widest_row(c) as u64 * 4, usize::MAX, "an activation row")?;
         let inv_freq = c.rope_inv_freq();
         let k = Kernels {
@@ -175,7 +175,7 @@ impl GpuRewardModel {
             inv_freq,
             max_pass_tokens,
             weight_bytes,
-            prefix_reuse: Some(rewardlens_models::decoder::MIN_SHARED_PREFIX),
+            prefix_reuse: Some(plan::MIN_SHARED_PREFIX),
         })
     }
 
@@ -234,19 +234,13 @@ impl GpuRewardModel {
         self.k.norm.run(&self.gpu, x, w, y, rows, dim, self.config.rms_norm_eps as f32)
     }
 
-    /// Head outputs for each row, like the CPU engine's (`pooled_index` by the CPU engine's rule,
-    /// [`pooled_index`](rewardlens_models::decoder::pooled_index): rows are never padded here,
-    /// but a row may end with the pad token). Rows are packed into passes of at most
+    /// Head outputs for each row, like the CPU engine's (pooled where [`plan::pooled_index`]
+    /// says: rows are never padded here, but a row may end with the pad token). The shared
+    /// prompt is [`plan::shared_prompt`]'s. Rows are packed into passes of at most
     /// [`max_pass_tokens`](Self::max_pass_tokens) tokens.
     pub async fn forward(&self, rows: &[&[u32]]) -> Result<Vec<HeadOutput>> {
-        let vocab = self.config.vocab_size;
+        plan::check_rows(&self.config, rows).map_err(weights_err)?;
         for r in rows {
-            if r.is_empty() {
-                return Err(GpuError::Shape("empty input".into()));
-            }
-            if let Some(&bad) = r.iter().find(|&&i| i as usize >= vocab) {
-                return Err(GpuError::Shape(format!("token id {bad} is outside the vocabulary of {vocab}")));
-            }
             if r.len() > self.max_pass_tokens {
                 return Err(GpuError::Shape(format!(
                     "an input of {} tokens does not fit this GPU's largest storage binding ({} bytes hold {} tokens of this model)",
@@ -256,20 +250,7 @@ impl GpuRewardModel {
                 )));
             }
         }
-        // Every row keeps at least its last token after the shared prefix (a pass reads every
-        // position of each row, so the pooled one may lie inside the prefix).
-        let shared = match self.prefix_reuse {
-            Some(min) if rows.len() > 1 => {
-                let n = rewardlens_models::decoder::shared_prefix_len(rows)
-                    .min(rows.iter().map(|r| r.len() - 1).min().unwrap_or(0));
-                if n >= min {
-                    n
-                } else {
-                    0
-                }
-            }
-            _ => 0,
-        };
+        let shared = plan::shared_prompt(&self.config, rows, self.prefix_reuse);
         let mut out = Vec::with_capacity(rows.len());
         let mut start = 0;
         while start < rows.len() {
@@ -289,13 +270,7 @@ impl GpuRewardModel {
 
     /// The head at every position of one sequence (step rewards, prefix scores).
     pub async fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
-        let vocab = self.config.vocab_size;
-        if ids.is_empty() {
-            return Err(GpuError::Shape("empty input".into()));
-        }
-        if let Some(&bad) = ids.iter().find(|&&i| i as usize >= vocab) {
-            return Err(GpuError::Shape(format!("token id {bad} is outside the vocabulary of {vocab}")));
-        }
+        plan::check_rows(&self.config, &[ids]).map_err(weights_err)?;
         if ids.len() > self.max_pass_tokens {
             return Err(GpuError::Shape(format!("an input of {} tokens does not fit one pass", ids.len())));
         }
@@ -310,7 +285,7 @@ impl GpuRewardModel {
             .zip(all)
             .map(|(r, mut positions)| match self.config.architecture.head {
                 HeadKind::Sequence => {
-                    let pooled_index = pooled_index(r, self.config.pad_token_id);
+                    let pooled_index = plan::pooled_index(r, self.config.pad_token_id);
                     HeadOutput::Sequence { logits: positions.swap_remove(pooled_index), pooled_index }
                 }
                 HeadKind::Token => HeadOutput::Token(positions),
@@ -338,7 +313,7 @@ impl GpuRewardModel {
             positions.extend(shared..r.len());
             s0 += own;
         }
-        let (cos, sin) = rope_tables_at(&self.inv_freq, positions.into_iter());
+        let (cos, sin) = plan::rope_tables(&self.inv_freq, positions.into_iter());
         let (cos, sin, starts) = (g.upload_f32(&cos), g.upload_f32(&sin), g.upload_u32(&starts));
 
         // Activations, reused by every layer.

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use rewardlens_gpu::kernels::decoded_weights;
 use rewardlens_gpu::{Gpu, GpuOptions, GpuRewardModel, WeightFormat};
 use rewardlens_models::weights::WeightSource;
-use rewardlens_models::{CheckpointFiles, HeadOutput, ModelConfig, Padding, RewardModel};
+use rewardlens_models::{CheckpointFiles, HeadKind, HeadOutput, ModelConfig, Padding, RewardModel};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
@@ -57,12 +57,10 @@ fn gpu_rows(m: &GpuRewardModel, ids: &[u32]) -> Vec<Vec<f32>> {
     rows(m.forward_blocking(&[ids]).unwrap().remove(0))
 }
 
-/// Where the CPU engine pooled `ids` (`None` for token heads).
-fn cpu_pooled(m: &RewardModel, ids: &[u32]) -> Option<usize> {
-    match m.forward_padded(&[ids], Padding::Right).unwrap().remove(0) {
-        HeadOutput::Sequence { pooled_index, .. } => Some(pooled_index),
-        HeadOutput::Token(_) => None,
-    }
+/// Where the plan every backend follows pools `ids` (`None` for token heads).
+fn plan_pooled(m: &RewardModel, ids: &[u32]) -> Option<usize> {
+    let c = m.config();
+    (c.architecture.head == HeadKind::Sequence).then(|| rewardlens_models::plan::pooled_index(ids, c.pad_token_id))
 }
 
 fn gpu_pooled(o: &HeadOutput) -> Option<usize> {
@@ -165,7 +163,7 @@ fn batches_packed_and_split_over_small_bindings_match_single_sequences() {
         let out = model.forward_blocking(&batch).unwrap();
         assert_eq!(out.len(), cases.len());
         for ((case, ids), o) in cases.iter().zip(out) {
-            assert_eq!(gpu_pooled(&o), cpu_pooled(&cpu, ids), "{name}/{case}: pooled index");
+            assert_eq!(gpu_pooled(&o), plan_pooled(&cpu, ids), "{name}/{case}: pooled index");
             let d = worst_diff(&rows(o), &cpu_rows(&cpu, ids));
             assert!(d <= 1e-3, "{name}/{case}: batched GPU differs by {d}");
         }
@@ -176,7 +174,7 @@ fn batches_packed_and_split_over_small_bindings_match_single_sequences() {
     let err = model.forward_blocking(&[&long]).unwrap_err().to_string();
     assert!(err.contains("does not fit") && err.contains("512 tokens"), "{err}");
     let err = model.forward_blocking(&[&[u32::MAX]]).unwrap_err().to_string();
-    assert!(err.contains("outside the vocabulary"), "{err}");
+    assert!(err.contains("outside the model's vocabulary"), "{err}");
 }
 
 /// Answers to one long prompt: the prompt is packed once per pass and the answers attend to it;
@@ -206,11 +204,11 @@ fn answers_to_one_prompt_pack_it_once_and_match_whole_rows() {
         let refs: Vec<&[u32]> = answers.iter().map(|a| a.as_slice()).collect();
         assert!(prompt.len() + answers.iter().map(|a| a.len() - prompt.len()).sum::<usize>() > model.max_pass_tokens());
         assert!(answers.iter().all(|a| a.len() <= model.max_pass_tokens()));
-        for reuse in [Some(rewardlens_models::decoder::MIN_SHARED_PREFIX), None] {
+        for reuse in [Some(rewardlens_models::plan::MIN_SHARED_PREFIX), None] {
             model.set_prefix_reuse(reuse);
             let out = model.forward_blocking(&refs).unwrap();
             for (i, (ids, o)) in answers.iter().zip(out).enumerate() {
-                assert_eq!(gpu_pooled(&o), cpu_pooled(&cpu, ids), "{name} answer {i}: pooled index");
+                assert_eq!(gpu_pooled(&o), plan_pooled(&cpu, ids), "{name} answer {i}: pooled index");
                 let d = worst_diff(&rows(o), &cpu_rows(&cpu, ids));
                 assert!(d <= 1e-3, "{name} answer {i} (reuse {reuse:?}): GPU differs by {d}");
             }

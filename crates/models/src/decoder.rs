@@ -11,6 +11,7 @@
 use crate::config::{HeadKind, ModelConfig, ScoreHead};
 use crate::fused::{MaskedSoftmax, SwiGlu};
 use crate::linear::Linear;
+use crate::plan::{self, LayerWeights, LinearWeights, NormWeights};
 use crate::profile::{self, Op};
 use crate::weights::WeightSource;
 use crate::{ModelError, Result};
@@ -23,10 +24,6 @@ pub(crate) const DTYPE: DType = DType::F32;
 /// Query rows per attention block: 128 measured fastest on the 0.6B shape at 2048 tokens
 /// (164 tokens/s against 145 for 64 and 125 for 256; `rewardlens bench`).
 pub(crate) const QUERY_BLOCK: usize = 128;
-
-/// Shared prompt tokens worth computing once for a batch (see [`DecoderRewardModel::set_prefix_reuse`]):
-/// below this the extra pass costs about what it saves.
-pub const MIN_SHARED_PREFIX: usize = 32;
 
 /// Keys and values of one layer, (b, kv_heads, tokens, head_dim), after RoPE.
 pub(crate) type LayerKv = (Tensor, Tensor);
@@ -44,8 +41,8 @@ pub(crate) struct RmsNorm {
 }
 
 impl RmsNorm {
-    pub(crate) fn load(w: &dyn WeightSource, name: &str, size: usize, eps: f64, dev: &Device) -> Result<Self> {
-        Ok(Self { weight: w.tensor(&format!("{name}.weight"), &[size], DTYPE, dev)?, eps: eps as f32 })
+    pub(crate) fn load(w: &dyn WeightSource, n: &NormWeights, eps: f64, dev: &Device) -> Result<Self> {
+        Ok(Self { weight: w.tensor(&n.weight(), &[n.size], DTYPE, dev)?, eps: eps as f32 })
     }
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
@@ -67,20 +64,18 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(w: &dyn WeightSource, p: &str, c: &ModelConfig, dev: &Device) -> Result<Self> {
-        let (h, hd) = (c.hidden_size, c.head_dim);
-        let (nq, nkv) = (c.num_attention_heads, c.num_key_value_heads);
-        let norm = |n: &str| RmsNorm::load(w, &format!("{p}.{n}"), hd, c.rms_norm_eps, dev);
+    fn load(w: &dyn WeightSource, l: &LayerWeights, c: &ModelConfig, dev: &Device) -> Result<Self> {
+        let norm = |n: &Option<NormWeights>| n.as_ref().map(|n| RmsNorm::load(w, n, c.rms_norm_eps, dev)).transpose();
         Ok(Self {
-            q: Linear::load(w, &format!("{p}.q_proj"), nq * hd, h, c.qkv_bias, dev)?,
-            k: Linear::load(w, &format!("{p}.k_proj"), nkv * hd, h, c.qkv_bias, dev)?,
-            v: Linear::load(w, &format!("{p}.v_proj"), nkv * hd, h, c.qkv_bias, dev)?,
-            o: Linear::load(w, &format!("{p}.o_proj"), h, nq * hd, c.o_bias, dev)?,
-            q_norm: if c.qk_norm { Some(norm("q_norm")?) } else { None },
-            k_norm: if c.qk_norm { Some(norm("k_norm")?) } else { None },
-            heads: nq,
-            kv_heads: nkv,
-            head_dim: hd,
+            q: Linear::load(w, &l.q, dev)?,
+            k: Linear::load(w, &l.k, dev)?,
+            v: Linear::load(w, &l.v, dev)?,
+            o: Linear::load(w, &l.o, dev)?,
+            q_norm: norm(&l.q_norm)?,
+            k_norm: norm(&l.k_norm)?,
+            heads: c.num_attention_heads,
+            kv_heads: c.num_key_value_heads,
+            head_dim: c.head_dim,
         })
     }
 
@@ -154,12 +149,11 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(w: &dyn WeightSource, p: &str, c: &ModelConfig, dev: &Device) -> Result<Self> {
-        let (h, i, bias) = (c.hidden_size, c.intermediate_size, c.mlp_bias);
+    fn load(w: &dyn WeightSource, l: &LayerWeights, dev: &Device) -> Result<Self> {
         Ok(Self {
-            gate: Linear::load(w, &format!("{p}.gate_proj"), i, h, bias, dev)?,
-            up: Linear::load(w, &format!("{p}.up_proj"), i, h, bias, dev)?,
-            down: Linear::load(w, &format!("{p}.down_proj"), h, i, bias, dev)?,
+            gate: Linear::load(w, &l.gate, dev)?,
+            up: Linear::load(w, &l.up, dev)?,
+            down: Linear::load(w, &l.down, dev)?,
         })
     }
 
@@ -190,15 +184,15 @@ impl Layer {
         self.attn.q.kernel_name()
     }
 
-    /// Decoder layer `i` under transformers' names (`model.layers.{i}...`).
+    /// Decoder layer `i`, its tensors as [`LayerWeights`] names them.
     pub(crate) fn load(w: &dyn WeightSource, c: &ModelConfig, i: usize, dev: &Device) -> Result<Self> {
-        let p = format!("model.layers.{i}");
-        let norm = |n: &str| RmsNorm::load(w, &format!("{p}.{n}"), c.hidden_size, c.rms_norm_eps, dev);
+        let l = LayerWeights::new(c, i);
+        let norm = |n: &NormWeights| RmsNorm::load(w, n, c.rms_norm_eps, dev);
         Ok(Layer {
-            input_norm: norm("input_layernorm")?,
-            attn: Attention::load(w, &format!("{p}.self_attn"), c, dev)?,
-            post_norm: norm("post_attention_layernorm")?,
-            mlp: Mlp::load(w, &format!("{p}.mlp"), c, dev)?,
+            input_norm: norm(&l.input_norm)?,
+            attn: Attention::load(w, &l, c, dev)?,
+            post_norm: norm(&l.post_norm)?,
+            mlp: Mlp::load(w, &l, dev)?,
         })
     }
 }
@@ -262,16 +256,7 @@ pub(crate) struct Rope {
 impl Rope {
     pub(crate) fn new(inv_freq: &[f32], offset: usize, t: usize, dev: &Device) -> Result<Self> {
         let _p = profile::span(Op::Rope);
-        // f32 throughout, like transformers, so long inputs see the same rounding.
-        let mut cos = Vec::with_capacity(t * inv_freq.len());
-        let mut sin = Vec::with_capacity(t * inv_freq.len());
-        for pos in offset..offset + t {
-            for f in inv_freq {
-                let a = pos as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
+        let (cos, sin) = plan::rope_tables(inv_freq, offset..offset + t);
         let shape = (t, inv_freq.len());
         Ok(Self { cos: Tensor::from_vec(cos, shape, dev)?, sin: Tensor::from_vec(sin, shape, dev)? })
     }
@@ -314,12 +299,12 @@ pub struct DecoderRewardModel {
 }
 
 impl DecoderRewardModel {
-    /// Builds the model from transformers' tensor names (`model.layers.N...`, `score`).
+    /// Builds the model from transformers' tensor names (as [`plan`] gives them).
     pub fn load(config: ModelConfig, w: &dyn WeightSource, device: &Device) -> Result<Self> {
         let c = &config;
-        let embed = w.embedding_weight("model.embed_tokens.weight", c.vocab_size, c.hidden_size, DTYPE, device)?;
+        let embed = w.embedding_weight(plan::EMBEDDING, c.vocab_size, c.hidden_size, DTYPE, device)?;
         let layers = (0..c.num_hidden_layers).map(|i| Layer::load(w, c, i, device)).collect::<Result<Vec<_>>>()?;
-        let norm = RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps, device)?;
+        let norm = RmsNorm::load(w, &plan::final_norm(c), c.rms_norm_eps, device)?;
         let score = load_score(w, c, device)?;
         let inv_freq = c.rope_inv_freq();
         Ok(Self {
@@ -330,7 +315,7 @@ impl DecoderRewardModel {
             score,
             inv_freq,
             device: device.clone(),
-            prefix_reuse: Some(MIN_SHARED_PREFIX),
+            prefix_reuse: Some(plan::MIN_SHARED_PREFIX),
             query_block: QUERY_BLOCK,
         })
     }
@@ -346,7 +331,7 @@ impl DecoderRewardModel {
     /// Prompt reuse across a batch: when every row starts with the same `min_tokens` or more
     /// (responses to one prompt), that prefix runs once and the rows continue from its keys and
     /// values, so N responses cost about one prompt plus N responses. `None` always runs whole
-    /// rows. On by default with [`MIN_SHARED_PREFIX`]; outputs are the same either way (up to
+    /// rows. On by default with [`plan::MIN_SHARED_PREFIX`]; outputs are the same either way (up to
     /// float rounding).
     pub fn set_prefix_reuse(&mut self, min_tokens: Option<usize>) {
         self.prefix_reuse = min_tokens.map(|m| m.max(1));
@@ -363,14 +348,6 @@ impl DecoderRewardModel {
 
     fn head(&self, h: &Tensor) -> Result<Tensor> {
         score_head(&self.score, h)
-    }
-
-    fn check_vocab(&self, ids: &[u32]) -> Result<()> {
-        let vocab = self.config.vocab_size;
-        match ids.iter().find(|&&id| id as usize >= vocab) {
-            Some(&id) => Err(ModelError::TokenOutOfVocab { id, vocab }),
-            None => Ok(()),
-        }
     }
 
     /// The layers over `ids` (b, t) placed after `offset` tokens of `past` (one (k, v) per
@@ -392,10 +369,7 @@ impl DecoderRewardModel {
     /// a sequence classifier, position i gives the score of the sequence cut after token i
     /// (attention is causal). Step rewards and prefix scores read it.
     pub fn forward_positions(&self, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
-        if ids.is_empty() {
-            return Err(ModelError::EmptyInput);
-        }
-        self.check_vocab(ids)?;
+        plan::check_rows(&self.config, &[ids])?;
         let t = ids.len();
         let dev = &self.device;
         let x_ids = Tensor::from_vec(ids.to_vec(), (1, t), dev)?;
@@ -405,7 +379,7 @@ impl DecoderRewardModel {
     }
 
     fn pooled_index(&self, row: &[u32]) -> usize {
-        pooled_index(row, self.config.pad_token_id)
+        plan::pooled_index(row, self.config.pad_token_id)
     }
 
     /// Runs a padded batch. Every row is padded to the longest with the pad token on `padding`'s
@@ -417,18 +391,10 @@ impl DecoderRewardModel {
         if b == 0 {
             return Ok(vec![]);
         }
-        if rows.iter().any(|r| r.is_empty()) {
-            return Err(ModelError::EmptyInput);
-        }
-        for r in rows {
-            self.check_vocab(r)?;
-        }
-        if let Some(min) = self.prefix_reuse.filter(|_| b > 1) {
-            let shared = shared_prefix_len(rows);
-            // Each row keeps at least its pooled token after the prefix.
-            if shared >= min && rows.iter().all(|r| self.pooled_index(r) >= shared) {
-                return self.forward_shared_prefix(rows, shared);
-            }
+        plan::check_rows(&self.config, rows)?;
+        let shared = plan::shared_prompt(&self.config, rows, self.prefix_reuse);
+        if shared > 0 {
+            return self.forward_shared_prefix(rows, shared);
         }
         let pad = self.config.pad_token_id.unwrap_or(0);
         let mut ids = Vec::with_capacity(b * t);
@@ -529,37 +495,17 @@ impl DecoderRewardModel {
     }
 }
 
-/// Where transformers pools a sequence-classification row: its rightmost token that is not
-/// `pad_token_id` (the first token if every one is), or the last token without a pad token.
-/// Every backend pools with this, so a model whose pad token ends each turn (Llama-3 reward
-/// models with `pad = eos = <|eot_id|>`) is scored at the same position everywhere.
-pub fn pooled_index(row: &[u32], pad_token_id: Option<u32>) -> usize {
-    match pad_token_id {
-        Some(p) => row.iter().rposition(|&id| id != p).unwrap_or(0),
-        None => row.len().saturating_sub(1),
-    }
-}
-
-/// Tokens every row starts with.
-pub fn shared_prefix_len(rows: &[&[u32]]) -> usize {
-    let Some((first, rest)) = rows.split_first() else { return 0 };
-    rest.iter().fold(first.len(), |n, r| first[..n].iter().zip(*r).take_while(|(a, b)| a == b).count())
-}
-
 /// The score head's layers (weight `[out, in]`, optional bias) in f32, from wherever the
 /// architecture keeps them (see `ScoreHead`). The head stays in full precision even in quantized
 /// checkpoints: it is tiny and the score is read straight off it. Shared by every backend.
 pub fn score_head_layers(w: &dyn WeightSource, c: &ModelConfig, dev: &Device) -> Result<Vec<(Tensor, Option<Tensor>)>> {
-    let h = c.hidden_size;
-    let labels = c.num_labels();
-    let linear = |name: &str, out: usize, inp: usize, bias: bool| -> Result<(Tensor, Option<Tensor>)> {
-        let weight = w.tensor(&format!("{name}.weight"), &[out, inp], DTYPE, dev)?;
-        let bias = if bias { Some(w.tensor(&format!("{name}.bias"), &[out], DTYPE, dev)?) } else { None };
+    let linear = |l: &LinearWeights| -> Result<(Tensor, Option<Tensor>)> {
+        let weight = w.tensor(&l.weight(), &[l.out, l.inp], DTYPE, dev)?;
+        let bias = l.bias_name().map(|b| w.tensor(&b, &[l.out], DTYPE, dev)).transpose()?;
         Ok((weight, bias))
     };
     Ok(match c.architecture.score {
-        ScoreHead::Linear(name) => vec![linear(name, labels, h, c.score_bias)?],
-        ScoreHead::Mlp => vec![linear("score.0", h, h, true)?, linear("score.2", labels, h, true)?],
+        ScoreHead::Linear(_) | ScoreHead::Mlp => plan::score_layers(c).iter().map(linear).collect::<Result<_>>()?,
         ScoreHead::LmHeadRows => {
             if c.lm_head_rows.is_empty() {
                 return Err(ModelError::Config(format!(
@@ -567,8 +513,7 @@ pub fn score_head_layers(w: &dyn WeightSource, c: &ModelConfig, dev: &Device) ->
                     c.architecture.name()
                 )));
             }
-            let name = if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" };
-            let table = w.tensor(name, &[c.vocab_size, h], DTYPE, dev)?;
+            let table = w.tensor(plan::lm_head_table(c), &[c.vocab_size, c.hidden_size], DTYPE, dev)?;
             let rows = Tensor::new(c.lm_head_rows.as_slice(), dev)?;
             vec![(table.index_select(&rows, 0)?, None)]
         }

@@ -4,15 +4,19 @@
 //!
 //! Builds for `wasm32-unknown-unknown`; memory-mapped loading is behind the `mmap` feature.
 
+pub mod batching;
 pub mod config;
 pub mod decoder;
+pub mod encoder;
 pub mod error;
 pub mod files;
+pub mod forward_pass;
 mod fused;
 pub mod gguf;
 pub mod linear;
 pub mod memory;
 pub mod pipeline;
+pub mod plan;
 pub mod prm;
 pub mod profile;
 pub mod quantized;
@@ -24,8 +28,8 @@ pub mod weights;
 
 pub use config::{Architecture, Family, HeadKind, ModelConfig, ScoreHead};
 pub use decoder::{DecoderRewardModel, HeadOutput, Padding};
+pub use encoder::{CheckpointText, EncodedInput, InputEncoder, LengthPolicy};
 pub use error::{ModelError, Result};
 pub use files::{CheckpointFiles, WeightFiles};
-pub use reward_model::{
-    CheckpointText, ConversationScore, ForwardPass, InputEncoder, LengthPolicy, PairScore, ResponseScores, RewardModel,
-};
+pub use forward_pass::ForwardPass;
+pub use reward_model::{ConversationScore, PairScore, ResponseScores, RewardModel};

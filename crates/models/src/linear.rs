@@ -7,6 +7,7 @@
 //! loads, several calls deep, so it is a scoped per-thread setting ([`with_kernel`]) rather than
 //! a parameter of every `load`.
 
+use crate::plan::LinearWeights;
 use crate::weights::WeightSource;
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul};
@@ -84,8 +85,9 @@ pub struct Linear {
 }
 
 impl Linear {
-    pub fn load(w: &dyn WeightSource, name: &str, out: usize, inp: usize, bias: bool, dev: &Device) -> Result<Self> {
-        let weight = w.linear_weight(&format!("{name}.weight"), out, inp, DTYPE, dev)?;
+    pub fn load(w: &dyn WeightSource, l: &LinearWeights, dev: &Device) -> Result<Self> {
+        let (name, out, inp) = (l.name.as_str(), l.out, l.inp);
+        let weight = w.linear_weight(&l.weight(), out, inp, DTYPE, dev)?;
         let weight = match (current_kernel(), &weight) {
             (LinearKernel::Int8(layout), QMatMul::QTensor(q)) if q.dtype() == GgmlDType::Q8_0 => {
                 let raw = q.data().map_err(|e| crate::ModelError::Weights(format!("tensor `{name}`: {e}")))?;
@@ -96,7 +98,7 @@ impl Linear {
             }
             _ => LinearWeight::Candle(weight),
         };
-        let bias = if bias { Some(w.tensor(&format!("{name}.bias"), &[out], DTYPE, dev)?) } else { None };
+        let bias = l.bias_name().map(|b| w.tensor(&b, &[out], DTYPE, dev)).transpose()?;
         Ok(Self { weight, bias })
     }
 

@@ -119,10 +119,10 @@ impl MemoryEstimate {
 }
 
 /// What the browser's CPU engine tries, in order, under *auto* storage: q8_0 first, because on
-/// its int8 kernels it scores 2.0-2.6x faster than f32 in Chromium (`cargo xtask
-/// bench-browser`, docs/PERFORMANCE.md) while keeping the response order f32 gives on 96-99.5%
-/// of the fixtures' pairs (README, *Accuracy against f32*); q4_k (smaller, less exact) only
-/// when q8_0 does not fit. f32 is there when asked for.
+/// its int8 kernels it scores faster than f32 in Chromium (`cargo xtask bench-browser`,
+/// docs/PERFORMANCE.md) while keeping the response order f32 gives on 96-99.5% of the
+/// fixtures' pairs (docs/user/quantization.md, *Accuracy against f32*); q4_k (smaller, less
+/// exact) only when q8_0 does not fit. f32 is there when asked for.
 pub const AUTO_CPU_STORAGE: [WeightStorage; 2] =
     [WeightStorage::Quantized(QuantType::Q8_0), WeightStorage::Quantized(QuantType::Q4K)];
 
@@ -189,7 +189,7 @@ mod tests {
         assert!(MemoryEstimate::new(&big, WeightStorage::Quantized(QuantType::Q4K), 2048).fits_wasm32(256 << 20));
     }
 
-    /// What the web app's "auto" storage picks for its presets (README: q8_0 for all three,
+    /// What the web app's "auto" storage picks for its presets (docs/user/web-app.md: q8_0 for all three,
     /// q4_k only past what q8_0 fits), with the browser's reserve and planned length.
     #[test]
     fn auto_storage_for_the_presets() {

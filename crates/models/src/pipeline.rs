@@ -13,10 +13,11 @@
 //! The layer math is the decoder's own (`decoder::layers_forward`), so chunked scoring equals
 //! [`crate::DecoderRewardModel::forward`] up to float rounding.
 
-use crate::config::{HeadKind, ModelConfig, ScoreHead};
-use crate::decoder::{self, pooled_index, HeadOutput, Layer, LayerKv, Masks, RmsNorm, Rope, DTYPE, QUERY_BLOCK};
+use crate::config::{HeadKind, ModelConfig};
+use crate::decoder::{self, HeadOutput, Layer, LayerKv, Masks, RmsNorm, Rope, DTYPE, QUERY_BLOCK};
 use crate::gguf::{ByteSource, GgufFile, HEADER_READ_AHEAD};
 use crate::linear::Linear;
+use crate::plan;
 use crate::profile::{self, Op};
 use crate::quantized::gguf_name;
 use crate::weights::WeightSource;
@@ -118,14 +119,14 @@ impl DecoderStage {
         }
         let c = &config;
         let embed = if layers.start == 0 {
-            Some(w.embedding_weight("model.embed_tokens.weight", c.vocab_size, c.hidden_size, DTYPE, device)?)
+            Some(w.embedding_weight(plan::EMBEDDING, c.vocab_size, c.hidden_size, DTYPE, device)?)
         } else {
             None
         };
         let stage_layers = layers.clone().map(|i| Layer::load(w, c, i, device)).collect::<Result<Vec<_>>>()?;
         let tail = if layers.end == n {
             Some(Tail {
-                norm: RmsNorm::load(w, "model.norm", c.hidden_size, c.rms_norm_eps, device)?,
+                norm: RmsNorm::load(w, &plan::final_norm(c), c.rms_norm_eps, device)?,
                 score: decoder::load_score(w, c, device)?,
             })
         } else {
@@ -172,13 +173,7 @@ impl DecoderStage {
         let hidden = self.config.hidden_size;
         let (x, t) = match (input, &self.embed) {
             (StageInput::Ids(ids), Some(table)) => {
-                if ids.is_empty() {
-                    return Err(ModelError::EmptyInput);
-                }
-                let vocab = self.config.vocab_size;
-                if let Some(&id) = ids.iter().find(|&&id| id as usize >= vocab) {
-                    return Err(ModelError::TokenOutOfVocab { id, vocab });
-                }
+                plan::check_rows(&self.config, &[ids])?;
                 let ids_t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &self.device)?;
                 (decoder::embed(table, &ids_t)?, ids.len())
             }
@@ -228,7 +223,7 @@ impl DecoderStage {
 
 /// The head output of one whole sequence `ids` from the last stage's logits at each of its
 /// positions (every chunk's [`StageOutput::Logits`] in order): a sequence classifier's logits at
-/// `decoder::pooled_index` (the one pooling rule every backend uses), a token classifier's all.
+/// `plan::pooled_index` (the one pooling rule every backend uses), a token classifier's all.
 pub fn head_output(config: &ModelConfig, ids: &[u32], logits_per_position: Vec<Vec<f32>>) -> Result<HeadOutput> {
     if ids.is_empty() {
         return Err(ModelError::EmptyInput);
@@ -242,7 +237,7 @@ pub fn head_output(config: &ModelConfig, ids: &[u32], logits_per_position: Vec<V
     }
     Ok(match config.architecture.head {
         HeadKind::Sequence => {
-            let p = pooled_index(ids, config.pad_token_id);
+            let p = plan::pooled_index(ids, config.pad_token_id);
             let logits = logits_per_position.into_iter().nth(p).unwrap_or_default();
             HeadOutput::Sequence { logits, pooled_index: p }
         }
@@ -252,51 +247,7 @@ pub fn head_output(config: &ModelConfig, ids: &[u32], logits_per_position: Vec<V
 
 /// The transformers names of every tensor [`DecoderStage::load`] reads for `layers`.
 pub fn stage_tensor_names(c: &ModelConfig, layers: Range<usize>) -> Vec<String> {
-    let mut names = Vec::new();
-    if layers.start == 0 {
-        names.push("model.embed_tokens.weight".to_owned());
-    }
-    for i in layers.clone() {
-        let p = format!("model.layers.{i}");
-        names.push(format!("{p}.input_layernorm.weight"));
-        for (proj, bias) in [("q", c.qkv_bias), ("k", c.qkv_bias), ("v", c.qkv_bias), ("o", c.o_bias)] {
-            names.push(format!("{p}.self_attn.{proj}_proj.weight"));
-            if bias {
-                names.push(format!("{p}.self_attn.{proj}_proj.bias"));
-            }
-        }
-        if c.qk_norm {
-            names.push(format!("{p}.self_attn.q_norm.weight"));
-            names.push(format!("{p}.self_attn.k_norm.weight"));
-        }
-        names.push(format!("{p}.post_attention_layernorm.weight"));
-        for proj in ["gate", "up", "down"] {
-            names.push(format!("{p}.mlp.{proj}_proj.weight"));
-            if c.mlp_bias {
-                names.push(format!("{p}.mlp.{proj}_proj.bias"));
-            }
-        }
-    }
-    if layers.end == c.num_hidden_layers {
-        names.push("model.norm.weight".to_owned());
-        match c.architecture.score {
-            ScoreHead::Linear(head) => {
-                names.push(format!("{head}.weight"));
-                if c.score_bias {
-                    names.push(format!("{head}.bias"));
-                }
-            }
-            ScoreHead::Mlp => {
-                names.extend(["score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"].map(String::from))
-            }
-            ScoreHead::LmHeadRows => names
-                .push(if c.tie_word_embeddings { "model.embed_tokens.weight" } else { "lm_head.weight" }.to_owned()),
-        }
-    }
-    // A tied LM head reads the embedding table the first stage also reads.
-    let mut seen = std::collections::HashSet::new();
-    names.retain(|n| seen.insert(n.clone()));
-    names
+    plan::tensors(c, layers).into_iter().map(|(name, _)| name).collect()
 }
 
 /// Sorts and merges byte ranges (touching or overlapping ones become one).

@@ -16,9 +16,9 @@
 //!   the template's closing tokens after a cut are missing.
 
 use crate::config::{ModelConfig, ScoreHead};
-use crate::reward_model::{InputEncoder, LengthPolicy};
+use crate::encoder::{InputEncoder, LengthPolicy};
 use crate::{ModelError, Result};
-use rewardlens_core::{Message, Step};
+use rewardlens_core::{sigmoid, softmax, Message, Step};
 use serde::Serialize;
 
 /// Qwen2.5-Math-PRM's system prompt, from its model card.
@@ -126,33 +126,14 @@ impl StepConvention {
                 match self {
                     // Both read a softmax over two logits: label 1 for Qwen (P(correct)), the
                     // `+` token (first row kept) for math-shepherd.
-                    Self::Qwen { .. } => softmax2(r[0], r[1]).1,
-                    Self::Shepherd { .. } => softmax2(r[0], r[1]).0,
-                    Self::Value => 1.0 / (1.0 + (-r[0]).exp()),
+                    Self::Qwen { .. } => softmax(&r[..2])[1],
+                    Self::Shepherd { .. } => softmax(&r[..2])[0],
+                    Self::Value => sigmoid(r[0]),
                     Self::Prefix => r[0],
                 }
             })
             .collect()
     }
-}
-
-fn softmax2(a: f32, b: f32) -> (f32, f32) {
-    let m = a.max(b);
-    let (ea, eb) = ((a - m).exp(), (b - m).exp());
-    (ea / (ea + eb), eb / (ea + eb))
-}
-
-/// The `lm_head` rows a math-shepherd model keeps: the tokens of `"+ -"` (as the published code
-/// takes them), named `+` and `-`.
-pub fn shepherd_rows(inputs: &InputEncoder) -> Result<(Vec<u32>, Vec<String>)> {
-    let ids = inputs.text_encoder().encode("+ -")?;
-    if ids.len() != 2 {
-        return Err(ModelError::Config(format!(
-            "math-shepherd reads the logits of the `+` and `-` tokens, but this tokenizer splits \"+ -\" into {} tokens",
-            ids.len()
-        )));
-    }
-    Ok((ids, vec!["+".into(), "-".into()]))
 }
 
 impl InputEncoder {

@@ -230,7 +230,7 @@ fn shared_prefix_batches_match_transformers() {
         let mut shared_seen = 0;
         for (i, (ki, a)) in cases.iter().enumerate() {
             for (kj, b) in &cases[i + 1..] {
-                shared_seen = shared_seen.max(rewardlens_models::decoder::shared_prefix_len(&[a, b]));
+                shared_seen = shared_seen.max(rewardlens_models::plan::shared_prefix_len(&[a, b]));
                 let out = model.forward_padded(&[a, b], Padding::Right).unwrap();
                 assert_output(&out[0], &convs[ki.as_str()]["logits"], &format!("{name} {ki} with {kj}"));
                 assert_output(&out[1], &convs[kj.as_str()]["logits"], &format!("{name} {kj} with {ki}"));
@@ -257,11 +257,11 @@ fn long_shared_prompt_scores_equal_whole_rows() {
             .map(|r| prompt.iter().copied().chain((0..3 + 4 * r).map(|i| (i * 31 + r * 7 + 5) % vocab)).collect())
             .collect();
         let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
-        assert!(rewardlens_models::decoder::shared_prefix_len(&refs) >= rewardlens_models::decoder::MIN_SHARED_PREFIX);
+        assert!(rewardlens_models::plan::shared_prefix_len(&refs) >= rewardlens_models::plan::MIN_SHARED_PREFIX);
         model.set_prefix_reuse(None);
         let alone: Vec<HeadOutput> =
             refs.iter().map(|r| model.forward_padded(&[r], Padding::Right).unwrap().remove(0)).collect();
-        model.set_prefix_reuse(Some(rewardlens_models::decoder::MIN_SHARED_PREFIX));
+        model.set_prefix_reuse(Some(rewardlens_models::plan::MIN_SHARED_PREFIX));
         let reused = model.forward_padded(&refs, Padding::Right).unwrap();
         for (i, (a, b)) in alone.iter().zip(&reused).enumerate() {
             let expected = match a {
@@ -271,7 +271,7 @@ fn long_shared_prompt_scores_equal_whole_rows() {
             assert_output(b, &expected, &format!("{name} row {i} with the prompt reused"));
         }
         // Mixed with unrelated inputs, in score_encoded's batches of 2.
-        let mut inputs: Vec<rewardlens_models::reward_model::EncodedInput> = Vec::new();
+        let mut inputs: Vec<rewardlens_models::EncodedInput> = Vec::new();
         for (k, c) in golden["conversations"].as_object().unwrap() {
             if k != "long" {
                 inputs.push(model.encode(&messages(&c["messages"]), &LengthPolicy::default()).unwrap());
@@ -311,7 +311,7 @@ fn pad_token_ending_each_turn_is_pooled_before_it() {
             panic!("a sequence head")
         };
         assert_eq!(pooled_index, ids.len() - 2, "{key}");
-        assert_eq!(pooled_index, rewardlens_models::decoder::pooled_index(&ids, Some(eot)));
+        assert_eq!(pooled_index, rewardlens_models::plan::pooled_index(&ids, Some(eot)));
         let last = model.forward_positions(&ids).unwrap().pop().unwrap();
         let g = case["logits"][0].as_f64().unwrap();
         assert!((last[0] as f64 - g).abs() > 1e-3, "{key}: the last token scores {} like the pooled one", last[0]);

@@ -1,6 +1,6 @@
 //! The int8 linear layers (`rewardlens-int8`, the browser's default for 8-bit weights) against
 //! transformers' goldens, on every fixture (quantize-on-load q8_0: the same Q8_0 tensors a GGUF
-//! gives), each scale layout. Prints the accuracy table docs/PERFORMANCE.md quotes (`-- --nocapture`).
+//! gives), each scale layout. Prints its accuracy table (`-- --nocapture`).
 
 use candle_core::Device;
 use rewardlens_int8::ScaleLayout;

@@ -9,9 +9,9 @@ use rewardlens_models::pipeline::{
     StageInput, StageKv, StageOutput,
 };
 use rewardlens_models::quantized::{self, GgufWeights, QuantType};
-use rewardlens_models::reward_model::{CheckpointText, InputEncoder};
 use rewardlens_models::weights::{SafetensorsWeights, StreamedSafetensors, WeightSource};
 use rewardlens_models::{profile, DecoderRewardModel, HeadOutput, ModelConfig, ModelError, Padding};
+use rewardlens_models::{CheckpointText, InputEncoder};
 use serde_json::Value;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -260,7 +260,7 @@ fn a_forked_prompt_equals_scoring_each_full_row() {
         let model = DecoderRewardModel::load(c.clone(), &w, &Device::Cpu).unwrap();
         let all = cases(name);
         let (a, b) = (&all[0].1, &all[1].1);
-        let shared = rewardlens_models::decoder::shared_prefix_len(&[a, b]).min(a.len() - 1).min(b.len() - 1);
+        let shared = rewardlens_models::plan::shared_prefix_len(&[a, b]).min(a.len() - 1).min(b.len() - 1);
         assert!(shared > 0, "{name}: cases share a prompt");
         for n in [1, 2] {
             let stages = load_stages(&c, &w, n);

@@ -6,7 +6,7 @@
 //! next round, not after it. Requests whose client has gone are dropped between rounds. A round
 //! that fails is retried request by request, so only the request that caused it fails.
 
-use rewardlens_models::reward_model::EncodedInput;
+use rewardlens_models::EncodedInput;
 use rewardlens_models::{ConversationScore, ModelError, RewardModel};
 use std::collections::VecDeque;
 use std::ops::Range;
@@ -282,7 +282,7 @@ fn score(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rewardlens_models::reward_model::{CheckpointText, ForwardPass, InputEncoder};
+    use rewardlens_models::{CheckpointText, ForwardPass, InputEncoder};
     use rewardlens_models::{HeadOutput, ModelConfig, Padding};
     use std::sync::Mutex;
 

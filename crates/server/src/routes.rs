@@ -1,6 +1,6 @@
-//! The routes. Request and response shapes follow vLLM's pooling protocol
-//! (`vllm/entrypoints/pooling/*/protocol.py`), OpenRLHF's `serve_rm.py`, NVIDIA's reward NIM
-//! docs and TEI's router; errors use each API's own error body.
+//! The routes. Request and response bodies are the `rewardlens_core::wire` types, which
+//! `rewardlens-remote` sends and reads too: vLLM's pooling protocol, OpenRLHF's `serve_rm.py`,
+//! NVIDIA's reward NIM and TEI's `/predict`; errors use each API's own error body.
 
 use crate::batcher::Refused;
 use crate::{AppState, Served};
@@ -11,11 +11,12 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use rewardlens_core::activation::label_probabilities;
+use rewardlens_core::wire::{self, nim, openrlhf, tei, vllm, ChatMessage};
 use rewardlens_core::{Message, Role};
-use rewardlens_models::records::num;
-use rewardlens_models::reward_model::EncodedInput;
+use rewardlens_models::EncodedInput;
 use rewardlens_models::{ConversationScore, HeadKind, ModelError};
-use serde_json::{json, Value};
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
@@ -43,15 +44,16 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = if self.tei {
-            let kind = match self.status.as_u16() {
+        let status = self.status;
+        let mut r = if self.tei {
+            let kind = match status.as_u16() {
                 503 => "Unhealthy",
                 429 => "Overloaded",
                 _ => "Validation",
             };
-            json!({"error": self.message, "error_type": kind})
+            (status, Json(tei::ErrorResponse { error: self.message, error_type: kind.into() })).into_response()
         } else {
-            let kind = match self.status.as_u16() {
+            let kind = match status.as_u16() {
                 400 | 408 | 413 | 415 | 422 => "BadRequestError",
                 403 | 421 => "PermissionDeniedError",
                 401 => "AuthenticationError",
@@ -59,10 +61,11 @@ impl IntoResponse for ApiError {
                 503 => "ServiceUnavailableError",
                 _ => "InternalServerError",
             };
-            json!({"error": {"message": self.message, "type": kind, "param": null, "code": self.status.as_u16()}})
+            let error =
+                vllm::ErrorInfo { message: self.message, kind: kind.into(), param: None, code: status.as_u16() };
+            (status, Json(vllm::ErrorResponse { error })).into_response()
         };
-        let mut r = (self.status, Json(body)).into_response();
-        if self.status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE {
             r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         r
@@ -210,13 +213,20 @@ async fn auth(State(s): St, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The body as JSON, with a message naming the problem (axum's own rejection is plain text).
-fn parse_body(bytes: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(bytes).map_err(|e| ApiError::bad(format!("request body is not valid JSON: {e}")))
+/// The body as the route's wire type, with a message naming the field that did not fit
+/// (axum's own rejection is plain text).
+fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    wire::from_slice(bytes).map_err(|e| {
+        ApiError::bad(if e.is_syntax() {
+            format!("request body is not valid JSON: {e}")
+        } else {
+            format!("invalid request body: {e}")
+        })
+    })
 }
 
-fn pick(s: &AppState, body: &Value) -> Result<usize, ApiError> {
-    match body.get("model").and_then(Value::as_str) {
+fn pick(s: &AppState, model: Option<&str>) -> Result<usize, ApiError> {
+    match model {
         None => Ok(0),
         Some(name) => s
             .models
@@ -273,36 +283,33 @@ where
     Ok(inputs)
 }
 
-async fn models(State(s): St) -> Json<Value> {
-    let data: Vec<Value> = s
+async fn models(State(s): St) -> Json<vllm::ModelList> {
+    let data = s
         .models
         .iter()
-        .map(|m| {
-            json!({"id": m.name, "object": "model", "created": s.started, "owned_by": "rewardlens", "root": m.name,
-                   "parent": null, "max_model_len": m.batcher.model.token_limit(&m.length), "permission": []})
+        .map(|m| vllm::ModelCard {
+            id: m.name.clone(),
+            object: "model".into(),
+            created: s.started,
+            owned_by: "rewardlens".into(),
+            root: Some(m.name.clone()),
+            parent: None,
+            max_model_len: Some(m.batcher.model.token_limit(&m.length)),
+            permission: Vec::new(),
         })
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    Json(vllm::ModelList { object: "list".into(), data })
 }
 
 /// The sequences of a vLLM-style body: `messages` (one conversation) or `input` (text, texts,
 /// token ids or lists of token ids).
-fn encode_inputs(s: &AppState, m: &Served, body: &Value) -> Result<Vec<EncodedInput>, ApiError> {
+fn encode_inputs(m: &Served, req: vllm::PoolingRequest) -> Result<Vec<EncodedInput>, ApiError> {
     let model = &m.batcher.model;
-    if let Some(Value::Array(a)) = body.get("input") {
-        if !a.first().is_some_and(Value::is_number) {
-            check_count(s, a.len())?;
-        }
-    }
     let policy = &m.length;
-    if let Some(msgs) = body.get("messages") {
-        let msgs = messages(msgs)?;
-        return Ok(vec![model.encode(&msgs, policy).map_err(model_error)?]);
+    if let Some(msgs) = req.messages {
+        return Ok(vec![model.encode(&messages(msgs)?, policy).map_err(model_error)?]);
     }
-    let input = body.get("input").ok_or_else(|| ApiError::bad("the body needs `input` or `messages`"))?;
-    let ids = |v: &Value| -> Result<EncodedInput, ApiError> {
-        let ids: Vec<u32> =
-            serde_json::from_value(v.clone()).map_err(|_| ApiError::bad("`input` token ids must be integers"))?;
+    let ids = |ids: Vec<u32>| -> Result<EncodedInput, ApiError> {
         if ids.is_empty() {
             return Err(ApiError::bad("`input` is empty"));
         }
@@ -321,41 +328,33 @@ fn encode_inputs(s: &AppState, m: &Served, body: &Value) -> Result<Vec<EncodedIn
         }
         model.encode_text(t, policy).map_err(model_error)
     };
-    match input {
-        Value::String(t) => Ok(vec![text(t)?]),
-        Value::Array(a) if a.is_empty() => Err(ApiError::bad("`input` is empty")),
-        Value::Array(a) if a[0].is_number() => Ok(vec![ids(input)?]),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| match x {
-                Value::String(t) => text(t),
-                Value::Array(_) => ids(x),
-                _ => Err(ApiError::bad("`input` items must be strings or lists of token ids")),
+    match req.input.ok_or_else(|| ApiError::bad("the body needs `input` or `messages`"))? {
+        vllm::PoolingInput::Text(t) => Ok(vec![text(&t)?]),
+        vllm::PoolingInput::Tokens(t) => Ok(vec![ids(t)?]),
+        vllm::PoolingInput::Batch(items) => items
+            .into_iter()
+            .map(|item| match item {
+                vllm::PoolingInputItem::Text(t) => text(&t),
+                vllm::PoolingInputItem::Tokens(t) => ids(t),
             })
             .collect(),
-        _ => Err(ApiError::bad("`input` must be a string, a list of strings or token ids")),
     }
 }
 
-fn messages(v: &Value) -> Result<Vec<Message>, ApiError> {
-    // OpenAI content may be a list of parts; keep the text parts.
-    let arr = v.as_array().ok_or_else(|| ApiError::bad("`messages` must be a list"))?;
-    let mut out = Vec::new();
-    for (i, m) in arr.iter().enumerate() {
-        let mut m = m.clone();
-        if let Some(parts) = m.get("content").and_then(Value::as_array) {
-            let text: String = parts.iter().filter_map(|p| p.get("text").and_then(Value::as_str)).collect();
-            m["content"] = Value::String(text);
-        }
-        out.push(
-            serde_json::from_value::<Message>(m)
-                .map_err(|e| ApiError::bad(format!("`messages[{i}]` is not a {{role, content}} message: {e}")))?,
-        );
-    }
-    if out.is_empty() {
+/// The conversation to score (OpenAI content parts keep only their text).
+fn messages(msgs: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
+    if msgs.is_empty() {
         return Err(ApiError::bad("`messages` is empty"));
     }
-    Ok(out)
+    Ok(msgs.into_iter().map(Message::from).collect())
+}
+
+/// Refuses a batched `input` of more sequences than allowed before anything is tokenized.
+fn check_input_count(s: &AppState, req: &vllm::PoolingRequest) -> Result<(), ApiError> {
+    match &req.input {
+        Some(vllm::PoolingInput::Batch(items)) => check_count(s, items.len()),
+        _ => Ok(()),
+    }
 }
 
 async fn run(m: &Served, inputs: Vec<EncodedInput>, tei: bool) -> Result<Vec<ConversationScore>, ApiError> {
@@ -373,30 +372,18 @@ async fn run(m: &Served, inputs: Vec<EncodedInput>, tei: bool) -> Result<Vec<Con
         .map_err(|e| wrap(model_error(e)))
 }
 
-/// vLLM's activation: sigmoid for one label, softmax for several.
+/// vLLM's `use_activation` and TEI's default: sigmoid for one label, softmax for several.
 fn activate(v: &[f32], on: bool) -> Vec<f32> {
-    if !on {
-        return v.to_vec();
+    if on {
+        label_probabilities(v)
+    } else {
+        v.to_vec()
     }
-    if v.len() == 1 {
-        return vec![1.0 / (1.0 + (-v[0]).exp())];
-    }
-    let max = v.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f32> = v.iter().map(|x| (x - max).exp()).collect();
-    let sum: f32 = e.iter().sum();
-    e.iter().map(|x| x / sum).collect()
 }
 
-fn use_activation(body: &Value) -> bool {
-    ["use_activation", "activation", "softmax"]
-        .iter()
-        .find_map(|k| body.get(*k).and_then(Value::as_bool))
-        .unwrap_or(true)
-}
-
-fn usage(scores: &[ConversationScore]) -> Value {
+fn usage(scores: &[ConversationScore]) -> vllm::Usage {
     let t: usize = scores.iter().map(|s| s.tokens).sum();
-    json!({"prompt_tokens": t, "total_tokens": t, "completion_tokens": 0, "prompt_tokens_details": null})
+    vllm::Usage { prompt_tokens: t, total_tokens: t, completion_tokens: 0, prompt_tokens_details: None }
 }
 
 fn now() -> u64 {
@@ -409,82 +396,106 @@ fn request_id(prefix: &str) -> String {
     format!("{prefix}-{:x}{:08x}", now(), N.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn pooling(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let body = parse_body(&body)?;
-    let mi = pick(&s, &body)?;
+async fn pooling(State(s): St, body: axum::body::Bytes) -> Result<Json<vllm::PoolingResponse>, ApiError> {
+    let req: vllm::PoolingRequest = parse_body(&body)?;
+    let mi = pick(&s, req.model.as_deref())?;
     let m = &s.models[mi];
     let head = m.batcher.model.config().architecture.head;
-    let task = body.get("task").and_then(Value::as_str).unwrap_or(match head {
-        HeadKind::Sequence => "classify",
-        HeadKind::Token => "token_classify",
+    let task = req.task.clone().unwrap_or(match head {
+        HeadKind::Sequence => vllm::PoolingTask::Classify,
+        HeadKind::Token => vllm::PoolingTask::TokenClassify,
     });
-    if task != "classify" && !(task == "token_classify" && head == HeadKind::Token) {
-        return Err(ApiError::bad(format!(
-            "Task {task} is not supported, it must be one of ({}).",
-            if head == HeadKind::Token { "classify, token_classify" } else { "classify" }
-        )));
-    }
-    let act = use_activation(&body);
-    let b = body.clone();
-    let inputs = encode(&s, move |s| encode_inputs(s, &s.models[mi], &b)).await?;
+    let per_token = match (&task, head) {
+        (vllm::PoolingTask::Classify, _) => false,
+        (vllm::PoolingTask::TokenClassify, HeadKind::Token) => true,
+        (other, _) => {
+            return Err(ApiError::bad(format!(
+                "Task {} is not supported, it must be one of ({}).",
+                other.as_str(),
+                if head == HeadKind::Token { "classify, token_classify" } else { "classify" }
+            )))
+        }
+    };
+    let act = req.activation_on();
+    check_input_count(&s, &req)?;
+    let inputs = encode(&s, move |s| encode_inputs(&s.models[mi], req)).await?;
     let scores = run(m, inputs, false).await?;
-    let data: Vec<Value> = scores
+    let data = scores
         .iter()
         .enumerate()
         .map(|(i, sc)| {
-            let d = if task == "token_classify" {
+            let data = if per_token {
                 let rows = sc.token_logits.as_deref().unwrap_or_default();
-                json!(rows.iter().map(|r| activate(r, act)).collect::<Vec<_>>())
+                vllm::PoolingData::TokenRows(rows.iter().map(|r| activate(r, act)).collect())
             } else {
-                json!(activate(&sc.logits, act))
+                vllm::PoolingData::Values(activate(&sc.logits, act))
             };
-            json!({"index": i, "object": "pooling", "data": d})
+            vllm::PoolingItem { index: Some(i), object: Some("pooling".into()), data }
         })
         .collect();
-    Ok(Json(
-        json!({"id": request_id("pool"), "object": "list", "created": now(), "model": m.name, "data": data, "usage": usage(&scores)}),
-    ))
+    Ok(Json(vllm::PoolingResponse {
+        id: Some(request_id("pool")),
+        object: Some("list".into()),
+        created: Some(now()),
+        model: Some(m.name.clone()),
+        data,
+        usage: Some(usage(&scores)),
+    }))
 }
 
-async fn classify(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let body = parse_body(&body)?;
-    let mi = pick(&s, &body)?;
+async fn classify(State(s): St, body: axum::body::Bytes) -> Result<Json<vllm::ClassifyResponse>, ApiError> {
+    let req: vllm::PoolingRequest = parse_body(&body)?;
+    let mi = pick(&s, req.model.as_deref())?;
     let m = &s.models[mi];
-    let act = use_activation(&body);
-    let b = body.clone();
-    let inputs = encode(&s, move |s| encode_inputs(s, &s.models[mi], &b)).await?;
+    let act = req.activation_on();
+    check_input_count(&s, &req)?;
+    let inputs = encode(&s, move |s| encode_inputs(&s.models[mi], req)).await?;
     let scores = run(m, inputs, false).await?;
     let labels = &m.batcher.model.config().labels;
-    let data: Vec<Value> = scores
+    let data = scores
         .iter()
         .enumerate()
         .map(|(i, sc)| {
             let probs = activate(&sc.logits, act);
             let best = probs.iter().enumerate().fold(0, |b, (j, &p)| if p > probs[b] { j } else { b });
-            json!({"index": i, "label": labels.get(best), "probs": probs, "num_classes": probs.len()})
+            vllm::ClassifyItem {
+                index: Some(i),
+                label: labels.get(best).cloned(),
+                num_classes: Some(probs.len()),
+                probs: wire::LabelValues::List(probs),
+            }
         })
         .collect();
-    Ok(Json(
-        json!({"id": request_id("classify"), "object": "list", "created": now(), "model": m.name, "data": data, "usage": usage(&scores)}),
-    ))
+    Ok(Json(vllm::ClassifyResponse {
+        id: Some(request_id("classify")),
+        object: Some("list".into()),
+        created: Some(now()),
+        model: Some(m.name.clone()),
+        data,
+        usage: Some(usage(&scores)),
+    }))
+}
+
+/// OpenRLHF's and LightRFT's answer: the rewards, under both of `serve_rm.py`'s keys.
+fn reward_response(rewards: Vec<f32>) -> openrlhf::RewardResponse {
+    let rewards = openrlhf::Rewards::PerQuery(rewards.into_iter().map(wire::LabelValues::Bare).collect());
+    openrlhf::RewardResponse {
+        scores: Some(rewards.clone()),
+        rewards: Some(rewards),
+        extra_logs: Some(Default::default()),
+        other: Default::default(),
+    }
 }
 
 /// OpenRLHF's `{"query": [...]}` (or LightRFT's `queries`): texts already rendered with the
 /// chat template; raw rewards (the first label's logit) come back.
-async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let body = parse_body(&body)?;
-    let mi = pick(&s, &body)?;
+async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<openrlhf::RewardResponse>, ApiError> {
+    let req: openrlhf::RewardRequest = parse_body(&body)?;
+    let mi = pick(&s, req.model.as_deref())?;
     let m = &s.models[mi];
-    let q = body
-        .get("query")
-        .or_else(|| body.get("queries"))
-        .ok_or_else(|| ApiError::bad("the body needs `query` (a list of strings)"))?;
-    let texts: Vec<String> = match q {
-        Value::String(t) => vec![t.clone()],
-        v => serde_json::from_value(v.clone()).map_err(|_| ApiError::bad("`query` must be a list of strings"))?,
-    };
+    let texts = req.into_texts().ok_or_else(|| ApiError::bad("the body needs `query` (a list of strings)"))?;
     if texts.is_empty() {
-        return Ok(Json(json!({"rewards": [], "scores": [], "extra_logs": {}})));
+        return Ok(Json(reward_response(Vec::new())));
     }
     check_count(&s, texts.len())?;
     let inputs = encode(&s, move |s| {
@@ -502,22 +513,24 @@ async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>
     })
     .await?;
     let scores = run(m, inputs, false).await?;
-    let rewards: Vec<f32> = scores.iter().map(ConversationScore::score).collect();
-    Ok(Json(json!({"rewards": rewards, "scores": rewards, "extra_logs": {}})))
+    Ok(Json(reward_response(scores.iter().map(ConversationScore::score).collect())))
 }
 
 /// NIM reward models: the conversation ends with the assistant turn to score; the answer's
 /// content is `name:score,...` (`reward:x` for a one-label model) and the same pairs are in
 /// `logprobs.content`.
-async fn chat_completions(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let body = parse_body(&body)?;
-    let mi = pick(&s, &body)?;
+async fn chat_completions(
+    State(s): St,
+    body: axum::body::Bytes,
+) -> Result<Json<nim::ChatCompletionResponse>, ApiError> {
+    let req: nim::ChatCompletionRequest = parse_body(&body)?;
+    let mi = pick(&s, req.model.as_deref())?;
     let m = &s.models[mi];
-    let msgs = messages(body.get("messages").ok_or_else(|| ApiError::bad("the body needs `messages`"))?)?;
+    let msgs = messages(req.messages)?;
     if msgs.last().map(|x| &x.role) != Some(&Role::Assistant) {
         return Err(ApiError::bad("a reward model scores the last message, which must be the assistant's"));
     }
-    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+    if req.stream == Some(true) {
         return Err(ApiError::bad("streaming is not supported by reward models"));
     }
     let inputs = encode(&s, move |s| {
@@ -528,47 +541,51 @@ async fn chat_completions(State(s): St, body: axum::body::Bytes) -> Result<Json<
     let sc = &scores[0];
     let labels = &m.batcher.model.config().labels;
     let names: Vec<String> = if labels.len() == 1 { vec!["reward".to_owned()] } else { labels.clone() };
-    let content = names.iter().zip(&sc.logits).map(|(n, v)| format!("{n}:{v}")).collect::<Vec<_>>().join(",");
-    let logprobs: Vec<Value> = names
+    let content = nim::reward_content(names.iter().map(String::as_str).zip(sc.logits.iter().copied()));
+    let logprobs = names
         .iter()
         .zip(&sc.logits)
-        .map(|(n, v)| json!({"token": n, "logprob": num(*v), "bytes": null, "top_logprobs": []}))
+        .map(|(n, &v)| nim::TokenLogprob { token: n.clone(), logprob: v, bytes: None, top_logprobs: Vec::new() })
         .collect();
-    Ok(Json(json!({
-        "id": request_id("chatcmpl"), "object": "chat.completion", "created": now(), "model": m.name,
-        "choices": [{"index": 0, "finish_reason": "length",
-                     "message": {"role": "assistant", "content": content},
-                     "logprobs": {"content": logprobs}}],
-        "usage": {"prompt_tokens": sc.tokens, "completion_tokens": 1, "total_tokens": sc.tokens + 1}
-    })))
+    Ok(Json(nim::ChatCompletionResponse {
+        id: Some(request_id("chatcmpl")),
+        object: Some("chat.completion".into()),
+        created: Some(now()),
+        model: Some(m.name.clone()),
+        choices: vec![nim::Choice {
+            index: 0,
+            finish_reason: Some("length".into()),
+            message: Some(nim::ChoiceMessage { role: Some(Role::Assistant), content: Some(content) }),
+            logprobs: Some(nim::ChoiceLogprobs { content: Some(logprobs) }),
+        }],
+        usage: Some(nim::Usage { prompt_tokens: sc.tokens, completion_tokens: 1, total_tokens: sc.tokens + 1 }),
+    }))
 }
 
 /// TEI `/predict`: `inputs` is a text, or a batch `[[text], ...]` (two bare strings are a
 /// sentence pair, which decoder reward models do not take).
-async fn predict(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, ApiError> {
-    let body = parse_body(&body).map_err(ApiError::tei)?;
-    let mi = pick(&s, &body).map_err(ApiError::tei)?;
+async fn predict(State(s): St, body: axum::body::Bytes) -> Result<Json<tei::PredictResponse>, ApiError> {
+    let req: tei::PredictRequest = parse_body(&body).map_err(ApiError::tei)?;
+    let mi = pick(&s, req.model.as_deref()).map_err(ApiError::tei)?;
     let m = &s.models[mi];
-    let raw = body.get("raw_scores").and_then(Value::as_bool).unwrap_or(false);
-    let inputs = body.get("inputs").ok_or_else(|| ApiError::bad("the body needs `inputs`").tei())?;
-    let (texts, batch): (Vec<String>, bool) = match inputs {
-        Value::String(t) => (vec![t.clone()], false),
-        Value::Array(a) if a.iter().all(Value::is_array) && !a.is_empty() => {
-            let mut out = Vec::new();
-            for (i, x) in a.iter().enumerate() {
-                match x.as_array().map(Vec::as_slice) {
-                    Some([Value::String(t)]) => out.push(t.clone()),
-                    _ => {
-                        return Err(ApiError::bad(format!(
-                            "`inputs[{i}]` must be a one-text list (pairs are not supported)"
-                        ))
-                        .tei())
-                    }
-                }
+    let (texts, batch): (Vec<String>, bool) = match req.inputs {
+        tei::PredictInputs::Single(t) => (vec![t], false),
+        tei::PredictInputs::Batch(items) if items.is_empty() => {
+            return Err(ApiError::bad("`inputs` must be a text or a batch [[text], ...]").tei())
+        }
+        tei::PredictInputs::Batch(items) => {
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.into_iter().enumerate() {
+                let Ok([text]) = <[String; 1]>::try_from(item) else {
+                    return Err(ApiError::bad(format!(
+                        "`inputs[{i}]` must be a one-text list (pairs are not supported)"
+                    ))
+                    .tei());
+                };
+                out.push(text);
             }
             (out, true)
         }
-        _ => return Err(ApiError::bad("`inputs` must be a text or a batch [[text], ...]").tei()),
     };
     check_count(&s, texts.len()).map_err(ApiError::tei)?;
     let encoded = encode(&s, move |s| {
@@ -581,16 +598,23 @@ async fn predict(State(s): St, body: axum::body::Bytes) -> Result<Json<Value>, A
     .map_err(ApiError::tei)?;
     let scores = run(m, encoded, true).await?;
     let labels = &m.batcher.model.config().labels;
-    let rows: Vec<Value> = scores
+    let mut rows: Vec<Vec<tei::Prediction>> = scores
         .iter()
         .map(|sc| {
-            let vals = activate(&sc.logits, !raw);
-            let mut preds: Vec<(f32, &String)> = vals.into_iter().zip(labels).collect();
-            preds.sort_by(|a, b| b.0.total_cmp(&a.0));
-            json!(preds.iter().map(|(s, l)| json!({"score": s, "label": l})).collect::<Vec<_>>())
+            let mut preds: Vec<tei::Prediction> = activate(&sc.logits, !req.raw_scores)
+                .into_iter()
+                .zip(labels)
+                .map(|(score, label)| tei::Prediction { score, label: label.clone() })
+                .collect();
+            preds.sort_by(|a, b| b.score.total_cmp(&a.score));
+            preds
         })
         .collect();
-    Ok(Json(if batch { json!(rows) } else { rows.into_iter().next().unwrap_or(json!([])) }))
+    Ok(Json(if batch {
+        tei::PredictResponse::Batch(rows)
+    } else {
+        tei::PredictResponse::Single(rows.pop().unwrap_or_default())
+    }))
 }
 
 #[cfg(test)]
