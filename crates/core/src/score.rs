@@ -19,8 +19,7 @@ pub fn ranking(scores: &[f32]) -> Vec<usize> {
 /// Bradley-Terry probability that the response scored `a` is preferred to the one scored `b`:
 /// `sigmoid(a - b)`, the model behind how reward models are trained.
 pub fn preference_probability(a: f32, b: f32) -> f32 {
-    let d = (a - b) as f64;
-    (1.0 / (1.0 + (-d).exp())) as f32
+    crate::activation::sigmoid(a - b)
 }
 
 /// Ranks (1-based) with ties given their average rank, as Spearman's rho needs.

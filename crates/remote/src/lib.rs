@@ -6,6 +6,8 @@
 //! One [`RemoteScorer`] per endpoint: timeouts, retries with exponential backoff and jitter for
 //! network errors, 429 and 5xx (never for other 4xx), batching, and errors that name the
 //! endpoint, the status and the field that was missing. Builds natively and for wasm32.
+//! Request and response bodies are the `rewardlens_core::wire` types, the ones
+//! `rewardlens serve` reads and answers with.
 //!
 //! What a server can make the client do is bounded: a response body is read as a stream (in the
 //! browser: refused by its Content-Length, else cut after fetch) and
@@ -19,11 +21,12 @@
 pub mod protocol;
 
 use futures_util::future::join_all;
+use rewardlens_core::wire::vllm;
 use rewardlens_core::Message;
-use serde_json::Value;
+use serde::Serialize;
 use std::time::Duration;
 
-pub use protocol::Protocol;
+pub use protocol::{Protocol, RequestBody};
 
 /// Something to score.
 #[derive(Debug, Clone, PartialEq)]
@@ -246,8 +249,8 @@ impl RemoteScorer {
         &self.url
     }
 
-    /// POSTs `body`, retrying transient failures; the parsed JSON answer.
-    async fn post(&self, body: &Value) -> Result<Value> {
+    /// POSTs `body` as JSON, retrying transient failures; the answer's body.
+    async fn post(&self, body: &impl Serialize) -> Result<Vec<u8>> {
         let (mut tries, mut timeouts) = (0, 0);
         loop {
             tries += 1;
@@ -270,12 +273,7 @@ impl RemoteScorer {
                         }
                         match read_capped(resp, self.cfg.max_body_bytes).await {
                             Ok((_, true)) => return Err(self.too_large()),
-                            Ok((bytes, false)) => {
-                                return serde_json::from_slice(&bytes).map_err(|e| RemoteError::Malformed {
-                                    url: self.url.clone(),
-                                    what: format!("not JSON ({e}): {}", snippet(&String::from_utf8_lossy(&bytes))),
-                                })
-                            }
+                            Ok((bytes, false)) => return Ok(bytes),
                             // Cut off mid-body: as transient as a failed connection.
                             Err(e) => (self.transport_error(&e, tries), None),
                         }
@@ -367,12 +365,17 @@ impl RemoteScorer {
         }
         let mut out = Vec::with_capacity(inputs.len());
         for chunk in inputs.chunks(self.cfg.batch_size.max(1)) {
-            let mut body = serde_json::json!({"input": chunk, "task": "token_classify", "use_activation": false});
-            if let Some(m) = &self.cfg.model {
-                body["model"] = m.clone().into();
-            }
+            let body = vllm::PoolingRequest {
+                model: self.cfg.model.clone(),
+                input: Some(vllm::PoolingInput::Batch(
+                    chunk.iter().map(|ids| vllm::PoolingInputItem::Tokens(ids.clone())).collect(),
+                )),
+                task: Some(vllm::PoolingTask::TokenClassify),
+                use_activation: Some(false),
+                ..Default::default()
+            };
             let resp = self.post(&body).await?;
-            let rows = protocol::parse_token_rows(&resp, chunk.len()).map_err(|what| self.malformed(what))?;
+            let rows = protocol::token_rows(&resp, chunk.len()).map_err(|what| self.malformed(what))?;
             for (ids, r) in chunk.iter().zip(&rows) {
                 if r.len() != ids.len() {
                     return Err(self.malformed(format!("{} token rows for {} tokens", r.len(), ids.len())));

@@ -1,8 +1,11 @@
-//! Request bodies and response parsing per protocol. Shapes follow each project's own source
-//! (named per variant); documented example responses are kept as test fixtures.
+//! Each protocol's request bodies and how its responses become scores. The bodies are the
+//! `rewardlens_core::wire` types that `rewardlens serve` reads and answers with; documented
+//! example responses are kept as test fixtures.
 
 use crate::{RemoteConfig, RemoteInput, RemoteScore};
-use serde_json::{json, Value};
+use rewardlens_core::wire::{self, nim, openrlhf, tei, vllm, ChatMessage};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 type Parsed = std::result::Result<Vec<RemoteScore>, String>;
 
@@ -68,50 +71,66 @@ impl Protocol {
         matches!(self, Self::VllmPooling | Self::VllmClassify | Self::Nim)
     }
 
-    fn model_field(body: &mut Value, cfg: &RemoteConfig) {
-        if let Some(m) = &cfg.model {
-            body["model"] = json!(m);
-        }
-    }
-
     /// The body for several rendered texts.
-    pub fn text_request(self, inputs: &[RemoteInput], cfg: &RemoteConfig) -> crate::Result<Value> {
-        let (texts, prompts): (Vec<&str>, Vec<&str>) = inputs
+    pub fn text_request(self, inputs: &[RemoteInput], cfg: &RemoteConfig) -> crate::Result<RequestBody> {
+        let (texts, prompts): (Vec<String>, Vec<String>) = inputs
             .iter()
             .map(|i| match i {
-                RemoteInput::Text { text, prompt } => (text.as_str(), prompt.as_str()),
+                RemoteInput::Text { text, prompt } => (text.clone(), prompt.clone()),
                 RemoteInput::Chat(_) => unreachable!("text_request takes texts"),
             })
             .unzip();
-        let mut body = match self {
-            Self::VllmPooling => {
-                json!({"input": texts, "task": "classify", "use_activation": false, "add_special_tokens": false})
-            }
-            Self::VllmClassify => json!({"input": texts, "use_activation": false, "add_special_tokens": false}),
-            Self::OpenRlhf => {
-                json!({"query": texts, "prompts": prompts, "labels": vec![Value::Null; texts.len()]})
-            }
-            Self::Tei => {
-                let batch: Vec<Vec<&str>> = texts.iter().map(|t| vec![*t]).collect();
-                json!({"inputs": batch, "raw_scores": true, "truncate": false})
-            }
+        Ok(match self {
+            Self::VllmPooling | Self::VllmClassify => RequestBody::Pooling(vllm::PoolingRequest {
+                model: cfg.model.clone(),
+                input: Some(vllm::PoolingInput::Batch(texts.into_iter().map(vllm::PoolingInputItem::Text).collect())),
+                task: self.pooling_task(),
+                use_activation: Some(false),
+                // The template already put in the special tokens.
+                add_special_tokens: Some(false),
+                ..Default::default()
+            }),
+            Self::OpenRlhf => RequestBody::Reward(openrlhf::RewardRequest {
+                labels: Some(vec![serde_json::Value::Null; texts.len()]),
+                query: Some(openrlhf::Queries::List(texts)),
+                prompts: Some(prompts),
+                ..Default::default()
+            }),
+            Self::Tei => RequestBody::Predict(tei::PredictRequest {
+                model: None,
+                inputs: tei::PredictInputs::Batch(texts.into_iter().map(|t| vec![t]).collect()),
+                raw_scores: true,
+                truncate: Some(false),
+            }),
             Self::Nim => return Err(crate::RemoteError::Input("NIM reward models take conversations".into())),
-        };
-        if matches!(self, Self::VllmPooling | Self::VllmClassify) {
-            Self::model_field(&mut body, cfg);
-        }
-        Ok(body)
+        })
+    }
+
+    /// `task: classify` on `/pooling`: a one-label model's raw logit, whatever the server's
+    /// default task for it (`/classify` has no task).
+    fn pooling_task(self) -> Option<vllm::PoolingTask> {
+        (self == Self::VllmPooling).then_some(vllm::PoolingTask::Classify)
     }
 
     /// The body for one input.
-    pub fn single_request(self, input: &RemoteInput, cfg: &RemoteConfig) -> crate::Result<Value> {
+    pub fn single_request(self, input: &RemoteInput, cfg: &RemoteConfig) -> crate::Result<RequestBody> {
         match input {
             RemoteInput::Text { .. } => self.text_request(std::slice::from_ref(input), cfg),
             RemoteInput::Chat(messages) => {
-                let mut body = match self {
-                    Self::VllmPooling => json!({"messages": messages, "task": "classify", "use_activation": false}),
-                    Self::VllmClassify => json!({"messages": messages, "use_activation": false}),
-                    Self::Nim => json!({"messages": messages, "stream": false}),
+                let messages: Vec<ChatMessage> = messages.iter().cloned().map(ChatMessage::from).collect();
+                Ok(match self {
+                    Self::VllmPooling | Self::VllmClassify => RequestBody::Pooling(vllm::PoolingRequest {
+                        model: cfg.model.clone(),
+                        messages: Some(messages),
+                        task: self.pooling_task(),
+                        use_activation: Some(false),
+                        ..Default::default()
+                    }),
+                    Self::Nim => RequestBody::ChatCompletion(nim::ChatCompletionRequest {
+                        model: cfg.model.clone(),
+                        messages,
+                        stream: Some(false),
+                    }),
                     Self::OpenRlhf | Self::Tei => {
                         return Err(crate::RemoteError::Input(format!(
                             "the {} protocol takes text rendered with the model's chat template; \
@@ -119,21 +138,19 @@ impl Protocol {
                             self.name()
                         )))
                     }
-                };
-                Self::model_field(&mut body, cfg);
-                Ok(body)
+                })
             }
         }
     }
 
-    /// Reads `n` scores from a response.
-    pub fn parse(self, v: &Value, n: usize, cfg: &RemoteConfig) -> Parsed {
+    /// Reads `n` scores from a response body.
+    pub fn parse(self, body: &[u8], n: usize, cfg: &RemoteConfig) -> Parsed {
         let scores = match self {
-            Self::VllmPooling => parse_pooling(v)?,
-            Self::VllmClassify => parse_classify(v)?,
-            Self::Nim => vec![parse_nim(v)?],
-            Self::OpenRlhf => parse_openrlhf(v, &cfg.score_key)?,
-            Self::Tei => parse_tei(v, n)?,
+            Self::VllmPooling => pooling_scores(decode(body)?)?,
+            Self::VllmClassify => classify_scores(decode(body)?)?,
+            Self::Nim => vec![nim_score(decode(body)?)?],
+            Self::OpenRlhf => reward_scores(decode(body)?, &cfg.score_key)?,
+            Self::Tei => prediction_scores(decode(body)?, n)?,
         };
         if scores.len() != n {
             return Err(format!("{} scores for {n} inputs", scores.len()));
@@ -145,25 +162,39 @@ impl Protocol {
     }
 }
 
-fn f32s(v: &Value, what: &str) -> std::result::Result<Vec<f32>, String> {
-    match v {
-        Value::Number(x) => Ok(vec![x.as_f64().unwrap_or(f64::NAN) as f32]),
-        Value::Array(a) => a
-            .iter()
-            .map(|x| x.as_f64().map(|f| f as f32).ok_or_else(|| format!("{what} holds a non-number: {x}")))
-            .collect(),
-        other => Err(format!("{what} is not a number or a list of numbers: {other}")),
-    }
+/// A request body in its protocol's wire type (serialized as that type alone).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum RequestBody {
+    /// vLLM `/pooling` and `/classify`.
+    Pooling(vllm::PoolingRequest),
+    /// NIM `/v1/chat/completions`.
+    ChatCompletion(nim::ChatCompletionRequest),
+    /// OpenRLHF/LightRFT `/get_reward`.
+    Reward(openrlhf::RewardRequest),
+    /// TEI `/predict`.
+    Predict(tei::PredictRequest),
 }
 
-/// Items of `data`, put back in `index` order.
-fn data_items(v: &Value) -> std::result::Result<Vec<&Value>, String> {
-    let items = v.get("data").and_then(Value::as_array).ok_or("no `data` list")?;
-    let mut indexed: Vec<(usize, &Value)> = items
-        .iter()
-        .enumerate()
-        .map(|(pos, it)| (it.get("index").and_then(Value::as_u64).map(|i| i as usize).unwrap_or(pos), it))
-        .collect();
+/// A response body as its wire type; what did not fit, named by its path.
+fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, String> {
+    wire::from_slice(body).map_err(|e| {
+        if e.is_syntax() {
+            format!("not JSON ({e}): {}", crate::snippet(&String::from_utf8_lossy(body)))
+        } else {
+            e.to_string()
+        }
+    })
+}
+
+fn score(values: Vec<f32>) -> RemoteScore {
+    RemoteScore { values, labels: vec![] }
+}
+
+/// `data` items put back in `index` order (an item without one stands at its position).
+fn in_index_order<T>(items: Vec<T>, index: impl Fn(&T) -> Option<usize>) -> Result<Vec<T>, String> {
+    let mut indexed: Vec<(usize, T)> =
+        items.into_iter().enumerate().map(|(pos, it)| (index(&it).unwrap_or(pos), it)).collect();
     indexed.sort_by_key(|(i, _)| *i);
     if indexed.iter().enumerate().any(|(want, (i, _))| want != *i) {
         return Err("`data[].index` values are not 0..n".into());
@@ -171,161 +202,130 @@ fn data_items(v: &Value) -> std::result::Result<Vec<&Value>, String> {
     Ok(indexed.into_iter().map(|(_, it)| it).collect())
 }
 
-fn parse_pooling(v: &Value) -> Parsed {
-    data_items(v)?
+fn pooling_scores(resp: vllm::PoolingResponse) -> Parsed {
+    in_index_order(resp.data, |it| it.index)?
         .into_iter()
         .enumerate()
-        .map(|(i, it)| {
-            let d = it.get("data").ok_or_else(|| format!("no `data[{i}].data`"))?;
+        .map(|(i, it)| match it.data {
+            vllm::PoolingData::Values(v) => Ok(score(v)),
+            vllm::PoolingData::Bare(x) => Ok(score(vec![x])),
             // A per-token answer (`token_classify`) means the server ignored `task`.
-            if d.as_array().and_then(|a| a.first()).is_some_and(Value::is_array) {
-                return Err(format!("`data[{i}].data` is per token; the server must support task `classify`"));
+            vllm::PoolingData::TokenRows(_) => {
+                Err(format!("`data[{i}].data` is per token; the server must support task `classify`"))
             }
-            Ok(crate::RemoteScore { values: f32s(d, &format!("`data[{i}].data`"))?, labels: vec![] })
         })
         .collect()
 }
 
 /// vLLM's `token_classify` answer: one row of values per token of each input, in input order.
-pub(crate) fn parse_token_rows(v: &Value, n: usize) -> std::result::Result<Vec<Vec<Vec<f32>>>, String> {
-    let items = data_items(v)?;
+pub(crate) fn token_rows(body: &[u8], n: usize) -> Result<Vec<Vec<Vec<f32>>>, String> {
+    let resp: vllm::PoolingResponse = decode(body)?;
+    let items = in_index_order(resp.data, |it| it.index)?;
     if items.len() != n {
         return Err(format!("{} results for {n} inputs", items.len()));
     }
     items
         .into_iter()
         .enumerate()
-        .map(|(i, it)| {
-            let rows = it.get("data").and_then(Value::as_array).ok_or_else(|| format!("no `data[{i}].data` list"))?;
-            rows.iter().enumerate().map(|(t, r)| f32s(r, &format!("`data[{i}].data[{t}]`"))).collect()
+        .map(|(i, it)| match it.data {
+            vllm::PoolingData::TokenRows(rows) => Ok(rows),
+            // A one-label head's rows, squeezed to one number per token.
+            vllm::PoolingData::Values(v) => Ok(v.into_iter().map(|x| vec![x]).collect()),
+            vllm::PoolingData::Bare(_) => Err(format!("`data[{i}].data` is a number, not a list per token")),
         })
         .collect()
 }
 
-fn parse_classify(v: &Value) -> Parsed {
-    data_items(v)?
-        .into_iter()
-        .enumerate()
-        .map(|(i, it)| {
-            let p = it.get("probs").ok_or_else(|| format!("no `data[{i}].probs`"))?;
-            Ok(crate::RemoteScore { values: f32s(p, &format!("`data[{i}].probs`"))?, labels: vec![] })
-        })
-        .collect()
+fn classify_scores(resp: vllm::ClassifyResponse) -> Parsed {
+    Ok(in_index_order(resp.data, |it| it.index)?.into_iter().map(|it| score(it.probs.into_vec())).collect())
 }
 
 /// `helpfulness:1.6,correctness:1.6,...` in the message content, else the same pairs in
 /// `logprobs.content[].{token, logprob}` (where NeMo Curator reads them).
-pub fn parse_nim(v: &Value) -> std::result::Result<crate::RemoteScore, String> {
-    let choice = v.get("choices").and_then(|c| c.get(0)).ok_or("no `choices[0]`")?;
-    let content = choice.get("message").and_then(|m| m.get("content")).and_then(Value::as_str).unwrap_or("");
-    let mut labels = Vec::new();
-    let mut values = Vec::new();
-    for pair in content.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-        let (name, value) =
-            pair.split_once(':').ok_or_else(|| format!("content `{content}` is not `name:score,...`"))?;
-        let value: f32 =
-            value.trim().parse().map_err(|_| format!("content `{content}`: `{}` is not a number", value.trim()))?;
-        labels.push(name.trim().to_owned());
-        values.push(value);
+fn nim_score(resp: nim::ChatCompletionResponse) -> Result<RemoteScore, String> {
+    let choice = resp.choices.into_iter().next().ok_or("no `choices[0]`")?;
+    let content = choice.message.and_then(|m| m.content).unwrap_or_default();
+    let mut pairs = nim::parse_reward_content(&content).map_err(|e| e.to_string())?;
+    if pairs.is_empty() {
+        let logprobs = choice.logprobs.and_then(|l| l.content).unwrap_or_default();
+        pairs = logprobs.into_iter().map(|e| (e.token, e.logprob)).collect();
     }
-    if values.is_empty() {
-        if let Some(lp) = choice.get("logprobs").and_then(|l| l.get("content")).and_then(Value::as_array) {
-            for e in lp {
-                labels.push(e.get("token").and_then(Value::as_str).unwrap_or("").to_owned());
-                values.push(
-                    e.get("logprob").and_then(Value::as_f64).ok_or("`logprobs.content[].logprob` missing")? as f32
-                );
-            }
-        }
-    }
-    if values.is_empty() {
+    if pairs.is_empty() {
         return Err("no scores in `choices[0].message.content` or `choices[0].logprobs`".into());
     }
-    Ok(crate::RemoteScore { values, labels })
+    let (labels, values) = pairs.into_iter().unzip();
+    Ok(RemoteScore { values, labels })
 }
 
-fn parse_openrlhf(v: &Value, key: &str) -> Parsed {
-    let r = v.get(key).ok_or_else(|| format!("no `{key}` key (keys: {})", keys(v)))?;
-    match r {
-        Value::Array(a) => a
-            .iter()
-            .enumerate()
-            .map(|(i, x)| Ok(crate::RemoteScore { values: f32s(x, &format!("`{key}[{i}]`"))?, labels: vec![] }))
-            .collect(),
-        x => Ok(vec![crate::RemoteScore { values: f32s(x, &format!("`{key}`"))?, labels: vec![] }]),
-    }
-}
-
-fn keys(v: &Value) -> String {
-    v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>().join(", ")).unwrap_or_else(|| "none".into())
+fn reward_scores(resp: openrlhf::RewardResponse, key: &str) -> Parsed {
+    let keys = resp.keys().join(", ");
+    let rewards = resp
+        .into_rewards(key)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no `{key}` key (keys: {})", if keys.is_empty() { "none" } else { keys.as_str() }))?;
+    Ok(rewards.into_per_query().into_iter().map(score).collect())
 }
 
 /// TEI answers each input's labels sorted by score; put them back in label order
 /// (`LABEL_0`, `LABEL_1`, … or the model's names, sorted by `LABEL_i` index when present).
-fn parse_tei(v: &Value, n: usize) -> Parsed {
-    let rows: Vec<&Value> = match v.as_array() {
-        Some(a) if a.first().is_some_and(Value::is_array) => a.iter().collect(),
-        Some(_) if n == 1 => vec![v],
-        _ => return Err("not a list of predictions".into()),
+fn prediction_scores(resp: tei::PredictResponse, n: usize) -> Parsed {
+    let rows = match resp {
+        tei::PredictResponse::Batch(rows) => rows,
+        tei::PredictResponse::Single(row) if n == 1 => vec![row],
+        tei::PredictResponse::Single(_) => return Err(format!("one list of predictions for {n} inputs")),
     };
-    rows.iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let mut preds: Vec<(String, f32)> = row
-                .as_array()
-                .ok_or_else(|| format!("prediction {i} is not a list"))?
-                .iter()
-                .map(|p| {
-                    let label = p.get("label").and_then(Value::as_str).unwrap_or("").to_owned();
-                    let score = p
-                        .get("score")
-                        .and_then(Value::as_f64)
-                        .ok_or_else(|| format!("prediction {i} has no `score`"))?;
-                    Ok((label, score as f32))
-                })
-                .collect::<std::result::Result<_, String>>()?;
-            let order = |l: &str| l.strip_prefix("LABEL_").and_then(|x| x.parse::<usize>().ok());
-            if preds.iter().all(|(l, _)| order(l).is_some()) {
-                preds.sort_by_key(|(l, _)| order(l));
+    let order = |l: &str| l.strip_prefix("LABEL_").and_then(|x| x.parse::<usize>().ok());
+    Ok(rows
+        .into_iter()
+        .map(|mut preds| {
+            if preds.iter().all(|p| order(&p.label).is_some()) {
+                preds.sort_by_key(|p| order(&p.label));
             }
-            Ok(crate::RemoteScore {
-                values: preds.iter().map(|p| p.1).collect(),
-                labels: preds.into_iter().map(|p| p.0).collect(),
-            })
+            RemoteScore {
+                values: preds.iter().map(|p| p.score).collect(),
+                labels: preds.into_iter().map(|p| p.label).collect(),
+            }
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
 
-    fn fixture(name: &str) -> Value {
-        let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    fn fixture(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
     }
 
     fn cfg(p: Protocol) -> RemoteConfig {
         RemoteConfig::new("http://h", p)
     }
 
+    fn parse(p: Protocol, body: &Value, n: usize) -> Parsed {
+        p.parse(body.to_string().as_bytes(), n, &cfg(p))
+    }
+
     #[test]
     fn documented_responses_parse() {
-        let nim = parse_nim(&fixture("nim_nemotron_340b_reward.json")).unwrap();
-        assert_eq!(nim.labels, ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]);
-        assert_eq!(nim.values, [1.6171875, 1.6484375, 3.3125, 0.546875, 0.515625]);
-        let nim70 = parse_nim(&fixture("nim_llama_3_1_nemotron_70b_reward.json")).unwrap();
+        let nim = Protocol::Nim.parse(&fixture("nim_nemotron_340b_reward.json"), 1, &cfg(Protocol::Nim)).unwrap();
+        assert_eq!(nim[0].labels, ["helpfulness", "correctness", "coherence", "complexity", "verbosity"]);
+        assert_eq!(nim[0].values, [1.6171875, 1.6484375, 3.3125, 0.546875, 0.515625]);
+        let nim70 =
+            Protocol::Nim.parse(&fixture("nim_llama_3_1_nemotron_70b_reward.json"), 1, &cfg(Protocol::Nim)).unwrap();
         assert_eq!(
-            (nim70.labels.as_slice(), nim70.values.as_slice()),
+            (nim70[0].labels.as_slice(), nim70[0].values.as_slice()),
             (&["reward".to_owned()][..], &[-2.609375f32][..])
         );
 
         let pooling = Protocol::VllmPooling
             .parse(&fixture("vllm_pooling_classify.json"), 2, &cfg(Protocol::VllmPooling))
             .unwrap();
+        assert_eq!(pooling[0].values, [3.5], "back in index order");
         assert_eq!(pooling[1].values, [-1.25]);
         let token = fixture("vllm_pooling_token_classify.json");
         assert!(Protocol::VllmPooling.parse(&token, 1, &cfg(Protocol::VllmPooling)).unwrap_err().contains("per token"));
+        assert_eq!(token_rows(&token, 1).unwrap()[0].len(), 8);
         let classify =
             Protocol::VllmClassify.parse(&fixture("vllm_classify.json"), 1, &cfg(Protocol::VllmClassify)).unwrap();
         assert_eq!(classify[0].values.len(), 2);
@@ -339,40 +339,98 @@ mod tests {
     }
 
     #[test]
+    fn other_shapes_servers_emit_parse() {
+        // A bare number per input, items without `index`, a single TEI list, OpenRLHF's bare
+        // reward for one query, NIM scores only in logprobs.
+        let p = parse(Protocol::VllmPooling, &json!({"data": [{"data": 1.5}, {"data": [2.5]}]}), 2).unwrap();
+        assert_eq!((p[0].values.as_slice(), p[1].values.as_slice()), (&[1.5f32][..], &[2.5f32][..]));
+        let t =
+            parse(Protocol::Tei, &json!([{"score": 0.25, "label": "LABEL_1"}, {"score": 0.75, "label": "LABEL_0"}]), 1);
+        assert_eq!(t.unwrap()[0].values, [0.75, 0.25]);
+        assert!(parse(Protocol::Tei, &json!([{"score": 0.25}]), 2).unwrap_err().contains("for 2 inputs"));
+        assert_eq!(parse(Protocol::OpenRlhf, &json!({"rewards": 0.5}), 1).unwrap()[0].values, [0.5]);
+        assert_eq!(parse(Protocol::OpenRlhf, &json!({"rewards": [[0.5, 1.0]]}), 1).unwrap()[0].values, [0.5, 1.0]);
+        let nim = parse(
+            Protocol::Nim,
+            &json!({"choices": [{"message": {"content": null}, "logprobs": {"content": [{"token": "reward", "logprob": -1.0}]}}]}),
+            1,
+        )
+        .unwrap();
+        assert_eq!((nim[0].labels.as_slice(), nim[0].values.as_slice()), (&["reward".to_owned()][..], &[-1.0f32][..]));
+        let rows = token_rows(json!({"data": [{"index": 0, "data": [0.5, 0.25]}]}).to_string().as_bytes(), 1);
+        assert_eq!(rows.unwrap(), [[[0.5], [0.25]]], "a one-label head's rows, squeezed");
+    }
+
+    #[test]
     fn bad_responses_name_the_field() {
-        let c = cfg(Protocol::OpenRlhf);
-        let e = Protocol::OpenRlhf.parse(&json!({"scores": [1.0]}), 1, &c).unwrap_err();
+        let e = parse(Protocol::OpenRlhf, &json!({"scores": [1.0]}), 1).unwrap_err();
         assert!(e.contains("no `rewards` key") && e.contains("scores"), "{e}");
-        let e = Protocol::OpenRlhf.parse(&json!({"rewards": [1.0]}), 2, &c).unwrap_err();
+        let e = parse(Protocol::OpenRlhf, &json!({"rewards": [1.0]}), 2).unwrap_err();
         assert!(e.contains("1 scores for 2 inputs"), "{e}");
-        let e =
-            Protocol::VllmPooling.parse(&json!({"data": [{"index": 0}]}), 1, &cfg(Protocol::VllmPooling)).unwrap_err();
-        assert!(e.contains("data[0].data"), "{e}");
-        let e = parse_nim(&json!({"choices": [{"message": {"content": "helpfulness=2"}}]})).unwrap_err();
+        let e = parse(Protocol::OpenRlhf, &json!({"rewards": ["x"]}), 1).unwrap_err();
+        assert!(e.starts_with("`rewards`: expected a list"), "{e}");
+        let e = parse(Protocol::VllmPooling, &json!({"data": [{"index": 0}]}), 1).unwrap_err();
+        assert!(e.starts_with("`data[0]`: missing field `data`"), "{e}");
+        let e = parse(Protocol::VllmPooling, &json!({"data": [{"index": 0, "data": [1.0, null]}]}), 1).unwrap_err();
+        assert!(e.starts_with("`data[0].data`: expected a list of numbers"), "{e}");
+        let e = parse(Protocol::VllmPooling, &json!({"data": [{"index": 1, "data": [1.0]}]}), 1).unwrap_err();
+        assert!(e.contains("`data[].index` values are not 0..n"), "{e}");
+        let e = parse(Protocol::VllmClassify, &json!({"data": [{"index": 0, "label": "a"}]}), 1).unwrap_err();
+        assert!(e.starts_with("`data[0]`: missing field `probs`"), "{e}");
+        let e = parse(Protocol::Nim, &json!({"choices": [{"message": {"content": "helpfulness=2"}}]}), 1).unwrap_err();
         assert!(e.contains("name:score"), "{e}");
+        let e = parse(Protocol::Nim, &json!({"choices": []}), 1).unwrap_err();
+        assert!(e.contains("no `choices[0]`"), "{e}");
+        let e = parse(Protocol::Nim, &json!({"choices": [{"logprobs": {"content": [{"token": "reward"}]}}]}), 1)
+            .unwrap_err();
+        assert!(e.starts_with("`choices[0].logprobs.content[0]`: missing field `logprob`"), "{e}");
+        let e = parse(Protocol::Tei, &json!([[{"label": "LABEL_0"}]]), 1).unwrap_err();
+        assert!(e.contains("expected a list of predictions"), "{e}");
+        let e = Protocol::OpenRlhf.parse(b"{\"rewards\": [1.0,", 1, &cfg(Protocol::OpenRlhf)).unwrap_err();
+        assert!(e.starts_with("not JSON (") && e.ends_with(r#"{"rewards": [1.0,"#), "{e}");
         let mut c = cfg(Protocol::OpenRlhf);
         c.score_key = "scores".into();
-        assert_eq!(Protocol::OpenRlhf.parse(&json!({"scores": [2.0]}), 1, &c).unwrap()[0].score(), 2.0);
+        assert_eq!(Protocol::OpenRlhf.parse(br#"{"scores": [2.0]}"#, 1, &c).unwrap()[0].score(), 2.0);
+        c.score_key = "reward".into();
+        assert_eq!(Protocol::OpenRlhf.parse(br#"{"reward": [3.0]}"#, 1, &c).unwrap()[0].score(), 3.0);
+        let e = Protocol::OpenRlhf.parse(br#"{"reward": {"a": 1}}"#, 1, &c).unwrap_err();
+        assert!(e.starts_with("`reward`: expected a list"), "{e}");
     }
 
     #[test]
     fn requests_have_each_protocols_shape() {
+        let body = |b: RequestBody| serde_json::to_value(b).unwrap();
         let chat = RemoteInput::Chat(rewardlens_core::types::prompt_response("p", "r"));
         let mut c = cfg(Protocol::VllmPooling);
         c.model = Some("m".into());
-        let b = Protocol::VllmPooling.single_request(&chat, &c).unwrap();
-        assert_eq!(b["task"], "classify");
-        assert_eq!(b["use_activation"], false);
-        assert_eq!(b["model"], "m");
-        assert_eq!(b["messages"][1]["role"], "assistant");
+        let b = body(Protocol::VllmPooling.single_request(&chat, &c).unwrap());
+        assert_eq!(
+            b,
+            json!({"model": "m", "task": "classify", "use_activation": false,
+                   "messages": [{"role": "user", "content": "p"}, {"role": "assistant", "content": "r"}]})
+        );
+        let b = body(Protocol::VllmClassify.single_request(&chat, &c).unwrap());
+        assert!(b.get("task").is_none(), "/classify has no task: {b}");
+        let b = body(Protocol::Nim.single_request(&chat, &c).unwrap());
+        assert_eq!(
+            (b["stream"].clone(), b["model"].clone(), b["messages"][1]["role"].clone()),
+            (json!(false), json!("m"), json!("assistant"))
+        );
         let text = [
             RemoteInput::Text { text: "t".into(), prompt: "p".into() },
             RemoteInput::Text { text: "u".into(), prompt: "q".into() },
         ];
-        let b = Protocol::OpenRlhf.text_request(&text, &cfg(Protocol::OpenRlhf)).unwrap();
+        let b = body(Protocol::VllmPooling.text_request(&text, &c).unwrap());
+        assert_eq!(
+            b,
+            json!({"model": "m", "input": ["t", "u"], "task": "classify", "use_activation": false, "add_special_tokens": false})
+        );
+        let b = body(Protocol::OpenRlhf.text_request(&text, &cfg(Protocol::OpenRlhf)).unwrap());
         assert_eq!(b, json!({"query": ["t", "u"], "prompts": ["p", "q"], "labels": [null, null]}));
-        let b = Protocol::Tei.text_request(&text, &cfg(Protocol::Tei)).unwrap();
+        let b = body(Protocol::Tei.text_request(&text, &cfg(Protocol::Tei)).unwrap());
         assert_eq!(b["inputs"], json!([["t"], ["u"]]), "a TEI batch is a list of lists (two bare strings are a pair)");
+        assert_eq!((b["raw_scores"].clone(), b["truncate"].clone()), (json!(true), json!(false)));
         assert!(Protocol::Tei.single_request(&chat, &cfg(Protocol::Tei)).is_err());
+        assert!(Protocol::Nim.text_request(&text, &cfg(Protocol::Nim)).is_err());
     }
 }
