@@ -11,5 +11,4 @@ pub mod share;
 pub mod stage;
 #[cfg(target_arch = "wasm32")]
 pub mod ui;
-#[cfg(target_arch = "wasm32")]
 pub mod worker;

@@ -327,80 +327,6 @@ impl UserError {
     }
 }
 
-/// Largest text file downloaded (config.json, tokenizer_config.json, chat_template.jinja, the
-/// shard index): real ones are kilobytes to a few megabytes.
-pub const TEXT_FILE_CAP: u64 = 16 << 20;
-/// Largest tokenizer.json (the largest real ones are about 35 MB).
-pub const TOKENIZER_CAP: u64 = 128 << 20;
-/// Largest single file: a download is one JS array read with 32-bit offsets.
-pub const FILE_CAP: u64 = u32::MAX as u64;
-
-/// Bytes a checkpoint's safetensors shards may hold in all, from config.json alone: every
-/// counted parameter and an untied LM head as large as the embedding (checkpoints converted
-/// from a causal LM keep it) in f32, the widest type checkpoints use; a quarter of the
-/// parameters more for tensors the count leaves out (other heads, buffers); 64 MiB of headers.
-pub fn weights_cap(parameters: u64, embedding: u64) -> u64 {
-    parameters.saturating_add(embedding).saturating_mul(4).saturating_add(parameters / 4).saturating_add(64 << 20)
-}
-
-/// Most shards a checkpoint of `layers` layers may list: each shard holds a tensor at least,
-/// and a layer has at most 16 (projections, biases, norms).
-pub fn max_shards(layers: usize) -> usize {
-    layers.saturating_mul(16).saturating_add(8)
-}
-
-/// One download's bytes against its cap, checked as they arrive: a missing or false
-/// Content-Length cannot make the worker hold more than the cap.
-#[derive(Debug, Clone)]
-pub struct DownloadBudget {
-    label: String,
-    cap: u64,
-    done: u64,
-}
-
-impl DownloadBudget {
-    pub fn new(label: &str, cap: u64) -> Self {
-        Self { label: label.to_owned(), cap: cap.min(FILE_CAP), done: 0 }
-    }
-
-    pub fn cap(&self) -> u64 {
-        self.cap
-    }
-
-    pub fn done(&self) -> u64 {
-        self.done
-    }
-
-    fn too_large(&self, bytes: u64) -> UserError {
-        UserError::new(
-            "too_large",
-            format!(
-                "{} is larger than expected ({bytes} bytes, at most {} allowed for it): the server sent more than \
-                 this model can need, so the download was stopped",
-                self.label, self.cap
-            ),
-        )
-    }
-
-    /// Refuses a declared length (Content-Length, or a cached entry's size) over the cap
-    /// before any byte is read.
-    pub fn declared(&self, len: Option<u64>) -> Result<(), UserError> {
-        match len {
-            Some(n) if n > self.cap => Err(self.too_large(n)),
-            _ => Ok(()),
-        }
-    }
-
-    /// Counts `n` more bytes; an error once the total passes the cap.
-    pub fn add(&mut self, n: u64) -> Result<(), UserError> {
-        self.done = self.done.saturating_add(n);
-        if self.done > self.cap {
-            return Err(self.too_large(self.done));
-        }
-        Ok(())
-    }
-}
-
 /// Reads a page message; an unreadable one is answered with its own `id` (when it has one),
 /// so one element's bad request fails only that request, never every job on the page.
 pub fn parse_request(text: &str) -> Result<ToWorker, (u64, UserError)> {
@@ -451,6 +377,10 @@ pub struct StepRequest {
     pub split: rewardlens_core::StepSplit,
     /// The head at every token of the answer (heatmap).
     pub tokens: bool,
+    /// `first_bad_step` in the answer's `record` is the first step below this; None: 0.5, as
+    /// the CLI's `--step-threshold`.
+    #[serde(default)]
+    pub threshold: Option<f32>,
 }
 
 /// Step rewards of one answer.
@@ -493,13 +423,13 @@ pub enum ScoreOutput {
     Sequences {
         results: Vec<SequenceResult>,
         labels: Vec<String>,
+        /// The job as `rewardlens score` writes its record (input, scores, ranking, steps with
+        /// `first_bad_step`: `worker::shape::record`); the web component's output.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        record: Option<serde_json::Map<String, serde_json::Value>>,
     },
     /// Annotated JSONL text and how many lines were skipped (each with its reason).
-    Jsonl {
-        text: String,
-        scored: usize,
-        skipped: Vec<String>,
-    },
+    Jsonl { text: String, scored: usize, skipped: Vec<String> },
 }
 
 fn one() -> usize {
@@ -653,30 +583,6 @@ mod tests {
     }
 
     #[test]
-    fn downloads_stop_at_their_cap() {
-        let mut b = DownloadBudget::new("config.json", 10);
-        b.declared(Some(10)).unwrap();
-        assert_eq!(b.declared(Some(11)).unwrap_err().code, "too_large");
-        // No Content-Length: the running count stops it.
-        b.declared(None).unwrap();
-        b.add(6).unwrap();
-        b.add(4).unwrap();
-        let e = b.add(1).unwrap_err();
-        assert!(e.message.contains("config.json") && e.message.contains("11 bytes"), "{}", e.message);
-        // Past 4 GiB nothing wraps: the cap never exceeds one JS array's 32-bit offsets.
-        let mut big = DownloadBudget::new("model.safetensors", u64::MAX);
-        assert_eq!(big.cap(), u32::MAX as u64);
-        big.add(u32::MAX as u64).unwrap();
-        assert!(big.add(1).is_err());
-        assert_eq!(big.done(), (u32::MAX as u64) + 1);
-        // The fixture qwen3-seq (9.74M parameters, 9.71M of them the embedding; 19.5 MB in
-        // bf16, 39 MB in f32) fits; its copy padded by 200 MiB is refused in the browser test.
-        let cap = weights_cap(9_744_448, 9_706_816);
-        assert!(cap > 39_000_000 && cap < 200 << 20, "{cap}");
-        assert_eq!(max_shards(2), 40);
-    }
-
-    #[test]
     fn an_unreadable_request_is_answered_with_its_own_id() {
         let (id, e) =
             parse_request(r#"{"type":"load","id":7,"source":{"kind":"url","url":"/m"},"storage":"q9"}"#).unwrap_err();
@@ -696,6 +602,7 @@ mod tests {
                 convention: Some("qwen".into()),
                 split: rewardlens_core::StepSplit::Separator("ки".into()),
                 tokens: true,
+                threshold: Some(0.25),
             }),
         };
         let text = serde_json::to_string(&m).unwrap();

@@ -204,7 +204,7 @@ mod tests {
         assert!(bench_request("?bench=64&batch=17").unwrap_err().contains("batch"));
         assert!(bench_request("?bench=100000000").unwrap_err().contains("32768"));
         assert!(bench_request("?bench=0").is_err());
-        let many = vec!["8"; 17].join(",");
+        let many = ["8"; 17].join(",");
         assert!(bench_request(&format!("?bench={many}")).unwrap_err().contains("16"));
         assert!(bench_request("?bench=8&iters=1000000").unwrap_err().contains("iters"));
         assert!(bench_request("?bench=").is_err());

@@ -13,6 +13,7 @@
 
 use crate::pipeline::{plan, Collector, InputSeqs, Piece, PieceBytes, Pieces, StageMsg, StageReply, Step};
 use crate::protocol::UserError;
+use crate::worker::error::WorkerError;
 use candle_core::Device;
 use js_sys::{Array, Float32Array, Promise, Reflect, Uint8Array};
 use rewardlens_models::gguf::{ByteSource, GgufFile};
@@ -381,8 +382,8 @@ impl Pipeline {
         scope: &DedicatedWorkerGlobalScope,
         plan: StagePlan,
         chunk_tokens: usize,
-    ) -> Result<Self, UserError> {
-        let engine_err = |m: String| UserError::new("engine", m);
+    ) -> Result<Self, WorkerError> {
+        let engine_err = WorkerError::Engine;
         let script = scope.location().href();
         let mailbox: Rc<RefCell<Mailbox>> = Rc::default();
         let mut closures = Vec::new();
@@ -503,7 +504,10 @@ impl Pipeline {
                         break;
                     }
                     Event::Reply(StageReply::LoadFailed { index, code, message }) => {
-                        return Err(UserError::new(&code, format!("pipeline stage {index}: {message}")))
+                        return Err(WorkerError::Stage(UserError::new(
+                            &code,
+                            format!("pipeline stage {index}: {message}"),
+                        )))
                     }
                     Event::Crash { index, message } => {
                         return Err(engine_err(format!(
@@ -519,13 +523,13 @@ impl Pipeline {
     }
 
     /// The next event while starting, failing after `STAGE_START_MS`.
-    async fn wait(&self, since: f64) -> Result<Event, UserError> {
+    async fn wait(&self, since: f64) -> Result<Event, WorkerError> {
         loop {
             if let Some(ev) = next_event(&self.scope, &self.mailbox).await {
                 return Ok(ev);
             }
             if js_sys::Date::now() - since > STAGE_START_MS {
-                return Err(UserError::new("engine", "the pipeline workers did not start in time"));
+                return Err(WorkerError::Engine("the pipeline workers did not start in time".into()));
             }
         }
     }
@@ -545,10 +549,10 @@ impl Pipeline {
         &self,
         rows: &[&[u32]],
         groups: &[Range<usize>],
-        check: &dyn Fn() -> Result<(), UserError>,
-    ) -> Result<Vec<Vec<Vec<f32>>>, UserError> {
+        check: &dyn Fn() -> Result<(), WorkerError>,
+    ) -> Result<Vec<Vec<Vec<f32>>>, WorkerError> {
         if let Some(why) = self.broken.borrow().clone() {
-            return Err(UserError::new("worker_crashed", why));
+            return Err(WorkerError::WorkerCrashed(why));
         }
         let mut next = self.next_seq.get();
         let (steps, seqs) = plan(rows, groups, self.chunk_tokens, self.stages(), &mut next);
@@ -593,11 +597,11 @@ impl Pipeline {
                 Some(Event::Reply(StageReply::Logits { seq, chunk, logits })) => {
                     // Outputs of an abandoned job carry sequence ids this job does not have.
                     let Some(&last) = last_chunk.get(&seq) else { continue };
-                    collector.add(seq, chunk, logits, chunk == last).map_err(|e| UserError::new("engine", e))?;
+                    collector.add(seq, chunk, logits, chunk == last).map_err(WorkerError::Engine)?;
                 }
                 Some(Event::Reply(StageReply::Failed { seq, index, message })) if last_chunk.contains_key(&seq) => {
                     post_port(&self.first, &StageMsg::Reset, None);
-                    return Err(UserError::new("engine", format!("pipeline stage {index}: {message}")));
+                    return Err(WorkerError::Engine(format!("pipeline stage {index}: {message}")));
                 }
                 Some(Event::Crash { index, message }) => {
                     let why = format!(
@@ -607,7 +611,7 @@ impl Pipeline {
                         self.workers.len()
                     );
                     *self.broken.borrow_mut() = Some(why.clone());
-                    return Err(UserError::new("worker_crashed", why));
+                    return Err(WorkerError::WorkerCrashed(why));
                 }
                 Some(_) => {}
             }

@@ -207,7 +207,7 @@ impl Engine {
                 let submitted = self.current.get_value().and_then(|(_, s)| s);
                 self.finish();
                 match output {
-                    ScoreOutput::Sequences { results, labels } => {
+                    ScoreOutput::Sequences { results, labels, .. } => {
                         let sub = submitted.unwrap_or(Submitted { prompt: String::new(), responses: vec![] });
                         s.results.set(Some(Comparison {
                             model: s.model.get_untracked().map(|m| m.source).unwrap_or_default(),

@@ -87,6 +87,8 @@ impl StepOptions {
             convention: (c != "auto").then_some(c),
             split,
             tokens: self.tokens.get_untracked(),
+            // The page marks the first bad step itself, against its live threshold slider.
+            threshold: None,
         }))
     }
 }
