@@ -80,6 +80,8 @@ export interface ScoreResult {
   step_scores?: number[] | (number[] | null)[];
   first_bad_step?: number | null | (number | null)[];
   step_error?: string;
+  /** Tokens cut off the end (`truncate: true` only, when some were): per response, or one number. */
+  truncated_tokens?: number | number[];
   /** `WebGPU: …`, `WASM CPU (simd128)` or `Remote (…)`. */
   backend: string;
   timing: Timing;

@@ -187,41 +187,18 @@ function loadMessage(o) {
   };
 }
 
-/** A worker result in the CLI's output shape. */
-function cliShape(input, msg, info, threshold) {
-  const out = msg.output;
-  const results = out.results;
-  const scores = results.map((r) => r.score);
-  const labels = out.labels || [];
-  const shaped = input.conversation ? { conversation: input.conversation, score: scores[0] }
-    : { prompt: input.prompt, responses: input.responses, scores, ranking: ranking(scores) };
-  if (labels.length > 1) {
-    const attrs = results.map((r) => Object.fromEntries(labels.map((l, i) => [l, r.logits[i]])));
-    shaped.attributes = input.conversation ? attrs[0] : attrs;
-  }
-  const withSteps = results.filter((r) => r.steps);
-  if (withSteps.length) {
-    const one = (f) => (input.conversation ? f(results[0]) : results.map(f));
-    shaped.step_convention = withSteps[0].steps.convention;
-    shaped.steps = one((r) => (r.steps ? r.steps.steps.map((s) => s.text) : null));
-    shaped.step_scores = one((r) => (r.steps ? r.steps.scores : null));
-    shaped.first_bad_step = one((r) => (r.steps ? firstBelow(r.steps.scores, threshold) : null));
-  }
-  const errors = results.map((r) => r.step_error).filter(Boolean);
-  if (errors.length) shaped.step_error = errors[0];
-  shaped.backend = msg.backend;
-  shaped.timing = { ms: msg.ms, per_response_ms: results.map((r) => r.ms), tokens: results.map((r) => r.tokens) };
-  shaped.model = info ? info.source : undefined;
-  return shaped;
-}
-
-function ranking(scores) {
-  return scores.map((s, i) => i).sort((a, b) => scores[b] - scores[a] || a - b);
-}
-
-function firstBelow(scores, threshold) {
-  const i = scores.findIndex((s) => s < threshold);
-  return i < 0 ? null : i;
+/**
+ * A worker result as the component gives it: the record the worker shaped as `rewardlens score`
+ * writes it (input, scores, ranking, attributes, steps, first_bad_step), plus backend and timing.
+ */
+function withTiming(msg, info) {
+  const results = msg.output.results;
+  return {
+    ...msg.output.record,
+    backend: msg.backend,
+    timing: { ms: msg.ms, per_response_ms: results.map((r) => r.ms), tokens: results.map((r) => r.tokens) },
+    model: info ? info.source : undefined,
+  };
 }
 
 function asError(e) {
@@ -263,13 +240,13 @@ export class RewardScorer {
       convention: typeof stepsOpt === "string" ? stepsOpt : null,
       split: opts.split || { by: "blank_lines" },
       tokens: !!opts.tokens,
+      threshold: Number(opts.threshold ?? 0.5),
     } : null;
-    const threshold = opts.threshold ?? 0.5;
     return inTurn(async (e) => {
       const info = await e.ensure(this.options, opts.onProgress, opts.signal);
       this.info = info;
       const msg = await e.request({ type: "score", job, truncate: !!opts.truncate, steps }, opts.onProgress, opts.signal);
-      return cliShape(input, msg, info, threshold);
+      return withTiming(msg, info);
     });
   }
 }
@@ -444,7 +421,7 @@ export class RewardScorerElement extends HTMLElement {
         { steps: mode === "steps" ? true : undefined, threshold, onProgress: this._progress(), signal: abort.signal });
       if (ticket !== this._ticket) return detail; // a newer request is on its way
       this._last = detail;
-      this._render(detail, responses, mode, threshold);
+      this._render(detail, responses, mode);
       this._status.textContent = `scored by ${detail.backend} in ${Math.round(detail.timing.ms)} ms`;
       this._emit("reward-scored", detail);
       return detail;
@@ -454,7 +431,7 @@ export class RewardScorerElement extends HTMLElement {
     }
   }
 
-  _render(d, responses, mode, threshold) {
+  _render(d, responses, mode) {
     const { scores, ranking: order } = d;
     const lo = Math.min(...scores), hi = Math.max(...scores);
     const rank = new Array(scores.length);
@@ -476,7 +453,7 @@ export class RewardScorerElement extends HTMLElement {
           el("span", { style: `width:${width.toFixed(1)}%` })),
         el("span", { class: "text", part: "text" }, responses[i]));
       if (mode === "steps" && d.step_scores && d.step_scores[i]) {
-        const bad = firstBelow(d.step_scores[i], threshold);
+        const bad = d.first_bad_step[i];
         const cells = el("span", { class: "steps", part: "steps", role: "list", "aria-label": `step rewards of response ${i + 1}` });
         d.step_scores[i].forEach((v, k) => {
           const label = `Step ${k + 1}: ${fmt(v)}${k === bad ? " (first below the threshold)" : ""}. ${d.steps[i][k]}`;

@@ -636,7 +636,7 @@ fn shadow_scores(b: &Browser, id: &str) -> Vec<f64> {
 }
 
 #[test]
-#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+#[ignore = "needs `cargo xtask dist`, the release CLI and Chromium; run by `cargo xtask test`"]
 fn web_component_two_scorers_one_engine_events_and_js_api() {
     let pages = repo_root().join("tests/browser/pages");
     let srv = StaticServer::start(
@@ -752,6 +752,57 @@ fn web_component_two_scorers_one_engine_events_and_js_api() {
     );
     assert!(d[0]["backend"].as_str().unwrap().starts_with("Remote (nim"), "{}", d[0]);
     assert_close(&d[0]["scores"][0].to_string(), paris, "remote element");
+
+    // Ranking and first bad step as the CLI writes them: the engine shapes the component's
+    // output with the CLI's own record code, checked here against `rewardlens score`.
+    let steps = golden_steps("prm-qwen-mlp");
+    let answer = |k: &str| {
+        let c = &steps["cases"][k];
+        c["steps"].as_array().unwrap().iter().map(|s| s.as_str().unwrap()).collect::<Vec<_>>().join("\n\n")
+    };
+    let (prompt, responses) =
+        (steps["cases"]["wrong"]["problem"].clone(), serde_json::json!([answer("wrong"), answer("ducks")]));
+    let out = b.script_async(
+        "const done = arguments[arguments.length - 1]; \
+         RewardScorer.load({ model: '/fixtures/prm-qwen-mlp', storage: 'f32' }) \
+           .then(s => s.score({ prompt: arguments[0], responses: arguments[1] }, { threshold: 0.05 })) \
+           .then(done, e => done({ error: e }));",
+        serde_json::json!([prompt, responses]),
+    );
+    assert!(out.get("error").is_none(), "{out}");
+    let line = serde_json::json!({ "prompt": prompt, "responses": responses });
+    let cli = &cli_score("prm-qwen-mlp", &[line], &["--step-threshold", "0.05"])[0];
+    for key in ["responses", "ranking", "step_convention", "steps", "first_bad_step"] {
+        assert_eq!(out[key], cli[key], "`{key}`: component {out}\nCLI {cli}");
+    }
+    // transformers' step rewards of this answer: 0.094, 0.038, 0.013.
+    assert_eq!(out["first_bad_step"][0], 1, "{out}");
+    for (i, s) in cli["scores"].as_array().unwrap().iter().enumerate() {
+        assert_close(&out["scores"][i].to_string(), s.as_f64().unwrap(), "component score vs CLI");
+        for (k, v) in cli["step_scores"][i].as_array().unwrap().iter().enumerate() {
+            assert_close(&out["step_scores"][i][k].to_string(), v.as_f64().unwrap(), "component step vs CLI");
+        }
+    }
+}
+
+/// `rewardlens score` (the release CLI, built by `cargo xtask test`) on `lines` with a fixture
+/// model and `extra` flags: its output objects.
+fn cli_score(model: &str, lines: &[Value], extra: &[&str]) -> Vec<Value> {
+    let bin = repo_root().join("target/release/rewardlens");
+    assert!(bin.exists(), "{} is missing: `cargo xtask test` builds it", bin.display());
+    let dir = artifacts().join("cli-score");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (input, output) = (dir.join(format!("{model}.in.jsonl")), dir.join(format!("{model}.out.jsonl")));
+    std::fs::write(&input, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).unwrap();
+    let _ = std::fs::remove_file(&output);
+    let o = std::process::Command::new(bin)
+        .args(["score", "--model", fixtures_dir().join(model).to_str().unwrap()])
+        .args(["--input", input.to_str().unwrap(), "--output", output.to_str().unwrap()])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "rewardlens score: {}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
 #[test]
