@@ -212,13 +212,12 @@ impl Gpu {
         GpuBuffer { buffer, len }
     }
 
-    pub(crate) fn uniform(&self, words: &[u32]) -> wgpu::Buffer {
-        // Uniform buffers are read in 16-byte rows.
-        let mut padded = words.to_vec();
-        padded.resize(words.len().div_ceil(4).max(1) * 4, 0);
+    /// A uniform buffer holding `params`, a kernel's `#[repr(C)]` mirror of its WGSL uniform
+    /// struct (which carries its own padding to the 16-byte rows uniforms are read in).
+    pub(crate) fn uniform(&self, params: &impl bytemuck::Pod) -> wgpu::Buffer {
         self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
             label: Some("params"),
-            contents: bytemuck::cast_slice(&padded),
+            contents: bytemuck::bytes_of(params),
             usage: wgpu::BufferUsages::UNIFORM,
         })
     }
