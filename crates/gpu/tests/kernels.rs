@@ -161,7 +161,8 @@ fn rope_matches_cpu_rotate_half() {
     // Late positions too: large angles are where GPU sin/cos would drift.
     let (tokens, heads, d, offset) = (9, 3, 16, 3000);
     let x = random(tokens * heads * d, 7);
-    let freq = inv_freq(d, 10_000.0);
+    let freq: Vec<f32> =
+        rewardlens_models::config::rope_base_inv_freq(d, 10_000.0).into_iter().map(|f| f as f32).collect();
     let mut want = x.clone();
     for t in 0..tokens {
         for h in 0..heads {
@@ -175,7 +176,7 @@ fn rope_matches_cpu_rotate_half() {
         }
     }
     let buf = g.upload_f32(&x);
-    let (cos, sin) = rope_tables(&freq, offset, tokens);
+    let (cos, sin) = rewardlens_models::plan::rope_tables(&freq, offset..offset + tokens);
     rope.run(g, &buf, &g.upload_f32(&cos), &g.upload_f32(&sin), tokens, heads, d).unwrap();
     assert_close(&g.download_f32_blocking(&buf).unwrap(), &want, 1e-4, "rope");
 }

@@ -343,8 +343,7 @@ impl ModelConfig {
 
     /// Inverse frequencies of the rotary embedding, `head_dim / 2` of them, scaled as configured.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
-        let d = self.head_dim;
-        let base: Vec<f64> = (0..d / 2).map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+        let base = rope_base_inv_freq(self.head_dim, self.rope_theta);
         let scaled: Vec<f64> = match self.rope_scaling {
             RopeScaling::None => base,
             RopeScaling::Linear { factor } => base.iter().map(|f| f / factor).collect(),
@@ -374,6 +373,12 @@ impl ModelConfig {
         };
         scaled.into_iter().map(|f| f as f32).collect()
     }
+}
+
+/// Unscaled rotary inverse frequencies `1 / theta^(2i / head_dim)`, `head_dim / 2` of them, in
+/// f64 (scaling divides these before the one rounding to f32).
+pub fn rope_base_inv_freq(head_dim: usize, theta: f64) -> Vec<f64> {
+    (0..head_dim / 2).map(|i| 1.0 / theta.powf((2 * i) as f64 / head_dim as f64)).collect()
 }
 
 #[cfg(test)]

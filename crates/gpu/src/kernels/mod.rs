@@ -24,7 +24,7 @@ pub use elementwise::ElementwiseParams;
 pub use embedding::{Embedding, EmbeddingParams};
 pub use matmul::{Matmul, MatmulParams};
 pub use rms_norm::{RmsNorm, RmsNormParams};
-pub use rope::{inv_freq, rope_tables, rope_tables_at, Rope, RopeParams};
+pub use rope::{Rope, RopeParams};
 pub use swiglu::SwiGlu;
 pub use weights::{decoded_weights, encode_weights, quantize_q4_0, quantize_q8_0, split_rows, GpuMatrix, WeightFormat};
 

@@ -13,33 +13,9 @@ pub struct RopeParams {
 
 const SOURCE: &str = include_str!("rope.wgsl");
 
-/// Rotary embedding in place on `[tokens, heads, head_dim]`.
+/// Rotary embedding in place on `[tokens, heads, head_dim]`, with the cos/sin tables of
+/// `rewardlens_models::plan::rope_tables`.
 pub struct Rope(wgpu::ComputePipeline);
-
-/// `1 / theta^(2i / head_dim)` (unscaled; models take theirs from `ModelConfig::rope_inv_freq`).
-pub fn inv_freq(head_dim: usize, theta: f64) -> Vec<f32> {
-    (0..head_dim / 2).map(|i| (1.0 / theta.powf(2.0 * i as f64 / head_dim as f64)) as f32).collect()
-}
-
-/// cos and sin tables `[tokens, head_dim/2]` for positions `offset..offset + tokens`, in f32
-/// like transformers.
-pub fn rope_tables(inv_freq: &[f32], offset: usize, tokens: usize) -> (Vec<f32>, Vec<f32>) {
-    rope_tables_at(inv_freq, offset..offset + tokens)
-}
-
-/// cos and sin tables for any positions (packed sequences restart at 0).
-pub fn rope_tables_at(inv_freq: &[f32], positions: impl ExactSizeIterator<Item = usize>) -> (Vec<f32>, Vec<f32>) {
-    let mut cos = Vec::with_capacity(positions.len() * inv_freq.len());
-    let mut sin = Vec::with_capacity(positions.len() * inv_freq.len());
-    for pos in positions {
-        for f in inv_freq {
-            let a = pos as f32 * f;
-            cos.push(a.cos());
-            sin.push(a.sin());
-        }
-    }
-    (cos, sin)
-}
 
 impl Rope {
     pub fn new(gpu: &Gpu) -> Self {
