@@ -114,12 +114,14 @@ pub struct InputSeqs {
 }
 
 /// Plans the chunks of `rows` (token ids per input). `groups`: consecutive inputs that share a
-/// prompt (as `shared_prompt_runs` finds them); a group of two or more runs its common prefix
-/// once as a prompt sequence and each input continues from a fork of it. Each sequence is cut
+/// prompt (as `shared_prompt_runs` finds them); a group of two or more runs its prompt
+/// (`plan::shared_prompt_tokens`, under the model's `pad_token_id`) once as a prompt sequence and
+/// each input continues from a fork of it. Each sequence is cut
 /// into chunks of [`chunk_len`] tokens. Sequence ids start at `next_seq`, which is advanced.
 pub fn plan(
     rows: &[&[u32]],
     groups: &[Range<usize>],
+    pad_token_id: Option<u32>,
     chunk_tokens: usize,
     stages: usize,
     next_seq: &mut u64,
@@ -147,13 +149,8 @@ pub fn plan(
     };
     for g in groups {
         let members = &rows[g.clone()];
-        // The prompt must leave every response at least one token of its own.
-        let shared = if members.len() > 1 {
-            let common = rewardlens_models::plan::shared_prefix_len(members);
-            common.min(members.iter().map(|r| r.len().saturating_sub(1)).min().unwrap_or(0))
-        } else {
-            0
-        };
+        let shared =
+            if members.len() > 1 { rewardlens_models::plan::shared_prompt_tokens(members, pad_token_id) } else { 0 };
         let prompt = if shared > 0 {
             let p = new_seq();
             push_seq(&mut steps, p, g.start, 0..shared, None);
@@ -388,7 +385,7 @@ mod tests {
         let c = [7, 8, 9];
         let rows: Vec<&[u32]> = vec![&a, &b, &c];
         let mut next = 10;
-        let (steps, seqs) = plan(&rows, &[0..2, 2..3], 2, 1, &mut next);
+        let (steps, seqs) = plan(&rows, &[0..2, 2..3], None, 2, 1, &mut next);
         assert_eq!(next, 14);
         assert_eq!(
             seqs,
@@ -427,7 +424,7 @@ mod tests {
         // A smaller setting wins over the floor.
         assert_eq!(chunk_len(900, 2, 8), 8);
         let ids: Vec<u32> = (0..64).collect();
-        let (steps, _) = plan(&[&ids], std::slice::from_ref(&(0..1)), 128, 2, &mut 0);
+        let (steps, _) = plan(&[&ids], std::slice::from_ref(&(0..1)), None, 128, 2, &mut 0);
         assert_eq!(steps.len(), 4);
         assert!(matches!(&steps[3], Step::Chunk(c) if c.ids == (48..64) && c.end));
     }
@@ -437,7 +434,7 @@ mod tests {
         let a = [1, 2, 3];
         let b = [1, 2, 3, 4];
         let rows: Vec<&[u32]> = vec![&a, &b];
-        let (steps, _) = plan(&rows, std::slice::from_ref(&(0..2)), 8, 1, &mut 0);
+        let (steps, _) = plan(&rows, std::slice::from_ref(&(0..2)), None, 8, 1, &mut 0);
         assert_eq!(
             steps[0],
             Step::Chunk(ChunkPlan { seq: 0, chunk: 0, fork_from: None, ids: 0..2, input: 0, end: true })

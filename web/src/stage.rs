@@ -543,19 +543,21 @@ impl Pipeline {
     }
 
     /// The head's logits at every position of each row, in input order. `groups`: consecutive
-    /// rows sharing a prompt (their prompt runs once). `check` is called while waiting and
-    /// stops the job with its error (cancellation).
+    /// rows sharing a prompt (their prompt runs once; `pad_token_id` is the model's, for the
+    /// plan's prompt rule). `check` is called while waiting and stops the job with its error
+    /// (cancellation).
     pub async fn run(
         &self,
         rows: &[&[u32]],
         groups: &[Range<usize>],
+        pad_token_id: Option<u32>,
         check: &dyn Fn() -> Result<(), WorkerError>,
     ) -> Result<Vec<Vec<Vec<f32>>>, WorkerError> {
         if let Some(why) = self.broken.borrow().clone() {
             return Err(WorkerError::WorkerCrashed(why));
         }
         let mut next = self.next_seq.get();
-        let (steps, seqs) = plan(rows, groups, self.chunk_tokens, self.stages(), &mut next);
+        let (steps, seqs) = plan(rows, groups, pad_token_id, self.chunk_tokens, self.stages(), &mut next);
         self.next_seq.set(next);
         // Which sequences are this job's, and their last chunk.
         let mut last_chunk: HashMap<u64, u32> = HashMap::new();

@@ -208,17 +208,23 @@ pub fn shared_prefix_len(rows: &[&[u32]]) -> usize {
 pub const MIN_SHARED_PREFIX: usize = 32;
 
 /// How many leading tokens a batch computes once for all its rows (0: none). Reuse needs two
-/// rows or more and `min_tokens` shared tokens (`None`: off); the prefix stops before every
-/// row's pooled token, so each row keeps that token (and so at least one) among its own.
+/// rows or more and `min_tokens` shared tokens (`None`: off); the prefix is
+/// [`shared_prompt_tokens`].
 pub fn shared_prompt(c: &ModelConfig, rows: &[&[u32]], min_tokens: Option<usize>) -> usize {
     let Some(min) = min_tokens.filter(|_| rows.len() > 1) else { return 0 };
-    let keep = rows.iter().map(|r| pooled_index(r, c.pad_token_id)).min().unwrap_or(0);
-    let shared = shared_prefix_len(rows).min(keep);
+    let shared = shared_prompt_tokens(rows, c.pad_token_id);
     if shared >= min.max(1) {
         shared
     } else {
         0
     }
+}
+
+/// The prompt rows share, as far as it can run once: it stops before every row's pooled token,
+/// so each row keeps that token (and so at least one) among its own.
+pub fn shared_prompt_tokens(rows: &[&[u32]], pad_token_id: Option<u32>) -> usize {
+    let keep = rows.iter().map(|r| pooled_index(r, pad_token_id)).min().unwrap_or(0);
+    shared_prefix_len(rows).min(keep)
 }
 
 /// cos and sin tables `[positions, head_dim / 2]` for any positions (a packed batch restarts at

@@ -92,8 +92,9 @@ impl Scorer {
         match self {
             Self::Local(model) => Ok(model.forward_positions(ids)?),
             Self::WebGpu { model, .. } => Ok(model.forward_positions(ids).await?),
-            Self::Pipeline { pipeline, .. } => {
-                let mut rows = pipeline.run(&[ids], std::slice::from_ref(&(0..1)), &|| Ok(())).await?;
+            Self::Pipeline { pipeline, config, .. } => {
+                let one = std::slice::from_ref(&(0..1));
+                let mut rows = pipeline.run(&[ids], one, config.pad_token_id, &|| Ok(())).await?;
                 Ok(rows.pop().unwrap_or_default())
             }
             Self::Remote { .. } => Err(WorkerError::Remote("step rewards need the model in this browser".into())),
@@ -160,7 +161,7 @@ impl Scorer {
             // responses to one prompt continuing one prompt pass.
             Self::Pipeline { config, pipeline, .. } => {
                 let rows: Vec<&[u32]> = encoded.iter().map(|e| e.ids.as_slice()).collect();
-                let positions = pipeline.run(&rows, groups, cancel).await?;
+                let positions = pipeline.run(&rows, groups, config.pad_token_id, cancel).await?;
                 encoded
                     .iter()
                     .zip(positions)
@@ -194,9 +195,9 @@ impl Scorer {
             }
             // All rows back to back through the stages, one shared-prompt group: every row
             // continues the same shared prompt.
-            Self::Pipeline { pipeline, .. } => {
+            Self::Pipeline { pipeline, config, .. } => {
                 let all = 0..rows.len();
-                pipeline.run(rows, &[all], cancel).await?;
+                pipeline.run(rows, &[all], config.pad_token_id, cancel).await?;
                 Ok(Vec::new())
             }
             Self::Remote { .. } => Err(WorkerError::Remote(
