@@ -260,7 +260,7 @@ fn a_forked_prompt_equals_scoring_each_full_row() {
         let model = DecoderRewardModel::load(c.clone(), &w, &Device::Cpu).unwrap();
         let all = cases(name);
         let (a, b) = (&all[0].1, &all[1].1);
-        let shared = rewardlens_models::plan::shared_prefix_len(&[a, b]).min(a.len() - 1).min(b.len() - 1);
+        let shared = rewardlens_models::plan::shared_prompt_tokens(&[a, b], c.pad_token_id);
         assert!(shared > 0, "{name}: cases share a prompt");
         for n in [1, 2] {
             let stages = load_stages(&c, &w, n);
