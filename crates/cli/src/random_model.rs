@@ -54,8 +54,10 @@ pub fn run(args: RandomModelArgs) -> Result<ExitCode> {
     let c = ModelConfig::from_json(&text)?;
     let mut rng = Normal(args.seed);
     let mut t: HashMap<String, Tensor> = HashMap::new();
-    // Every tensor the model reads, named and shaped by the plan every backend loads from.
-    for (name, shape) in plan::tensors(&c, 0..c.num_hidden_layers) {
+    // Every tensor the model reads, named and shaped by the plan every backend loads from, drawn
+    // in a fixed order (linear layers, then norms, per layer) so a seed keeps giving the same
+    // model: the quantization bounds in the tests were measured on these weights.
+    let mut draw = |name: String, shape: Vec<usize>| -> Result<()> {
         let (mean, std) = match shape[..] {
             _ if name.ends_with(".bias") => (0.0, 0.02),
             // Norm weights near 1.
@@ -66,7 +68,40 @@ pub fn run(args: RandomModelArgs) -> Result<ExitCode> {
             _ => anyhow::bail!("{name}: unexpected shape {shape:?}"),
         };
         t.insert(name, rng.tensor(&shape, mean, std)?);
+        Ok(())
+    };
+    let linear = |l: &plan::LinearWeights, draw: &mut dyn FnMut(String, Vec<usize>) -> Result<()>| {
+        draw(l.weight(), vec![l.out, l.inp])?;
+        match l.bias_name() {
+            Some(b) => draw(b, vec![l.out]),
+            None => Ok(()),
+        }
+    };
+    draw(plan::EMBEDDING.into(), vec![c.vocab_size, c.hidden_size])?;
+    for i in 0..c.num_hidden_layers {
+        let l = plan::LayerWeights::new(&c, i);
+        for w in [&l.q, &l.k, &l.v, &l.o, &l.gate, &l.up, &l.down] {
+            linear(w, &mut draw)?;
+        }
+        for n in [&l.q_norm, &l.k_norm].into_iter().flatten().chain([&l.input_norm, &l.post_norm]) {
+            draw(n.weight(), vec![n.size])?;
+        }
     }
+    let norm = plan::final_norm(&c);
+    draw(norm.weight(), vec![norm.size])?;
+    for l in plan::score_layers(&c) {
+        linear(&l, &mut draw)?;
+    }
+    if c.architecture.score == rewardlens_models::ScoreHead::LmHeadRows {
+        draw(plan::lm_head_table(&c).into(), vec![c.vocab_size, c.hidden_size])?;
+    }
+    drop(draw);
+    // The plan's list is what loading reads: nothing missing, nothing extra.
+    let wanted = plan::tensors(&c, 0..c.num_hidden_layers);
+    anyhow::ensure!(
+        wanted.len() == t.len() && wanted.iter().all(|(n, s)| t.get(n).is_some_and(|x| x.dims() == s.as_slice())),
+        "random-model drew other tensors than the plan lists"
+    );
 
     std::fs::create_dir_all(&args.out)?;
     candle_core::safetensors::save(&t, args.out.join("model.safetensors"))?;
