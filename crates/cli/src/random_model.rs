@@ -95,7 +95,6 @@ pub fn run(args: RandomModelArgs) -> Result<ExitCode> {
     if c.architecture.score == rewardlens_models::ScoreHead::LmHeadRows {
         draw(plan::lm_head_table(&c).into(), vec![c.vocab_size, c.hidden_size])?;
     }
-    drop(draw);
     // The plan's list is what loading reads: nothing missing, nothing extra.
     let wanted = plan::tensors(&c, 0..c.num_hidden_layers);
     anyhow::ensure!(
