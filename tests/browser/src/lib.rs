@@ -292,7 +292,10 @@ impl Browser {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {driver_bin} ({e}); install Debian's chromium-driver"));
         let base = format!("http://127.0.0.1:{port}");
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(300)).build();
+        // Longer than any script timeout (`set_script_timeout` allows 600 s): a WebDriver call
+        // waits while the page's main thread computes, and an HTTP timeout first would abort
+        // the whole run instead of letting the script's own timeout answer.
+        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(900)).build();
         let deadline = Instant::now() + Duration::from_secs(30);
         while agent.get(&format!("{base}/status")).call().is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
