@@ -100,10 +100,11 @@ impl From<PoolingTask> for String {
     }
 }
 
-/// The answer of `/pooling` (`PoolingResponse`). vLLM always sends `id`, `object`,
+/// The answer of `/pooling` and `/classify` (vLLM's `PoolingResponse` and
+/// `ClassificationResponse`, alike but for their items). vLLM always sends `id`, `object`,
 /// `created`, `model` and `usage`; a client needs only `data`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PoolingResponse {
+pub struct ListResponse<Item> {
     #[serde(default)]
     pub id: Option<String>,
     /// `"list"`.
@@ -113,10 +114,13 @@ pub struct PoolingResponse {
     pub created: Option<u64>,
     #[serde(default)]
     pub model: Option<String>,
-    pub data: Vec<PoolingItem>,
+    pub data: Vec<Item>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<Usage>,
 }
+
+/// The answer of `/pooling`.
+pub type PoolingResponse = ListResponse<PoolingItem>;
 
 /// One input's result (`PoolingResponseData`). Items may come in any order; `index` says
 /// whose they are (a missing one: its position).
@@ -141,21 +145,8 @@ pub enum PoolingData {
     Bare(f32),
 }
 
-/// The answer of `/classify` (`ClassificationResponse`); metadata as in [`PoolingResponse`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassifyResponse {
-    #[serde(default)]
-    pub id: Option<String>,
-    #[serde(default)]
-    pub object: Option<String>,
-    #[serde(default)]
-    pub created: Option<u64>,
-    #[serde(default)]
-    pub model: Option<String>,
-    pub data: Vec<ClassifyItem>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub usage: Option<Usage>,
-}
+/// The answer of `/classify`.
+pub type ClassifyResponse = ListResponse<ClassifyItem>;
 
 /// One input's result (`ClassificationData`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
