@@ -9,6 +9,7 @@
 //! quantized linear layers; one file with the families' differences as config flags does that.
 
 use crate::config::{HeadKind, ModelConfig, ScoreHead};
+use crate::cpu_attention::CpuAttention;
 use crate::fused::{MaskedSoftmax, SwiGlu};
 use crate::linear::Linear;
 use crate::plan::{self, LayerWeights, LinearWeights, NormWeights};
@@ -24,6 +25,10 @@ pub(crate) const DTYPE: DType = DType::F32;
 /// Query rows per attention block: 128 measured fastest on the 0.6B shape at 2048 tokens
 /// (164 tokens/s against 145 for 64 and 125 for 256; `rewardlens bench`).
 pub(crate) const QUERY_BLOCK: usize = 128;
+
+/// Attention on the CPU through [`CpuAttention`]'s tiled kernel: in wasm, where it beats Candle's
+/// matmul; natively Candle's threaded `gemm` is faster.
+pub(crate) const TILED_ATTENTION: bool = cfg!(target_arch = "wasm32");
 
 /// Keys and values of one layer, (b, kv_heads, tokens, head_dim), after RoPE.
 pub(crate) type LayerKv = (Tensor, Tensor);
@@ -121,6 +126,15 @@ impl Attention {
         let rep = nq / nkv;
         let scale = 1.0 / (hd as f64).sqrt();
         let q = q.reshape((b, nkv, rep, t, hd))?;
+        if mask.tiled && x.device().is_cpu() {
+            let op = CpuAttention { spans: &mask.spans, past: mask.past, block: mask.block, scale: scale as f32 };
+            let out = q.contiguous()?.apply_op3_no_bwd(&k.contiguous()?, &v.contiguous()?, &op)?;
+            drop(attention);
+            let _p = profile::span(Op::Copy);
+            let out = out.reshape((b, nq, t, hd))?.transpose(1, 2)?.reshape((b, t, nq * hd))?;
+            drop(_p);
+            return Ok((matmul(&self.o, &out)?, seen));
+        }
         let mut blocks = Vec::with_capacity(t.div_ceil(mask.block));
         for start in (0..t).step_by(mask.block) {
             let len = mask.block.min(t - start);
@@ -296,6 +310,8 @@ pub struct DecoderRewardModel {
     prefix_reuse: Option<usize>,
     /// Query rows per attention block ([`QUERY_BLOCK`]; tests use tiny blocks).
     query_block: usize,
+    /// Attention through [`CpuAttention`] ([`TILED_ATTENTION`]; tests compare both paths).
+    tiled_attention: bool,
 }
 
 impl DecoderRewardModel {
@@ -317,7 +333,12 @@ impl DecoderRewardModel {
             device: device.clone(),
             prefix_reuse: Some(plan::MIN_SHARED_PREFIX),
             query_block: QUERY_BLOCK,
+            tiled_attention: TILED_ATTENTION,
         })
+    }
+
+    fn masks(&self, rows: &[&[u32]], starts: &[usize], past: usize) -> Masks {
+        Masks { tiled: self.tiled_attention, ..Masks::new(rows, starts, past, self.query_block, &self.device) }
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -373,7 +394,7 @@ impl DecoderRewardModel {
         let t = ids.len();
         let dev = &self.device;
         let x_ids = Tensor::from_vec(ids.to_vec(), (1, t), dev)?;
-        let mask = Masks::new(&[ids], &[0], 0, self.query_block, dev);
+        let mask = self.masks(&[ids], &[0], 0);
         let (x, _) = self.layers_forward(&x_ids, &mask, 0, None, false)?;
         Ok(self.head(&self.norm.forward(&x)?)?.get(0)?.to_vec2()?)
     }
@@ -416,7 +437,7 @@ impl DecoderRewardModel {
         }
         let dev = &self.device;
         let ids = Tensor::from_vec(ids, (b, t), dev)?;
-        let mask = Masks::new(rows, &starts, 0, self.query_block, dev);
+        let mask = self.masks(rows, &starts, 0);
         let (x, _) = self.layers_forward(&ids, &mask, 0, None, false)?;
         self.heads(rows, &x, &starts, 0, None)
     }
@@ -428,7 +449,7 @@ impl DecoderRewardModel {
         let dev = &self.device;
         let prefix = &rows[0][..shared];
         let ids = Tensor::from_vec(prefix.to_vec(), (1, shared), dev)?;
-        let mask = Masks::new(&[prefix], &[0], 0, self.query_block, dev);
+        let mask = self.masks(&[prefix], &[0], 0);
         let (prefix_x, kv) = self.layers_forward(&ids, &mask, 0, None, true)?;
 
         let rests: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
@@ -440,7 +461,7 @@ impl DecoderRewardModel {
             ids.extend(std::iter::repeat_n(pad, t - r.len()));
         }
         let ids = Tensor::from_vec(ids, (rows.len(), t), dev)?;
-        let mask = Masks::new(&rests, &vec![0; rows.len()], shared, self.query_block, dev);
+        let mask = self.masks(&rests, &vec![0; rows.len()], shared);
         let (x, _) = self.layers_forward(&ids, &mask, shared, Some(&kv), false)?;
         drop(kv);
         let offsets = vec![0; rows.len()];
@@ -529,18 +550,20 @@ pub(crate) struct Masks {
     /// Tokens of a shared prefix before the batch's own keys, visible to every real token.
     past: usize,
     block: usize,
+    /// CPU attention through [`CpuAttention`] (else Candle's matmuls around [`MaskedSoftmax`]).
+    tiled: bool,
     dev: Device,
 }
 
 impl Masks {
     fn new(rows: &[&[u32]], starts: &[usize], past: usize, block: usize, dev: &Device) -> Self {
         let spans = rows.iter().zip(starts).map(|(r, &s)| (s, r.len())).collect();
-        Self { spans, past, block: block.max(1), dev: dev.clone() }
+        Self { spans, past, block: block.max(1), tiled: TILED_ATTENTION, dev: dev.clone() }
     }
 
     /// One unpadded sequence of `t` new tokens after `past` earlier ones (a pipeline chunk).
     pub(crate) fn single(t: usize, past: usize, block: usize, dev: &Device) -> Self {
-        Self { spans: vec![(0, t)], past, block: block.max(1), dev: dev.clone() }
+        Self { spans: vec![(0, t)], past, block: block.max(1), tiled: TILED_ATTENTION, dev: dev.clone() }
     }
 
     /// Attention probabilities of queries `start..start + len` from their scores (b, kv_heads,
@@ -631,6 +654,41 @@ mod mask_tests {
             };
             let reference = run(&m);
             for block in [1, 7, 300] {
+                m.query_block = block;
+                let got = run(&m);
+                assert_close(&got.0, &reference.0);
+                assert_close(&got.1, &reference.1);
+                assert_close(&got.2, &reference.2);
+                let pos = |v: &[Vec<f32>]| [HeadOutput::Token(v.to_vec())];
+                assert_close(&pos(&got.3), &pos(&reference.3));
+            }
+        }
+    }
+
+    /// The tiled CPU attention (the wasm default) against Candle's matmuls around the masked
+    /// softmax: padded batches either side, a shared prefix, per position, several block sizes.
+    #[test]
+    fn tiled_attention_matches_candles_matmuls() {
+        for name in ["qwen3-seq", "llama-token"] {
+            let mut m = fixture(name);
+            let vocab = m.config().vocab_size;
+            let long = ids(301, 1, vocab);
+            let short = ids(77, 2, vocab);
+            let prefix = ids(40, 3, vocab);
+            let a: Vec<u32> = prefix.iter().copied().chain(ids(90, 4, vocab)).collect();
+            let b: Vec<u32> = prefix.iter().copied().chain(ids(23, 5, vocab)).collect();
+            let run = |m: &DecoderRewardModel| {
+                (
+                    m.forward(&[&long, &short], Padding::Right).unwrap(),
+                    m.forward(&[&short, &long], Padding::Left).unwrap(),
+                    m.forward(&[&a, &b], Padding::Right).unwrap(),
+                    m.forward_positions(&long).unwrap(),
+                )
+            };
+            m.tiled_attention = false;
+            let reference = run(&m);
+            m.tiled_attention = true;
+            for block in [7, 128, 300] {
                 m.query_block = block;
                 let got = run(&m);
                 assert_close(&got.0, &reference.0);

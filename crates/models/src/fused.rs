@@ -37,7 +37,7 @@ impl MaskedSoftmax<'_> {
 
     /// One row of scores into probabilities: 0 outside the visible ranges (a padding position's
     /// row is all 0: its output is never read, and it stays finite).
-    fn row(&self, src: &[f32], dst: &mut [f32], bi: usize, i: usize) {
+    pub(crate) fn row(&self, src: &[f32], dst: &mut [f32], bi: usize, i: usize) {
         dst.fill(0.0);
         let Some((prefix, own)) = self.visible(bi, i) else { return };
         let max = src[prefix.clone()].iter().chain(&src[own.clone()]).fold(f32::NEG_INFINITY, |m, &x| m.max(x));

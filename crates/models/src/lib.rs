@@ -6,6 +6,7 @@
 
 pub mod batching;
 pub mod config;
+mod cpu_attention;
 pub mod decoder;
 pub mod encoder;
 pub mod error;
