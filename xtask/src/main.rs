@@ -13,9 +13,10 @@
 //!   transformers.js in Node and Chromium) on a random-weight Skywork-Reward-V2-Qwen3-0.6B-shaped
 //!   model, plus time to first score, peak memory and `serve` under load; writes
 //!   docs/PERFORMANCE.md (needs a Python with torch, transformers, optimum: set `PYTHON`).
-//! - `bench-browser [--smoke] [--quick] [--one-round] [--long]`: only the browser rows (wasm f32, q8_0 per int8 kernel
+//! - `bench-browser [--smoke] [--quick] [--one-round] [--long] [--only=A|B]`: only the browser rows (wasm f32, q8_0 per int8 kernel
 //!   build, 1 and N engine workers, plain and cross-origin isolated pages, transformers.js in the
 //!   same conditions), spliced into docs/PERFORMANCE.md's browser section.
+//! - `bench-kernels`: rewardlens-kernels' GEMMs alone in headless Chromium, per engine worker build (GMAC/s).
 //! - `bench-formats`: every quantization type natively against PyTorch f32.
 //! - `quant-accuracy`: every quantization type against f32 (the accuracy table in docs/user/quantization.md).
 //! - `fuzz`: the fuzz targets (GGUF and safetensors headers, GGUF -> config, config.json, the
@@ -313,6 +314,7 @@ fn main() -> Result<()> {
         Some("bench-web") => web::bench_web(),
         Some("bench") => peers::bench_peers(&args[1..]),
         Some("bench-browser") => peers::bench_browser(&args[1..]),
+        Some("bench-kernels") => peers::bench_kernels(),
         Some("serve") => web::serve(&args[1..]),
         Some("lint") => lint(),
         Some("bench-formats") => bench_formats(&args[1..]),

@@ -1,5 +1,5 @@
 //! Linear layers of the decoder: the weight as Candle holds it (f32 or a GGUF quantized type),
-//! or 8-bit weights repacked for our int8 kernels (`rewardlens-int8`).
+//! or 8-bit weights repacked for our int8 kernels (`rewardlens-kernels`).
 //!
 //! The int8 path is the default for 8-bit (Q8_0) weights on wasm32, where Candle's quantized
 //! matmul is a per-row `vec_dot` slower than its own f32; natively Candle's repacked AVX/VNNI
@@ -12,7 +12,7 @@ use crate::weights::WeightSource;
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};
-use rewardlens_int8::{PackedMatrix, ScaleLayout, Scratch};
+use rewardlens_kernels::{PackedMatrix, ScaleLayout, Scratch};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub enum LinearKernel {
     /// Candle's `QMatMul`.
     Candle,
-    /// `rewardlens-int8` with these scales. `PerGroup(32)` keeps a Q8_0 file's values exactly;
+    /// `rewardlens-kernels` with these scales. `PerGroup(32)` keeps a Q8_0 file's values exactly;
     /// other layouts requantize them.
     Int8(ScaleLayout),
 }
@@ -39,7 +39,7 @@ impl LinearKernel {
     pub fn name(self) -> String {
         match self {
             Self::Candle => "candle".into(),
-            Self::Int8(l) => format!("{} ({} scales)", rewardlens_int8::kernel().name(), l.name()),
+            Self::Int8(l) => format!("{} ({} scales)", rewardlens_kernels::kernel().name(), l.name()),
         }
     }
 }
@@ -111,7 +111,7 @@ impl Linear {
     /// "candle q8_0", "candle f32").
     pub fn kernel_name(&self) -> String {
         match &self.weight {
-            LinearWeight::Int8(w) => format!("{} ({} scales)", rewardlens_int8::kernel().name(), w.layout().name()),
+            LinearWeight::Int8(w) => format!("{} ({} scales)", rewardlens_kernels::kernel().name(), w.layout().name()),
             LinearWeight::Candle(QMatMul::QTensor(q)) => {
                 format!("candle {}", format!("{:?}", q.dtype()).to_lowercase())
             }
@@ -127,7 +127,7 @@ impl Linear {
                 let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 let mut out = vec![0.0f32; rows * w.n()];
                 debug_assert_eq!(inp, w.k());
-                SCRATCH.with(|s| rewardlens_int8::matmul(&data, rows, w, &mut out, &mut s.borrow_mut()));
+                SCRATCH.with(|s| rewardlens_kernels::matmul(&data, rows, w, &mut out, &mut s.borrow_mut()));
                 Ok(Tensor::from_vec(out, (rows, w.n()), x.device())?)
             }
         }

@@ -1,9 +1,9 @@
-//! The int8 linear layers (`rewardlens-int8`, the browser's default for 8-bit weights) against
+//! The int8 linear layers (`rewardlens-kernels`, the browser's default for 8-bit weights) against
 //! transformers' goldens, on every fixture (quantize-on-load q8_0: the same Q8_0 tensors a GGUF
 //! gives), each scale layout. Prints its accuracy table (`-- --nocapture`).
 
 use candle_core::Device;
-use rewardlens_int8::ScaleLayout;
+use rewardlens_kernels::ScaleLayout;
 use rewardlens_models::linear::{with_kernel, LinearKernel};
 use rewardlens_models::quantized::QuantType;
 use rewardlens_models::{CheckpointFiles, HeadOutput, Padding, RewardModel};

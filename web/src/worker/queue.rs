@@ -280,9 +280,9 @@ pub fn start() {
 /// The int8 kernels' reference test in this build (`ToWorker::KernelSelfTest`).
 fn kernel_self_test(id: u64) -> FromWorker {
     // The int8 kernels' reference check, run inside this build (simd128 or relaxed-simd).
-    let (passed, summary) = match rewardlens_int8::self_test(js_sys::Date::now() as u64) {
+    let (passed, summary) = match rewardlens_kernels::self_test(js_sys::Date::now() as u64) {
         Ok(s) => (true, s),
         Err(e) => (false, e),
     };
-    FromWorker::SelfTest { id, kernel: rewardlens_int8::kernel().name().into(), passed, summary }
+    FromWorker::SelfTest { id, kernel: rewardlens_kernels::kernel().name().into(), passed, summary }
 }

@@ -304,17 +304,21 @@ pub struct Scope {
     /// Every workload once, without the second round of the short ones (when the whole run
     /// must fit in less time).
     pub one_round: bool,
+    /// `--only A|B`: only the rows whose label contains one of these (a look at a few rows while
+    /// working on them; the report then goes to target/, never into docs/PERFORMANCE.md).
+    pub only: Option<&'static str>,
 }
 
 impl Scope {
     pub fn from_args(args: &[String]) -> Self {
         let has = |f: &str| args.iter().any(|a| a == f);
-        Self { smoke: has("--smoke"), long: has("--long"), quick: has("--quick"), one_round: has("--one-round") }
+        let only = args.iter().find_map(|a| a.strip_prefix("--only=")).map(|s| &*s.to_string().leak());
+        Self { smoke: has("--smoke"), long: has("--long"), quick: has("--quick"), one_round: has("--one-round"), only }
     }
 }
 
 pub fn run_all(onnx: Option<&Path>, scope: Scope, notes: &mut Notes) -> Result<BrowserResults> {
-    let Scope { smoke, long, quick, one_round } = scope;
+    let Scope { smoke, long, quick, one_round, only } = scope;
     crate::web::dist()?;
     let mut out = BrowserResults {
         results: Results::new(),
@@ -358,6 +362,12 @@ pub fn run_all(onnx: Option<&Path>, scope: Scope, notes: &mut Notes) -> Result<B
             gpu_jobs.push((TJS_WEBGPU, Box::new(move |w| theirs(onnx, "fp32", "webgpu", 1, false, w))));
         }
         None => notes.missing.push("transformers.js in Chromium: no ONNX export (see above)".into()),
+    }
+    if let Some(only) = only {
+        let keep = |label: &str| only.split('|').any(|p| label.contains(p));
+        jobs.retain(|(label, _)| keep(label));
+        gpu_jobs.retain(|(label, _)| keep(label));
+        notes.missing.push(format!("rows not matching `--only={only}`: not run"));
     }
     let short: Vec<(usize, usize)> =
         if smoke { vec![(64, 1), (64, 4)] } else { WORKLOADS.iter().copied().filter(|w| w.0 * w.1 < 2048).collect() };

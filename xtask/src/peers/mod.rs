@@ -8,6 +8,8 @@
 //! WebGPU, ours and transformers.js'), each in its module.
 
 mod browser;
+mod kernels;
+pub use kernels::bench_kernels;
 mod load;
 mod report;
 
@@ -348,8 +350,8 @@ pub fn bench_browser(args: &[String]) -> Result<()> {
     }
     let web = browser::run_all(tjs.as_ref().ok().map(|_| onnx.as_path()), scope, &mut notes)?;
     let section = report::browser_section(&notes, &web, true);
-    let path = if scope.smoke {
-        root().join("target/PERFORMANCE-browser-smoke.md")
+    let path = if scope.smoke || scope.only.is_some() {
+        root().join("target/PERFORMANCE-browser-partial.md")
     } else {
         root().join("docs/PERFORMANCE.md")
     };

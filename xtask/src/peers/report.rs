@@ -254,7 +254,7 @@ pub fn browser_section(notes: &Notes, w: &BrowserResults, alone: bool) -> String
          isolated, so transformers.js (onnxruntime-web) gets 1 wasm thread and we get our pipeline of engine \
          workers (N = {n} here, one per core). Isolated page (COOP/COEP, `cargo xtask serve --isolated`): \
          transformers.js gets N wasm threads. q8_0 rows load the GGUF and run our int8 kernels \
-         (`rewardlens-int8`); `simd128` and `relaxed-simd` are the two engine worker builds (`?kernel=`). \
+         (`rewardlens-kernels`); `simd128` and `relaxed-simd` are the two engine worker builds (`?kernel=`). \
          Workload `T x B`: B sequences of T tokens a pass; with B = 4 the first three quarters are one shared \
          prompt. WebGPU is SwiftShader (a CPU software adapter) here: those rows show that both run, not GPU \
          speed.\n\n",

@@ -150,7 +150,7 @@ mod tests {
         assert_eq!(s.q8.capacity(), cap);
     }
 
-    /// Information, not a test of speed: `cargo test --release -p rewardlens-int8 -- --ignored --nocapture`.
+    /// Information, not a test of speed: `cargo test --release -p rewardlens-kernels -- --ignored --nocapture`.
     #[test]
     #[ignore]
     fn print_native_timings() {

@@ -1,5 +1,9 @@
-//! Int8 matrix multiply for the quantized linear layers of the CPU engine: `out = x · Wᵀ` with
-//! `W` repacked once into int8 column panels and `x` quantized per row on the fly.
+//! CPU matrix kernels of the browser engine, each with wasm32 simd128 and relaxed-simd
+//! microkernels and a portable one that native tests check: the int8 GEMM of quantized linear
+//! layers (this page; the crate's root items) and the f32 GEMM of attention ([`f32_gemm`]).
+//!
+//! Int8: `out = x · Wᵀ` with `W` repacked once into int8 column panels and `x` quantized per row
+//! on the fly.
 //!
 //! Why our own: Candle's quantized matmul on wasm32 is a per-row `vec_dot` over Q8_0 blocks
 //! (two f16→f32 conversions and float work every 32 values, no register tiling), slower than
@@ -20,6 +24,7 @@
 
 use thiserror::Error;
 
+pub mod f32_gemm;
 mod kernel;
 mod pack;
 mod quant;

@@ -1,0 +1,81 @@
+//! Exports for `kernels.html`: `setup_*` draws random operands of one shape, `run_*` multiplies
+//! them `iters` times (the page times it), so the figures are the kernels' alone, outside a model.
+
+use rewardlens_kernels::{f32_gemm, matmul, PackedMatrix, ScaleLayout, Scratch};
+use std::cell::RefCell;
+
+struct Int8Case {
+    x: Vec<f32>,
+    m: usize,
+    w: PackedMatrix,
+    out: Vec<f32>,
+    scratch: Scratch,
+}
+
+struct F32Case {
+    a: Vec<f32>,
+    b: Vec<f32>,
+    c: Vec<f32>,
+    m: usize,
+    n: usize,
+    k: usize,
+}
+
+thread_local! {
+    static INT8: RefCell<Option<Int8Case>> = const { RefCell::new(None) };
+    static F32: RefCell<Option<F32Case>> = const { RefCell::new(None) };
+}
+
+fn values(n: usize, seed: &mut u64) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
+        })
+        .collect()
+}
+
+/// `x (m × k) · Wᵀ (W: n × k)`; `group` 0: per-channel scales, else per-group (32: Q8_0's).
+/// Returns 0, or 1 if the weights cannot be packed.
+#[no_mangle]
+pub extern "C" fn setup_int8(m: usize, n: usize, k: usize, group: usize) -> u32 {
+    let mut seed = 7;
+    let w = values(n * k, &mut seed);
+    let layout = if group == 0 { ScaleLayout::PerChannel } else { ScaleLayout::PerGroup(group) };
+    let Ok(w) = PackedMatrix::pack(&w, n, k, layout) else { return 1 };
+    let x = values(m * k, &mut seed);
+    INT8.with(|c| *c.borrow_mut() = Some(Int8Case { x, m, w, out: vec![0.0; m * n], scratch: Scratch::default() }));
+    0
+}
+
+#[no_mangle]
+pub extern "C" fn run_int8(iters: usize) -> f32 {
+    INT8.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(c) = c.as_mut() else { return f32::NAN };
+        for _ in 0..iters {
+            matmul(&c.x, c.m, &c.w, &mut c.out, &mut c.scratch);
+        }
+        c.out[0]
+    })
+}
+
+/// `a (m × k) · b (k × n)`.
+#[no_mangle]
+pub extern "C" fn setup_f32(m: usize, n: usize, k: usize) {
+    let mut seed = 11;
+    let (a, b) = (values(m * k, &mut seed), values(k * n, &mut seed));
+    F32.with(|c| *c.borrow_mut() = Some(F32Case { a, b, c: vec![0.0; m * n], m, n, k }));
+}
+
+#[no_mangle]
+pub extern "C" fn run_f32(iters: usize) -> f32 {
+    F32.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(c) = c.as_mut() else { return f32::NAN };
+        for _ in 0..iters {
+            f32_gemm::gemm(&c.a, c.k, &c.b, c.n, &mut c.c, c.m, c.n, c.k);
+        }
+        c.c[0]
+    })
+}
