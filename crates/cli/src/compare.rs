@@ -23,11 +23,14 @@ pub struct CompareArgs {
     json: bool,
 }
 
-/// The scores of one output line, in a fixed order.
+/// The scores of one output line, in a fixed order (a preference list: chosen, then rejected).
 fn line_scores(v: &Value) -> Option<Vec<f32>> {
     let f = |x: &Value| x.as_f64().map(|x| x as f32);
     if let Some(s) = v.get("scores") {
         return s.as_array()?.iter().map(f).collect();
+    }
+    if let (Some(c), Some(r)) = (v.get("chosen_scores"), v.get("rejected_scores")) {
+        return c.as_array()?.iter().chain(r.as_array()?).map(f).collect();
     }
     if let (Some(c), Some(r)) = (v.get("chosen_score"), v.get("rejected_score")) {
         return Some(vec![f(c)?, f(r)?]);

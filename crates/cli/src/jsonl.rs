@@ -10,8 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rewardlens_core::StepSplit;
 use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention, StepScores};
 use rewardlens_models::records::{
-    annotate, annotate_steps, annotate_tokens, input_key, num, parse_record, Record, ERROR_FIELD, SCORED_WITH_FIELD,
-    STEP_ERROR_FIELD,
+    annotate, annotate_steps, annotate_tokens, input_key, num, parse_record, PreferenceSummary, Record, ERROR_FIELD,
+    SCORED_WITH_FIELD, STEP_ERROR_FIELD,
 };
 use rewardlens_models::LengthPolicy;
 use serde_json::{Map, Value};
@@ -359,8 +359,7 @@ struct Totals {
     failed: usize,
     sequences: usize,
     tokens: usize,
-    pairs: usize,
-    pairs_correct: usize,
+    preferences: PreferenceSummary,
     step_errors: usize,
 }
 
@@ -463,10 +462,7 @@ impl Writer<'_> {
                 totals.step_errors += 1;
             }
         }
-        if let Record::Pair(..) = job {
-            totals.pairs += 1;
-            totals.pairs_correct += usize::from(s[0].score() > s[1].score());
-        }
+        totals.preferences.add(&job, s);
         totals.sequences += s.len();
         totals.tokens += s.iter().map(|x| x.tokens).sum::<usize>();
         self.write(obj)
@@ -573,13 +569,8 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         secs,
         totals.tokens as f64 / secs.max(1e-9),
     );
-    if totals.pairs > 0 {
-        summary.push_str(&format!(
-            "; pair accuracy {}/{} = {:.1}%",
-            totals.pairs_correct,
-            totals.pairs,
-            100.0 * totals.pairs_correct as f64 / totals.pairs as f64
-        ));
+    if totals.preferences.records() > 0 {
+        summary.push_str(&format!("; {}", totals.preferences));
     }
     eprintln!("{summary}");
     if totals.step_errors > 0 {

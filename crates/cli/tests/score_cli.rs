@@ -66,7 +66,7 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// Every golden conversation in all four input forms.
+/// Every golden conversation in all four input forms, and preference lists.
 fn golden_input(g: &Value) -> Vec<String> {
     let convs = g["conversations"].as_object().unwrap();
     let mut lines: Vec<String> = convs.values().map(|c| json!({"conversation": c["messages"]}).to_string()).collect();
@@ -81,6 +81,8 @@ fn golden_input(g: &Value) -> Vec<String> {
     lines.push(json!({"prompt": prompt, "responses": [a, b, a]}).to_string());
     lines.push(json!({"prompt": prompt, "chosen": a, "rejected": b}).to_string());
     lines.push(json!({"prompt": prompt, "chosen": b, "rejected": a}).to_string());
+    // A list of answers a side (RewardBench 2, RM-Bench) with TRL's margin.
+    lines.push(json!({"prompt": prompt, "chosen": [a, a], "rejected": [b], "margin": 0.0}).to_string());
     lines
 }
 
@@ -95,7 +97,11 @@ fn scores_every_fixture_in_every_form() {
         write_lines(&input, &lines);
         let o = score(&fixture(name), &input, &output, &["--batch-size", "3"]);
         assert!(o.status.success(), "{name}: {}", stderr(&o));
-        assert!(stderr(&o).contains("pair accuracy"), "{name}: summary: {}", stderr(&o));
+        assert!(
+            stderr(&o).contains("pair accuracy") && stderr(&o).contains("mean margin"),
+            "{name}: summary: {}",
+            stderr(&o)
+        );
         let out = read_jsonl(&output);
         assert_eq!(out.len(), lines.len(), "{name}: one output line per input line");
         let convs = g["conversations"].as_object().unwrap();
@@ -135,6 +141,25 @@ fn scores_every_fixture_in_every_form() {
                 let first = o["ranking"][0].as_u64().unwrap() as usize;
                 assert_eq!(&input["responses"][first], best, "{name}: ranking");
                 assert_eq!(o["ranking"].as_array().unwrap().len(), 3);
+            } else if let Some(chosen) = input["chosen"].as_array() {
+                let expected = |answers: &[Value]| -> Vec<f64> {
+                    answers.iter().map(|a| expected_score(&g, &key_of(a))).collect()
+                };
+                let (c, r) = (expected(chosen), expected(input["rejected"].as_array().unwrap()));
+                for (side, want) in [("chosen_scores", &c), ("rejected_scores", &r)] {
+                    let got = o[side].as_array().unwrap();
+                    assert!(
+                        got.len() == want.len() && got.iter().zip(want.iter()).all(|(g, w)| close(g, *w)),
+                        "{name}: {side} {got:?}"
+                    );
+                }
+                let correct = c.iter().all(|c| r.iter().all(|r| c > r));
+                assert_eq!(o["correct"], json!(correct), "{name}: correct when every chosen is above every rejected");
+                assert_eq!(
+                    o["margin_met"],
+                    json!(correct),
+                    "{name}: a margin of 0 is met by a strict win (no tie here)"
+                );
             } else {
                 let (c, r) =
                     (expected_score(&g, &key_of(&input["chosen"])), expected_score(&g, &key_of(&input["rejected"])));
