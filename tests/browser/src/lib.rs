@@ -268,6 +268,9 @@ pub struct Browser {
     base: String,
     session: String,
     agent: ureq::Agent,
+    /// Chromium's user-data-dir (600 MB to 1.2 GB after a model run): removed on drop, or
+    /// every session would leave it in the temp dir until the disk fills.
+    profile: std::path::PathBuf,
 }
 
 impl Browser {
@@ -321,7 +324,7 @@ impl Browser {
             .into_json()
             .unwrap();
         let session = resp["value"]["sessionId"].as_str().expect("session id").to_owned();
-        Self { driver, base, session, agent }
+        Self { driver, base, session, agent, profile }
     }
 
     fn cmd(&self, method: &str, path: &str, body: Value) -> Value {
@@ -555,5 +558,6 @@ impl Drop for Browser {
         let _ = self.agent.delete(&format!("{}/session/{}", self.base, self.session)).call();
         let _ = self.driver.kill();
         let _ = self.driver.wait();
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
