@@ -83,31 +83,15 @@ struct StepOptions {
 
 impl StepOptions {
     fn new(args: &ScoreArgs, backend: &Backend) -> Result<Option<Self>> {
-        let config = match backend {
-            Backend::Local(m) => Some(m.config()),
-            Backend::Remote { checkpoint, .. } => checkpoint.as_ref().map(|(c, _)| c),
-        };
-        let declared = config.and_then(StepConvention::of_architecture);
-        let convention = match (&args.prm, args.prefix_scores) {
-            (Some(_), true) => bail!("--prm and --prefix-scores exclude each other"),
-            (Some(name), false) => Some(StepConvention::parse(name)?),
-            (None, true) => Some(StepConvention::Prefix),
-            (None, false) => declared,
-        };
+        let convention = step_convention(args.prm.as_deref(), args.prefix_scores, backend)?;
         if convention.is_none() && !args.token_scores {
             return Ok(None);
         }
-        let Some(config) = config else {
+        if step_encoder(backend).is_none() {
             bail!(
                 "step and token scores over --endpoint need --template <the served model's folder or Hub repo>, \
                  whose tokenizer lays out the steps"
             );
-        };
-        if let Some(c) = &convention {
-            c.check(config)?;
-            if matches!(backend, Backend::Remote { .. }) && *c == StepConvention::Prefix {
-                bail!("prefix scores need the model here: vLLM's per-token task is for token classifiers");
-            }
         }
         Ok(Some(Self {
             convention,
@@ -115,17 +99,6 @@ impl StepOptions {
             threshold: args.step_threshold,
             tokens: args.token_scores,
         }))
-    }
-
-    /// The encoder and the head at every position of `ids`: the model here, or vLLM's
-    /// `token_classify` on the endpoint.
-    fn positions(backend: &Backend, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
-        match backend {
-            Backend::Local(m) => Ok(m.forward_positions(ids)?),
-            Backend::Remote { client, runtime, .. } => {
-                Ok(runtime.block_on(client.token_rows(&[ids.to_vec()]))?.remove(0))
-            }
-        }
     }
 
     /// Adds step and token fields for each sequence of `job`.
@@ -136,10 +109,7 @@ impl StepOptions {
         job: &Record,
         policy: &LengthPolicy,
     ) -> Result<()> {
-        let inputs = match backend {
-            Backend::Local(m) => m.inputs(),
-            Backend::Remote { checkpoint, .. } => &checkpoint.as_ref().expect("checked in new").1,
-        };
+        let inputs = step_encoder(backend).expect("checked in new");
         let convs = job.conversations();
         if let Some(c) = &self.convention {
             let mut all = Vec::with_capacity(convs.len());
@@ -147,7 +117,7 @@ impl StepOptions {
                 let (_, answer) = problem_and_answer(conv)?;
                 let steps = self.split.split(&answer)?;
                 let input = inputs.encode_steps(c, conv, &steps, policy)?;
-                let rows = Self::positions(backend, &input.ids)?;
+                let rows = positions(backend, &input.ids)?;
                 let scores = c.rewards(&rows, &input.positions);
                 all.push(StepScores { convention: c.name(), steps, scores });
             }
@@ -157,7 +127,7 @@ impl StepOptions {
             let mut all = Vec::with_capacity(convs.len());
             for conv in &convs {
                 let ids = inputs.encode(conv, policy)?.ids;
-                let rows = Self::positions(backend, &ids)?;
+                let rows = positions(backend, &ids)?;
                 all.push((inputs.text_encoder().token_texts(&ids), token_rewards(self.convention.as_ref(), &rows)));
             }
             annotate_tokens(obj, job, &all);
@@ -166,12 +136,77 @@ impl StepOptions {
     }
 }
 
+/// The step convention asked for (`--prm`, `--prefix-scores`) or declared by the model's
+/// architecture, checked against the model; None when neither.
+pub(crate) fn step_convention(
+    prm: Option<&str>,
+    prefix_scores: bool,
+    backend: &Backend,
+) -> Result<Option<StepConvention>> {
+    let config = step_encoder(backend).map(|_| match backend {
+        Backend::Local(m) => m.config(),
+        Backend::Remote { checkpoint, .. } => &checkpoint.as_ref().expect("an encoder comes with its config").0,
+    });
+    let declared = config.and_then(StepConvention::of_architecture);
+    let convention = match (prm, prefix_scores) {
+        (Some(_), true) => bail!("--prm and --prefix-scores exclude each other"),
+        (Some(name), false) => Some(StepConvention::parse(name)?),
+        (None, true) => Some(StepConvention::Prefix),
+        (None, false) => declared,
+    };
+    if let Some(c) = &convention {
+        let Some(config) = config else {
+            bail!(
+                "step scores over --endpoint need --template <the served model's folder or Hub repo>, \
+                 whose tokenizer lays out the steps"
+            );
+        };
+        c.check(config)?;
+        if matches!(backend, Backend::Remote { .. }) && *c == StepConvention::Prefix {
+            bail!("prefix scores need the model here: vLLM's per-token task is for token classifiers");
+        }
+    }
+    Ok(convention)
+}
+
+/// The tokenizer and template that lay out steps: the model's, or `--template`'s for an endpoint.
+pub(crate) fn step_encoder(backend: &Backend) -> Option<&rewardlens_models::InputEncoder> {
+    match backend {
+        Backend::Local(m) => Some(m.inputs()),
+        Backend::Remote { checkpoint, .. } => checkpoint.as_ref().map(|(_, e)| e),
+    }
+}
+
+/// The encoder and the head at every position of `ids`: the model here, or vLLM's
+/// `token_classify` on the endpoint.
+pub(crate) fn positions(backend: &Backend, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
+    match backend {
+        Backend::Local(m) => Ok(m.forward_positions(ids)?),
+        Backend::Remote { client, runtime, .. } => Ok(runtime.block_on(client.token_rows(&[ids.to_vec()]))?.remove(0)),
+    }
+}
+
 /// What scored a run, written into every output line as `scored_with`: the model (a local path
 /// made absolute, or the Hub repo / served model name as given), its revision and, for a Hub
 /// download, the commit it resolved to, the endpoint and every option that changes scores.
 /// `--resume` refuses an output scored otherwise.
 fn scored_with(args: &ScoreArgs, commit: Option<String>) -> Value {
-    let b = &args.backend;
+    let mut o = backend_identity(&args.backend, commit);
+    o.insert("max_tokens".into(), args.max_tokens.into());
+    o.insert("truncate".into(), args.truncate.into());
+    if args.prm.is_some() || args.prefix_scores || args.token_scores {
+        o.insert("prm".into(), args.prm.clone().into());
+        o.insert("prefix_scores".into(), args.prefix_scores.into());
+        o.insert("token_scores".into(), args.token_scores.into());
+    }
+    // Steps of a declared PRM are split and thresholded even without --prm: always recorded.
+    o.insert("step_split".into(), args.step_split.clone().into());
+    o.insert("step_threshold".into(), num(args.step_threshold));
+    Value::Object(o)
+}
+
+/// The model or endpoint of a run as `scored_with` records it (the options are the caller's).
+pub(crate) fn backend_identity(b: &BackendArgs, commit: Option<String>) -> Map<String, Value> {
     let local = |s: &str| std::fs::canonicalize(s).map_or_else(|_| s.to_owned(), |p| p.display().to_string());
     let mut o = Map::new();
     match &b.endpoint {
@@ -199,17 +234,7 @@ fn scored_with(args: &ScoreArgs, commit: Option<String>) -> Value {
     if let Some(c) = commit {
         o.insert("commit".into(), c.into());
     }
-    o.insert("max_tokens".into(), args.max_tokens.into());
-    o.insert("truncate".into(), args.truncate.into());
-    if args.prm.is_some() || args.prefix_scores || args.token_scores {
-        o.insert("prm".into(), args.prm.clone().into());
-        o.insert("prefix_scores".into(), args.prefix_scores.into());
-        o.insert("token_scores".into(), args.token_scores.into());
-    }
-    // Steps of a declared PRM are split and thresholded even without --prm: always recorded.
-    o.insert("step_split".into(), args.step_split.clone().into());
-    o.insert("step_threshold".into(), num(args.step_threshold));
-    Value::Object(o)
+    o
 }
 
 /// An endpoint URL without `user:password@`, which must not land in output files.
@@ -236,22 +261,40 @@ struct Output {
 /// options; without it, refuses to touch an existing file.
 fn open_output(path: &Path, resume: bool, with: &Value) -> Result<Output> {
     let (mut done, mut flagged) = (HashMap::new(), 0);
+    let file = open_resumable(path, "--output", resume, with, |obj| {
+        flagged += usize::from(obj.contains_key(ERROR_FIELD) || obj.contains_key(STEP_ERROR_FIELD));
+        *done.entry(input_key(obj)).or_insert(0) += 1;
+        Ok(())
+    })?;
+    Ok(Output { file, done, flagged })
+}
+
+/// Opens a line-by-line output (`flag` names it in messages) for appending. Without `resume`
+/// it must not exist yet; with it, every complete line must have been scored `with` the same
+/// model and options, and is handed to `each`; a trailing partial line (an interrupted write)
+/// is cut off.
+pub(crate) fn open_resumable(
+    path: &Path,
+    flag: &str,
+    resume: bool,
+    with: &Value,
+    mut each: impl FnMut(Map<String, Value>) -> Result<()>,
+) -> Result<File> {
     if !resume {
-        let f = OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
+        return OpenOptions::new().write(true).create_new(true).open(path).map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 anyhow::anyhow!(
-                    "{} already exists: pass --resume to continue it, or choose another --output",
+                    "{} already exists: pass --resume to continue it, or choose another {flag}",
                     path.display()
                 )
             } else {
                 anyhow::anyhow!("cannot create {}: {e}", path.display())
             }
-        })?;
-        return Ok(Output { file: f, done, flagged });
+        });
     }
     if let Ok(meta) = std::fs::metadata(path) {
         if !meta.is_file() {
-            bail!("--output {} is not a regular file: cannot resume into it", path.display());
+            bail!("{flag} {} is not a regular file: cannot resume into it", path.display());
         }
     }
     let mut f = OpenOptions::new()
@@ -275,24 +318,23 @@ fn open_output(path: &Path, resume: bool, with: &Value) -> Result<Output> {
             Some(w) if w == with => {}
             Some(w) => bail!(
                 "{} line {} was scored with {w}, this run with {with}: resume with the same --model, \
-                 --revision and options, or choose another --output",
+                 --revision and options, or choose another {flag}",
                 path.display(),
                 i + 1
             ),
             None => bail!(
                 "{} line {} does not say what scored it (no `{SCORED_WITH_FIELD}`): refusing to mix it with \
-                 this run's scores; choose another --output",
+                 this run's scores; choose another {flag}",
                 path.display(),
                 i + 1
             ),
         }
-        flagged += usize::from(obj.contains_key(ERROR_FIELD) || obj.contains_key(STEP_ERROR_FIELD));
-        *done.entry(input_key(obj)).or_insert(0) += 1;
+        each(obj).with_context(|| format!("{} line {}", path.display(), i + 1))?;
     }
     // An interrupted write leaves at most one partial line: cut it so the next line is whole.
     f.set_len(complete as u64)?;
     f.seek(SeekFrom::End(0))?;
-    Ok(Output { file: f, done, flagged })
+    Ok(f)
 }
 
 /// The input, read once: `-` is standard input; anything else must be a regular file (a
@@ -343,7 +385,7 @@ fn file_kind(meta: &std::fs::Metadata) -> &'static str {
 }
 
 /// A message above the progress bar, or plainly on stderr when the bar is hidden (not a TTY).
-fn report(bar: &ProgressBar, msg: String) {
+pub(crate) fn report(bar: &ProgressBar, msg: String) {
     if bar.is_hidden() {
         eprintln!("{msg}");
     } else {

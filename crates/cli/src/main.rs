@@ -4,6 +4,7 @@
 mod backend;
 mod bench;
 mod compare;
+mod eval;
 mod jsonl;
 mod quantize;
 mod random_model;
@@ -29,6 +30,9 @@ struct Cli {
 enum Command {
     /// Score a JSONL file of conversations, responses or preference pairs.
     Score(jsonl::ScoreArgs),
+    /// Evaluate a reward model on RewardBench 1 or 2, RM-Bench or ProcessBench, as their
+    /// reference code counts.
+    Eval(eval::EvalArgs),
     /// Measure scoring speed and peak memory on random token ids.
     Bench(bench::BenchArgs),
     /// Write a checkpoint as one self-contained, quantized GGUF file.
@@ -93,6 +97,7 @@ fn main() -> ExitCode {
     }
     let result: Result<ExitCode> = match cli.command {
         Command::Score(args) => jsonl::run(args),
+        Command::Eval(args) => eval::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Compare(args) => compare::run(args),

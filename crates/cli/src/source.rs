@@ -154,7 +154,7 @@ pub fn load_model_and_commit(args: &ModelArgs) -> Result<(RewardModel, Option<St
     Ok((model.with_context(|| format!("loading {what}"))?, commit))
 }
 
-fn looks_like_repo_id(s: &str) -> bool {
+pub(crate) fn looks_like_repo_id(s: &str) -> bool {
     let parts: Vec<&str> = s.split('/').collect();
     parts.len() == 2
         && parts.iter().all(|p| {

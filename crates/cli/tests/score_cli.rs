@@ -1,11 +1,12 @@
 //! The `rewardlens score` binary against the fixture models' golden values, and its error paths.
 
+mod common;
+
+use common::serve_hub;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 
 const MODELS: [&str; 6] = ["qwen3-seq", "qwen3-token", "qwen2-seq", "qwen2-token", "llama-seq", "llama-token"];
 
@@ -293,64 +294,6 @@ fn existing_output_is_kept_and_resume_completes_it() {
             }
         }
     }
-}
-
-/// A stand-in for the Hub's file endpoint (`/{repo}/resolve/{rev}/{file}` with ranges, etag and
-/// commit headers, as hf-hub reads them), recording the Authorization headers it receives.
-fn serve_hub(root: PathBuf, repo: &'static str) -> (String, Arc<Mutex<Vec<String>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = format!("http://{}", listener.local_addr().unwrap());
-    let auth = Arc::new(Mutex::new(Vec::new()));
-    let seen = auth.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let root = root.clone();
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                if reader.read_line(&mut request).is_err() {
-                    return;
-                }
-                let mut range = None;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    let lower = h.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("range: bytes=") {
-                        let (a, b) = v.trim().split_once('-').unwrap();
-                        range = Some((a.parse::<usize>().unwrap(), b.parse::<usize>().ok()));
-                    }
-                    if lower.starts_with("authorization:") {
-                        seen.lock().unwrap().push(h.trim().to_owned());
-                    }
-                }
-                let path = request.split_whitespace().nth(1).unwrap_or("").to_owned();
-                let prefix = format!("/{repo}/resolve/main/");
-                let file = path.strip_prefix(&prefix).map(|f| root.join(f));
-                let body = file.and_then(|f| std::fs::read(f).ok());
-                let resp = match body {
-                    None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_vec(),
-                    Some(data) => {
-                        let (a, b) = range.unwrap_or((0, None));
-                        let b = b.unwrap_or(data.len() - 1).min(data.len() - 1);
-                        let mut r = format!(
-                            "HTTP/1.1 206 Partial Content\r\nContent-Length: {}\r\nContent-Range: bytes {a}-{b}/{}\r\nETag: \"e{}\"\r\nX-Repo-Commit: 0123456789abcdef0123456789abcdef01234567\r\nConnection: close\r\n\r\n",
-                            b + 1 - a, data.len(), data.len()
-                        ).into_bytes();
-                        r.extend_from_slice(&data[a..=b]);
-                        r
-                    }
-                };
-                let _ = stream.write_all(&resp);
-                let _ = stream.read(&mut [0u8; 1]);
-            });
-        }
-    });
-    (addr, auth)
 }
 
 #[test]
