@@ -243,6 +243,16 @@ pub enum ScoreJob {
     Conversation { messages: Vec<Message> },
     /// A JSONL file in the CLI's formats; answered with the annotated lines.
     Jsonl { text: String },
+    /// A benchmark suite's rows as published (each with the split its file names), scored as
+    /// `rewardlens eval` scores them; answered with every row's scores.
+    Benchmark { suite: rewardlens_eval::Suite, rows: Vec<BenchmarkRow> },
+}
+
+/// One row of a benchmark file and its split (ProcessBench's subset).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkRow {
+    pub split: String,
+    pub row: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Page -> worker.
@@ -430,6 +440,8 @@ pub enum ScoreOutput {
     },
     /// Annotated JSONL text and how many lines were skipped (each with its reason).
     Jsonl { text: String, scored: usize, skipped: Vec<String> },
+    /// Every row of a `Benchmark` job with its scores, in the job's order.
+    Benchmark { rows: Vec<rewardlens_eval::ScoredRow> },
 }
 
 fn one() -> usize {

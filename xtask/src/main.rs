@@ -32,8 +32,14 @@ mod peers;
 mod web;
 
 /// The crates that must build for the browser.
-const WASM_CRATES: [&str; 5] =
-    ["rewardlens-core", "rewardlens-models", "rewardlens-remote", "rewardlens-gpu", "rewardlens-web"];
+const WASM_CRATES: [&str; 6] = [
+    "rewardlens-core",
+    "rewardlens-models",
+    "rewardlens-eval",
+    "rewardlens-remote",
+    "rewardlens-gpu",
+    "rewardlens-web",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()

@@ -7,11 +7,10 @@ use crate::backend::{endpoint_unavailable, Backend, BackendArgs};
 use crate::jsonl::{backend_identity, open_resumable, positions, report, step_convention, step_encoder};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
-use rewardlens_core::Message;
-use rewardlens_eval::table::{read_rows, split_of_file, FileFormat};
+use rewardlens_eval::table::FileFormat;
 use rewardlens_eval::{evaluate, Row, RowScores, ScoredRow, Suite};
 use rewardlens_models::prm::StepConvention;
-use rewardlens_models::records::{num, parse_record, SCORED_WITH_FIELD};
+use rewardlens_models::records::{parse_record, SCORED_WITH_FIELD};
 use rewardlens_models::LengthPolicy;
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -179,37 +178,18 @@ fn cached_snapshot(repo: &hf_hub::Repo) -> Option<(String, PathBuf)> {
 
 /// Every row of the suite, in file then row order.
 fn read_suite(suite: Suite, files: &[DataFile]) -> Result<Vec<Row>> {
-    let mut rows = Vec::new();
-    let mut seen = HashMap::new();
+    let mut named = Vec::with_capacity(files.len());
     for f in files {
-        let split = split_of_file(&f.name);
-        if !suite.wants_split(&split) {
-            continue;
-        }
-        let bytes = std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?;
-        for obj in read_rows(&f.name, bytes)? {
-            let row = suite.row(&obj, &split).with_context(|| format!("in {}", f.name))?;
-            if let Some(first) = seen.insert((row.subset().to_owned(), row.id().to_owned()), f.name.clone()) {
-                bail!(
-                    "{}: row id {} of subset {} appears twice (also in {first}): each row is counted once",
-                    f.name,
-                    row.id(),
-                    row.subset()
-                );
-            }
-            rows.push(row);
-        }
+        named.push((f.name.clone(), std::fs::read(&f.path).with_context(|| format!("reading {}", f.path.display()))?));
     }
-    if rows.is_empty() {
-        bail!("no {suite} rows in --data {}", files.iter().map(|f| f.name.as_str()).collect::<Vec<_>>().join(", "));
-    }
-    Ok(rows)
+    Ok(rewardlens_eval::read_suite(suite, named)?.into_iter().map(|r| r.row).collect())
 }
 
 /// A score as the rows file keeps it: the f32's shortest digits, so the formulas compare the
 /// same numbers whether a row was scored in this run or read back by `--resume`.
 fn kept(v: f32, row: &Row) -> Result<f64> {
-    num(v).as_f64().with_context(|| format!("the model gave a non-finite score ({v}) for row {}", row.id()))
+    rewardlens_eval::stored_score(v)
+        .with_context(|| format!("the model gave a non-finite score ({v}) for row {}", row.id()))
 }
 
 /// Scores rows, the suite's way: every answer of a preference row as one sequence after its
@@ -240,8 +220,7 @@ impl Scorer<'_> {
                 Row::Steps(s) => {
                     let convention = self.steps.as_ref().expect("checked before scoring");
                     let encoder = step_encoder(self.backend).expect("checked before scoring");
-                    let (answer, steps) = s.answer_and_steps();
-                    let conv = [Message::user(s.problem.as_str()), Message::assistant(answer)];
+                    let (conv, steps) = s.conversation();
                     let input = encoder
                         .encode_steps(convention, &conv, &steps, &self.policy)
                         .with_context(|| format!("row {} of {}", s.id, s.subset))?;

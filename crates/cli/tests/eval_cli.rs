@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::serve_hub;
+use common::{serve_hub, Server};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -191,4 +191,27 @@ fn wrong_suite_and_bad_rows_are_named() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("row 1") && stderr(&o).contains("`rejected`"), "{}", stderr(&o));
     assert!(!tmp.path().join("b.json").exists(), "no results for a run that failed");
+}
+
+/// Through a remote endpoint (a `rewardlens serve` process), in a protocol that takes chat
+/// messages and one that takes rendered text: the same results as the reference formulas.
+#[test]
+fn endpoints_give_the_same_results() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = fixtures().join("models/qwen3-seq");
+    let srv = Server::start(&["--model", model.to_str().unwrap()]);
+    let data = fixtures().join("benchmarks/rm-bench");
+    for (protocol, extra) in [("vllm", vec![]), ("tei", vec!["--template", model.to_str().unwrap()])] {
+        let out = tmp.path().join(format!("{protocol}.json"));
+        let o = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+            .args(["eval", "--suite", "rm-bench", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()])
+            .args(["--endpoint", srv.url.as_str(), "--protocol", protocol])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{protocol}: {}", stderr(&o));
+        let results = read_json(&out);
+        assert_numbers(protocol, &expected()["rm-bench"]["results"], &results, 1e-9);
+        assert_eq!(results["rewardlens"]["scored_with"]["protocol"], protocol);
+    }
 }

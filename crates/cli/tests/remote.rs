@@ -2,6 +2,9 @@
 //! (remote scores equal transformers' goldens, as local ones do), `score --endpoint`, fault
 //! injection against a scripted server, and a bounded load test.
 
+mod common;
+
+use common::Server;
 use rewardlens_core::types::prompt_response;
 use rewardlens_core::ChatTemplate;
 use rewardlens_remote::{Protocol, RemoteConfig, RemoteError, RemoteInput, RemoteScorer};
@@ -9,7 +12,7 @@ use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -27,35 +30,6 @@ fn logits(g: &Value, case: &str) -> Vec<f64> {
 
 fn close(a: f32, b: f64) -> bool {
     (a as f64 - b).abs() <= 1e-4 * b.abs().max(1.0)
-}
-
-/// A `rewardlens serve` process on a free port, stopped (SIGTERM-like kill) on drop.
-struct Server {
-    child: Child,
-    url: String,
-}
-
-impl Server {
-    fn start(extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rewardlens"))
-            .args(["serve", "--port", "0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
-        let url = line.trim().strip_prefix("listening on ").unwrap_or_else(|| panic!("unexpected: {line}")).to_owned();
-        Self { child, url }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn rt() -> tokio::runtime::Runtime {

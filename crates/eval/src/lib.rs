@@ -68,6 +68,51 @@ impl Evaluation {
     }
 }
 
+/// A row read from a suite's files: its split, the row as published and as understood.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SuiteRow {
+    pub split: String,
+    pub json: table::JsonRow,
+    pub row: Row,
+}
+
+/// Every row of `suite` in `files` (name, bytes), in file then row order: the splits the suite
+/// evaluates (not RewardBench's `raw`), each row checked, no `(subset, id)` twice.
+pub fn read_suite(suite: Suite, files: Vec<(String, Vec<u8>)>) -> Result<Vec<SuiteRow>, EvalError> {
+    let names: Vec<String> = files.iter().map(|(n, _)| n.clone()).collect();
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashMap::new();
+    for (name, bytes) in files {
+        let split = table::split_of_file(&name);
+        if !suite.wants_split(&split) {
+            continue;
+        }
+        for json in table::read_rows(&name, bytes)? {
+            let row = suite.row(&json, &split).map_err(|e| EvalError::Input(format!("{name}: {e}")))?;
+            let key = (row.subset().to_owned(), row.id().to_owned());
+            if let Some(first) = seen.insert(key, name.clone()) {
+                return Err(EvalError::Input(format!(
+                    "{name}: row id {} of subset {} appears twice (also in {first}): each row is counted once",
+                    row.id(),
+                    row.subset()
+                )));
+            }
+            out.push(SuiteRow { split: split.clone(), json, row });
+        }
+    }
+    if out.is_empty() {
+        return Err(EvalError::Input(format!("no {suite} rows in {}", names.join(", "))));
+    }
+    Ok(out)
+}
+
+/// A model's f32 score as rows keep it: its shortest decimal digits read as f64 (the JSON
+/// the rows file holds), so a row scored now and one read back compare the same; None for
+/// a non-finite score, which no benchmark can count.
+pub fn stored_score(v: f32) -> Option<f64> {
+    v.is_finite().then(|| v.to_string().parse().expect("a finite f32 prints as a number"))
+}
+
 /// What a suite's evaluation can be told beyond the scores.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {

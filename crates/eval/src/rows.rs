@@ -311,6 +311,14 @@ impl ScoredRow {
 }
 
 impl StepRow {
+    /// The conversation a PRM scores (the problem, then the solution as one answer) and the
+    /// steps with their places in that answer.
+    pub fn conversation(&self) -> (Vec<rewardlens_core::Message>, Vec<rewardlens_core::Step>) {
+        use rewardlens_core::Message;
+        let (answer, steps) = self.answer_and_steps();
+        (vec![Message::user(self.problem.as_str()), Message::assistant(answer)], steps)
+    }
+
     /// The solution as one answer — its steps joined by blank lines, ProcessBench's own
     /// layout — and the steps with their places in it, so no re-splitting can move a boundary.
     pub fn answer_and_steps(&self) -> (String, Vec<rewardlens_core::Step>) {

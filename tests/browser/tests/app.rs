@@ -1108,3 +1108,127 @@ fn web_component_typos_fail_alone_markup_is_escaped_and_cancel_works() {
     assert_close(&out["score"].to_string(), berlin, "after the cancel");
     assert_eq!(srv.gets("/work/long-context/model.safetensors"), 1, "reloaded from the cache");
 }
+
+/// The Evaluate view's table as (name, rows, score) from the rows' data attributes.
+fn eval_table(b: &Browser) -> Vec<(String, f64)> {
+    let names = b.attrs("#eval-table tbody tr", "data-name");
+    let scores = b.attrs("#eval-table tbody tr", "data-score");
+    names.into_iter().zip(scores.iter().map(|s| s.parse().unwrap())).collect()
+}
+
+/// Runs the Evaluate tab (files already picked, or a Hub id typed) and waits for the table.
+fn run_eval(b: &Browser, suite: &str) {
+    b.fill("#eval-suite", suite);
+    b.click("#score");
+    if let Err(e) = b.wait_for_either("#eval-table", "#error", LOAD) {
+        panic!("evaluating {suite} failed: {e}");
+    }
+}
+
+/// Benchmark suites in the page, on the WASM CPU engine in f32, give the numbers the
+/// fixture script's re-implementation of each reference formula computes from transformers'
+/// scores (tests/fixtures/make_benchmarks.py): RewardBench 2 from a Parquet file, RewardBench
+/// from a (stand-in) Hub dataset id, ProcessBench from its four split files; a wrong row opens
+/// in the response view.
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn benchmark_suites_evaluate_in_the_page() {
+    let bench = repo_root().join("tests/fixtures/benchmarks");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(bench.join("expected.json")).unwrap()).unwrap();
+    // A stand-in Hub: the listing the Hub API answers, and the file under resolve/main.
+    let hub = artifacts().join("eval-hub");
+    let _ = std::fs::remove_dir_all(&hub);
+    let listing = hub.join("api/datasets/tiny-org/reward-bench/revision");
+    std::fs::create_dir_all(&listing).unwrap();
+    std::fs::write(
+        listing.join("main"),
+        serde_json::json!({"sha": "0123", "siblings": [
+            {"rfilename": "README.md"},
+            {"rfilename": "data/filtered-00000-of-00001.parquet"},
+            {"rfilename": "data/raw-00000-of-00001.parquet"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let files = hub.join("datasets/tiny-org/reward-bench/resolve/main/data");
+    std::fs::create_dir_all(&files).unwrap();
+    for f in ["filtered-00000-of-00001.parquet", "raw-00000-of-00001.parquet"] {
+        std::fs::copy(bench.join("rewardbench/data").join(f), files.join(f)).unwrap();
+    }
+    let srv = StaticServer::start(
+        vec![("/hub/".into(), hub.clone()), ("/fixtures/".into(), fixtures_dir()), ("/".into(), dist_dir())],
+        true,
+    );
+    let b = Browser::start();
+    b.goto(&format!("{}/?hub={}/hub", srv.url, srv.url));
+    b.fill("#storage", "f32");
+    b.load_model(&format!("{}/fixtures/qwen3-seq/", srv.url));
+    b.click("#tab-eval");
+
+    // RewardBench 2 from its Parquet file: every subset, Ties included, and the mean of six.
+    b.upload("#eval-files", &[bench.join("rewardbench2/data/test-00000-of-00001.parquet")]);
+    b.wait_for("#eval-file-names:not(:empty)", LOAD);
+    run_eval(&b, "rewardbench2");
+    let table = eval_table(&b);
+    let e = &expected["rewardbench2"];
+    for (subset, v) in e["results"].as_object().unwrap() {
+        let shown = table.iter().find(|(n, _)| n == subset).unwrap_or_else(|| panic!("{subset} in {table:?}")).1;
+        let tol = if subset == "Ties" { 1e-4 } else { 1e-7 };
+        assert!((shown - 100.0 * v.as_f64().unwrap()).abs() < tol, "{subset}: page {shown}, reference {v}");
+    }
+    let headline: f64 = b.attr("#eval-headline", "data-score").unwrap().parse().unwrap();
+    assert!((headline - 100.0 * e["score"].as_f64().unwrap()).abs() < 1e-4, "headline {headline}");
+    let wrong: usize = b.attr("#eval-wrong", "data-count").unwrap().parse().unwrap();
+    assert!(wrong > 0, "the fixture has rows the tiny model gets wrong");
+
+    // A wrong row opens in the normal response view: its answers scored, chosen first.
+    b.click("#eval-wrong summary");
+    b.click("#eval-wrong button.wrong-row");
+    b.wait_for("#scores td.score", LOAD);
+    assert!(b.attrs("#scores td.score", "data-score").len() >= 4, "{}", b.text("#scores"));
+
+    // RewardBench from a Hub dataset id (the raw split is listed and left out).
+    b.goto(&format!("{}/?hub={}/hub", srv.url, srv.url));
+    b.fill("#storage", "f32");
+    b.load_model(&format!("{}/fixtures/qwen3-seq/", srv.url));
+    b.click("#tab-eval");
+    b.fill("#eval-hub", "tiny-org/reward-bench");
+    run_eval(&b, "rewardbench");
+    let table = eval_table(&b);
+    let e = &expected["rewardbench"];
+    for (name, v) in e["results"].as_object().unwrap().iter().chain(e["sections"].as_object().unwrap()) {
+        let shown = table.iter().find(|(n, _)| n == name).unwrap_or_else(|| panic!("{name} in {table:?}")).1;
+        assert!((shown - 100.0 * v.as_f64().unwrap()).abs() < 1e-7, "{name}: page {shown}, reference {v}");
+    }
+
+    // ProcessBench: the PRM fixture, its Qwen convention, four split files (JSON and Parquet).
+    b.goto(&format!("{}/", srv.url));
+    b.fill("#storage", "f32");
+    b.load_model(&format!("{}/fixtures/prm-qwen/", srv.url));
+    b.click("#tab-eval");
+    b.fill("#eval-suite", "processbench");
+    b.fill("#eval-prm", "qwen");
+    let pb = bench.join("processbench");
+    b.upload(
+        "#eval-files",
+        &[
+            pb.join("gsm8k.json"),
+            pb.join("data/math-00000-of-00001.parquet"),
+            pb.join("olympiadbench.json"),
+            pb.join("omnimath.json"),
+        ],
+    );
+    b.wait_for("#eval-file-names:not(:empty)", LOAD);
+    run_eval(&b, "processbench");
+    let table = eval_table(&b);
+    let e = &expected["processbench"]["results"];
+    for split in ["gsm8k", "math", "olympiadbench", "omnimath"] {
+        let shown = table.iter().find(|(n, _)| n == split).unwrap().1;
+        assert!(
+            (shown - e[split]["f1"].as_f64().unwrap()).abs() < 1e-7,
+            "{split}: page F1 {shown}, reference {}",
+            e[split]
+        );
+    }
+    let headline: f64 = b.attr("#eval-headline", "data-score").unwrap().parse().unwrap();
+    assert!((headline - e["avg_f1"].as_f64().unwrap()).abs() < 1e-7);
+}

@@ -64,6 +64,8 @@ pub struct EngineState {
     pub notice: RwSignal<Option<String>>,
     pub results: RwSignal<Option<Comparison>>,
     pub batch: RwSignal<Option<BatchOutput>>,
+    /// The scored rows of the last benchmark job (the Evaluate view counts them).
+    pub benchmark: RwSignal<Option<Vec<rewardlens_eval::ScoredRow>>>,
     pub bench: RwSignal<Option<Vec<BenchRow>>>,
     pub cache: RwSignal<Option<(u64, u64)>>,
     /// Bumped whenever a model finishes loading (deep links score then).
@@ -109,6 +111,7 @@ impl Engine {
             notice: RwSignal::new(None),
             results: RwSignal::new(None),
             batch: RwSignal::new(None),
+            benchmark: RwSignal::new(None),
             bench: RwSignal::new(None),
             cache: RwSignal::new(None),
             loads: RwSignal::new(0),
@@ -221,6 +224,7 @@ impl Engine {
                     ScoreOutput::Jsonl { text, scored, skipped } => {
                         s.batch.set(Some(BatchOutput { text, scored, skipped }));
                     }
+                    ScoreOutput::Benchmark { rows } => s.benchmark.set(Some(rows)),
                 }
             }
             FromWorker::Benched { id, rows } if Some(id) == current => {
@@ -333,6 +337,8 @@ impl Engine {
         let id = self.begin(Phase::Scoring, Some(submitted));
         if matches!(job, ScoreJob::Jsonl { .. }) {
             self.state.batch.set(None);
+        } else if matches!(job, ScoreJob::Benchmark { .. }) {
+            self.state.benchmark.set(None);
         } else {
             self.state.results.set(None);
         }

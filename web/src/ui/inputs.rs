@@ -18,6 +18,8 @@ pub enum Mode {
     Responses,
     Conversation,
     Jsonl,
+    /// A benchmark suite (the Evaluate view).
+    Evaluate,
 }
 
 /// What localStorage keeps.
@@ -206,6 +208,14 @@ impl Inputs {
         });
     }
 
+    /// Puts a prompt and its responses in the editor (replacing what is there).
+    pub fn set_responses(&self, prompt: String, responses: Vec<String>) {
+        let first = self.next_key.get_value();
+        self.next_key.set_value(first + responses.len() as u64);
+        self.prompt.set(prompt);
+        self.responses.set(responses.into_iter().enumerate().map(|(i, r)| (first + i as u64, r)).collect());
+    }
+
     fn add_response(&self) {
         let key = self.next_key.get_value();
         self.next_key.set_value(key + 1);
@@ -248,6 +258,10 @@ impl Inputs {
                         format!("the conversation must be a JSON list of {{\"role\", \"content\"}} messages: {e}"),
                     ))),
                 }
+            }
+            Mode::Evaluate => {
+                let choice = expect_context::<super::ModelChoice>();
+                expect_context::<super::evaluate::EvalState>().run(engine, choice, truncate);
             }
             Mode::Jsonl => match self.jsonl.get_untracked() {
                 Some((_, text)) => engine.score(
@@ -304,7 +318,11 @@ pub fn InputPanel(engine: Engine, inputs: Inputs, choice: ModelChoice) -> impl I
                 {tab(Mode::Responses, "Prompt + responses", "tab-responses")}
                 {tab(Mode::Conversation, "Conversation (JSON)", "tab-conversation")}
                 {tab(Mode::Jsonl, "JSONL batch", "tab-jsonl")}
+                {tab(Mode::Evaluate, "Benchmark", "tab-eval")}
             </div>
+            <Show when=move || inputs.mode.get() == Mode::Evaluate>
+                <super::evaluate::EvaluateInputs />
+            </Show>
             <Show when=move || inputs.mode.get() == Mode::Responses>
                 <ResponsesEditor inputs />
             </Show>
@@ -361,7 +379,9 @@ pub fn InputPanel(engine: Engine, inputs: Inputs, choice: ModelChoice) -> impl I
                     " Truncate over-long inputs instead of refusing them"
                 </label>
             </div>
-            <StepControls steps=inputs.steps />
+            <Show when=move || inputs.mode.get() != Mode::Evaluate>
+                <StepControls steps=inputs.steps />
+            </Show>
             <div class="row">
                 <button
                     id="score"

@@ -2,6 +2,7 @@
 //! [`engine::Engine`]; every piece of user or model text is rendered as text, never as HTML.
 
 pub mod engine;
+mod evaluate;
 mod inputs;
 mod results;
 
@@ -89,6 +90,7 @@ fn App() -> impl IntoView {
     let fragment = location.hash().unwrap_or_default();
 
     let inputs = Inputs::restore();
+    provide_context(evaluate::EvalState::new());
     let choice = ModelChoice {
         model: RwSignal::new(inputs.saved_model().unwrap_or_else(|| DEFAULT_MODEL.to_owned())),
         revision: RwSignal::new(inputs.saved_revision()),
@@ -104,6 +106,7 @@ fn App() -> impl IntoView {
         remote_only: RwSignal::new(false),
         workers: RwSignal::new(share::query_param(&query, "workers").and_then(|w| w.trim().parse().ok())),
     };
+    provide_context(choice);
 
     // Deep links: `?model=&revision=` pick the model and load it; `#in=` carries inputs,
     // which are scored as soon as the model is loaded.
@@ -189,6 +192,7 @@ fn App() -> impl IntoView {
             <StatusLine engine />
             <ResultsView engine threshold=inputs.steps.threshold />
             <BatchView engine />
+            <evaluate::EvalView engine inputs />
             <BenchView engine />
             <SelfTestView engine />
         </main>

@@ -70,6 +70,9 @@ pub enum WorkerError {
     /// A pipeline stage worker crashed: the model is loaded again before the next job.
     #[error("{0}")]
     WorkerCrashed(String),
+    /// A benchmark row that cannot be read or scored (named in the message).
+    #[error("{0}")]
+    Benchmark(String),
     /// A failure a pipeline stage reported with its own code (the stage messages carry it).
     #[error("{}", .0.message)]
     Stage(UserError),
@@ -122,6 +125,7 @@ impl WorkerError {
             Self::Endpoint { code, .. } => code,
             Self::Engine(_) => "engine",
             Self::WorkerCrashed(_) => "worker_crashed",
+            Self::Benchmark(_) => "benchmark",
             Self::Stage(e) => &e.code,
         }
     }

@@ -10,7 +10,7 @@
 //! [`grouping`] (batches) and [`shape`] (results, model info, the CLI's records). wasm32 only,
 //! the browser calls: `queue` (the engine, its job queue and dispatch), `fetch` (fetch and the
 //! Cache API), `load` (safetensors, GGUF, WebGPU, pipeline), `scorer` (what scores a loaded
-//! model), `score`, `steps`, `remote` and `bench`.
+//! model), `score`, `benchmark` (suites of the Evaluate view), `steps`, `remote` and `bench`.
 
 pub mod download;
 pub mod error;
@@ -20,6 +20,8 @@ pub mod storage;
 
 #[cfg(target_arch = "wasm32")]
 mod bench;
+#[cfg(target_arch = "wasm32")]
+mod benchmark;
 #[cfg(target_arch = "wasm32")]
 mod fetch;
 #[cfg(target_arch = "wasm32")]

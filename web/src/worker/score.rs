@@ -37,6 +37,9 @@ impl Engine {
                 vec![messages.clone()]
             }
             ScoreJob::Jsonl { text } => return self.score_jsonl(id, &loaded, text, policy).await,
+            ScoreJob::Benchmark { suite, rows } => {
+                return self.score_benchmark(id, &loaded, *suite, rows, policy, steps).await
+            }
         };
         let mut results = self.score_sequences(id, &loaded, &convs, policy, true).await?;
         if let Some(req) = steps {

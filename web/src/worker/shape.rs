@@ -194,7 +194,7 @@ pub fn record(
             obj.insert("conversation".into(), serde_json::to_value(messages).expect("messages serialize"));
             Record::Single(messages.clone())
         }
-        ScoreJob::Jsonl { .. } => return None,
+        ScoreJob::Jsonl { .. } | ScoreJob::Benchmark { .. } => return None,
     };
     annotate(&mut obj, &record, &scores_of(results), labels);
     if let Some(first) = results.iter().find_map(|r| r.steps.as_ref()) {
