@@ -439,7 +439,15 @@ pub enum ScoreOutput {
         record: Option<serde_json::Map<String, serde_json::Value>>,
     },
     /// Annotated JSONL text and how many lines were skipped (each with its reason).
-    Jsonl { text: String, scored: usize, skipped: Vec<String> },
+    Jsonl {
+        text: String,
+        scored: usize,
+        skipped: Vec<String>,
+        /// TRL's figures over the preference lines (`records::PreferenceSummary`, the line
+        /// `rewardlens score` prints), when there are any.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preferences: Option<String>,
+    },
     /// Every row of a `Benchmark` job with its scores, in the job's order.
     Benchmark { rows: Vec<rewardlens_eval::ScoredRow> },
 }

@@ -429,6 +429,7 @@ impl Browser {
     }
 
     pub fn click(&self, css: &str) {
+        self.wait_present(css);
         let ok = self.script(
             "const e = document.querySelector(arguments[0]); if (!e || e.disabled) return false; e.click(); return true;",
             json!([css]),
@@ -436,8 +437,18 @@ impl Browser {
         assert_eq!(ok, json!(true), "`{css}` is missing or disabled; page text:\n{}", self.text("body"));
     }
 
+    /// Waits a little for `css` to appear: after `goto` the app mounts only once its wasm is
+    /// instantiated, so an element can be missing for a moment. Callers still assert on it.
+    fn wait_present(&self, css: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.exists(css) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Sets an input's or textarea's value as typing would (an `input` event follows).
     pub fn fill(&self, css: &str, value: &str) {
+        self.wait_present(css);
         let ok = self.script(
             "const e = document.querySelector(arguments[0]); if (!e) return false; e.value = arguments[1]; \
              e.dispatchEvent(new Event('input', {bubbles: true})); e.dispatchEvent(new Event('change', {bubbles: true})); return true;",

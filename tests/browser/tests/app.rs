@@ -343,6 +343,11 @@ fn gguf_local_files_jsonl_batches_and_cancel() {
     let line: Value = serde_json::from_str(b.text("#batch-output").lines().next().unwrap()).unwrap();
     assert_close(&line["chosen_score"].to_string(), golden_logits(&g, "simple")[0], "JSONL chosen");
     assert_close(&line["rejected_score"].to_string(), golden_logits(&g, "wrong")[0], "JSONL rejected");
+    // TRL's figures over the batch's preference lines, as `rewardlens score` prints them.
+    let right = usize::from(golden_logits(&g, "simple")[0] > golden_logits(&g, "wrong")[0]);
+    let summary = b.text("#batch-preferences");
+    assert!(summary.starts_with(&format!("pair accuracy {right}/1 = ")), "{summary}");
+    assert!(summary.contains("reward min/mean/max"), "{summary}");
     assert_eq!(line["correct"], Value::Bool(false));
 
     // Cancel: a long batch stops at the next sequence and the page can score again.

@@ -45,6 +45,8 @@ pub struct BatchOutput {
     pub text: String,
     pub scored: usize,
     pub skipped: Vec<String>,
+    /// Accuracy, mean margin and rewards over the preference lines, as `rewardlens score` prints.
+    pub preferences: Option<String>,
 }
 
 /// What a score request was about, kept to label its answer.
@@ -221,8 +223,8 @@ impl Engine {
                             labels,
                         }));
                     }
-                    ScoreOutput::Jsonl { text, scored, skipped } => {
-                        s.batch.set(Some(BatchOutput { text, scored, skipped }));
+                    ScoreOutput::Jsonl { text, scored, skipped, preferences } => {
+                        s.batch.set(Some(BatchOutput { text, scored, skipped, preferences }));
                     }
                     ScoreOutput::Benchmark { rows } => s.benchmark.set(Some(rows)),
                 }

@@ -339,7 +339,7 @@ pub fn InputPanel(engine: Engine, inputs: Inputs, choice: ModelChoice) -> impl I
             </Show>
             <Show when=move || inputs.mode.get() == Mode::Jsonl>
                 <label class="block">
-                    "A JSONL file in any of the CLI's forms (conversation; instruction + response; prompt + responses; prompt + chosen + rejected): "
+                    "A JSONL file in any of the CLI's forms (conversation; instruction + response; prompt + responses; prompt + chosen + rejected, each side an answer or a list of answers, with an optional margin): "
                     <input
                         id="jsonl-file"
                         type="file"

@@ -305,6 +305,7 @@ pub fn BatchView(engine: Engine) -> impl IntoView {
                     <p id="batch-summary" data-scored=b.scored.to_string() data-skipped=b.skipped.len().to_string()>
                         {format!("{} lines scored, {} skipped ({size})", b.scored, b.skipped.len())}
                     </p>
+                    {b.preferences.clone().map(|p| view! { <p id="batch-preferences">{p}</p> })}
                     <ul class="skipped">{b.skipped.iter().map(|s| view! { <li>{s.clone()}</li> }).collect_view()}</ul>
                     <pre id="batch-output" class="preview">{preview}</pre>
                     <button

@@ -4,7 +4,7 @@
 
 use super::error::{Res, WorkerError};
 use super::queue::{Engine, Loaded};
-use super::shape::{annotated_line, labels, parse_line, record};
+use super::shape::{annotated_line, labels, parse_line, record, scores_of};
 use crate::protocol::{FromWorker, ScoreJob, ScoreOutput, SequenceResult, StepRequest};
 use rewardlens_core::types::prompt_response;
 use rewardlens_core::Message;
@@ -90,6 +90,7 @@ impl Engine {
     async fn score_jsonl(&self, id: u64, loaded: &Loaded, text: &str, policy: LengthPolicy) -> Res<ScoreOutput> {
         let lines: Vec<&str> = text.lines().collect();
         let (mut out, mut skipped, mut scored) = (String::new(), Vec::new(), 0);
+        let mut preferences = rewardlens_models::records::PreferenceSummary::default();
         let started = self.now();
         for (i, line) in lines.iter().enumerate() {
             if line.trim().is_empty() {
@@ -101,6 +102,7 @@ impl Engine {
                     match self.score_sequences(id, loaded, &convs, policy, false).await {
                         Ok(results) => {
                             let labels = labels(&loaded.info.labels, &results);
+                            preferences.add(&record, &scores_of(&results));
                             out.push_str(&annotated_line(obj, &record, &results, &labels));
                             out.push('\n');
                             scored += 1;
@@ -122,6 +124,7 @@ impl Engine {
             self.yield_now().await;
             self.check_cancel(id)?;
         }
-        Ok(ScoreOutput::Jsonl { text: out, scored, skipped })
+        let preferences = (preferences.records() > 0).then(|| preferences.to_string());
+        Ok(ScoreOutput::Jsonl { text: out, scored, skipped, preferences })
     }
 }
