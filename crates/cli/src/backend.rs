@@ -6,8 +6,10 @@ use anyhow::{bail, Context, Result};
 use rewardlens_core::{ChatTemplate, Message};
 use rewardlens_models::EncodedInput;
 use rewardlens_models::{CheckpointText, ConversationScore, InputEncoder, LengthPolicy, ModelConfig, RewardModel};
-use rewardlens_remote::{Protocol, RemoteConfig, RemoteError, RemoteInput, RemoteScorer};
+use rewardlens_remote::fleet::{BreakerPolicy, Fleet, MemberReport};
+use rewardlens_remote::{Protocol, RemoteConfig, RemoteError, RemoteInput, RemoteScore, RemoteScorer};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Where scores come from, as given on the command line.
@@ -24,9 +26,21 @@ pub struct BackendArgs {
     pub tokenizer: Option<PathBuf>,
     #[command(flatten)]
     pub device: DeviceArgs,
-    /// Score through a remote endpoint instead (base URL, or the full URL of the route).
+    /// Score through a remote endpoint instead (base URL, or the full URL of the route);
+    /// repeat it to spread the work over several servers of the same model.
     #[arg(long)]
-    pub endpoint: Option<String>,
+    pub endpoint: Vec<String>,
+    /// A file of endpoints, one per line: `URL [protocol [model]]` (protocol and model default
+    /// to --protocol and --model; `#` starts a comment).
+    #[arg(long)]
+    pub endpoints: Option<PathBuf>,
+    /// Requests in flight per endpoint (several endpoints).
+    #[arg(long, default_value_t = 4)]
+    pub in_flight: usize,
+    /// Go on when the endpoints score the canary line differently (by default a run over
+    /// several endpoints refuses: a different model, revision or dtype behind one URL).
+    #[arg(long)]
+    pub allow_mismatch: bool,
     /// The endpoint's protocol: vllm (/pooling), vllm-classify, nim, openrlhf, tei.
     #[arg(long, default_value = "vllm", value_parser = |s: &str| Protocol::parse_name(s))]
     pub protocol: Protocol,
@@ -60,7 +74,8 @@ pub enum Prepared {
 pub enum Backend {
     Local(RewardModel),
     Remote {
-        client: RemoteScorer,
+        /// The endpoints (one or more), routed by least outstanding tokens.
+        fleet: Arc<Fleet>,
         template: Option<ChatTemplate>,
         /// From `--template`: the served model's config and tokenizer, for step rewards.
         checkpoint: Option<(ModelConfig, InputEncoder)>,
@@ -72,86 +87,184 @@ pub enum Backend {
 /// retries), rather than that one input is bad: then no line can be scored, and the run stops
 /// where `--resume` can continue it instead of marking every later line as failed.
 pub fn endpoint_unavailable(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| {
-        matches!(
-            c.downcast_ref::<RemoteError>(),
-            Some(
-                RemoteError::Network { .. }
-                    | RemoteError::Timeout { .. }
-                    | RemoteError::RetryAfter { .. }
-                    | RemoteError::Status { status: 401 | 403 | 408 | 429 | 502 | 503 | 504, .. }
+    e.chain().any(|c| c.downcast_ref::<EndpointsDown>().is_some())
+        || e.chain().any(|c| {
+            matches!(
+                c.downcast_ref::<RemoteError>(),
+                Some(
+                    RemoteError::Network { .. }
+                        | RemoteError::Timeout { .. }
+                        | RemoteError::RetryAfter { .. }
+                        | RemoteError::Status { status: 401 | 403 | 408 | 429 | 502 | 503 | 504, .. }
+                )
             )
-        )
-    })
+        })
+}
+
+/// Every endpoint of the run is out (each failed after its retries, its probes too).
+#[derive(Debug)]
+pub struct EndpointsDown(pub Vec<MemberReport>);
+
+impl std::fmt::Display for EndpointsDown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "every endpoint failed: ")?;
+        for (i, m) in self.0.iter().enumerate() {
+            let sep = if i > 0 { "; " } else { "" };
+            write!(f, "{sep}{}: {}", m.name, m.last_error.as_deref().unwrap_or("no answer"))?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for EndpointsDown {}
+
+/// Whether `e` is the endpoint's fault (down, overloaded, refusing us, answering nonsense)
+/// rather than the input's: then the work goes to another endpoint.
+fn endpoint_fault(e: &RemoteError) -> bool {
+    matches!(
+        e,
+        RemoteError::Network { .. }
+            | RemoteError::Timeout { .. }
+            | RemoteError::RetryAfter { .. }
+            | RemoteError::Malformed { .. }
+            | RemoteError::Status { status: 401 | 403 | 404 | 408 | 429 | 500..=599, .. }
+    )
+}
+
+/// One endpoint as given: URL, protocol, served model name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointSpec {
+    pub url: String,
+    pub protocol: Protocol,
+    pub model: Option<String>,
+}
+
+impl BackendArgs {
+    /// The endpoints of `--endpoint` (each with --protocol and --model) and `--endpoints FILE`.
+    pub fn endpoint_specs(&self) -> Result<Vec<EndpointSpec>> {
+        let mut out: Vec<EndpointSpec> = self
+            .endpoint
+            .iter()
+            .map(|url| EndpointSpec { url: url.clone(), protocol: self.protocol, model: self.model.clone() })
+            .collect();
+        if let Some(path) = &self.endpoints {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading --endpoints {}", path.display()))?;
+            for (i, line) in text.lines().enumerate() {
+                let line = line.split('#').next().unwrap_or("").trim();
+                if line.is_empty() {
+                    continue;
+                }
+                let mut parts = line.split_whitespace();
+                let url = parts.next().expect("a non-empty line has a word").to_owned();
+                let protocol = match parts.next() {
+                    Some(p) => Protocol::parse_name(p)
+                        .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), i + 1))?,
+                    None => self.protocol,
+                };
+                let model = parts.next().map(str::to_owned).or_else(|| self.model.clone());
+                if parts.next().is_some() {
+                    bail!("{} line {}: expected `URL [protocol [model]]`", path.display(), i + 1);
+                }
+                out.push(EndpointSpec { url, protocol, model });
+            }
+            if out.is_empty() {
+                bail!("--endpoints {} names no endpoint", path.display());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether scores come from endpoints rather than a model here.
+    pub fn remote(&self) -> bool {
+        !self.endpoint.is_empty() || self.endpoints.is_some()
+    }
 }
 
 impl Backend {
     /// The backend, and the Hub commit of the model (or of `--template`) when one was downloaded.
     pub fn open(args: &BackendArgs) -> Result<(Self, Option<String>)> {
-        match &args.endpoint {
-            None => {
-                let model = args.model.clone().context("give --model (a folder, GGUF or Hub repo id) or --endpoint")?;
-                let m = ModelArgs {
-                    model,
-                    revision: args.revision.clone(),
-                    tokenizer: args.tokenizer.clone(),
-                    device: args.device.clone(),
-                };
-                let (model, commit) = source::load_model_and_commit(&m)?;
-                Ok((Self::Local(model), commit))
-            }
-            Some(endpoint) => {
-                let mut cfg = RemoteConfig::new(endpoint.clone(), args.protocol);
-                cfg.model = args.model.clone();
-                cfg.api_key = args.api_key.clone().filter(|k| !k.is_empty());
-                cfg.timeout = Duration::from_secs(args.timeout.max(1));
-                cfg.max_tries = args.tries.max(1);
-                cfg.score_key = args.score_key.clone();
-                let (mut checkpoint, mut commit) = (None, None);
-                let template = match &args.template {
-                    Some(t) => {
-                        let m = ModelArgs {
-                            model: t.clone(),
-                            revision: args.revision.clone(),
-                            tokenizer: None,
-                            device: DeviceArgs::default(),
-                        };
-                        let dir = source::resolve_dir(&m)?;
-                        commit = source::hub_commit(&m, &dir);
-                        let ck = rewardlens_models::CheckpointFiles::from_dir(&dir)?;
-                        let text = CheckpointText {
-                            config_json: &ck.config_json,
-                            tokenizer_json: &ck.tokenizer_json,
-                            tokenizer_config_json: &ck.tokenizer_config_json,
-                            chat_template_jinja: ck.chat_template_jinja.as_deref(),
-                        };
-                        checkpoint = InputEncoder::from_checkpoint(&text).ok();
-                        Some(ChatTemplate::from_tokenizer_config(&ck.tokenizer_config_json, ck.chat_template_jinja.as_deref())?)
-                    }
-                    None if !args.protocol.takes_chat() => bail!(
-                        "the {} protocol takes text rendered with the model's chat template: give --template <folder or Hub repo>",
-                        args.protocol.name()
-                    ),
-                    None => None,
-                };
-                let client = RemoteScorer::new(cfg)?;
-                let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-                Ok((Self::Remote { client, template, checkpoint, runtime }, commit))
-            }
+        if !args.remote() {
+            let model = args.model.clone().context("give --model (a folder, GGUF or Hub repo id) or --endpoint")?;
+            let m = ModelArgs {
+                model,
+                revision: args.revision.clone(),
+                tokenizer: args.tokenizer.clone(),
+                device: args.device.clone(),
+            };
+            let (model, commit) = source::load_model_and_commit(&m)?;
+            return Ok((Self::Local(model), commit));
         }
+        let specs = args.endpoint_specs()?;
+        let (mut checkpoint, mut commit) = (None, None);
+        let template = match &args.template {
+            Some(t) => {
+                let m = ModelArgs {
+                    model: t.clone(),
+                    revision: args.revision.clone(),
+                    tokenizer: None,
+                    device: DeviceArgs::default(),
+                };
+                let dir = source::resolve_dir(&m)?;
+                commit = source::hub_commit(&m, &dir);
+                let ck = rewardlens_models::CheckpointFiles::from_dir(&dir)?;
+                let text = CheckpointText {
+                    config_json: &ck.config_json,
+                    tokenizer_json: &ck.tokenizer_json,
+                    tokenizer_config_json: &ck.tokenizer_config_json,
+                    chat_template_jinja: ck.chat_template_jinja.as_deref(),
+                };
+                checkpoint = InputEncoder::from_checkpoint(&text).ok();
+                Some(ChatTemplate::from_tokenizer_config(&ck.tokenizer_config_json, ck.chat_template_jinja.as_deref())?)
+            }
+            None => None,
+        };
+        let mut members = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            if template.is_none() && !spec.protocol.takes_chat() {
+                bail!(
+                    "the {} protocol takes text rendered with the model's chat template: give --template <folder or Hub repo>",
+                    spec.protocol.name()
+                );
+            }
+            let mut cfg = RemoteConfig::new(spec.url.clone(), spec.protocol);
+            cfg.model = spec.model.clone();
+            cfg.api_key = args.api_key.clone().filter(|k| !k.is_empty());
+            cfg.timeout = Duration::from_secs(args.timeout.max(1));
+            cfg.max_tries = args.tries.max(1);
+            cfg.score_key = args.score_key.clone();
+            members.push((crate::jsonl::without_userinfo(&spec.url), RemoteScorer::new(cfg)?));
+        }
+        let fleet = Fleet::new(members, args.in_flight.max(1), BreakerPolicy::default());
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+        Ok((Self::Remote { fleet, template, checkpoint, runtime }, commit))
     }
 
     pub fn prepare(&self, conv: &[Message], policy: &LengthPolicy) -> Result<Prepared> {
         match self {
             Self::Local(m) => Ok(Prepared::Local(m.encode(conv, policy)?)),
-            Self::Remote { client, template, .. } => {
-                Ok(Prepared::Remote(RemoteInput::from_conversation(conv, template.as_ref(), client.config().protocol)?))
+            Self::Remote { fleet, template, .. } => {
+                // Rendered text when an endpoint needs it (vLLM takes text as well as chat).
+                let protocol = fleet.members().map(|(_, s)| s.config().protocol).find(|p| !p.takes_chat());
+                let protocol =
+                    protocol.unwrap_or_else(|| fleet.members().next().expect("one endpoint").1.config().protocol);
+                Ok(Prepared::Remote(RemoteInput::from_conversation(conv, template.as_ref(), protocol)?))
             }
         }
     }
 
     /// Scores prepared sequences, in order; the label names of the answer.
     pub fn score(&self, items: Vec<Prepared>, batch_size: usize) -> Result<(Vec<ConversationScore>, Vec<String>)> {
+        let scored = match self.launch(items, batch_size) {
+            Launched::Ready(r) => r?,
+            Launched::Running(handle) => self.wait(handle)?,
+        };
+        Ok((scored.scores, scored.labels))
+    }
+
+    /// Starts scoring `items`: at once here, or as a task over the endpoints (several may be
+    /// running; `wait` for each in the order wanted).
+    pub fn launch(&self, items: Vec<Prepared>, batch_size: usize) -> Launched {
         match self {
             Self::Local(m) => {
                 let inputs: Vec<EncodedInput> = items
@@ -161,9 +274,13 @@ impl Backend {
                         Prepared::Remote(_) => unreachable!("prepared by this backend"),
                     })
                     .collect();
-                Ok((m.score_encoded(&inputs, batch_size)?, m.labels().to_vec()))
+                Launched::Ready(
+                    m.score_encoded(&inputs, batch_size)
+                        .map(|scores| Scored { scores, labels: m.labels().to_vec(), scored_by: None })
+                        .map_err(Into::into),
+                )
             }
-            Self::Remote { client, runtime, .. } => {
+            Self::Remote { fleet, runtime, .. } => {
                 let inputs: Vec<RemoteInput> = items
                     .into_iter()
                     .map(|p| match p {
@@ -171,19 +288,142 @@ impl Backend {
                         Prepared::Local(_) => unreachable!("prepared by this backend"),
                     })
                     .collect();
-                let scores = runtime.block_on(client.score(&inputs))?;
-                let labels =
-                    scores.iter().find(|s| !s.labels.is_empty()).map(|s| s.labels.clone()).unwrap_or_else(|| {
-                        (0..scores.first().map_or(1, |s| s.values.len())).map(|i| format!("LABEL_{i}")).collect()
-                    });
-                let out = scores
-                    .into_iter()
-                    .map(|s| ConversationScore { logits: s.values, token_logits: None, tokens: 0, truncated_tokens: 0 })
-                    .collect();
-                Ok((out, labels))
+                Launched::Running(runtime.spawn(score_on_fleet(fleet.clone(), inputs)))
             }
         }
     }
+
+    /// The result of a running launch.
+    pub fn wait(&self, handle: tokio::task::JoinHandle<Result<Scored>>) -> Result<Scored> {
+        match self {
+            Self::Remote { runtime, .. } => runtime.block_on(handle).context("a scoring task failed")?,
+            Self::Local(_) => unreachable!("local scoring does not run as a task"),
+        }
+    }
+
+    /// Requests a run may have out at once (1 here).
+    pub fn capacity(&self) -> usize {
+        match self {
+            Self::Local(_) => 1,
+            Self::Remote { fleet, .. } => fleet.capacity(),
+        }
+    }
+
+    /// Scores `input` on every endpoint and refuses (or, with `allow`, warns) when they
+    /// disagree by more than 1e-3 (relative above 1): a different model, revision or dtype
+    /// behind one URL. Nothing to compare with one endpoint.
+    pub fn canary(&self, input: &Prepared, allow: bool) -> Result<()> {
+        let Self::Remote { fleet, runtime, .. } = self else { return Ok(()) };
+        let Prepared::Remote(input) = input else { unreachable!("prepared by this backend") };
+        if fleet.members().count() < 2 {
+            return Ok(());
+        }
+        let mut scores: Vec<(String, f32)> = Vec::new();
+        for (name, client) in fleet.members() {
+            match runtime.block_on(client.score(std::slice::from_ref(input))) {
+                Ok(s) => scores.push((name.to_owned(), s[0].score())),
+                // A dead endpoint is the breaker's business, not a mismatch.
+                Err(e) => eprintln!("canary: {name} did not answer ({e}); it is checked again when it scores"),
+            }
+        }
+        let Some((first, reference)) = scores.first().cloned() else { return Ok(()) };
+        let off: Vec<String> = scores
+            .iter()
+            .filter(|(_, v)| (v - reference).abs() > 1e-3 * reference.abs().max(1.0) || v.is_nan())
+            .map(|(n, v)| format!("{n} gives {v}"))
+            .collect();
+        if off.is_empty() {
+            return Ok(());
+        }
+        let msg = format!(
+            "the endpoints disagree on the first line: {first} gives {reference}, {}: a different model, revision or \
+             dtype behind one URL?",
+            off.join(", ")
+        );
+        if allow {
+            eprintln!("warning: {msg} (going on: --allow-mismatch)");
+            Ok(())
+        } else {
+            bail!("{msg} Fix the endpoints, or pass --allow-mismatch to score anyway")
+        }
+    }
+
+    /// What each endpoint did, for the closing report (None for a model here).
+    pub fn endpoint_report(&self) -> Option<Vec<MemberReport>> {
+        match self {
+            Self::Remote { fleet, .. } => Some(fleet.report()),
+            Self::Local(_) => None,
+        }
+    }
+}
+
+/// Scores, their label names and which endpoint scored them.
+pub struct Scored {
+    pub scores: Vec<ConversationScore>,
+    pub labels: Vec<String>,
+    /// The endpoint's URL (without credentials), for `scored_by`.
+    pub scored_by: Option<String>,
+}
+
+/// Scoring started by `Backend::launch`.
+pub enum Launched {
+    Ready(Result<Scored>),
+    Running(tokio::task::JoinHandle<Result<Scored>>),
+}
+
+/// Scores `inputs` on one endpoint of the fleet (the least loaded); when the endpoint fails
+/// (after its retries) the same inputs go to another, so a request is sent at least once and
+/// its answer used once. With one endpoint its error is the run's, as before fleets.
+async fn score_on_fleet(fleet: Arc<Fleet>, inputs: Vec<RemoteInput>) -> Result<Scored> {
+    let tokens: usize = inputs.iter().map(estimated_tokens).sum();
+    let single = fleet.members().count() == 1;
+    loop {
+        let Some(lease) = fleet.acquire(tokens).await else {
+            return Err(EndpointsDown(fleet.report()).into());
+        };
+        match lease.scorer().score(&inputs).await {
+            Ok(scores) => {
+                let name = lease.name().to_owned();
+                lease.done(scores.len());
+                return Ok(Scored {
+                    labels: labels_of(&scores),
+                    scores: conversation_scores(scores),
+                    scored_by: Some(name),
+                });
+            }
+            Err(e) if endpoint_fault(&e) && !single => lease.failed(&e),
+            Err(e) => {
+                let e = anyhow::Error::new(e.clone());
+                // The input's fault: the endpoint stays in rotation.
+                lease.done(0);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// About how many tokens an input is (4 bytes a token): what routing balances.
+fn estimated_tokens(input: &RemoteInput) -> usize {
+    let bytes = match input {
+        RemoteInput::Text { text, .. } => text.len(),
+        RemoteInput::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+    };
+    bytes / 4 + 1
+}
+
+fn labels_of(scores: &[RemoteScore]) -> Vec<String> {
+    scores
+        .iter()
+        .find(|s| !s.labels.is_empty())
+        .map(|s| s.labels.clone())
+        .unwrap_or_else(|| (0..scores.first().map_or(1, |s| s.values.len())).map(|i| format!("LABEL_{i}")).collect())
+}
+
+fn conversation_scores(scores: Vec<RemoteScore>) -> Vec<ConversationScore> {
+    scores
+        .into_iter()
+        .map(|s| ConversationScore { logits: s.values, token_logits: None, tokens: 0, truncated_tokens: 0 })
+        .collect()
 }
 
 #[cfg(test)]

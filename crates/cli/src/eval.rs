@@ -368,7 +368,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
         if matches!(suite, Suite::RewardBench | Suite::RewardBench2) {
             // The keys reward-bench's run_rm.py / run_v2.py write beside the subsets.
             let b = &args.backend;
-            o.insert("model".into(), b.model.clone().or_else(|| b.endpoint.clone()).into());
+            o.insert("model".into(), b.model.clone().or_else(|| b.endpoint.first().cloned()).into());
             o.insert("model_type".into(), "Seq. Classifier".into());
             o.insert("chat_template".into(), "tokenizer".into());
         }

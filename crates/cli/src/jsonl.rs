@@ -4,18 +4,18 @@
 //! run leaves only whole lines (plus at most one partial line that `--resume` cuts off).
 //! An existing output file is never overwritten without `--resume`.
 
-use crate::backend::{endpoint_unavailable, Backend, BackendArgs, Prepared};
+use crate::backend::{endpoint_unavailable, Backend, BackendArgs, Launched, Prepared, Scored};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rewardlens_core::StepSplit;
 use rewardlens_models::prm::{problem_and_answer, token_rewards, StepConvention, StepScores};
 use rewardlens_models::records::{
     annotate, annotate_steps, annotate_tokens, input_key, num, parse_record, PreferenceSummary, Record, ERROR_FIELD,
-    SCORED_WITH_FIELD, STEP_ERROR_FIELD,
+    SCORED_BY_FIELD, SCORED_WITH_FIELD, STEP_ERROR_FIELD,
 };
 use rewardlens_models::LengthPolicy;
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -71,6 +71,44 @@ pub struct ScoreArgs {
     /// Add `tokens` and `token_scores` (the head read at every token).
     #[arg(long)]
     token_scores: bool,
+    /// Score only shard I of N (`I/N`, 0-based): the lines whose content hash falls in it, so
+    /// N machines split one file with no coordination; `rewardlens merge` joins the outputs.
+    #[arg(long)]
+    shard: Option<String>,
+}
+
+/// `--shard I/N`: which lines this run takes.
+pub(crate) struct Shard {
+    index: u64,
+    count: u64,
+}
+
+impl Shard {
+    pub(crate) fn parse(spec: &str) -> Result<Self> {
+        let bad = || anyhow::anyhow!("--shard {spec}: expected I/N with 0 <= I < N, e.g. 0/4");
+        let (i, n) = spec.split_once('/').ok_or_else(bad)?;
+        let (index, count): (u64, u64) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Self { index, count })
+    }
+
+    /// Whether the input line (as read) is in this shard: by a fixed hash of its content
+    /// (key order ignored), the same on every machine and run.
+    fn takes(&self, line: &str) -> bool {
+        line_hash(line) % self.count == self.index
+    }
+}
+
+/// FNV-1a of the line's canonical content (`input_key`), or of its text when it is not a JSON
+/// object: stable across machines, runs and Rust versions (std's hasher is not).
+pub(crate) fn line_hash(line: &str) -> u64 {
+    let key = match serde_json::from_str::<Map<String, Value>>(line) {
+        Ok(obj) => input_key(obj),
+        Err(_) => line.trim().to_owned(),
+    };
+    key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// What step and token scoring were asked for.
@@ -182,7 +220,11 @@ pub(crate) fn step_encoder(backend: &Backend) -> Option<&rewardlens_models::Inpu
 pub(crate) fn positions(backend: &Backend, ids: &[u32]) -> Result<Vec<Vec<f32>>> {
     match backend {
         Backend::Local(m) => Ok(m.forward_positions(ids)?),
-        Backend::Remote { client, runtime, .. } => Ok(runtime.block_on(client.token_rows(&[ids.to_vec()]))?.remove(0)),
+        // Per-token rows come from the first endpoint (step rewards are not spread over a fleet).
+        Backend::Remote { fleet, runtime, .. } => {
+            let (_, client) = fleet.members().next().expect("a fleet has an endpoint");
+            Ok(runtime.block_on(client.token_rows(&[ids.to_vec()]))?.remove(0))
+        }
     }
 }
 
@@ -209,25 +251,27 @@ fn scored_with(args: &ScoreArgs, commit: Option<String>) -> Value {
 pub(crate) fn backend_identity(b: &BackendArgs, commit: Option<String>) -> Map<String, Value> {
     let local = |s: &str| std::fs::canonicalize(s).map_or_else(|_| s.to_owned(), |p| p.display().to_string());
     let mut o = Map::new();
-    match &b.endpoint {
-        None => {
-            o.insert("model".into(), b.model.as_deref().map(local).into());
-            o.insert("device".into(), b.device.device.clone().into());
-            if b.device.device == "gpu" || b.device.device == "auto" {
-                o.insert("gpu_weights".into(), b.device.gpu_weights.clone().into());
-            }
-            if let Some(t) = &b.tokenizer {
-                o.insert("tokenizer".into(), local(&t.to_string_lossy()).into());
-            }
+    if !b.remote() {
+        o.insert("model".into(), b.model.as_deref().map(local).into());
+        o.insert("device".into(), b.device.device.clone().into());
+        if b.device.device == "gpu" || b.device.device == "auto" {
+            o.insert("gpu_weights".into(), b.device.gpu_weights.clone().into());
         }
-        Some(endpoint) => {
-            o.insert("endpoint".into(), without_userinfo(endpoint).into());
-            o.insert("protocol".into(), b.protocol.name().into());
-            o.insert("model".into(), b.model.clone().into());
-            o.insert("template".into(), b.template.as_deref().map(local).into());
-            if b.protocol == rewardlens_remote::Protocol::OpenRlhf {
-                o.insert("score_key".into(), b.score_key.clone().into());
-            }
+        if let Some(t) = &b.tokenizer {
+            o.insert("tokenizer".into(), local(&t.to_string_lossy()).into());
+        }
+    } else {
+        let specs = b.endpoint_specs().unwrap_or_default();
+        // One endpoint is part of what scored; over several, each line says which one
+        // (`scored_by`) and the canary checked they agree, so a resumed run may use others.
+        if let [one] = specs.as_slice() {
+            o.insert("endpoint".into(), without_userinfo(&one.url).into());
+        }
+        o.insert("protocol".into(), b.protocol.name().into());
+        o.insert("model".into(), b.model.clone().into());
+        o.insert("template".into(), b.template.as_deref().map(local).into());
+        if b.protocol == rewardlens_remote::Protocol::OpenRlhf {
+            o.insert("score_key".into(), b.score_key.clone().into());
         }
     }
     o.insert("revision".into(), b.revision.clone().into());
@@ -238,7 +282,7 @@ pub(crate) fn backend_identity(b: &BackendArgs, commit: Option<String>) -> Map<S
 }
 
 /// An endpoint URL without `user:password@`, which must not land in output files.
-fn without_userinfo(url: &str) -> String {
+pub(crate) fn without_userinfo(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
     let authority_end = rest.find('/').unwrap_or(rest.len());
     match rest[..authority_end].rfind('@') {
@@ -429,6 +473,10 @@ struct Writer<'a> {
     with: Value,
     out: File,
     bar: &'a ProgressBar,
+    /// Chunks being scored, oldest first: written in this order as they finish (the reorder
+    /// buffer), at most `window` of them out.
+    running: VecDeque<(Vec<PendingLine>, Launched)>,
+    window: usize,
 }
 
 impl Writer<'_> {
@@ -440,21 +488,44 @@ impl Writer<'_> {
         self.out.flush().context("writing output")
     }
 
-    /// Scores the pending lines as one batch; when the batch fails (without `--strict`), each
-    /// line alone, so that only a line that fails by itself is lost: it is written with
-    /// `error` and no scores (so `--resume` does not try it again).
+    /// Starts scoring the pending lines as one chunk; when more than `window` chunks are out,
+    /// writes the oldest once it is done.
     fn flush(&mut self, pending: &mut Vec<PendingLine>, totals: &mut Totals) -> Result<()> {
-        if pending.is_empty() {
-            return Ok(());
+        if !pending.is_empty() {
+            let lines = std::mem::take(pending);
+            let all: Vec<Prepared> = lines.iter().flat_map(|l| l.inputs.iter().cloned()).collect();
+            let launched = self.backend.launch(all, self.batch_size);
+            self.running.push_back((lines, launched));
         }
-        let lines = std::mem::take(pending);
-        let all: Vec<Prepared> = lines.iter().flat_map(|l| l.inputs.iter().cloned()).collect();
-        match self.backend.score(all, self.batch_size) {
-            Ok((scores, labels)) => {
+        while self.running.len() > self.window {
+            self.settle_oldest(totals)?;
+        }
+        Ok(())
+    }
+
+    /// Writes every chunk still out, in order.
+    fn finish(&mut self, totals: &mut Totals) -> Result<()> {
+        while !self.running.is_empty() {
+            self.settle_oldest(totals)?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest chunk and writes its lines; when the chunk failed (without
+    /// `--strict`), each line alone, so that only a line that fails by itself is lost: it is
+    /// written with `error` and no scores (so `--resume` does not try it again).
+    fn settle_oldest(&mut self, totals: &mut Totals) -> Result<()> {
+        let Some((lines, launched)) = self.running.pop_front() else { return Ok(()) };
+        let result = match launched {
+            Launched::Ready(r) => r,
+            Launched::Running(handle) => self.backend.wait(handle),
+        };
+        match result {
+            Ok(scored) => {
                 let mut at = 0;
                 for l in lines {
                     let n = l.inputs.len();
-                    self.scored(l, &scores[at..at + n], &labels, totals)?;
+                    self.scored(l, &scored.scores[at..at + n], &scored.labels, scored.scored_by.as_deref(), totals)?;
                     at += n;
                 }
                 Ok(())
@@ -465,14 +536,24 @@ impl Writer<'_> {
             Err(e) => {
                 report(self.bar, format!("a batch of {} lines failed ({e:#}): scoring them one by one", lines.len()));
                 for l in lines {
-                    match self.backend.score(l.inputs.clone(), self.batch_size) {
-                        Ok((scores, labels)) => self.scored(l, &scores, &labels, totals)?,
-                        Err(e) if endpoint_unavailable(&e) => return Err(stopped(e)),
-                        Err(e) => self.failed(l, e, totals)?,
+                    match self.backend.launch(l.inputs.clone(), self.batch_size) {
+                        Launched::Ready(r) => self.settle_line(l, r, totals)?,
+                        Launched::Running(h) => {
+                            let r = self.backend.wait(h);
+                            self.settle_line(l, r, totals)?
+                        }
                     }
                 }
                 Ok(())
             }
+        }
+    }
+
+    fn settle_line(&mut self, l: PendingLine, result: Result<Scored>, totals: &mut Totals) -> Result<()> {
+        match result {
+            Ok(s) => self.scored(l, &s.scores, &s.labels, s.scored_by.as_deref(), totals),
+            Err(e) if endpoint_unavailable(&e) => Err(stopped(e)),
+            Err(e) => self.failed(l, e, totals),
         }
     }
 
@@ -492,10 +573,14 @@ impl Writer<'_> {
         l: PendingLine,
         s: &[rewardlens_models::ConversationScore],
         labels: &[String],
+        scored_by: Option<&str>,
         totals: &mut Totals,
     ) -> Result<()> {
         let PendingLine { mut obj, job, .. } = l;
         annotate(&mut obj, &job, s, labels);
+        if let Some(by) = scored_by {
+            obj.insert(SCORED_BY_FIELD.into(), by.into());
+        }
         if let Some(opts) = self.steps {
             // A line whose steps cannot be scored keeps its scores and says why.
             if let Err(e) = opts.annotate(self.backend, &mut obj, &job, self.policy) {
@@ -512,6 +597,7 @@ impl Writer<'_> {
 }
 
 pub fn run(args: ScoreArgs) -> Result<ExitCode> {
+    let shard = args.shard.as_deref().map(Shard::parse).transpose()?;
     let (mut input, size) = open_input(&args.input)?;
     let input_name = if args.input.as_os_str() == "-" { "stdin".to_owned() } else { args.input.display().to_string() };
     let (backend, commit) = Backend::open(&args.backend)?;
@@ -544,8 +630,17 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         with,
         out,
         bar: &bar,
+        running: VecDeque::new(),
+        // Over several endpoints, twice what they take at once keeps them busy while the oldest
+        // chunk is written; a model here or one endpoint scores each chunk before the next.
+        window: if backend.capacity() > 1 && args.backend.endpoint_specs()?.len() > 1 {
+            2 * backend.capacity()
+        } else {
+            0
+        },
     };
     let mut pending: Vec<PendingLine> = Vec::new();
+    let mut canary_done = false;
     let (mut read, mut lineno) = (0u64, 0usize);
     let mut line = String::new();
     loop {
@@ -559,6 +654,11 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         bar.set_position(if size.is_some() { read } else { lineno as u64 });
         if line.trim().is_empty() {
             continue;
+        }
+        if let Some(shard) = &shard {
+            if !shard.takes(&line) {
+                continue;
+            }
         }
         totals.lines += 1;
         let parsed = (|| -> Result<(Map<String, Value>, Record, Vec<Prepared>)> {
@@ -575,6 +675,12 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
                     *n -= 1;
                     totals.resumed += 1;
                     continue;
+                }
+                if !canary_done {
+                    canary_done = true;
+                    if let Some(first) = inputs.first() {
+                        backend.canary(first, args.backend.allow_mismatch)?;
+                    }
                 }
                 pending.push(PendingLine { lineno, obj, job, inputs });
             }
@@ -595,6 +701,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         }
     }
     w.flush(&mut pending, &mut totals)?;
+    w.finish(&mut totals)?;
     w.out.sync_all().context("writing output")?;
     bar.finish_and_clear();
 
@@ -615,6 +722,17 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         summary.push_str(&format!("; {}", totals.preferences));
     }
     eprintln!("{summary}");
+    if let Some(members) = backend.endpoint_report().filter(|m| m.len() > 1) {
+        for m in members {
+            let share = 100.0 * m.busy.as_secs_f64() / secs.max(1e-9);
+            let state = match (&m.last_error, m.dead) {
+                (Some(e), true) => format!(", out of the run: {e}"),
+                (Some(e), false) => format!(", failed at times (last: {e})"),
+                _ => String::new(),
+            };
+            eprintln!("  {}: {} sequences, busy {share:.0}% of the run{state}", m.name, m.sequences);
+        }
+    }
     if totals.step_errors > 0 {
         eprintln!("{} line(s) without step scores: see `{STEP_ERROR_FIELD}` in the output", totals.step_errors);
     }

@@ -6,6 +6,7 @@ mod bench;
 mod compare;
 mod eval;
 mod jsonl;
+mod merge;
 mod quantize;
 mod random_model;
 mod serve;
@@ -39,6 +40,8 @@ enum Command {
     Quantize(quantize::QuantizeArgs),
     /// Serve models over vLLM-, OpenRLHF-, NIM- and TEI-compatible HTTP APIs.
     Serve(serve::ServeArgs),
+    /// Join the outputs of `score --shard I/N` runs back in input order.
+    Merge(merge::MergeArgs),
     /// Compare two scorings of the same input: score error and rank/pair agreement.
     Compare(compare::CompareArgs),
     /// Write a checkpoint with deterministic random weights (tests and benchmarks).
@@ -101,6 +104,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench::run(args),
         Command::Quantize(args) => quantize::run(args),
         Command::Compare(args) => compare::run(args),
+        Command::Merge(args) => merge::run(args),
         Command::Serve(args) => serve::run(args),
         Command::RandomModel(args) => random_model::run(args),
     };

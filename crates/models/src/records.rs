@@ -21,7 +21,7 @@ fn bail<T>(msg: impl Into<String>) -> Result<T> {
 /// Every field a scored line gains (the CLI, the browser and resuming all use this one list):
 /// stripped again to recognise already-scored lines on `--resume`, so a field written anywhere
 /// must be named here.
-pub const ADDED_FIELDS: [&str; 24] = [
+pub const ADDED_FIELDS: [&str; 25] = [
     // annotate
     "score",
     "attributes",
@@ -51,6 +51,8 @@ pub const ADDED_FIELDS: [&str; 24] = [
     ERROR_FIELD,
     // what scored the line (model, revision, options): checked by `--resume`
     SCORED_WITH_FIELD,
+    // which of several endpoints scored it
+    SCORED_BY_FIELD,
 ];
 
 /// The steps of a line could not be scored; its scores stay.
@@ -59,6 +61,8 @@ pub const STEP_ERROR_FIELD: &str = "step_error";
 pub const ERROR_FIELD: &str = "error";
 /// The model, revision and options that scored the line.
 pub const SCORED_WITH_FIELD: &str = "scored_with";
+/// The endpoint (of several) that scored the line.
+pub const SCORED_BY_FIELD: &str = "scored_by";
 
 /// One input line, understood.
 pub enum Record {

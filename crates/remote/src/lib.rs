@@ -18,6 +18,8 @@
 //! the timeout again (at most 30 s), since the server is probably still computing the
 //! abandoned request and an immediate resend would only double its work.
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod fleet;
 pub mod protocol;
 
 use futures_util::future::join_all;
