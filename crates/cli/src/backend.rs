@@ -62,6 +62,33 @@ pub struct BackendArgs {
     pub score_key: String,
 }
 
+/// How sequences are batched and bounded: shared by `score` and `eval`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PassArgs {
+    /// Sequences per forward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Token limit per sequence (default and ceiling: the model's max_position_embeddings).
+    #[arg(long)]
+    pub max_tokens: Option<usize>,
+    /// Cut over-long sequences to the limit (reported as `truncated_tokens`; `eval` counts the
+    /// rows cut) instead of failing them.
+    #[arg(long)]
+    pub truncate: bool,
+}
+
+impl PassArgs {
+    pub fn policy(&self) -> LengthPolicy {
+        LengthPolicy { max_tokens: self.max_tokens, truncate: self.truncate }
+    }
+
+    /// Records the options that change scores in `scored_with`.
+    pub fn record(&self, o: &mut serde_json::Map<String, serde_json::Value>) {
+        o.insert("max_tokens".into(), self.max_tokens.into());
+        o.insert("truncate".into(), self.truncate.into());
+    }
+}
+
 /// One sequence, ready for its backend.
 #[derive(Clone)]
 pub enum Prepared {

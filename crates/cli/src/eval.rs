@@ -3,7 +3,7 @@
 //! then counted by `rewardlens-eval`'s reference formulas into the suite's table and results
 //! JSON.
 
-use crate::backend::{endpoint_unavailable, Backend, BackendArgs};
+use crate::backend::{endpoint_unavailable, Backend, BackendArgs, PassArgs};
 use crate::jsonl::{backend_identity, open_resumable, positions, report, step_convention, step_encoder};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -42,16 +42,8 @@ pub struct EvalArgs {
     /// Continue an interrupted run: keep the rows file's scored rows and score the rest.
     #[arg(long)]
     resume: bool,
-    /// Sequences per forward pass.
-    #[arg(long, default_value_t = 8)]
-    batch_size: usize,
-    /// Token limit per sequence (default and ceiling: the model's max_position_embeddings).
-    #[arg(long)]
-    max_tokens: Option<usize>,
-    /// Cut over-long sequences to the limit instead of stopping (the reference scripts truncate
-    /// too; rows cut are counted).
-    #[arg(long)]
-    truncate: bool,
+    #[command(flatten)]
+    pass: PassArgs,
     /// ProcessBench: the step convention (qwen, shepherd, value) when the architecture does not
     /// declare one.
     #[arg(long)]
@@ -291,8 +283,7 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
     let mut with = backend_identity(&args.backend, commit);
     with.insert("suite".into(), suite.name().into());
     with.insert("data".into(), source.clone());
-    with.insert("max_tokens".into(), args.max_tokens.into());
-    with.insert("truncate".into(), args.truncate.into());
+    args.pass.record(&mut with);
     if let Some(c) = &steps {
         with.insert("prm".into(), c.name().into());
     }
@@ -315,17 +306,13 @@ pub fn run(args: EvalArgs) -> Result<ExitCode> {
             .expect("valid template"),
     );
     bar.set_position(resumed as u64);
-    let scorer = Scorer {
-        backend: &backend,
-        policy: LengthPolicy { max_tokens: args.max_tokens, truncate: args.truncate },
-        batch_size: args.batch_size.max(1),
-        steps,
-    };
+    let scorer =
+        Scorer { backend: &backend, policy: args.pass.policy(), batch_size: args.pass.batch_size.max(1), steps };
     let started = Instant::now();
     let (mut tokens, mut truncated) = (0usize, 0usize);
     // Rows in chunks of a few batches: rows sharing a prompt are adjacent in these datasets,
     // so a chunk's batches reuse their prompts; each chunk is written before the next starts.
-    let per_chunk = (args.batch_size.max(1) * 4 / suite_sequences(suite)).max(1);
+    let per_chunk = (args.pass.batch_size.max(1) * 4 / suite_sequences(suite)).max(1);
     for chunk in todo.chunks(per_chunk) {
         let (done, t, cut) = scorer.score(suite, chunk).map_err(|e| {
             let e = if endpoint_unavailable(&e) { e.context("the endpoint stopped answering") } else { e };

@@ -4,7 +4,7 @@
 //! run leaves only whole lines (plus at most one partial line that `--resume` cuts off).
 //! An existing output file is never overwritten without `--resume`.
 
-use crate::backend::{endpoint_unavailable, Backend, BackendArgs, Launched, Prepared, Scored};
+use crate::backend::{endpoint_unavailable, Backend, BackendArgs, Launched, PassArgs, Prepared, Scored};
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rewardlens_core::StepSplit;
@@ -36,15 +36,8 @@ pub struct ScoreArgs {
     /// JSONL output: each input object with its scores added.
     #[arg(long)]
     output: PathBuf,
-    /// Sequences per forward pass.
-    #[arg(long, default_value_t = 8)]
-    batch_size: usize,
-    /// Token limit per sequence (default and ceiling: the model's max_position_embeddings).
-    #[arg(long)]
-    max_tokens: Option<usize>,
-    /// Cut over-long sequences to the limit (reported as `truncated_tokens`) instead of failing them.
-    #[arg(long)]
-    truncate: bool,
+    #[command(flatten)]
+    pass: PassArgs,
     /// Abort at the first line that cannot be read or scored instead of reporting and skipping it.
     #[arg(long)]
     strict: bool,
@@ -234,8 +227,7 @@ pub(crate) fn positions(backend: &Backend, ids: &[u32]) -> Result<Vec<Vec<f32>>>
 /// `--resume` refuses an output scored otherwise.
 fn scored_with(args: &ScoreArgs, commit: Option<String>) -> Value {
     let mut o = backend_identity(&args.backend, commit);
-    o.insert("max_tokens".into(), args.max_tokens.into());
-    o.insert("truncate".into(), args.truncate.into());
+    args.pass.record(&mut o);
     if args.prm.is_some() || args.prefix_scores || args.token_scores {
         o.insert("prm".into(), args.prm.clone().into());
         o.insert("prefix_scores".into(), args.prefix_scores.into());
@@ -604,7 +596,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
     let steps = StepOptions::new(&args, &backend)?;
     let with = scored_with(&args, commit);
     let Output { file: out, mut done, flagged } = open_output(&args.output, args.resume, &with)?;
-    let policy = LengthPolicy { max_tokens: args.max_tokens, truncate: args.truncate };
+    let policy = args.pass.policy();
 
     // Progress in bytes of a file (known size, one pass); lines of a stream.
     let bar = match size {
@@ -624,7 +616,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         backend: &backend,
         steps: steps.as_ref(),
         policy: &policy,
-        batch_size: args.batch_size,
+        batch_size: args.pass.batch_size,
         strict: args.strict,
         input_name: input_name.clone(),
         with,
@@ -694,7 +686,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
                 totals.skipped += 1;
             }
         }
-        if pending.iter().map(|l| l.inputs.len()).sum::<usize>() >= args.batch_size.max(1) * 4 {
+        if pending.iter().map(|l| l.inputs.len()).sum::<usize>() >= args.pass.batch_size.max(1) * 4 {
             w.flush(&mut pending, &mut totals)?;
             let secs = started.elapsed().as_secs_f64().max(1e-9);
             bar.set_message(format!("{:.0} tokens/s", totals.tokens as f64 / secs));
