@@ -420,10 +420,9 @@ async fn score_on_fleet(fleet: Arc<Fleet>, inputs: Vec<RemoteInput>) -> Result<S
             }
             Err(e) if endpoint_fault(&e) && !single => lease.failed(&e),
             Err(e) => {
-                let e = anyhow::Error::new(e.clone());
                 // The input's fault: the endpoint stays in rotation.
                 lease.done(0);
-                return Err(e);
+                return Err(e.into());
             }
         }
     }

@@ -139,6 +139,16 @@ pub fn evaluate(suite: Suite, rows: &[ScoredRow], options: &Options) -> Result<E
     }
 }
 
+/// The headline's name: `name` when all `of` parts (sections, subsets, domains) are in the
+/// data, else saying how many are, since its figure then is not the leaderboard's.
+pub(crate) fn headline_name(name: &str, present: usize, of: usize, parts: &str) -> String {
+    if present == of {
+        name.to_owned()
+    } else {
+        format!("{name} ({present} of {of} {parts})")
+    }
+}
+
 /// The mean of `xs` (NaN for none, as numpy's).
 pub(crate) fn mean(xs: impl IntoIterator<Item = f64>) -> f64 {
     let (sum, n) = xs.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));

@@ -9,7 +9,7 @@
 //! - the leaderboard's Score is the mean of the four sections (the Prior Sets, a separate
 //!   dataset, are off by default on the leaderboard and not part of this suite).
 
-use crate::{by_subset, mean, EvalError, Evaluation, ScoredRow, Suite, TableLine};
+use crate::{by_subset, headline_name, mean, EvalError, Evaluation, ScoredRow, Suite, TableLine};
 use serde_json::{Map, Value};
 
 /// `EXAMPLE_COUNTS` of rewardbench/constants.py: the weight of each subset in its section.
@@ -102,11 +102,10 @@ pub fn evaluate(rows: &[ScoredRow]) -> Result<Evaluation, EvalError> {
         lines.push(TableLine { name: section.to_owned(), section: true, rows: n, score: 100.0 * score });
         sections.push(score);
     }
-    let headline = match sections.len() {
-        0 => return Err(EvalError::Input("no RewardBench subset of the four sections is in the data".into())),
-        4 => "Score".to_owned(),
-        n => format!("Score ({n} of 4 sections)"),
-    };
+    if sections.is_empty() {
+        return Err(EvalError::Input("no RewardBench subset of the four sections is in the data".into()));
+    }
+    let headline = headline_name("Score", sections.len(), SUBSET_MAPPING.len(), "sections");
     Ok(Evaluation {
         suite: Suite::RewardBench,
         lines,

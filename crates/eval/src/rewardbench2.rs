@@ -11,7 +11,7 @@
 //! - the leaderboard score is the unweighted mean of the six subsets, Ties included (the
 //!   dataset card).
 
-use crate::{by_subset, mean, EvalError, Evaluation, ScoredRow, Suite, TableLine};
+use crate::{by_subset, headline_name, mean, EvalError, Evaluation, ScoredRow, Suite, TableLine};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
@@ -138,11 +138,10 @@ pub fn evaluate(rows: &[ScoredRow]) -> Result<Evaluation, EvalError> {
         results.insert(subset.to_owned(), score.into());
         lines.push(TableLine { name: subset.to_owned(), section: false, rows: rs.len(), score: 100.0 * score });
     }
-    let headline = match leaderboard.len() {
-        0 => return Err(EvalError::Input("none of RewardBench 2's six subsets is in the data".into())),
-        6 => "Score".to_owned(),
-        n => format!("Score ({n} of 6 subsets)"),
-    };
+    if leaderboard.is_empty() {
+        return Err(EvalError::Input("none of RewardBench 2's six subsets is in the data".into()));
+    }
+    let headline = headline_name("Score", leaderboard.len(), SUBSETS.len(), "subsets");
     Ok(Evaluation {
         suite: Suite::RewardBench2,
         lines,

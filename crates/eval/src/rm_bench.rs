@@ -10,7 +10,7 @@
 //!   matrix; every average across the four domains is unweighted, and the total is the mean
 //!   of the domains' means of their nine cells.
 
-use crate::{mean, EvalError, Evaluation, ScoredRow, Suite, TableLine};
+use crate::{headline_name, mean, EvalError, Evaluation, ScoredRow, Suite, TableLine};
 use serde_json::{Map, Value};
 
 /// The reference's domains, each matching the rows whose `domain` starts with it.
@@ -96,10 +96,7 @@ pub fn evaluate(rows: &[ScoredRow]) -> Result<Evaluation, EvalError> {
             wrong.push(r.key());
         }
     }
-    let headline = match per_domain.len() {
-        4 => "Avg".to_owned(),
-        k => format!("Avg ({k} of 4 domains)"),
-    };
+    let headline = headline_name("Avg", per_domain.len(), DOMAINS.len(), "domains");
     Ok(Evaluation {
         suite: Suite::RmBench,
         lines,
