@@ -4,7 +4,7 @@
 use crate::{source, DeviceArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use rewardlens_core::{ChatTemplate, Message};
-use rewardlens_models::EncodedInput;
+use rewardlens_models::{files, EncodedInput};
 use rewardlens_models::{CheckpointText, ConversationScore, InputEncoder, LengthPolicy, ModelConfig, RewardModel};
 use rewardlens_remote::fleet::{BreakerPolicy, Fleet, MemberReport};
 use rewardlens_remote::{Protocol, RemoteConfig, RemoteError, RemoteInput, RemoteScore, RemoteScorer};
@@ -232,17 +232,26 @@ impl Backend {
                     tokenizer: None,
                     device: DeviceArgs::default(),
                 };
-                let dir = source::resolve_dir(&m)?;
+                let dir = source::resolve_text_dir(&m)?;
                 commit = source::hub_commit(&m, &dir);
-                let ck = rewardlens_models::CheckpointFiles::from_dir(&dir)?;
-                let text = CheckpointText {
-                    config_json: &ck.config_json,
-                    tokenizer_json: &ck.tokenizer_json,
-                    tokenizer_config_json: &ck.tokenizer_config_json,
-                    chat_template_jinja: ck.chat_template_jinja.as_deref(),
-                };
-                checkpoint = InputEncoder::from_checkpoint(&text).ok();
-                Some(ChatTemplate::from_tokenizer_config(&ck.tokenizer_config_json, ck.chat_template_jinja.as_deref())?)
+                let read = |name: &str| std::fs::read(dir.join(name)).ok();
+                let tokenizer_config = read(files::TOKENIZER_CONFIG)
+                    .with_context(|| format!("--template {t}: no {}", files::TOKENIZER_CONFIG))?;
+                let tokenizer_config = String::from_utf8(tokenizer_config)
+                    .with_context(|| format!("--template {t}: {} is not UTF-8", files::TOKENIZER_CONFIG))?;
+                let jinja = read(files::CHAT_TEMPLATE).map(|b| String::from_utf8_lossy(&b).into_owned());
+                // Step rewards also need the served model's config and tokenizer.
+                if let (Some(config), Some(tokenizer)) = (read(files::CONFIG), read(files::TOKENIZER)) {
+                    let config = String::from_utf8_lossy(&config);
+                    let text = CheckpointText {
+                        config_json: &config,
+                        tokenizer_json: &tokenizer,
+                        tokenizer_config_json: &tokenizer_config,
+                        chat_template_jinja: jinja.as_deref(),
+                    };
+                    checkpoint = InputEncoder::from_checkpoint(&text).ok();
+                }
+                Some(ChatTemplate::from_tokenizer_config(&tokenizer_config, jinja.as_deref())?)
             }
             None => None,
         };
@@ -428,14 +437,21 @@ async fn score_on_fleet(fleet: Arc<Fleet>, inputs: Vec<RemoteInput>) -> Result<S
     }
 }
 
-/// About how many tokens an input is (4 bytes a token): what routing balances.
+/// About how many tokens an input is (4 bytes of text a token, `IMAGE_TOKENS` an image):
+/// what routing balances.
 fn estimated_tokens(input: &RemoteInput) -> usize {
-    let bytes = match input {
-        RemoteInput::Text { text, .. } => text.len(),
-        RemoteInput::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+    let (bytes, images) = match input {
+        RemoteInput::Text { text, images, .. } => (text.len(), images.len()),
+        RemoteInput::Chat(messages) => {
+            (messages.iter().map(|m| m.content.len()).sum(), rewardlens_core::types::image_count(messages))
+        }
     };
-    bytes / 4 + 1
+    bytes / 4 + 1 + images * IMAGE_TOKENS
 }
+
+/// Tokens an image stands for in routing: the order of a Qwen2-VL image at its default
+/// resolution (the real count depends on the server's processor and the image's size).
+const IMAGE_TOKENS: usize = 1024;
 
 fn labels_of(scores: &[RemoteScore]) -> Vec<String> {
     scores

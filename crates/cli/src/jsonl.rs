@@ -5,6 +5,7 @@
 //! An existing output file is never overwritten without `--resume`.
 
 use crate::backend::{endpoint_unavailable, Backend, BackendArgs, Launched, PassArgs, Prepared, Scored};
+use crate::images::ImageReader;
 use anyhow::{bail, Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use rewardlens_core::StepSplit;
@@ -631,6 +632,7 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
             0
         },
     };
+    let images = ImageReader::new(&args.input);
     let mut pending: Vec<PendingLine> = Vec::new();
     let mut canary_done = false;
     let (mut read, mut lineno) = (0u64, 0usize);
@@ -656,7 +658,15 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
         let parsed = (|| -> Result<(Map<String, Value>, Record, Vec<Prepared>)> {
             let obj: Map<String, Value> = serde_json::from_str(&line).context("not a JSON object")?;
             let job = parse_record(&obj)?;
-            let inputs = job.conversations().iter().map(|c| backend.prepare(c, &policy)).collect::<Result<Vec<_>>>()?;
+            let inputs = job
+                .conversations()
+                .iter()
+                .map(|c| match &backend {
+                    // A local model refuses images itself, by name (nothing to read).
+                    Backend::Local(_) => backend.prepare(c, &policy),
+                    Backend::Remote { .. } => backend.prepare(&images.resolve(c)?, &policy),
+                })
+                .collect::<Result<Vec<_>>>()?;
             Ok((obj, job, inputs))
         })();
         match parsed {

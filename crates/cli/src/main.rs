@@ -5,6 +5,7 @@ mod backend;
 mod bench;
 mod compare;
 mod eval;
+mod images;
 mod jsonl;
 mod merge;
 mod quantize;

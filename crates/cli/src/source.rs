@@ -163,7 +163,28 @@ pub(crate) fn looks_like_repo_id(s: &str) -> bool {
 }
 
 /// Fetches the files of a Hub repo (or finds them in the cache) and returns the snapshot folder.
-fn download(repo_id: &str, revision: &str) -> Result<PathBuf> {
+/// The folder of a served model's text files (for `--template`): a local folder as is, or its
+/// chat template, tokenizer and config from the Hub — never its weights, which may be hundreds
+/// of gigabytes for a model that runs on the endpoint anyway.
+pub fn resolve_text_dir(args: &ModelArgs) -> Result<PathBuf> {
+    match args.local_path() {
+        Some(p) if p.is_dir() => Ok(p),
+        Some(p) => bail!("{} is a file, not a folder with the model's tokenizer_config.json", p.display()),
+        None => {
+            let repo = hub_repo(&args.model, &args.revision)?;
+            let config = repo.get(files::TOKENIZER_CONFIG).with_context(|| {
+                format!("downloading {} from {}@{}", files::TOKENIZER_CONFIG, args.model, args.revision)
+            })?;
+            // Optional: for step rewards (config and tokenizer) and newer repos' template file.
+            for name in [files::CONFIG, files::TOKENIZER, files::CHAT_TEMPLATE] {
+                let _ = repo.get(name);
+            }
+            Ok(config.parent().expect("a cached file has a folder").to_path_buf())
+        }
+    }
+}
+
+fn hub_repo(repo_id: &str, revision: &str) -> Result<hf_hub::api::sync::ApiRepo> {
     use hf_hub::api::sync::ApiBuilder;
     use hf_hub::{Repo, RepoType};
     if !looks_like_repo_id(repo_id) {
@@ -175,7 +196,11 @@ fn download(repo_id: &str, revision: &str) -> Result<PathBuf> {
         builder = builder.with_token(token);
     }
     let api = builder.build().context("setting up the Hugging Face Hub client")?;
-    let repo = api.repo(Repo::with_revision(repo_id.to_owned(), RepoType::Model, revision.to_owned()));
+    Ok(api.repo(Repo::with_revision(repo_id.to_owned(), RepoType::Model, revision.to_owned())))
+}
+
+fn download(repo_id: &str, revision: &str) -> Result<PathBuf> {
+    let repo = hub_repo(repo_id, revision)?;
     let get = |name: &str| repo.get(name).with_context(|| format!("downloading {name} from {repo_id}@{revision}"));
     let config = get(files::CONFIG)?;
     get(files::TOKENIZER)?;

@@ -71,6 +71,7 @@ fn every_protocol_round_trips_with_transformers_scores() {
         .map(|r| RemoteInput::Text {
             text: t.render(&prompt_response(PROMPT, r), false).unwrap(),
             prompt: t.render(&prompt_response(PROMPT, r)[..1], true).unwrap(),
+            images: vec![],
         })
         .collect();
     let expect = [logits(&g3, "simple")[0], logits(&g3, "wrong")[0]];
@@ -273,7 +274,7 @@ fn client(url: &str, tries: u32, timeout: Duration) -> RemoteScorer {
 }
 
 fn texts(n: usize) -> Vec<RemoteInput> {
-    (0..n).map(|i| RemoteInput::Text { text: "x".repeat(i + 1), prompt: String::new() }).collect()
+    (0..n).map(|i| RemoteInput::Text { text: "x".repeat(i + 1), prompt: String::new(), images: vec![] }).collect()
 }
 
 #[test]

@@ -8,6 +8,7 @@
 
 pub mod activation;
 pub mod error;
+pub mod image;
 pub mod score;
 pub mod steps;
 pub mod template;

@@ -116,7 +116,8 @@ impl ChatTemplate {
         Ok(env)
     }
 
-    /// Renders `messages` exactly as `apply_chat_template(messages, tokenize=False)` does.
+    /// Renders `messages` exactly as `apply_chat_template(messages, tokenize=False)` does
+    /// (a message with images as a processor's template receives it: see `template_messages`).
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String, CoreError> {
         // minijinja displays, serializes, compares and drops values recursively, and within the
         // fuel a template can nest a value hundreds of thousands of levels deep (a namespace
@@ -148,7 +149,7 @@ impl ChatTemplate {
         let env = self.environment()?;
         let tmpl = env.get_template(TEMPLATE_NAME).map_err(|e| CoreError::Template(describe(&e)))?;
         let mut ctx = self.special_tokens.clone();
-        ctx.insert("messages".into(), serde_json::to_value(messages).expect("messages serialize"));
+        ctx.insert("messages".into(), template_messages(messages));
         ctx.insert("add_generation_prompt".into(), Json::Bool(add_generation_prompt));
         let mut out = CappedOutput { buf: Vec::new(), limit: MAX_RENDERED_BYTES, over: false };
         match tmpl.render_captured_to(Value::from(minijinja::value::Serde(&ctx)), &mut out) {
@@ -168,7 +169,7 @@ impl ChatTemplate {
         let env = self.environment()?;
         let tmpl = env.get_template(TEMPLATE_NAME).map_err(|e| CoreError::Template(describe(&e)))?;
         let mut ctx = self.special_tokens.clone();
-        ctx.insert("messages".into(), serde_json::to_value(messages).expect("messages serialize"));
+        ctx.insert("messages".into(), template_messages(messages));
         ctx.insert("add_generation_prompt".into(), Json::Bool(add_generation_prompt));
         let captured = tmpl
             .render_captured_to(Value::from(minijinja::value::Serde(&ctx)), std::io::sink())
@@ -303,9 +304,52 @@ fn python_compact_json(v: &Json) -> String {
     }
 }
 
+/// The messages as transformers hands them to a template. A message with images gets its
+/// content as parts, one `{"type": "image"}` per image and then its text, as multimodal
+/// processors give it (their templates write an image placeholder for each); the image data
+/// itself never reaches the template.
+fn template_messages(messages: &[Message]) -> Json {
+    Json::Array(
+        messages
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::to_value(m).expect("messages serialize");
+                if let Json::Object(o) = &mut v {
+                    if let Some(Json::Array(images)) = o.remove("images") {
+                        let mut parts: Vec<Json> =
+                            images.iter().map(|_| serde_json::json!({"type": "image"})).collect();
+                        parts.push(serde_json::json!({"type": "text", "text": m.content}));
+                        o.insert("content".into(), Json::Array(parts));
+                    }
+                }
+                v
+            })
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_reach_the_template_as_parts_like_a_processor_gives_them() {
+        // The part loop of Qwen2-VL's template: a placeholder per image, then the text.
+        let source = "{% for m in messages %}<|im_start|>{{ m.role }}\n{% if m.content is string %}{{ m.content }}\
+            {% else %}{% for c in m.content %}{% if c.type == 'image' %}<|vision_start|><|image_pad|><|vision_end|>\
+            {% elif 'text' in c %}{{ c.text }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}";
+        let cfg = serde_json::json!({ "chat_template": source }).to_string();
+        let t = ChatTemplate::from_tokenizer_config(&cfg, None).unwrap();
+        let mut prompt = Message::user("What is shown?");
+        prompt.images = vec!["data:image/png;base64,AAAA".into(), "b.jpg".into()];
+        let out = t.render(&[prompt, Message::assistant("A cat.")], false).unwrap();
+        let pad = "<|vision_start|><|image_pad|><|vision_end|>";
+        assert_eq!(
+            out,
+            format!("<|im_start|>user\n{pad}{pad}What is shown?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>\n")
+        );
+        assert!(!out.contains("AAAA"), "image data never reaches the template");
+    }
 
     #[test]
     fn renders_with_trim_and_special_tokens() {

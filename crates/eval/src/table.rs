@@ -1,9 +1,9 @@
 //! A suite's files as published on the Hub, read into JSON rows: Parquet (what `datasets`
 //! uploads and what the Hub converts every dataset to), JSON Lines, or one JSON array.
 //!
-//! Parquet goes through the `parquet` crate's Arrow reader and `arrow-json`'s writer, so every
-//! Arrow type (lists of strings, nested structs of chat messages, large strings) arrives as the
-//! JSON value `datasets` would give in Python.
+//! Parquet goes through the `parquet` crate's record reader (no Arrow: it would add several
+//! crates to every build, the page's included), whose JSON conversion gives lists of strings,
+//! nested structs of chat messages and large strings as the values `datasets` gives in Python.
 
 use crate::EvalError;
 use serde_json::{Map, Value};
@@ -76,28 +76,22 @@ pub fn read_rows(name: &str, bytes: Vec<u8>) -> Result<Vec<JsonRow>, EvalError> 
 }
 
 fn parquet_rows(name: &str, bytes: Vec<u8>) -> Result<Vec<JsonRow>, EvalError> {
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    use parquet::file::reader::{FileReader, SerializedFileReader};
     if bytes.len() < 8 || &bytes[bytes.len() - 4..] != b"PAR1" {
         return Err(file_error(name, "not a Parquet file (no PAR1 footer): truncated download?"));
     }
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes::Bytes::from(bytes))
-        .and_then(|b| b.build())
+    let reader = SerializedFileReader::new(bytes::Bytes::from(bytes))
         .map_err(|e| file_error(name, format!("cannot read Parquet: {e}")))?;
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.map_err(|e| file_error(name, format!("cannot decode Parquet: {e}")))?;
-        let mut writer = arrow_json::ArrayWriter::new(Vec::new());
-        writer.write(&batch).map_err(|e| file_error(name, format!("cannot convert a row group to JSON: {e}")))?;
-        writer.finish().map_err(|e| file_error(name, format!("cannot convert a row group to JSON: {e}")))?;
-        let text = writer.into_inner();
-        // An empty batch writes nothing at all, not `[]`.
-        if !text.is_empty() {
-            let batch_rows: Vec<JsonRow> = serde_json::from_slice(&text)
-                .map_err(|e| file_error(name, format!("Arrow's JSON does not parse: {e}")))?;
-            rows.extend(batch_rows);
-        }
-    }
-    Ok(rows)
+    let rows = reader.get_row_iter(None).map_err(|e| file_error(name, format!("cannot read Parquet: {e}")))?;
+    rows.enumerate()
+        .map(|(i, row)| {
+            let row = row.map_err(|e| file_error(name, format!("cannot decode row {}: {e}", i + 1)))?;
+            match row.to_json_value() {
+                Value::Object(map) => Ok(map),
+                _ => Err(file_error(name, format!("row {} is not a record", i + 1))),
+            }
+        })
+        .collect()
 }
 
 fn json_lines(name: &str, bytes: &[u8]) -> Result<Vec<JsonRow>, EvalError> {

@@ -129,7 +129,9 @@ fn gpu_forward_matches_the_cpu_engine_on_every_fixture_in_every_format() {
             let cpu = cpu_model(name, format);
             let model = gpu_model(name, format, GpuOptions::default());
             let (mut worst, mut drift) = (0f32, 0f32);
-            for (case, ids) in &cases {
+            // The ~2,000-token case in f32 only: attention is the same kernel in every format,
+            // and on lavapipe (CI) each long pass costs tens of seconds.
+            for (case, ids) in cases.iter().filter(|(case, _)| format == WeightFormat::F32 || case != "long") {
                 let got = gpu_rows(&model, ids);
                 let d = worst_diff(&got, &cpu_rows(&cpu, ids));
                 assert!(d <= 1e-3, "{name}/{case}: {} GPU differs from the CPU engine by {d}", format.name());
@@ -177,18 +179,22 @@ fn batches_packed_and_split_over_small_bindings_match_single_sequences() {
     assert!(err.contains("outside the model's vocabulary"), "{err}");
 }
 
-/// Answers to one long prompt: the prompt is packed once per pass and the answers attend to it;
+/// Answers to one prompt: the prompt is packed once per pass and the answers attend to it;
 /// the outputs equal the CPU engine's on each whole row, also when the answers take several
-/// passes (1 MiB bindings: 2,048 tokens a pass), and with reuse off. Answers end with one or two
-/// pad tokens where the model has one, as `<|eot_id|>` ends each turn for the EOT_PAD model.
+/// passes (256 KiB bindings: 512 tokens a pass, so lavapipe's slow attention stays quick), and
+/// with reuse off. Answers end with one or two pad tokens where the model has one, as
+/// `<|eot_id|>` ends each turn for the EOT_PAD model.
 #[test]
 fn answers_to_one_prompt_pack_it_once_and_match_whole_rows() {
-    let options = GpuOptions { shader_f16: false, subgroups: false, max_binding: Some(1 << 20) };
+    let options = GpuOptions { shader_f16: false, subgroups: false, max_binding: Some(256 << 10) };
     for name in ["qwen3-seq", "llama-token", EOT_PAD] {
         let mut cpu = RewardModel::load(CheckpointFiles::from_dir(&fixture(name)).unwrap(), &Device::Cpu).unwrap();
         cpu.set_prefix_reuse(None);
         let mut model = gpu_model(name, WeightFormat::F32, options);
-        let prompt = cases(name).into_iter().find(|(k, _)| k == "long").unwrap().1;
+        assert_eq!(model.max_pass_tokens(), 512);
+        // The first 200 tokens of the long case: a prompt spanning several key blocks.
+        let mut prompt = cases(name).into_iter().find(|(k, _)| k == "long").unwrap().1;
+        prompt.truncate(200);
         let vocab = model.config().vocab_size as u32;
         // Answers from 3 tokens up to the room a pass leaves after the prompt: two passes.
         let room = (model.max_pass_tokens() - prompt.len()) as u32;

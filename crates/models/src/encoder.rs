@@ -110,8 +110,14 @@ impl InputEncoder {
         Self::finish(encoder, template, &tokenizer_config, config)
     }
 
-    /// The conversation as the chat template writes it.
+    /// The conversation as the chat template writes it. Conversations with images are refused
+    /// here, the one door to every local engine: scoring only their text would be a silently
+    /// wrong score.
     pub fn render(&self, conversation: &[Message]) -> Result<String> {
+        if let Some(message) = conversation.iter().position(|m| !m.images.is_empty()) {
+            let count = rewardlens_core::types::image_count(conversation);
+            return Err(ModelError::Images { count, message: message + 1 });
+        }
         Ok(self.template.render(conversation, false)?)
     }
 

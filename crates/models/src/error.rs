@@ -17,6 +17,11 @@ pub enum ModelError {
     InputTooLong { tokens: usize, limit: usize },
     #[error("input is empty: the rendered conversation has no tokens")]
     EmptyInput,
+    #[error(
+        "this model reads text only: the conversation carries {count} image(s) (message {message}); \
+         images can be scored only by a multimodal reward server (an endpoint)"
+    )]
+    Images { count: usize, message: usize },
     #[error("token id {id} is outside the model's vocabulary of {vocab}")]
     TokenOutOfVocab { id: u32, vocab: usize },
     #[error("{0}")]

@@ -190,8 +190,63 @@ fn margin(obj: &Map<String, Value>) -> Result<Option<f64>> {
     }
 }
 
-/// Understands one input object.
+/// A response of the `responses` form: its text, or a message object with its own images
+/// (`{"content": "...", "images": [...]}`; an image generator's answer may be images alone).
+fn response(v: &Value, name: &str) -> Result<Message> {
+    match v {
+        Value::String(s) => Ok(Message::assistant(s.as_str())),
+        Value::Object(o) => {
+            let content = match o.get("content") {
+                None => String::new(),
+                Some(Value::String(s)) => s.clone(),
+                Some(_) => return bail(format!("`{name}.content` must be a string")),
+            };
+            let mut m = Message::assistant(content);
+            m.images = images(o.get("images"), &format!("{name}.images"))?;
+            if m.content.is_empty() && m.images.is_empty() {
+                return bail(format!("`{name}` has neither `content` nor `images`"));
+            }
+            Ok(m)
+        }
+        _ => bail(format!("`{name}` must be a string or a {{\"content\", \"images\"}} object")),
+    }
+}
+
+/// A list of image references (file paths, URLs, data URLs).
+fn images(v: Option<&Value>, name: &str) -> Result<Vec<String>> {
+    let Some(v) = v else { return Ok(Vec::new()) };
+    let list = v.as_array().ok_or_else(|| RecordError(format!("`{name}` must be a list of image paths or URLs")))?;
+    list.iter()
+        .enumerate()
+        .map(|(i, x)| match x.as_str() {
+            Some(s) if !s.trim().is_empty() => Ok(s.to_owned()),
+            _ => bail(format!("`{name}[{i}]` must be an image path, URL or data URL")),
+        })
+        .collect()
+}
+
+/// Understands one input object. A top-level `images` list goes with the prompt: it is put on
+/// the first user message of every conversation the line stands for.
 pub fn parse_record(obj: &Map<String, Value>) -> Result<Record> {
+    let mut record = parse_record_text(obj)?;
+    let prompt_images = images(obj.get("images"), "images")?;
+    if !prompt_images.is_empty() {
+        let conversations: Vec<&mut Vec<Message>> = match &mut record {
+            Record::Single(c) => vec![c],
+            Record::Responses(cs) => cs.iter_mut().collect(),
+            Record::Preference(p) => p.chosen.iter_mut().chain(p.rejected.iter_mut()).collect(),
+        };
+        for c in conversations {
+            let user = c.iter_mut().find(|m| m.role == rewardlens_core::Role::User).ok_or_else(|| {
+                RecordError("`images` go with the prompt, but a conversation has no user message".into())
+            })?;
+            user.images.splice(0..0, prompt_images.iter().cloned());
+        }
+    }
+    Ok(record)
+}
+
+fn parse_record_text(obj: &Map<String, Value>) -> Result<Record> {
     if let Some(c) = obj.get("conversation") {
         return Ok(Record::Single(conversation(c, "conversation")?));
     }
@@ -209,11 +264,7 @@ pub fn parse_record(obj: &Map<String, Value>) -> Result<Record> {
         let convs = list
             .iter()
             .enumerate()
-            .map(|(i, v)| {
-                v.as_str()
-                    .map(|s| prompt_response(prompt, s))
-                    .ok_or_else(|| RecordError(format!("`responses[{i}]` must be a string")))
-            })
+            .map(|(i, v)| response(v, &format!("responses[{i}]")).map(|r| vec![Message::user(prompt), r]))
             .collect::<Result<_>>()?;
         return Ok(Record::Responses(convs));
     }
@@ -642,6 +693,56 @@ mod tests {
             preference(json!({"prompt": "q", "chosen": ["a"], "rejected": "c", "margin": -2})).margin,
             Some(-2.0)
         );
+    }
+
+    #[test]
+    fn images_go_with_the_prompt_or_with_a_response() {
+        let convs = |v: Value| -> Vec<Vec<Message>> {
+            parse_record(&obj(v)).unwrap().conversations().into_iter().map(<[Message]>::to_vec).collect()
+        };
+        // Top level: on the first user message of every conversation, before its own images.
+        let c = convs(
+            json!({"prompt": "q", "responses": ["a", {"content": "b", "images": ["gen.png"]}], "images": ["x.png"]}),
+        );
+        assert_eq!(c[0][0].images, ["x.png"]);
+        assert_eq!(
+            (c[1][0].images.as_slice(), c[1][1].images.as_slice()),
+            (&["x.png".to_owned()][..], &["gen.png".to_owned()][..])
+        );
+        assert!(c[0][1].images.is_empty());
+        let c = convs(json!({"images": ["x.png"], "conversation": [
+            {"role": "system", "content": "s"}, {"role": "user", "content": "q", "images": ["own.jpg"]}, {"role": "assistant", "content": "a"}]}));
+        assert_eq!(c[0][1].images, ["x.png", "own.jpg"]);
+        let c = convs(json!({"prompt": "q", "chosen": "a", "rejected": "b", "images": ["data:image/png;base64,AA=="]}));
+        assert!(c.iter().all(|c| c[0].images.len() == 1 && c[1].images.is_empty()));
+        // An answer of images alone (an image generator's).
+        let c = convs(json!({"prompt": "draw a cat", "responses": [{"images": ["a.png"]}]}));
+        assert_eq!((c[0][1].content.as_str(), c[0][1].images.len()), ("", 1));
+        for (line, expected) in [
+            (
+                json!({"prompt": "q", "responses": ["a"], "images": "x.png"}),
+                "`images` must be a list of image paths or URLs",
+            ),
+            (
+                json!({"prompt": "q", "responses": ["a"], "images": [""]}),
+                "`images[0]` must be an image path, URL or data URL",
+            ),
+            (
+                json!({"prompt": "q", "responses": ["a", {"content": "b", "images": [1]}]}),
+                "`responses[1].images[0]` must be an image path, URL or data URL",
+            ),
+            (json!({"prompt": "q", "responses": [{}]}), "`responses[0]` has neither `content` nor `images`"),
+            (
+                json!({"prompt": "q", "responses": [3]}),
+                "`responses[0]` must be a string or a {\"content\", \"images\"} object",
+            ),
+            (
+                json!({"conversation": [{"role": "assistant", "content": "a"}], "images": ["x.png"]}),
+                "`images` go with the prompt, but a conversation has no user message",
+            ),
+        ] {
+            assert_eq!(err(line.clone()), expected, "{line}");
+        }
     }
 
     #[test]

@@ -36,8 +36,9 @@ pub enum RemoteInput {
     /// A conversation; the server applies the model's chat template.
     Chat(Vec<Message>),
     /// Text already rendered with the model's chat template, and the prompt part of it
-    /// (OpenRLHF/LightRFT servers receive both).
-    Text { text: String, prompt: String },
+    /// (OpenRLHF/LightRFT servers receive both), with the conversation's images in order (data
+    /// URLs; LightRFT's servers receive them beside the text).
+    Text { text: String, prompt: String, images: Vec<String> },
 }
 
 impl RemoteInput {
@@ -61,7 +62,8 @@ impl RemoteInput {
                 // The prompt is informational (OpenRLHF servers ignore it): a template that
                 // cannot render a conversation without its answer leaves it empty.
                 let prompt = render(&conversation[..cut], true).unwrap_or_default();
-                Ok(Self::Text { text: render(conversation, false)?, prompt })
+                let images = conversation.iter().flat_map(|m| m.images.iter().cloned()).collect();
+                Ok(Self::Text { text: render(conversation, false)?, prompt, images })
             }
             None if !protocol.takes_chat() => Err(RemoteError::Input(format!(
                 "the {} protocol takes text rendered with the model's chat template, and none was given",
@@ -494,7 +496,11 @@ mod tests {
         );
         assert_eq!(
             RemoteInput::from_conversation(&conv, Some(&t), Protocol::OpenRlhf).unwrap(),
-            RemoteInput::Text { text: "<user>p<assistant>r".into(), prompt: "<user>p<assistant>".into() }
+            RemoteInput::Text {
+                text: "<user>p<assistant>r".into(),
+                prompt: "<user>p<assistant>".into(),
+                images: vec![]
+            }
         );
         assert!(RemoteInput::from_conversation(&conv, None, Protocol::Tei)
             .unwrap_err()

@@ -71,15 +71,35 @@ impl Protocol {
         matches!(self, Self::VllmPooling | Self::VllmClassify | Self::Nim)
     }
 
-    /// The body for several rendered texts.
+    /// The body for several rendered texts. With images, OpenRLHF's body becomes LightRFT's
+    /// (`queries`, `prompts`, `images`: what its `remote_rm_fn` sends a multimodal reward
+    /// server); the other text forms cannot carry images and refuse them.
     pub fn text_request(self, inputs: &[RemoteInput], cfg: &RemoteConfig) -> crate::Result<RequestBody> {
-        let (texts, prompts): (Vec<String>, Vec<String>) = inputs
-            .iter()
-            .map(|i| match i {
-                RemoteInput::Text { text, prompt } => (text.clone(), prompt.clone()),
-                RemoteInput::Chat(_) => unreachable!("text_request takes texts"),
-            })
-            .unzip();
+        let mut texts = Vec::with_capacity(inputs.len());
+        let mut prompts = Vec::with_capacity(inputs.len());
+        let mut images = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            let RemoteInput::Text { text, prompt, images: own } = i else { unreachable!("text_request takes texts") };
+            texts.push(text.clone());
+            prompts.push(prompt.clone());
+            images.push(own);
+        }
+        if images.iter().any(|i| !i.is_empty()) {
+            return match self {
+                Self::OpenRlhf => Ok(RequestBody::Reward(openrlhf::RewardRequest {
+                    images: Some(images.into_iter().map(|i| bare_base64(i)).collect::<crate::Result<_>>()?),
+                    queries: Some(openrlhf::Queries::List(texts)),
+                    prompts: Some(prompts),
+                    ..Default::default()
+                })),
+                Self::VllmPooling | Self::VllmClassify => Err(crate::RemoteError::Input(
+                    "vLLM's `input` texts carry no images: give no --template, so that conversations go as \
+                     `messages` with `image_url` parts"
+                        .into(),
+                )),
+                _ => Err(self.no_images()),
+            };
+        }
         Ok(match self {
             Self::VllmPooling | Self::VllmClassify => RequestBody::Pooling(vllm::PoolingRequest {
                 model: cfg.model.clone(),
@@ -117,6 +137,10 @@ impl Protocol {
         match input {
             RemoteInput::Text { .. } => self.text_request(std::slice::from_ref(input), cfg),
             RemoteInput::Chat(messages) => {
+                if !self.takes_images() && messages.iter().any(|m| !m.images.is_empty()) {
+                    return Err(self.no_images());
+                }
+                // Images go as `image_url` parts, before each message's text.
                 let messages: Vec<ChatMessage> = messages.iter().cloned().map(ChatMessage::from).collect();
                 Ok(match self {
                     Self::VllmPooling | Self::VllmClassify => RequestBody::Pooling(vllm::PoolingRequest {
@@ -143,6 +167,20 @@ impl Protocol {
         }
     }
 
+    /// Whether the protocol can carry images: vLLM's chat form (`image_url` parts) and
+    /// LightRFT's `images`.
+    pub fn takes_images(self) -> bool {
+        matches!(self, Self::VllmPooling | Self::VllmClassify | Self::OpenRlhf)
+    }
+
+    fn no_images(self) -> crate::RemoteError {
+        crate::RemoteError::Input(format!(
+            "the {} protocol carries no images; multimodal reward servers take them over vllm (chat) or \
+             openrlhf (LightRFT's `images`)",
+            self.name()
+        ))
+    }
+
     /// Reads `n` scores from a response body.
     pub fn parse(self, body: &[u8], n: usize, cfg: &RemoteConfig) -> Parsed {
         let scores = match self {
@@ -160,6 +198,23 @@ impl Protocol {
         }
         Ok(scores)
     }
+}
+
+/// One input's images as LightRFT sends them: the base64 of each file (no `data:` prefix), or
+/// null for an input without images.
+fn bare_base64(images: &[String]) -> crate::Result<Option<Vec<String>>> {
+    if images.is_empty() {
+        return Ok(None);
+    }
+    images
+        .iter()
+        .map(|url| {
+            rewardlens_core::image::parse_data_url(url)
+                .map(|(_, b64)| b64.to_owned())
+                .map_err(|e| crate::RemoteError::Input(format!("image `{}`: {e}", crate::snippet(url))))
+        })
+        .collect::<crate::Result<Vec<_>>>()
+        .map(Some)
 }
 
 /// A request body in its protocol's wire type (serialized as that type alone).
@@ -417,8 +472,8 @@ mod tests {
             (json!(false), json!("m"), json!("assistant"))
         );
         let text = [
-            RemoteInput::Text { text: "t".into(), prompt: "p".into() },
-            RemoteInput::Text { text: "u".into(), prompt: "q".into() },
+            RemoteInput::Text { text: "t".into(), prompt: "p".into(), images: vec![] },
+            RemoteInput::Text { text: "u".into(), prompt: "q".into(), images: vec![] },
         ];
         let b = body(Protocol::VllmPooling.text_request(&text, &c).unwrap());
         assert_eq!(
@@ -432,5 +487,36 @@ mod tests {
         assert_eq!((b["raw_scores"].clone(), b["truncate"].clone()), (json!(true), json!(false)));
         assert!(Protocol::Tei.single_request(&chat, &cfg(Protocol::Tei)).is_err());
         assert!(Protocol::Nim.text_request(&text, &cfg(Protocol::Nim)).is_err());
+    }
+
+    #[test]
+    fn images_go_as_image_url_parts_or_lightrfts_base64() {
+        let body = |b: RequestBody| serde_json::to_value(b).unwrap();
+        let png = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUg==";
+        let mut prompt = rewardlens_core::Message::user("What is it?");
+        prompt.images = vec![png.into()];
+        let chat = RemoteInput::Chat(vec![prompt, rewardlens_core::Message::assistant("A cat.")]);
+        let b = body(Protocol::VllmPooling.single_request(&chat, &cfg(Protocol::VllmPooling)).unwrap());
+        assert_eq!(
+            b["messages"],
+            json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png}}, {"type": "text", "text": "What is it?"}]},
+                   {"role": "assistant", "content": "A cat."}])
+        );
+        let text = [
+            RemoteInput::Text { text: "t".into(), prompt: "p".into(), images: vec![png.into(), png.into()] },
+            RemoteInput::Text { text: "u".into(), prompt: "q".into(), images: vec![] },
+        ];
+        let b = body(Protocol::OpenRlhf.text_request(&text, &cfg(Protocol::OpenRlhf)).unwrap());
+        let b64 = png.split_once(',').unwrap().1;
+        assert_eq!(b, json!({"queries": ["t", "u"], "prompts": ["p", "q"], "images": [[b64, b64], null]}));
+        for p in [Protocol::Nim, Protocol::Tei] {
+            let e = p.single_request(&chat, &cfg(p)).unwrap_err().to_string();
+            assert!(e.contains(&format!("the {} protocol carries no images", p.name())), "{e}");
+        }
+        let e = Protocol::VllmPooling.text_request(&text, &cfg(Protocol::VllmPooling)).unwrap_err().to_string();
+        assert!(e.contains("give no --template"), "{e}");
+        let bad = [RemoteInput::Text { text: "t".into(), prompt: "p".into(), images: vec!["cat.png".into()] }];
+        let e = Protocol::OpenRlhf.text_request(&bad, &cfg(Protocol::OpenRlhf)).unwrap_err().to_string();
+        assert!(e.contains("image `cat.png`: not a data URL"), "{e}");
     }
 }

@@ -78,9 +78,10 @@ fn model_error(e: ModelError) -> ApiError {
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{e}; the server's limit is --max-tokens, or what one pass of its backend holds"),
         ),
-        ModelError::EmptyInput | ModelError::TokenOutOfVocab { .. } | ModelError::Core(_) => {
-            ApiError::bad(e.to_string())
-        }
+        ModelError::EmptyInput
+        | ModelError::TokenOutOfVocab { .. }
+        | ModelError::Images { .. }
+        | ModelError::Core(_) => ApiError::bad(e.to_string()),
         other => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, other.to_string()),
     }
 }
@@ -341,12 +342,18 @@ fn encode_inputs(m: &Served, req: vllm::PoolingRequest) -> Result<Vec<EncodedInp
     }
 }
 
-/// The conversation to score (OpenAI content parts keep only their text).
+/// The conversation to score: text parts joined, `image_url` parts kept as the message's
+/// images (which a text-only model then refuses by name), any other part refused.
 fn messages(msgs: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     if msgs.is_empty() {
         return Err(ApiError::bad("`messages` is empty"));
     }
-    Ok(msgs.into_iter().map(Message::from).collect())
+    msgs.into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Message::try_from(m).map_err(|e| ApiError::bad(format!("`messages[{i}].{}", &e.to_string()[1..])))
+        })
+        .collect()
 }
 
 /// Refuses a batched `input` of more sequences than allowed before anything is tokenized.
@@ -493,6 +500,12 @@ async fn get_reward(State(s): St, body: axum::body::Bytes) -> Result<Json<openrl
     let req: openrlhf::RewardRequest = parse_body(&body)?;
     let mi = pick(&s, req.model.as_deref())?;
     let m = &s.models[mi];
+    if let Some(i) = req.images_at() {
+        return Err(ApiError::bad(format!(
+            "`images[{i}]`: model `{}` reads text only and cannot score images; serve a multimodal reward model for them",
+            m.name
+        )));
+    }
     let texts = req.into_texts().ok_or_else(|| ApiError::bad("the body needs `query` (a list of strings)"))?;
     if texts.is_empty() {
         return Ok(Json(reward_response(Vec::new())));

@@ -123,6 +123,7 @@ async fn the_remote_client_and_the_server_agree_on_every_protocol() {
         .map(|case| RemoteInput::Text {
             text: g3["conversations"][case]["text"].as_str().unwrap().to_owned(),
             prompt: PROMPT.into(),
+            images: vec![],
         })
         .collect();
     let want = [logits(&g3, "simple")[0], logits(&g3, "wrong")[0]];
@@ -147,8 +148,11 @@ async fn the_remote_client_and_the_server_agree_on_every_protocol() {
     // requests name no model, so this server serves qwen2 first.
     let srv2 = Server::start(&MODELS[1..2]).await;
     let want2 = logits(&g2, "simple");
-    let text2 =
-        RemoteInput::Text { text: g2["conversations"]["simple"]["text"].as_str().unwrap().into(), prompt: "".into() };
+    let text2 = RemoteInput::Text {
+        text: g2["conversations"]["simple"]["text"].as_str().unwrap().into(),
+        prompt: "".into(),
+        images: vec![],
+    };
     for (protocol, input) in [(Protocol::Nim, &chats[0]), (Protocol::VllmClassify, &chats[0]), (Protocol::Tei, &text2)]
     {
         let got = srv2.client(protocol, "qwen2").score(std::slice::from_ref(input)).await.unwrap();
@@ -279,6 +283,32 @@ async fn other_client_shapes_are_read_and_every_answer_is_its_wire_type() {
     let e: vllm::ErrorResponse =
         srv.error("/v1/chat/completions", &json!({"messages": [{"role": "robot", "content": "q"}]}), 400).await;
     assert!(e.error.message.contains("messages[0]") && e.error.message.contains("robot"), "{}", e.error.message);
+    // Images to a text-only model: refused by name on every route that can carry them, never
+    // scored on their text alone.
+    let png = "data:image/png;base64,iVBORw0KGgo=";
+    let with_image = json!([{"role": "user", "content": [{"type": "image_url", "image_url": {"url": png}}, {"type": "text", "text": PROMPT}]},
+                            {"role": "assistant", "content": PARIS}]);
+    for route in ["/pooling", "/classify", "/v1/chat/completions"] {
+        let e: vllm::ErrorResponse = srv.error(route, &json!({"model": "qwen2", "messages": with_image}), 400).await;
+        assert!(
+            e.error.message.contains("reads text only") && e.error.message.contains("1 image(s)"),
+            "{route}: {}",
+            e.error.message
+        );
+    }
+    let audio =
+        json!([{"role": "user", "content": [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}]}]);
+    let e: vllm::ErrorResponse = srv.error("/pooling", &json!({"messages": audio}), 400).await;
+    assert!(
+        e.error.message.starts_with("`messages[0].content[0]`: parts of type `input_audio`"),
+        "{}",
+        e.error.message
+    );
+    let e: vllm::ErrorResponse =
+        srv.error("/get_reward", &json!({"queries": [text, text], "images": [null, ["iVBORw0KGgo="]]}), 400).await;
+    assert!(e.error.message.starts_with("`images[1]`: model `qwen3` reads text only"), "{}", e.error.message);
+    let r: openrlhf::RewardResponse = srv.answer("/get_reward", &json!({"queries": [text], "images": [null]})).await;
+    assert!(close(r.into_rewards("rewards").unwrap().unwrap().into_per_query()[0][0], logit), "no images: scored");
     let e: tei::ErrorResponse = srv.error("/predict", &json!({"inputs": [["a", "b"]]}), 400).await;
     assert!(e.error.contains("pairs are not supported") && e.error_type == "Validation", "{e:?}");
     let e: tei::ErrorResponse = srv.error("/predict", &json!({"inputs": 5}), 400).await;

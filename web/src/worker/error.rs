@@ -87,6 +87,7 @@ pub fn model_code(e: &ModelError) -> &'static str {
         ModelError::Config(_) => "bad_config",
         ModelError::MissingTensor { .. } | ModelError::TensorShape { .. } | ModelError::Weights(_) => "corrupted",
         ModelError::InputTooLong { .. } => "too_long",
+        ModelError::Images { .. } => "images",
         _ => "engine",
     }
 }
@@ -169,6 +170,7 @@ mod tests {
             (ModelError::TensorShape { name: "w".into(), expected: vec![2], actual: vec![3] }, "corrupted"),
             (ModelError::Weights("short".into()), "corrupted"),
             (ModelError::InputTooLong { tokens: 9, limit: 8 }, "too_long"),
+            (ModelError::Images { count: 1, message: 1 }, "images"),
             (ModelError::EmptyInput, "engine"),
         ];
         for (e, code) in cases {

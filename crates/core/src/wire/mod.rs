@@ -84,7 +84,7 @@ impl LabelValues {
 }
 
 /// A chat message as the OpenAI-style APIs (vLLM, NIM) take it: `content` may be a list of
-/// parts, of which only the text is scored.
+/// parts — text, and images as `image_url` parts.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ChatMessage {
     pub role: Role,
@@ -101,7 +101,8 @@ pub enum MessageContent {
     Parts(Vec<ContentPart>),
 }
 
-/// One part of OpenAI-style content (`{"type": "text", "text": ...}`, `{"type": "image_url", ...}`).
+/// One part of OpenAI-style content (`{"type": "text", "text": ...}`,
+/// `{"type": "image_url", "image_url": {"url": ...}}`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ContentPart {
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -112,25 +113,86 @@ pub struct ContentPart {
     pub extra: Map<String, Value>,
 }
 
-impl MessageContent {
-    /// The text, parts joined (parts without text, such as images, are dropped).
-    pub fn into_text(self) -> String {
-        match self {
-            Self::Text(t) => t,
-            Self::Parts(parts) => parts.into_iter().filter_map(|p| p.text).collect(),
+impl ContentPart {
+    pub fn text(text: String) -> Self {
+        Self { kind: Some("text".into()), text: Some(text), extra: Map::new() }
+    }
+
+    /// An `image_url` part (a data URL or an http(s) URL).
+    pub fn image_url(url: String) -> Self {
+        let mut extra = Map::new();
+        extra.insert("image_url".into(), serde_json::json!({ "url": url }));
+        Self { kind: Some("image_url".into()), text: None, extra }
+    }
+
+    /// The URL of an `image_url` part (`{"url": ...}`, or the URL alone as some clients send it).
+    fn image_url_of(&self) -> Option<&str> {
+        match self.extra.get("image_url")? {
+            Value::String(url) => Some(url),
+            Value::Object(o) => o.get("url")?.as_str(),
+            _ => None,
         }
     }
 }
 
+/// A content part that is neither text nor an image (audio, video, a file), named by its
+/// place: a reward model's scores would silently leave it out.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("`content[{index}]`: {reason}")]
+pub struct UnsupportedPart {
+    pub index: usize,
+    pub reason: String,
+}
+
 impl From<Message> for ChatMessage {
+    /// Images come first, as `image_url` parts, then the text.
     fn from(m: Message) -> Self {
-        Self { role: m.role, content: MessageContent::Text(m.content), extra: m.extra }
+        let content = if m.images.is_empty() {
+            MessageContent::Text(m.content)
+        } else {
+            let mut parts: Vec<ContentPart> = m.images.into_iter().map(ContentPart::image_url).collect();
+            parts.push(ContentPart::text(m.content));
+            MessageContent::Parts(parts)
+        };
+        Self { role: m.role, content, extra: m.extra }
     }
 }
 
-impl From<ChatMessage> for Message {
-    fn from(m: ChatMessage) -> Self {
-        Self { role: m.role, content: m.content.into_text(), extra: m.extra }
+impl TryFrom<ChatMessage> for Message {
+    type Error = UnsupportedPart;
+
+    /// Text parts joined; `image_url` parts become the message's images.
+    fn try_from(m: ChatMessage) -> Result<Self, UnsupportedPart> {
+        let (content, images) = match m.content {
+            MessageContent::Text(t) => (t, Vec::new()),
+            MessageContent::Parts(parts) => {
+                let (mut text, mut images) = (String::new(), Vec::new());
+                for (index, p) in parts.into_iter().enumerate() {
+                    match (p.kind.as_deref(), &p.text) {
+                        (Some("text") | None, Some(t)) => text.push_str(t),
+                        (Some("image_url"), _) => images.push(
+                            p.image_url_of()
+                                .ok_or_else(|| UnsupportedPart {
+                                    index,
+                                    reason: "an `image_url` part needs `image_url.url`".into(),
+                                })?
+                                .to_owned(),
+                        ),
+                        (kind, _) => {
+                            return Err(UnsupportedPart {
+                                index,
+                                reason: format!(
+                                    "parts of type `{}` cannot be scored (text and image_url parts can)",
+                                    kind.unwrap_or("?")
+                                ),
+                            })
+                        }
+                    }
+                }
+                (text, images)
+            }
+        };
+        Ok(Self { role: m.role, content, images, extra: m.extra })
     }
 }
 
@@ -166,18 +228,32 @@ mod tests {
     }
 
     #[test]
-    fn content_parts_become_text_and_extra_keys_pass_through() {
+    fn content_parts_become_text_and_images_and_extra_keys_pass_through() {
         let m: ChatMessage = serde_json::from_value(json!({
-            "role": "assistant",
-            "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "b"}],
+            "role": "user",
+            "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}, {"type": "text", "text": "b"}],
             "reasoning_content": "why"
         }))
         .unwrap();
-        let m = Message::from(m);
-        assert_eq!((m.role, m.content.as_str()), (Role::Assistant, "ab"));
+        let m = Message::try_from(m).unwrap();
+        assert_eq!((m.role, m.content.as_str()), (Role::User, "ab"));
+        assert_eq!(m.images, ["data:image/png;base64,AA=="]);
         assert_eq!(m.extra["reasoning_content"], "why");
         let back = serde_json::to_value(ChatMessage::from(m)).unwrap();
-        assert_eq!(back, json!({"role": "assistant", "content": "ab", "reasoning_content": "why"}));
+        assert_eq!(
+            back,
+            json!({"role": "user", "content": [
+                {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}},
+                {"type": "text", "text": "ab"}], "reasoning_content": "why"})
+        );
+        let plain = serde_json::to_value(ChatMessage::from(Message::assistant("x"))).unwrap();
+        assert_eq!(plain, json!({"role": "assistant", "content": "x"}));
+        let audio: ChatMessage = serde_json::from_value(json!({"role": "user", "content": [
+            {"type": "text", "text": "a"}, {"type": "input_audio", "input_audio": {}}]}))
+        .unwrap();
+        let e = Message::try_from(audio).unwrap_err();
+        assert_eq!(e.index, 1);
+        assert!(e.to_string().starts_with("`content[1]`: parts of type `input_audio`"), "{e}");
         let e =
             from_slice::<Vec<ChatMessage>>(br#"[{"role": "user", "content": "a"}, {"role": "user", "content": 5}]"#)
                 .unwrap_err();

@@ -7,7 +7,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 /// `{"query": [...], "prompts": [...], "labels": [...]}` (OpenRLHF) or
-/// `{"queries": [...], "prompts": [...]}` (LightRFT).
+/// `{"queries": [...], "prompts": [...], "references": [...], "images": [...]}` (LightRFT's
+/// `remote_rm_fn`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RewardRequest {
@@ -26,9 +27,21 @@ pub struct RewardRequest {
     /// model ignores them.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub labels: Option<Vec<Value>>,
+    /// LightRFT's reference answers (its name for `labels`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub references: Option<Vec<Value>>,
+    /// LightRFT's images for multimodal reward models: per query, a list of base64-encoded
+    /// image files (no `data:` prefix), or null for a query without images.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<Option<Vec<String>>>>,
 }
 
 impl RewardRequest {
+    /// The first query that carries an image.
+    pub fn images_at(&self) -> Option<usize> {
+        self.images.as_ref()?.iter().position(|i| i.as_ref().is_some_and(|l| !l.is_empty()))
+    }
+
     /// The texts to score: `query`, else `queries`.
     pub fn into_texts(self) -> Option<Vec<String>> {
         self.query.or(self.queries).map(Queries::into_vec)
@@ -127,7 +140,12 @@ mod tests {
         assert_eq!(serde_json::to_value(&r).unwrap(), body);
         assert_eq!(r.into_texts().unwrap().len(), 2);
         let r: RewardRequest = from_slice(br#"{"queries": ["a"], "prompts": ["p"]}"#).unwrap();
+        assert_eq!(r.images_at(), None);
         assert_eq!(r.into_texts().unwrap(), ["a"]);
+        let body = json!({"queries": ["a", "b"], "prompts": ["p", "q"], "references": ["1", null], "images": [null, ["/9j/4AAQ"]]});
+        let r: RewardRequest = from_slice(body.to_string().as_bytes()).unwrap();
+        assert_eq!(serde_json::to_value(&r).unwrap(), body);
+        assert_eq!(r.images_at(), Some(1));
         let r: RewardRequest = from_slice(br#"{"query": "one", "queries": ["ignored"]}"#).unwrap();
         assert_eq!(r.into_texts().unwrap(), ["one"]);
         assert_eq!(from_slice::<RewardRequest>(b"{}").unwrap().into_texts(), None);
