@@ -18,10 +18,18 @@ export async function rankAnswers(prompt: string, responses: string[]): Promise<
   return out.ranking ?? [];
 }
 
+/** A multimodal reward model behind a vLLM endpoint: the picture goes with the prompt. */
+export async function rankCaptions(picture: string, captions: string[]): Promise<number[]> {
+  const scorer = await RewardScorer.load({ endpoint: "http://127.0.0.1:8000", protocol: "vllm", model: "vl-rm" });
+  const out = await scorer.score({ prompt: "Describe the picture.", images: [picture], responses: captions });
+  return out.ranking ?? [];
+}
+
 export function watch(): void {
   const el = document.querySelector("reward-scorer");
   if (!el) return;
   el.responses = ["A", "B"];
+  el.images = ["data:image/png;base64,iVBORw0KGgo="];
   el.mode = "steps";
   el.addEventListener("reward-scored", (e) => console.log(e.detail.scores, e.detail.backend, e.detail.timing.ms));
   el.addEventListener("reward-error", (e: CustomEvent<ErrorDetail>) => console.warn(e.detail.code, e.detail.message));

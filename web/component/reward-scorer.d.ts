@@ -29,9 +29,14 @@ export interface LoadOptions {
 export interface Message {
   role: "system" | "user" | "assistant" | "tool";
   content: string;
+  /** Images before the text: data URLs, or http(s) URLs the page may fetch (CORS). Only a
+   * multimodal reward model behind `endpoint` scores them; a model in the tab refuses them. */
+  images?: string[];
 }
 
-export type ScoreInput = { prompt: string; responses: string[] } | { conversation: Message[] };
+export type ScoreInput =
+  | { prompt: string; responses: string[]; /** Images with the prompt (see `Message.images`). */ images?: string[] }
+  | { conversation: Message[] };
 
 /** How answers split into steps (the CLI's --step-split). */
 export type StepSplit =
@@ -138,6 +143,8 @@ export declare class RewardScorerElement extends HTMLElement {
   endpoint: string;
   protocol: string;
   prompt: string;
+  /** Images with the prompt (the `images` attribute: a JSON list of data URLs or http(s) URLs). */
+  images: string[];
   responses: string[];
   mode: "responses" | "steps" | "compact";
   /** The last `reward-scored` detail. */

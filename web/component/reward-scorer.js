@@ -201,6 +201,10 @@ function withTiming(msg, info) {
   };
 }
 
+function isStringList(v) {
+  return Array.isArray(v) && v.every((x) => typeof x === "string");
+}
+
 function asError(e) {
   if (e && e.code && e.message) return e;
   return { code: "engine", message: String((e && e.message) || e) };
@@ -231,9 +235,12 @@ export class RewardScorer {
     checkOptions(this.options);
     const job = input.conversation
       ? { kind: "conversation", messages: input.conversation }
-      : { kind: "responses", prompt: input.prompt || "", responses: input.responses || [] };
+      : { kind: "responses", prompt: input.prompt || "", images: input.images || [], responses: input.responses || [] };
     if (!input.conversation && !Array.isArray(input.responses)) {
       throw { code: "no_input", message: "score() takes { prompt, responses: [...] } or { conversation: [...] }" };
+    }
+    if (job.images && !isStringList(job.images)) {
+      throw { code: "image", message: "images must be a list of data URLs or http(s) URLs" };
     }
     const stepsOpt = opts.steps ?? (this.info && this.info.step_convention ? true : false);
     const steps = stepsOpt ? {
@@ -275,7 +282,7 @@ li { display: grid; grid-template-columns: 2.6em 5.5em 1fr; gap: .5em; align-ite
 /** `<reward-scorer>`: scores its responses with the page's shared engine and shows them. */
 export class RewardScorerElement extends HTMLElement {
   static get observedAttributes() {
-    return ["model", "revision", "endpoint", "protocol", "prompt", "responses", "mode", "storage", "backend", "threshold"];
+    return ["model", "revision", "endpoint", "protocol", "prompt", "images", "responses", "mode", "storage", "backend", "threshold"];
   }
 
   constructor() {
@@ -317,6 +324,15 @@ export class RewardScorerElement extends HTMLElement {
   set protocol(v) { this._props.protocol = v; this._schedule(); }
   get prompt() { return this._props.prompt ?? this.getAttribute("prompt") ?? ""; }
   set prompt(v) { this._props.prompt = v; this._schedule(); }
+  get images() {
+    if (this._props.images) return this._props.images;
+    const attr = this.getAttribute("images");
+    if (attr === null) return [];
+    const parsed = JSON.parse(attr);
+    if (!isStringList(parsed)) throw new Error("not a list of strings");
+    return parsed;
+  }
+  set images(v) { this._props.images = v; this._schedule(); }
   get mode() { return this._props.mode ?? this.getAttribute("mode") ?? "responses"; }
   set mode(v) { this._props.mode = v; this._schedule(); }
   get responses() {
@@ -392,11 +408,16 @@ export class RewardScorerElement extends HTMLElement {
   /** Scores now (attribute and property changes also re-score, debounced). */
   async score() {
     clearTimeout(this._timer);
-    let responses;
+    let responses, images;
     try {
       responses = this.responses;
     } catch (e) {
       return this._fail({ code: "bad_responses", message: `the responses attribute must be a JSON list of strings (${e.message})` });
+    }
+    try {
+      images = this.images;
+    } catch (e) {
+      return this._fail({ code: "image", message: `the images attribute must be a JSON list of data URLs or URLs (${e.message})` });
     }
     if (!this.model && !this.endpoint) return this._fail({ code: "no_model", message: "set the model attribute" });
     let options;
@@ -417,7 +438,7 @@ export class RewardScorerElement extends HTMLElement {
     const abort = (this._abort = new AbortController());
     try {
       const scorer = new RewardScorer(options);
-      const detail = await scorer.score({ prompt: this.prompt, responses },
+      const detail = await scorer.score({ prompt: this.prompt, images, responses },
         { steps: mode === "steps" ? true : undefined, threshold, onProgress: this._progress(), signal: abort.signal });
       if (ticket !== this._ticket) return detail; // a newer request is on its way
       this._last = detail;

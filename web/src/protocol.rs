@@ -238,7 +238,13 @@ impl RemoteSettings {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ScoreJob {
     /// One prompt, several responses.
-    Responses { prompt: String, responses: Vec<String> },
+    Responses {
+        prompt: String,
+        /// Images with the prompt (data URLs or http(s) URLs), for a multimodal endpoint.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        images: Vec<String>,
+        responses: Vec<String>,
+    },
     /// One multi-turn conversation.
     Conversation { messages: Vec<Message> },
     /// A JSONL file in the CLI's formats; answered with the annotated lines.
@@ -246,6 +252,25 @@ pub enum ScoreJob {
     /// A benchmark suite's rows as published (each with the split its file names), scored as
     /// `rewardlens eval` scores them; answered with every row's scores.
     Benchmark { suite: rewardlens_eval::Suite, rows: Vec<BenchmarkRow> },
+}
+
+impl ScoreJob {
+    /// The conversations a `Responses` or `Conversation` job stands for (the prompt's images on
+    /// its user turn, as an input line's top-level `images`); none for the others.
+    pub fn conversations(&self) -> Vec<Vec<Message>> {
+        match self {
+            Self::Responses { prompt, images, responses } => responses
+                .iter()
+                .map(|r| {
+                    let mut c = rewardlens_core::types::prompt_response(prompt, r);
+                    c[0].images = images.clone();
+                    c
+                })
+                .collect(),
+            Self::Conversation { messages } => vec![messages.clone()],
+            Self::Jsonl { .. } | Self::Benchmark { .. } => vec![],
+        }
+    }
 }
 
 /// One row of a benchmark file and its split (ProcessBench's subset).
@@ -616,7 +641,11 @@ mod tests {
     fn messages_round_trip_as_json() {
         let m = ToWorker::Score {
             id: 3,
-            job: ScoreJob::Responses { prompt: "p".into(), responses: vec!["a".into(), "<b>".into()] },
+            job: ScoreJob::Responses {
+                prompt: "p".into(),
+                images: vec!["data:image/png;base64,AA==".into()],
+                responses: vec!["a".into(), "<b>".into()],
+            },
             truncate: false,
             steps: Some(StepRequest {
                 convention: Some("qwen".into()),

@@ -1237,3 +1237,119 @@ fn benchmark_suites_evaluate_in_the_page() {
     let headline: f64 = b.attr("#eval-headline", "data-score").unwrap().parse().unwrap();
     assert!((headline - e["avg_f1"].as_f64().unwrap()).abs() < 1e-7);
 }
+
+/// A multimodal reward server's stand-in on loopback (CORS open): records every `/pooling`
+/// body and answers a score that counts what arrived (images + messages/10).
+fn capturing_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bodies = seen.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let bodies = bodies.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request = String::new();
+                if reader.read_line(&mut request).unwrap_or(0) == 0 {
+                    return;
+                }
+                let mut len = 0;
+                loop {
+                    let mut h = String::new();
+                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+                        break;
+                    }
+                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                        len = v.trim().parse().unwrap();
+                    }
+                }
+                let cors = "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: content-type, authorization\r\n\
+                            Access-Control-Allow-Methods: GET, POST\r\nConnection: close\r\n";
+                let answer = if request.starts_with("OPTIONS") {
+                    String::new()
+                } else {
+                    let mut body = vec![0u8; len];
+                    reader.read_exact(&mut body).unwrap();
+                    let body: Value = serde_json::from_slice(&body).unwrap();
+                    let msgs = body["messages"].as_array().cloned().unwrap_or_default();
+                    let images = msgs
+                        .iter()
+                        .filter_map(|m| m["content"].as_array())
+                        .flatten()
+                        .filter(|p| p["type"] == "image_url")
+                        .count();
+                    bodies.lock().unwrap().push(body);
+                    let score = images as f64 + msgs.len() as f64 / 10.0;
+                    serde_json::json!({"data": [{"index": 0, "object": "pooling", "data": [score]}]}).to_string()
+                };
+                let status = if request.starts_with("OPTIONS") { "204 No Content" } else { "200 OK" };
+                let head = format!(
+                    "HTTP/1.1 {status}\r\n{cors}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+                    answer.len()
+                );
+                let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(answer.as_bytes()));
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[test]
+#[ignore = "needs `cargo xtask dist` and Chromium; run by `cargo xtask test`"]
+fn prompt_images_go_to_a_multimodal_endpoint_and_local_models_refuse_them() {
+    use base64::Engine as _;
+    let srv = StaticServer::app_with_fixtures();
+    let (endpoint, seen) = capturing_endpoint();
+    let png = std::fs::read(repo_root().join("tests/fixtures/images/red.png")).unwrap();
+    let red = format!("data:image/png;base64,{}", base64::engine::general_purpose::STANDARD.encode(&png));
+    let b = Browser::start();
+    b.goto(&format!("{}/", srv.url));
+    b.fill("#remote-endpoint", &endpoint);
+    b.fill("#remote-model", "vl-rm");
+    b.fill("#remote-protocol", "vllm");
+    b.click("#remote-only");
+    b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
+    assert_eq!(b.attr("#model-info", "data-architecture").as_deref(), Some("remote"));
+
+    // The page: a picked image goes with the prompt, as an image_url part before its text.
+    b.click("#tab-responses");
+    b.upload("#prompt-image", &[repo_root().join("tests/fixtures/images/red.png")]);
+    b.wait_for(".prompt-image img", LOAD);
+    b.score_responses("What colour is this?", &["Red.", "Green."]);
+    let shown = b.attrs("#scores td.score", "data-score");
+    assert_close(&shown[0], 1.2, "one image and two messages");
+    let mut bodies = std::mem::take(&mut *seen.lock().unwrap());
+    bodies.sort_by_key(|b| b.to_string());
+    let user = serde_json::json!({"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": red}}, {"type": "text", "text": "What colour is this?"}]});
+    let want: Vec<Value> = ["Green.", "Red."]
+        .iter()
+        .map(|a| {
+            serde_json::json!({"model": "vl-rm", "task": "classify", "use_activation": false,
+                               "messages": [user, {"role": "assistant", "content": a}]})
+        })
+        .collect();
+    assert_eq!(bodies, want);
+
+    // <reward-scorer>'s API: `images` with the prompt, to the endpoint; a model in the tab refuses them.
+    let out = b.script_async(
+        "const done = arguments[arguments.length - 1]; \
+         import('/reward-scorer.js').then(async ({ RewardScorer }) => { \
+           const remote = await RewardScorer.load({ endpoint: arguments[0], protocol: 'vllm', model: 'vl-rm' }); \
+           const r = await remote.score({ prompt: 'Which?', images: [arguments[1]], responses: ['This.'] }); \
+           const local = await RewardScorer.load({ model: '/fixtures/qwen3-seq', storage: 'f32' }); \
+           const e = await local.score({ prompt: 'Which?', images: [arguments[1]], responses: ['This.'] }).then(() => null, e => e); \
+           return { remote: r.scores, local: e }; \
+         }).then(done, e => done({ error: String(e && e.message || e) }));",
+        serde_json::json!([endpoint, red]),
+    );
+    assert!(out.get("error").is_none(), "{out}");
+    assert_eq!(out["remote"], serde_json::json!([1.2]), "{out}");
+    assert_eq!(out["local"]["code"], "images", "{out}");
+    assert!(out["local"]["message"].as_str().unwrap().contains("reads text only"), "{out}");
+    let last = seen.lock().unwrap().pop().unwrap();
+    assert_eq!(last["messages"][0]["content"][0]["image_url"]["url"], red.as_str());
+}

@@ -43,6 +43,9 @@ struct Saved {
 pub struct Inputs {
     pub mode: RwSignal<Mode>,
     pub prompt: RwSignal<String>,
+    /// Images with the prompt, as data URLs, for a multimodal endpoint (not saved: they can be
+    /// large).
+    pub prompt_images: RwSignal<Vec<String>>,
     /// (stable key, text), so reordering keeps each editor's identity.
     pub responses: RwSignal<Vec<(u64, String)>>,
     next_key: StoredValue<u64>,
@@ -122,6 +125,7 @@ impl Inputs {
         Self {
             mode: RwSignal::new(saved.mode),
             prompt: RwSignal::new(saved.prompt.clone()),
+            prompt_images: RwSignal::new(Vec::new()),
             next_key: StoredValue::new(responses.len() as u64),
             responses: RwSignal::new(responses),
             conversation: RwSignal::new(saved.conversation.clone()),
@@ -208,6 +212,29 @@ impl Inputs {
         });
     }
 
+    /// Reads picked image files into data URLs with the prompt (the type is read from the bytes:
+    /// a file that is no PNG, JPEG, GIF or WebP is refused by name).
+    pub fn add_images(self, list: web_sys::FileList, engine: Engine) {
+        wasm_bindgen_futures::spawn_local(async move {
+            for i in 0..list.length() {
+                let Some(f) = list.get(i) else { continue };
+                let read = wasm_bindgen_futures::JsFuture::from(f.array_buffer()).await;
+                let url = read
+                    .map_err(|_| "the browser could not read it".to_owned())
+                    .and_then(|buf| {
+                        rewardlens_core::image::data_url(&js_sys::Uint8Array::new(&buf).to_vec()).map_err(|e| e.to_string())
+                    });
+                match url {
+                    Ok(url) => self.prompt_images.update(|l| l.push(url)),
+                    Err(e) => engine
+                        .state
+                        .error
+                        .set(Some(crate::protocol::UserError::new("image", format!("{}: {e}", f.name())))),
+                }
+            }
+        });
+    }
+
     /// Puts a prompt and its responses in the editor (replacing what is there).
     pub fn set_responses(&self, prompt: String, responses: Vec<String>) {
         let first = self.next_key.get_value();
@@ -235,9 +262,10 @@ impl Inputs {
         match self.mode.get_untracked() {
             Mode::Responses => {
                 let prompt = self.prompt.get_untracked();
+                let images = self.prompt_images.get_untracked();
                 let responses: Vec<String> = self.responses.get_untracked().into_iter().map(|(_, r)| r).collect();
                 let submitted = Submitted { prompt: prompt.clone(), responses: responses.clone() };
-                engine.score(ScoreJob::Responses { prompt, responses }, truncate, steps, submitted);
+                engine.score(ScoreJob::Responses { prompt, images, responses }, truncate, steps, submitted);
             }
             Mode::Conversation => {
                 let text = self.conversation.get_untracked();
@@ -418,6 +446,56 @@ pub fn InputPanel(engine: Engine, inputs: Inputs, choice: ModelChoice) -> impl I
     }
 }
 
+/// The prompt's images: a picker and a thumbnail of each with a remove button. Only an endpoint
+/// serving a multimodal reward model can score them; a model in this tab refuses them.
+#[component]
+fn PromptImages(inputs: Inputs) -> impl IntoView {
+    let engine = expect_context::<Engine>();
+    let numbered = move || -> Vec<(usize, String)> { inputs.prompt_images.get().into_iter().enumerate().collect() };
+    view! {
+        <div id="prompt-images" class="row">
+            <label>
+                "Image with the prompt (multimodal endpoints only): "
+                <input
+                    id="prompt-image"
+                    type="file"
+                    accept="image/png,image/jpeg,image/gif,image/webp"
+                    multiple=true
+                    on:change=move |ev| {
+                        let input: web_sys::HtmlInputElement = event_target(&ev);
+                        if let Some(list) = input.files() {
+                            inputs.add_images(list, engine);
+                        }
+                        input.set_value("");
+                    }
+                />
+            </label>
+            <For
+                each=numbered
+                key=|(i, url)| (*i, url.len())
+                children=move |(i, url)| {
+                    view! {
+                        <span class="prompt-image">
+                            <img src=url alt=format!("Prompt image {}", i + 1) height="48" />
+                            <button
+                                class="remove"
+                                aria-label=format!("Remove prompt image {}", i + 1)
+                                on:click=move |_| inputs.prompt_images.update(|l| {
+                                    if i < l.len() {
+                                        l.remove(i);
+                                    }
+                                })
+                            >
+                                "×"
+                            </button>
+                        </span>
+                    }
+                }
+            />
+        </div>
+    }
+}
+
 #[component]
 fn ResponsesEditor(inputs: Inputs) -> impl IntoView {
     let move_by = move |key: u64, delta: isize| {
@@ -440,6 +518,7 @@ fn ResponsesEditor(inputs: Inputs) -> impl IntoView {
                 on:input=move |ev| inputs.prompt.set(event_target_value(&ev))
             ></textarea>
         </label>
+        <PromptImages inputs=inputs />
         <ol id="responses">
             <For
                 each=move || inputs.responses.get()

@@ -84,6 +84,7 @@ pub struct ModelChoice {
 #[component]
 fn App() -> impl IntoView {
     let engine = Engine::start();
+    provide_context(engine);
     let window = web_sys::window().expect("a window");
     let location = window.location();
     let query = location.search().unwrap_or_default();

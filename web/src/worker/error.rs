@@ -73,6 +73,9 @@ pub enum WorkerError {
     /// A benchmark row that cannot be read or scored (named in the message).
     #[error("{0}")]
     Benchmark(String),
+    /// An image that cannot go to the endpoint (not an image, a path, a failed download).
+    #[error("{0}")]
+    Image(String),
     /// A failure a pipeline stage reported with its own code (the stage messages carry it).
     #[error("{}", .0.message)]
     Stage(UserError),
@@ -127,6 +130,7 @@ impl WorkerError {
             Self::Engine(_) => "engine",
             Self::WorkerCrashed(_) => "worker_crashed",
             Self::Benchmark(_) => "benchmark",
+            Self::Image(_) => "image",
             Self::Stage(e) => &e.code,
         }
     }

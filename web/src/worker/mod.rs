@@ -10,7 +10,8 @@
 //! [`grouping`] (batches) and [`shape`] (results, model info, the CLI's records). wasm32 only,
 //! the browser calls: `queue` (the engine, its job queue and dispatch), `fetch` (fetch and the
 //! Cache API), `load` (safetensors, GGUF, WebGPU, pipeline), `scorer` (what scores a loaded
-//! model), `score`, `benchmark` (suites of the Evaluate view), `steps`, `remote` and `bench`.
+//! model), `score`, `benchmark` (suites of the Evaluate view), `steps`, `remote`, `images` (what goes
+//! to an endpoint as data URLs) and `bench`.
 
 pub mod download;
 pub mod error;
@@ -24,6 +25,8 @@ mod bench;
 mod benchmark;
 #[cfg(target_arch = "wasm32")]
 mod fetch;
+#[cfg(target_arch = "wasm32")]
+mod images;
 #[cfg(target_arch = "wasm32")]
 mod load;
 #[cfg(target_arch = "wasm32")]

@@ -6,7 +6,6 @@ use super::error::{Res, WorkerError};
 use super::queue::{Engine, Loaded};
 use super::shape::{annotated_line, labels, parse_line, record, scores_of};
 use crate::protocol::{FromWorker, ScoreJob, ScoreOutput, SequenceResult, StepRequest};
-use rewardlens_core::types::prompt_response;
 use rewardlens_core::Message;
 use rewardlens_models::LengthPolicy;
 
@@ -24,18 +23,13 @@ impl Engine {
         let loaded = self.loaded("scoring")?;
         let policy = LengthPolicy { max_tokens: None, truncate };
         let convs: Vec<Vec<Message>> = match &job {
-            ScoreJob::Responses { prompt, responses } => {
-                if responses.is_empty() {
-                    return Err(WorkerError::NoInput("add at least one response"));
-                }
-                responses.iter().map(|r| prompt_response(prompt, r)).collect()
+            ScoreJob::Responses { responses, .. } if responses.is_empty() => {
+                return Err(WorkerError::NoInput("add at least one response"));
             }
-            ScoreJob::Conversation { messages } => {
-                if messages.is_empty() {
-                    return Err(WorkerError::NoInput("the conversation has no messages"));
-                }
-                vec![messages.clone()]
+            ScoreJob::Conversation { messages } if messages.is_empty() => {
+                return Err(WorkerError::NoInput("the conversation has no messages"));
             }
+            ScoreJob::Responses { .. } | ScoreJob::Conversation { .. } => job.conversations(),
             ScoreJob::Jsonl { text } => return self.score_jsonl(id, &loaded, text, policy).await,
             ScoreJob::Benchmark { suite, rows } => {
                 return self.score_benchmark(id, &loaded, *suite, rows, policy, steps).await
@@ -63,6 +57,14 @@ impl Engine {
     ) -> Res<Vec<SequenceResult>> {
         let mut out = Vec::with_capacity(convs.len());
         let started = self.now();
+        // A local model refuses images when it encodes them; an endpoint gets them inline.
+        let resolved;
+        let convs = if matches!(loaded.scorer, super::scorer::Scorer::Remote { .. }) {
+            resolved = self.with_data_urls(convs).await?;
+            &resolved[..]
+        } else {
+            convs
+        };
         let (encoded, batches) = loaded.scorer.batches(convs, &policy)?;
         let cancel = self.cancel_poll(id);
         for batch in batches {

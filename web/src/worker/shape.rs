@@ -3,7 +3,6 @@
 //! writes it), so the page and the web component read results instead of recomputing them.
 
 use crate::protocol::{BenchRow, ModelInfo, ModelSource, ScoreJob, SequenceResult};
-use rewardlens_core::types::prompt_response;
 use rewardlens_models::memory::{MemoryEstimate, WeightStorage};
 use rewardlens_models::prm::StepScores;
 use rewardlens_models::records::{annotate, annotate_steps, parse_record, Record, STEP_ERROR_FIELD};
@@ -185,10 +184,13 @@ pub fn record(
 ) -> Option<Map<String, Value>> {
     let mut obj = Map::new();
     let record = match job {
-        ScoreJob::Responses { prompt, responses } => {
+        ScoreJob::Responses { prompt, images, responses } => {
             obj.insert("prompt".into(), prompt.clone().into());
+            if !images.is_empty() {
+                obj.insert("images".into(), images.clone().into());
+            }
             obj.insert("responses".into(), responses.clone().into());
-            Record::Responses(responses.iter().map(|r| prompt_response(prompt, r)).collect())
+            Record::Responses(job.conversations())
         }
         ScoreJob::Conversation { messages } => {
             obj.insert("conversation".into(), serde_json::to_value(messages).expect("messages serialize"));
@@ -282,7 +284,11 @@ mod tests {
     #[test]
     fn responses_get_the_clis_record_with_ranking_and_first_bad_step() {
         let job =
-            ScoreJob::Responses { prompt: "2 + 2?".into(), responses: vec!["5".into(), "4".into(), "four".into()] };
+            ScoreJob::Responses {
+                prompt: "2 + 2?".into(),
+                images: vec![],
+                responses: vec!["5".into(), "4".into(), "four".into()],
+            };
         let results =
             vec![result(&[0.1], Some(&[0.9, 0.2, 0.1])), result(&[0.8], Some(&[0.7, 0.6])), result(&[f32::NAN], None)];
         let mut failed = results;
