@@ -34,9 +34,10 @@ pub struct BackendArgs {
     /// to --protocol and --model; `#` starts a comment).
     #[arg(long)]
     pub endpoints: Option<PathBuf>,
-    /// Requests in flight per endpoint (several endpoints).
-    #[arg(long, default_value_t = 4)]
-    pub in_flight: usize,
+    /// Requests in flight per endpoint (several endpoints); by default a short probe of each
+    /// endpoint before the run picks it (2 to 16).
+    #[arg(long)]
+    pub in_flight: Option<usize>,
     /// Go on when the endpoints score the canary line differently (by default a run over
     /// several endpoints refuses: a different model, revision or dtype behind one URL).
     #[arg(long)]
@@ -271,7 +272,7 @@ impl Backend {
             cfg.score_key = args.score_key.clone();
             members.push((crate::jsonl::without_userinfo(&spec.url), RemoteScorer::new(cfg)?));
         }
-        let fleet = Fleet::new(members, args.in_flight.max(1), BreakerPolicy::default());
+        let fleet = Fleet::new(members, args.in_flight.unwrap_or(FALLBACK_IN_FLIGHT), BreakerPolicy::default());
         let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
         Ok((Self::Remote { fleet, template, checkpoint, runtime }, commit))
     }
@@ -384,6 +385,25 @@ impl Backend {
         }
     }
 
+    /// Probes how many requests each endpoint serves at once (several endpoints, no
+    /// `--in-flight`), with `input` (the canary line), and says what it found.
+    pub fn probe_in_flight(&self, input: &Prepared) {
+        let Self::Remote { fleet, runtime, .. } = self else { return };
+        let Prepared::Remote(input) = input else { unreachable!("prepared by this backend") };
+        if fleet.members().count() < 2 {
+            return;
+        }
+        for (i, (name, _)) in fleet.members().enumerate() {
+            let probe = runtime.block_on(fleet.probe_in_flight(i, input, MAX_PROBED_IN_FLIGHT, FALLBACK_IN_FLIGHT));
+            fleet.set_in_flight(i, probe.in_flight);
+            let rates: Vec<String> = probe.rates.iter().map(|(n, r)| format!("{n}: {r:.1}/s")).collect();
+            match &probe.failed {
+                None => eprintln!("{name}: {} requests in flight (probe: {})", probe.in_flight, rates.join(", ")),
+                Some(e) => eprintln!("{name}: {} requests in flight (the probe failed: {e})", probe.in_flight),
+            }
+        }
+    }
+
     /// What each endpoint did, for the closing report (None for a model here).
     pub fn endpoint_report(&self) -> Option<Vec<MemberReport>> {
         match self {
@@ -448,6 +468,11 @@ fn estimated_tokens(input: &RemoteInput) -> usize {
     };
     bytes / 4 + 1 + images * IMAGE_TOKENS
 }
+
+/// Requests in flight per endpoint when the probe fails.
+const FALLBACK_IN_FLIGHT: usize = 4;
+/// The most requests in flight the probe tries.
+const MAX_PROBED_IN_FLIGHT: usize = 16;
 
 /// Tokens an image stands for in routing: the order of a Qwen2-VL image at its default
 /// resolution (the real count depends on the server's processor and the image's size).

@@ -682,6 +682,12 @@ pub fn run(args: ScoreArgs) -> Result<ExitCode> {
                     canary_done = true;
                     if let Some(first) = inputs.first() {
                         backend.canary(first, args.backend.allow_mismatch)?;
+                        if args.backend.in_flight.is_none() {
+                            backend.probe_in_flight(first);
+                            if w.window > 0 {
+                                w.window = 2 * backend.capacity();
+                            }
+                        }
                     }
                 }
                 pending.push(PendingLine { lineno, obj, job, inputs });

@@ -142,6 +142,13 @@ fn three_servers_score_like_local_and_a_killed_one_loses_nothing() {
     assert_same_scores(&local, &lines);
     let used: std::collections::HashSet<&str> = lines.iter().map(|l| l["scored_by"].as_str().unwrap()).collect();
     assert_eq!(used.len(), 3, "every server took work: {used:?}");
+    // No --in-flight: a probe of each server set it, and says with what rates.
+    let err = stderr(&o);
+    for u in &urls {
+        let probe = err.lines().find(|l| l.starts_with(&format!("{u}: "))).unwrap_or_else(|| panic!("no probe: {err}"));
+        let n: usize = probe.split_whitespace().nth(1).unwrap().parse().unwrap();
+        assert!((2..=16).contains(&n) && probe.contains("requests in flight (probe: 1: "), "{probe}");
+    }
 
     // One server killed (SIGKILL) mid-run: every line still once, the run says which failed.
     let out = tmp.path().join("killed.jsonl");
@@ -158,7 +165,10 @@ fn three_servers_score_like_local_and_a_killed_one_loses_nothing() {
     let lines = read_jsonl(&out);
     assert_same_scores(&local, &by_input(&lines, &input));
     let err = stderr(&o);
-    let report = err.lines().find(|l| l.contains(&urls[1])).unwrap_or_else(|| panic!("no report line: {err}"));
+    let report = err
+        .lines()
+        .find(|l| l.starts_with(&format!("  {}", urls[1])))
+        .unwrap_or_else(|| panic!("no report line: {err}"));
     assert!(report.contains("fail") || report.contains("out of the run"), "{report}");
     drop(srv.remove(1));
 

@@ -1,5 +1,5 @@
 //! Many endpoints behind one client (native only): requests go to the endpoint with the fewest
-//! outstanding tokens among those with a free slot (`in_flight` each); an endpoint that fails
+//! outstanding tokens among those with a free slot (`in_flight` each, set or probed); an endpoint that fails
 //! (after its client's own retries) is taken out of rotation by a circuit breaker, probed again
 //! after a pause (one request: half-open), and dropped from the run after `max_probes` failed
 //! probes in a row. The caller re-routes the failed work: requests are at-least-once.
@@ -45,6 +45,8 @@ enum Breaker {
 /// One endpoint's load and health.
 #[derive(Debug)]
 struct Slot {
+    /// Requests this endpoint may have out at once.
+    in_flight: usize,
     requests: usize,
     tokens: usize,
     breaker: Breaker,
@@ -61,15 +63,25 @@ pub struct MemberReport {
     /// Time with at least one request out would be the exact busy share; this is the sum of
     /// request times, divided by `in_flight` (an upper bound of the share when requests overlap).
     pub busy: Duration,
+    pub in_flight: usize,
     /// Out of the run at the end, and the last error it gave.
     pub dead: bool,
     pub last_error: Option<String>,
 }
 
+/// What `Fleet::probe_in_flight` found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Probe {
+    pub in_flight: usize,
+    /// (requests at once, requests per second).
+    pub rates: Vec<(usize, f64)>,
+    /// The probe failed (the endpoint gets the fallback).
+    pub failed: Option<String>,
+}
+
 /// The endpoints of a run.
 pub struct Fleet {
     members: Vec<(String, RemoteScorer)>,
-    in_flight: usize,
     policy: BreakerPolicy,
     slots: Mutex<Vec<Slot>>,
     changed: tokio::sync::Notify,
@@ -120,6 +132,7 @@ impl Fleet {
         let slots = members
             .iter()
             .map(|_| Slot {
+                in_flight: in_flight.max(1),
                 requests: 0,
                 tokens: 0,
                 breaker: Breaker::Closed { failures: 0 },
@@ -128,13 +141,7 @@ impl Fleet {
                 busy: Duration::ZERO,
             })
             .collect();
-        Arc::new(Self {
-            members,
-            in_flight: in_flight.max(1),
-            policy,
-            slots: Mutex::new(slots),
-            changed: Default::default(),
-        })
+        Arc::new(Self { members, policy, slots: Mutex::new(slots), changed: Default::default() })
     }
 
     pub fn members(&self) -> impl Iterator<Item = (&str, &RemoteScorer)> {
@@ -143,7 +150,45 @@ impl Fleet {
 
     /// Requests the fleet can have out at once.
     pub fn capacity(&self) -> usize {
-        self.members.len() * self.in_flight
+        self.slots.lock().expect("fleet lock").iter().map(|s| s.in_flight).sum()
+    }
+
+    /// Sets how many requests endpoint `index` may have out at once.
+    pub fn set_in_flight(&self, index: usize, n: usize) {
+        self.slots.lock().expect("fleet lock")[index].in_flight = n.max(1);
+    }
+
+    /// A short probe of how many requests in flight endpoint `index` serves faster than fewer:
+    /// `input` sent 1, 2, 4, … `max` at once, while doing twice as many raises throughput by a
+    /// quarter or more (a batching server such as vLLM keeps gaining; a server on a few cores
+    /// stops). At least 2, so one request's network time overlaps another's computing. The
+    /// rates measured (requests per second) come with the answer; an endpoint that fails the
+    /// probe gets `fallback`.
+    pub async fn probe_in_flight(
+        &self,
+        index: usize,
+        input: &crate::RemoteInput,
+        max: usize,
+        fallback: usize,
+    ) -> Probe {
+        let client = &self.members[index].1;
+        let (mut best, mut best_rate, mut rates) = (1usize, 0f64, Vec::new());
+        let mut n = 1;
+        while n <= max {
+            let started = Instant::now();
+            let sent = futures_util::future::join_all((0..n).map(|_| client.score(std::slice::from_ref(input)))).await;
+            if let Some(Err(e)) = sent.into_iter().find(|r| r.is_err()) {
+                return Probe { in_flight: fallback, rates, failed: Some(e.to_string()) };
+            }
+            let rate = n as f64 / started.elapsed().as_secs_f64().max(1e-6);
+            rates.push((n, rate));
+            if rate < 1.25 * best_rate {
+                break;
+            }
+            (best, best_rate) = (n, rate);
+            n *= 2;
+        }
+        Probe { in_flight: best.max(2), rates, failed: None }
     }
 
     /// Takes an endpoint for a request of about `tokens` tokens: the one with the fewest
@@ -164,7 +209,7 @@ impl Fleet {
                 let mut best: Option<usize> = None;
                 for (i, s) in slots.iter().enumerate() {
                     let free = match &s.breaker {
-                        Breaker::Closed { .. } => s.requests < self.in_flight,
+                        Breaker::Closed { .. } => s.requests < s.in_flight,
                         Breaker::Open { until, .. } if *until <= now => s.requests == 0,
                         Breaker::Open { until, .. } => {
                             next_wake = Some(next_wake.map_or(*until, |w: Instant| w.min(*until)));
@@ -243,7 +288,8 @@ impl Fleet {
             .map(|((name, _), s)| MemberReport {
                 name: name.clone(),
                 sequences: s.scored,
-                busy: s.busy / self.in_flight as u32,
+                busy: s.busy / s.in_flight as u32,
+                in_flight: s.in_flight,
                 dead: s.breaker == Breaker::Dead,
                 last_error: s.last_error.clone(),
             })

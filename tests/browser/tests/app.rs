@@ -1266,7 +1266,8 @@ fn capturing_endpoint() -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>
                         len = v.trim().parse().unwrap();
                     }
                 }
-                let cors = "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: content-type, authorization\r\n\
+                let cors =
+                    "Access-Control-Allow-Origin: *\r\nAccess-Control-Allow-Headers: content-type, authorization\r\n\
                             Access-Control-Allow-Methods: GET, POST\r\nConnection: close\r\n";
                 let answer = if request.starts_with("OPTIONS") {
                     String::new()

@@ -219,11 +219,9 @@ impl Inputs {
             for i in 0..list.length() {
                 let Some(f) = list.get(i) else { continue };
                 let read = wasm_bindgen_futures::JsFuture::from(f.array_buffer()).await;
-                let url = read
-                    .map_err(|_| "the browser could not read it".to_owned())
-                    .and_then(|buf| {
-                        rewardlens_core::image::data_url(&js_sys::Uint8Array::new(&buf).to_vec()).map_err(|e| e.to_string())
-                    });
+                let url = read.map_err(|_| "the browser could not read it".to_owned()).and_then(|buf| {
+                    rewardlens_core::image::data_url(&js_sys::Uint8Array::new(&buf).to_vec()).map_err(|e| e.to_string())
+                });
                 match url {
                     Ok(url) => self.prompt_images.update(|l| l.push(url)),
                     Err(e) => engine

@@ -35,7 +35,9 @@ impl Engine {
     }
 
     async fn download_image(&self, url: &str) -> Result<String, String> {
-        let failed = |e: wasm_bindgen::JsValue| format!("cannot download it ({}); the server must allow CORS", super::queue::js_text(&e));
+        let failed = |e: wasm_bindgen::JsValue| {
+            format!("cannot download it ({}); the server must allow CORS", super::queue::js_text(&e))
+        };
         let resp: Response =
             JsFuture::from(self.scope.fetch_with_str(url)).await.map_err(failed)?.dyn_into().map_err(failed)?;
         if !resp.ok() {

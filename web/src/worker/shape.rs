@@ -283,12 +283,11 @@ mod tests {
 
     #[test]
     fn responses_get_the_clis_record_with_ranking_and_first_bad_step() {
-        let job =
-            ScoreJob::Responses {
-                prompt: "2 + 2?".into(),
-                images: vec![],
-                responses: vec!["5".into(), "4".into(), "four".into()],
-            };
+        let job = ScoreJob::Responses {
+            prompt: "2 + 2?".into(),
+            images: vec![],
+            responses: vec!["5".into(), "4".into(), "four".into()],
+        };
         let results =
             vec![result(&[0.1], Some(&[0.9, 0.2, 0.1])), result(&[0.8], Some(&[0.7, 0.6])), result(&[f32::NAN], None)];
         let mut failed = results;
