@@ -215,9 +215,10 @@ impl Inputs {
     /// Reads picked image files into data URLs with the prompt (the type is read from the bytes:
     /// a file that is no PNG, JPEG, GIF or WebP is refused by name).
     pub fn add_images(self, list: web_sys::FileList, engine: Engine) {
+        // Taken now: the list is live, and the picker is cleared right after.
+        let files: Vec<web_sys::File> = (0..list.length()).filter_map(|i| list.get(i)).collect();
         wasm_bindgen_futures::spawn_local(async move {
-            for i in 0..list.length() {
-                let Some(f) = list.get(i) else { continue };
+            for f in files {
                 let read = wasm_bindgen_futures::JsFuture::from(f.array_buffer()).await;
                 let url = read.map_err(|_| "the browser could not read it".to_owned()).and_then(|buf| {
                     rewardlens_core::image::data_url(&js_sys::Uint8Array::new(&buf).to_vec()).map_err(|e| e.to_string())
