@@ -86,6 +86,11 @@ fn test() -> Result<()> {
     web::dist()?;
     web::check_types()?;
     run(cargo().args(["test", "--workspace", "--release"]))?;
+    // Against a real Label Studio (`.ci/run` installs it from PyPI and sets LABEL_STUDIO_BIN).
+    if std::env::var_os("LABEL_STUDIO_BIN").is_none() {
+        bail!("LABEL_STUDIO_BIN is not set: `.ci/run` installs Label Studio and sets it (or point it at a label-studio executable)");
+    }
+    run(cargo().args(["test", "--release", "-p", "rewardlens-cli", "--test", "label_studio", "--", "--ignored"]))?;
     web::browser_fixtures()?;
     // One browser at a time: two Chromiums and their engines would share 2 cores.
     run(cargo().args([

@@ -1,6 +1,7 @@
 //! The `rewardlens` command line: batch JSONL scoring (local or through a remote endpoint),
 //! quantization, benchmarks, and `serve`.
 
+mod argilla;
 mod backend;
 mod bench;
 mod compare;
@@ -43,6 +44,8 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Join the outputs of `score --shard I/N` runs back in input order.
     Merge(merge::MergeArgs),
+    /// Write a reward model's suggestions (ranking, best label or rating) to an Argilla dataset.
+    Argilla(argilla::ArgillaArgs),
     /// Compare two scorings of the same input: score error and rank/pair agreement.
     Compare(compare::CompareArgs),
     /// Write a checkpoint with deterministic random weights (tests and benchmarks).
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => quantize::run(args),
         Command::Compare(args) => compare::run(args),
         Command::Merge(args) => merge::run(args),
+        Command::Argilla(args) => argilla::run(args),
         Command::Serve(args) => serve::run(args),
         Command::RandomModel(args) => random_model::run(args),
     };

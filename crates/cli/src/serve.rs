@@ -3,7 +3,7 @@
 use crate::{source, DeviceArgs, ModelArgs};
 use anyhow::{bail, Context, Result};
 use rewardlens_models::LengthPolicy;
-use rewardlens_server::{BatchPolicy, NamedModel, RequestLimits, ServerConfig, DEFAULT_MAX_TOKENS};
+use rewardlens_server::{BatchPolicy, LabelStudioAuth, NamedModel, RequestLimits, ServerConfig, DEFAULT_MAX_TOKENS};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -78,6 +78,14 @@ pub struct ServeArgs {
     /// Cut over-long inputs instead of answering 400.
     #[arg(long)]
     truncate: bool,
+    /// Also be a Label Studio ML backend: connect http://HOST:PORT/label-studio (or
+    /// /label-studio/<served model name>) in a project's Model settings.
+    #[arg(long)]
+    label_studio: bool,
+    /// USER:PASSWORD Label Studio must send (its ML backend's basic auth); with --api-key, any
+    /// user name with the key as password is accepted too.
+    #[arg(long, env = "REWARDLENS_LABEL_STUDIO_AUTH", requires = "label_studio")]
+    label_studio_auth: Option<String>,
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode> {
@@ -127,6 +135,16 @@ pub fn run(args: ServeArgs) -> Result<ExitCode> {
         max_connections: args.max_connections.max(1),
         check_host: false,
         allowed_hosts: args.allowed_host,
+        label_studio: match (args.label_studio, args.label_studio_auth) {
+            (false, _) => None,
+            (true, None) => Some(LabelStudioAuth::default()),
+            (true, Some(a)) => match a.split_once(':') {
+                Some((user, pass)) if !user.is_empty() && !pass.is_empty() => {
+                    Some(LabelStudioAuth { basic: Some((user.to_owned(), pass.to_owned())) })
+                }
+                _ => bail!("--label-studio-auth must be USER:PASSWORD"),
+            },
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async move {

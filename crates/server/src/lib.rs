@@ -4,9 +4,11 @@
 //! TEI's `/predict` — scored by the same engine as the CLI and the browser, with dynamic
 //! batching, a queue bounded in requests and tokens (503 when full), per-request limits on
 //! body size, sequences and tokens (413), header/body read timeouts, a connection limit, bearer
-//! auth, CORS, JSON-only bodies, a Host check on loopback binds and graceful shutdown.
+//! auth, CORS, JSON-only bodies, a Host check on loopback binds and graceful shutdown; and
+//! optionally a Label Studio ML backend (`label_studio`).
 
 mod batcher;
+pub mod label_studio;
 mod routes;
 
 pub use batcher::BatchPolicy;
@@ -62,6 +64,16 @@ pub struct ServerConfig {
     /// or one of `allowed_hosts`: against DNS rebinding. [`serve`] turns it on for loopback binds.
     pub check_host: bool,
     pub allowed_hosts: Vec<String>,
+    /// Serve a Label Studio ML backend under `/label-studio` (`--label-studio`).
+    pub label_studio: Option<LabelStudioAuth>,
+}
+
+/// Who may call the Label Studio routes. Label Studio sends only HTTP basic auth (its ML
+/// backend settings): these credentials, or any user name with the API key as password; the
+/// other routes' `Authorization: Bearer` key works too. Neither set: open, like the other routes.
+#[derive(Debug, Clone, Default)]
+pub struct LabelStudioAuth {
+    pub basic: Option<(String, String)>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +97,7 @@ impl Default for ServerConfig {
             max_connections: 256,
             check_host: false,
             allowed_hosts: Vec::new(),
+            label_studio: None,
         }
     }
 }

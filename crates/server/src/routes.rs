@@ -3,6 +3,7 @@
 //! NVIDIA's reward NIM and TEI's `/predict`; errors use each API's own error body.
 
 use crate::batcher::Refused;
+use crate::label_studio::LabelingConfig;
 use crate::{AppState, Served};
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
@@ -109,9 +110,24 @@ pub(crate) fn router(state: Arc<AppState>) -> Router {
         .route("/predict", post(predict))
         .layer(middleware::from_fn_with_state(state.clone(), read_body))
         .layer(middleware::from_fn_with_state(state.clone(), auth))
-        .route("/health", get(|| async { StatusCode::OK }))
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state.clone());
+        .route("/health", get(|| async { StatusCode::OK }));
+    if state.cfg.label_studio.is_some() {
+        // Under a prefix: Label Studio's `/predict` would collide with TEI's.
+        let mut ls = Router::new();
+        for base in ["/label-studio", "/label-studio/{model}"] {
+            ls = ls
+                .route(base, get(ls_health))
+                .route(&format!("{base}/health"), get(ls_health))
+                .route(&format!("{base}/setup"), post(ls_setup))
+                .route(&format!("{base}/predict"), post(ls_predict))
+                .route(&format!("{base}/webhook"), post(ls_webhook));
+        }
+        r = r.merge(
+            ls.layer(middleware::from_fn_with_state(state.clone(), read_body))
+                .layer(middleware::from_fn_with_state(state.clone(), ls_auth)),
+        );
+    }
+    let mut r = r.layer(DefaultBodyLimit::max(limit)).with_state(state.clone());
     if let Some(c) = cors {
         r = r.layer(c);
     }
@@ -212,6 +228,40 @@ async fn auth(State(s): St, req: Request, next: Next) -> Response {
         }
     }
     next.run(req).await
+}
+
+/// Label Studio's routes: its basic auth (`--label-studio-auth`, or the API key as password),
+/// or the other routes' bearer key; open when neither is set.
+async fn ls_auth(State(s): St, req: Request, next: Next) -> Response {
+    let basic = s.cfg.label_studio.as_ref().and_then(|l| l.basic.clone());
+    if basic.is_none() && s.cfg.api_key.is_none() {
+        return next.run(req).await;
+    }
+    let given = req.headers().get(header::AUTHORIZATION).map(|v| v.as_bytes()).unwrap_or_default();
+    let bearer = s.cfg.api_key.as_ref().is_some_and(|k| constant_time_eq(given, format!("Bearer {k}").as_bytes()));
+    let credentials = given
+        .strip_prefix(b"Basic ")
+        .and_then(|b64| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b64).ok()
+        })
+        .and_then(|d| String::from_utf8(d).ok());
+    let basic_ok = credentials.as_deref().and_then(|c| c.split_once(':')).is_some_and(|(user, pass)| {
+        let configured = basic.as_ref().is_some_and(|(u, p)| {
+            constant_time_eq(user.as_bytes(), u.as_bytes()) & constant_time_eq(pass.as_bytes(), p.as_bytes())
+        });
+        configured || s.cfg.api_key.as_ref().is_some_and(|k| constant_time_eq(pass.as_bytes(), k.as_bytes()))
+    });
+    if bearer || basic_ok {
+        return next.run(req).await;
+    }
+    let mut r = ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "Label Studio must send the basic auth set with --label-studio-auth (or any user with the API key as password)",
+    )
+    .into_response();
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"rewardlens\""));
+    r
 }
 
 /// The body as the route's wire type, with a message naming the field that did not fit
@@ -652,4 +702,99 @@ mod tests {
         assert!(!constant_time_eq(b"Bearer k", b"Bearer k2"));
         assert!(!constant_time_eq(b"", b"Bearer k"));
     }
+}
+
+// Label Studio's ML backend (see `label_studio`).
+
+type ModelPath = Option<axum::extract::Path<String>>;
+
+fn ls_model(s: &AppState, model: ModelPath) -> Result<usize, ApiError> {
+    pick(s, model.as_ref().map(|p| p.0.as_str()))
+}
+
+async fn ls_health(State(s): St, model: ModelPath) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = &s.models[ls_model(&s, model)?];
+    Ok(Json(serde_json::json!({"status": "UP", "model_class": "rewardlens", "model": m.name})))
+}
+
+#[derive(serde::Deserialize)]
+struct SetupRequest {
+    #[serde(default)]
+    schema: Option<String>,
+}
+
+/// Label Studio calls `/setup` when the backend is connected and before predicting: the
+/// project's labeling config is checked here, so a config the backend cannot fill is refused
+/// when it is connected, by name.
+async fn ls_setup(
+    State(s): St,
+    model: ModelPath,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = &s.models[ls_model(&s, model)?];
+    let req: SetupRequest = parse_body(&body)?;
+    if let Some(schema) = req.schema.filter(|x| !x.trim().is_empty()) {
+        LabelingConfig::parse(&schema).map_err(|e| logged("setup", ApiError::bad(e)))?;
+    }
+    Ok(Json(serde_json::json!({"model_version": m.name})))
+}
+
+#[derive(serde::Deserialize)]
+struct PredictRequest {
+    tasks: Vec<serde_json::Value>,
+    label_config: Option<String>,
+}
+
+/// One prediction per task, in order: each task's responses scored after its prompt.
+async fn ls_predict(
+    State(s): St,
+    model: ModelPath,
+    body: axum::body::Bytes,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    ls_predictions(&s, model, &body).await.map(Json).map_err(|e| logged("predict", e))
+}
+
+/// Label Studio shows only the status of a failed call and points at the backend's console:
+/// the reason goes there.
+fn logged(route: &str, e: ApiError) -> ApiError {
+    eprintln!("label studio /{route}: {} {}", e.status.as_u16(), e.message);
+    e
+}
+
+async fn ls_predictions(s: &Arc<AppState>, model: ModelPath, body: &[u8]) -> Result<serde_json::Value, ApiError> {
+    let mi = ls_model(s, model)?;
+    let req: PredictRequest = parse_body(body)?;
+    let config = req
+        .label_config
+        .ok_or_else(|| ApiError::bad("the body needs `label_config` (the project's labeling config)"))?;
+    let config = LabelingConfig::parse(&config).map_err(ApiError::bad)?;
+    let mut conversations: Vec<Vec<Message>> = Vec::new();
+    for (i, task) in req.tasks.iter().enumerate() {
+        let id = task.get("id").map_or_else(|| format!("#{i}"), |v| v.to_string());
+        let data = task.get("data").ok_or_else(|| ApiError::bad(format!("task {id} has no `data`")))?;
+        let (prompt, responses) = config.texts(data).map_err(|e| ApiError::bad(format!("task {id}: {e}")))?;
+        conversations.extend(responses.iter().map(|r| rewardlens_core::types::prompt_response(&prompt, r)));
+    }
+    // In rounds of whole tasks within the request limit: Label Studio sends every task it wants
+    // predicted in one request.
+    let per_task = config.responses.len();
+    let tasks_per_round = (s.cfg.request.max_sequences / per_task).max(1);
+    let mut rewards = Vec::with_capacity(conversations.len());
+    for round in conversations.chunks(tasks_per_round * per_task) {
+        let round = round.to_vec();
+        let inputs = encode(s, move |s| {
+            let m = &s.models[mi];
+            round.iter().map(|c| m.batcher.model.encode(c, &m.length).map_err(model_error)).collect()
+        })
+        .await?;
+        rewards.extend(run(&s.models[mi], inputs, false).await?.iter().map(ConversationScore::score));
+    }
+    let version = &s.models[mi].name;
+    let results: Vec<serde_json::Value> = rewards.chunks(per_task).map(|r| config.prediction(r, version)).collect();
+    Ok(serde_json::json!({ "results": results }))
+}
+
+/// Label Studio's project events: nothing to train, so each is acknowledged.
+async fn ls_webhook() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "Unknown event"}))
 }
