@@ -4,9 +4,9 @@
 //! and records every `PUT /records/{id}/suggestions` body, which must be exactly what Argilla's
 //! schema takes, with the fixture model's transformers goldens as the rewards.
 
+mod common;
+
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -34,11 +34,9 @@ fn record(id: &str, a: &str, b: &str, suggestions: Value) -> Value {
 
 /// The stand-in: three records served two per page; r2 already has this model's ranking.
 fn stand_in() -> (String, Puts) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let puts: Puts = Arc::default();
     let seen = puts.clone();
-    let records = vec![
+    let records = [
         record("r1", PARIS, BERLIN, json!([])),
         record(
             "r2",
@@ -55,96 +53,57 @@ fn stand_in() -> (String, Puts) {
                                              "value": [], "score": null}]),
         ),
     ];
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let (seen, records) = (seen.clone(), records.clone());
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                    return;
+    let url = common::stand_in_server(move |req| {
+        let (path, query) = req.target.split_once('?').unwrap_or((&req.target, ""));
+        let param = |k: &str| {
+            query.split('&').find_map(|p| p.strip_prefix(&format!("{k}="))).map(str::to_owned).unwrap_or_default()
+        };
+        let (status, answer) = if req.header("x-argilla-api-key") != Some(KEY) {
+            (401, json!({"detail": "Could not validate credentials"}))
+        } else {
+            match (req.method.as_str(), path) {
+                ("GET", "/api/v1/me/datasets") => (
+                    200,
+                    json!({"items": [
+                    {"id": "ds-1", "name": "prefs", "workspace_id": "ws-1", "status": "ready"},
+                    {"id": "ds-2", "name": "other", "workspace_id": "ws-1", "status": "ready"}]}),
+                ),
+                ("GET", "/api/v1/datasets/ds-1/questions") => (
+                    200,
+                    json!({"items": [
+                    {"id": "q-rank", "name": "rank", "settings": {"type": "ranking", "options": [
+                        {"value": "response_1", "text": "Response 1"}, {"value": "response_2", "text": "Response 2"}]}},
+                    {"id": "q-best", "name": "best", "settings": {"type": "label_selection", "options": [
+                        {"value": "A", "text": "A"}, {"value": "B", "text": "B"}]}},
+                    {"id": "q-why", "name": "why", "settings": {"type": "text", "use_markdown": false}}]}),
+                ),
+                ("GET", "/api/v1/datasets/ds-1/fields") => (
+                    200,
+                    json!({"items": [
+                    {"id": "f1", "name": "prompt", "settings": {"type": "text", "use_markdown": false}},
+                    {"id": "f2", "name": "response_1", "settings": {"type": "text", "use_markdown": false}},
+                    {"id": "f3", "name": "response_2", "settings": {"type": "text", "use_markdown": false}}]}),
+                ),
+                ("GET", "/api/v1/datasets/ds-1/records") => {
+                    assert_eq!(param("include"), "suggestions");
+                    let offset: usize = param("offset").parse().unwrap();
+                    let page: Vec<Value> = records.iter().skip(offset).take(2).cloned().collect();
+                    (200, json!({"items": page, "total": records.len()}))
                 }
-                let (mut len, mut key) = (0, String::new());
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    let lower = h.to_ascii_lowercase();
-                    if let Some(v) = lower.strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                    if lower.starts_with("x-argilla-api-key:") {
-                        key = h.split_once(':').unwrap().1.trim().to_owned();
-                    }
+                ("PUT", p) if p.starts_with("/api/v1/records/") && p.ends_with("/suggestions") => {
+                    let id = p.trim_start_matches("/api/v1/records/").trim_end_matches("/suggestions").to_owned();
+                    let body: Value = serde_json::from_slice(&req.body).unwrap();
+                    seen.lock().unwrap().push((id, body.clone()));
+                    (
+                        201,
+                        json!({"id": "new", "question_id": body["question_id"], "type": body["type"],
+                                 "value": body["value"], "agent": body["agent"], "score": body["score"]}),
+                    )
                 }
-                let mut body = vec![0u8; len];
-                reader.read_exact(&mut body).unwrap();
-                let mut parts = request.split_whitespace();
-                let (method, target) = (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned());
-                let (path, query) = target.split_once('?').unwrap_or((&target, ""));
-                let param = |k: &str| {
-                    query
-                        .split('&')
-                        .find_map(|p| p.strip_prefix(&format!("{k}=")))
-                        .map(str::to_owned)
-                        .unwrap_or_default()
-                };
-                let (status, answer) = if key != KEY {
-                    (401, json!({"detail": "Could not validate credentials"}))
-                } else {
-                    match (method.as_str(), path) {
-                        ("GET", "/api/v1/me/datasets") => (
-                            200,
-                            json!({"items": [
-                            {"id": "ds-1", "name": "prefs", "workspace_id": "ws-1", "status": "ready"},
-                            {"id": "ds-2", "name": "other", "workspace_id": "ws-1", "status": "ready"}]}),
-                        ),
-                        ("GET", "/api/v1/datasets/ds-1/questions") => (
-                            200,
-                            json!({"items": [
-                            {"id": "q-rank", "name": "rank", "settings": {"type": "ranking", "options": [
-                                {"value": "response_1", "text": "Response 1"}, {"value": "response_2", "text": "Response 2"}]}},
-                            {"id": "q-best", "name": "best", "settings": {"type": "label_selection", "options": [
-                                {"value": "A", "text": "A"}, {"value": "B", "text": "B"}]}},
-                            {"id": "q-why", "name": "why", "settings": {"type": "text", "use_markdown": false}}]}),
-                        ),
-                        ("GET", "/api/v1/datasets/ds-1/fields") => (
-                            200,
-                            json!({"items": [
-                            {"id": "f1", "name": "prompt", "settings": {"type": "text", "use_markdown": false}},
-                            {"id": "f2", "name": "response_1", "settings": {"type": "text", "use_markdown": false}},
-                            {"id": "f3", "name": "response_2", "settings": {"type": "text", "use_markdown": false}}]}),
-                        ),
-                        ("GET", "/api/v1/datasets/ds-1/records") => {
-                            assert_eq!(param("include"), "suggestions");
-                            let offset: usize = param("offset").parse().unwrap();
-                            let page: Vec<Value> = records.iter().skip(offset).take(2).cloned().collect();
-                            (200, json!({"items": page, "total": records.len()}))
-                        }
-                        ("PUT", p) if p.starts_with("/api/v1/records/") && p.ends_with("/suggestions") => {
-                            let id =
-                                p.trim_start_matches("/api/v1/records/").trim_end_matches("/suggestions").to_owned();
-                            let body: Value = serde_json::from_slice(&body).unwrap();
-                            seen.lock().unwrap().push((id, body.clone()));
-                            (
-                                201,
-                                json!({"id": "new", "question_id": body["question_id"], "type": body["type"],
-                                         "value": body["value"], "agent": body["agent"], "score": body["score"]}),
-                            )
-                        }
-                        _ => (404, json!({"detail": format!("no route {method} {path}")})),
-                    }
-                };
-                let text = answer.to_string();
-                let head = format!(
-                    "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    text.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(text.as_bytes()));
-            });
-        }
+                (method, _) => (404, json!({"detail": format!("no route {method} {path}")})),
+            }
+        };
+        (status, "application/json", answer.to_string().into_bytes())
     });
     (url, puts)
 }

@@ -3,11 +3,11 @@
 //! (`images` of bare base64) bodies `rewardlens score` sends, for images given as paths
 //! (relative to the input file), URLs and data URLs; a local text-only model refuses them.
 
+mod common;
+
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::{json, Map, Value};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Arc, Mutex};
@@ -30,69 +30,37 @@ type Captured = Arc<Mutex<Vec<(String, Value)>>>;
 /// that counts what arrived: images + messages/10 (vLLM), images + 0.5 per query (LightRFT).
 /// Serves `GET /blue.jpg` as an image URL to download.
 fn capturing_server() -> (String, Captured) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
     let captured: Captured = Arc::default();
     let seen = captured.clone();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let seen = seen.clone();
-            std::thread::spawn(move || {
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut request = String::new();
-                if reader.read_line(&mut request).unwrap_or(0) == 0 {
-                    return;
-                }
-                let mut len = 0;
-                loop {
-                    let mut h = String::new();
-                    if reader.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                        break;
-                    }
-                    if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
-                        len = v.trim().parse().unwrap();
-                    }
-                }
-                let route = request.split_whitespace().nth(1).unwrap().to_owned();
-                let (kind, answer) = if request.starts_with("GET /blue.jpg") {
-                    ("image/jpeg", std::fs::read(fixture("images/blue.jpg")).unwrap())
-                } else {
-                    let mut body = vec![0u8; len];
-                    reader.read_exact(&mut body).unwrap();
-                    let body: Value = serde_json::from_slice(&body).unwrap();
-                    let answer = match route.as_str() {
-                        "/pooling" => {
-                            let msgs = body["messages"].as_array().unwrap();
-                            let images = msgs
-                                .iter()
-                                .filter_map(|m| m["content"].as_array())
-                                .flatten()
-                                .filter(|p| p["type"] == "image_url")
-                                .count();
-                            let score = images as f64 + msgs.len() as f64 / 10.0;
-                            json!({"data": [{"index": 0, "object": "pooling", "data": [score]}]})
-                        }
-                        _ => {
-                            let rewards: Vec<f64> = body["images"]
-                                .as_array()
-                                .unwrap()
-                                .iter()
-                                .map(|i| i.as_array().map_or(0, Vec::len) as f64 + 0.5)
-                                .collect();
-                            json!({"rewards": rewards})
-                        }
-                    };
-                    seen.lock().unwrap().push((route, body));
-                    ("application/json", answer.to_string().into_bytes())
-                };
-                let head = format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    answer.len()
-                );
-                let _ = stream.write_all(head.as_bytes()).and_then(|_| stream.write_all(&answer));
-            });
+    let url = common::stand_in_server(move |req| {
+        if req.method == "GET" && req.target == "/blue.jpg" {
+            return (200, "image/jpeg", std::fs::read(fixture("images/blue.jpg")).unwrap());
         }
+        let body: Value = serde_json::from_slice(&req.body).unwrap();
+        let answer = match req.target.as_str() {
+            "/pooling" => {
+                let msgs = body["messages"].as_array().unwrap();
+                let images = msgs
+                    .iter()
+                    .filter_map(|m| m["content"].as_array())
+                    .flatten()
+                    .filter(|p| p["type"] == "image_url")
+                    .count();
+                let score = images as f64 + msgs.len() as f64 / 10.0;
+                json!({"data": [{"index": 0, "object": "pooling", "data": [score]}]})
+            }
+            _ => {
+                let rewards: Vec<f64> = body["images"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|i| i.as_array().map_or(0, Vec::len) as f64 + 0.5)
+                    .collect();
+                json!({"rewards": rewards})
+            }
+        };
+        seen.lock().unwrap().push((req.target, body));
+        (200, "application/json", answer.to_string().into_bytes())
     });
     (url, captured)
 }

@@ -26,30 +26,36 @@ struct Group(Child);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &format!("-{}", self.0.id())]).status();
+        let group = format!("-{}", self.0.id());
+        let _ = Command::new("kill").args(["-s", "TERM", "--", &group]).status();
         std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.0.id())]).status();
+        let _ = Command::new("kill").args(["-s", "KILL", "--", &group]).status();
         let _ = self.0.wait();
     }
 }
 
 /// One HTTP/1.1 request on loopback: (status, body as JSON or a string).
-fn http(port: u16, method: &str, path: &str, auth: &str, body: Option<&Value>) -> (u16, Value) {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+fn try_http(port: u16, method: &str, path: &str, auth: &str, body: Option<&Value>) -> std::io::Result<(u16, Value)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(120)))?;
     let body = body.map(Value::to_string).unwrap_or_default();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
-    s.write_all(head.as_bytes()).and_then(|_| s.write_all(body.as_bytes())).unwrap();
+    s.write_all(head.as_bytes())?;
+    s.write_all(body.as_bytes())?;
     let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
+    s.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, rest) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
     // Django answers with Content-Length; a chunked answer is not expected here.
-    (status, serde_json::from_str(rest).unwrap_or_else(|_| Value::String(rest.to_owned())))
+    Ok((status, serde_json::from_str(rest).unwrap_or_else(|_| Value::String(rest.to_owned()))))
+}
+
+fn http(port: u16, method: &str, path: &str, auth: &str, body: Option<&Value>) -> (u16, Value) {
+    try_http(port, method, path, auth, body).unwrap_or_else(|e| panic!("{method} {path} on port {port}: {e}"))
 }
 
 fn ls(port: u16, method: &str, path: &str, body: Option<&Value>) -> Value {
@@ -115,8 +121,7 @@ fn start_label_studio(dir: &Path) -> (Group, u16) {
 
 /// Label Studio's `/health` answers `{"status": "UP"}` on `port`.
 fn http_ok(port: u16) -> Option<()> {
-    TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let (status, body) = http(port, "GET", "/health", "", None);
+    let (status, body) = try_http(port, "GET", "/health", "", None).ok()?;
     (status == 200 && body["status"] == "UP").then_some(())
 }
 
@@ -215,6 +220,20 @@ fn label_studio_stores_the_backends_predictions() {
         assert_eq!(item("reward_b")["value"]["rating"], rating(b), "{p}");
         assert!(close(p["score"].as_f64().unwrap(), sigmoid((a - b).abs())), "the preference probability: {p}");
     }
+
+    // A bad task gets an error naming it, and the server goes on serving.
+    use base64::Engine;
+    let basic =
+        format!("Authorization: Basic {}\r\n", base64::engine::general_purpose::STANDARD.encode("studio:s3cret"));
+    let config = std::fs::read_to_string(repo("web/examples/label-studio-pairwise.xml")).unwrap();
+    let bad = json!({"tasks": [{"id": 7, "data": {"prompt": PROMPT, "answer_a": PARIS}}], "label_config": config});
+    let (status, answer) = http(backend_port, "POST", "/label-studio/predict", &basic, Some(&bad));
+    assert_eq!(status, 400, "{answer}");
+    assert!(answer.to_string().contains("task 7: the task has no `data.answer_b`"), "{answer}");
+    let good = json!({"tasks": [{"id": 8, "data": {"prompt": PROMPT, "answer_a": PARIS, "answer_b": BERLIN}}], "label_config": config});
+    let (status, answer) = http(backend_port, "POST", "/label-studio/predict", &basic, Some(&good));
+    assert_eq!(status, 200, "{answer}");
+    assert!(close(answer["results"][0]["result"][0]["meta"]["reward"].as_f64().unwrap(), paris), "{answer}");
 
     // A labeling config the backend cannot fill is refused when it is connected.
     let other = ls(
