@@ -86,11 +86,21 @@ fn test() -> Result<()> {
     web::dist()?;
     web::check_types()?;
     run(cargo().args(["test", "--workspace", "--release"]))?;
-    // Against a real Label Studio (`.ci/run` installs it from PyPI and sets LABEL_STUDIO_BIN).
-    if std::env::var_os("LABEL_STUDIO_BIN").is_none() {
-        bail!("LABEL_STUDIO_BIN is not set: `.ci/run` installs Label Studio and sets it (or point it at a label-studio executable)");
+    // Against a real Label Studio: LABEL_STUDIO_BIN, else where `.ci/run` installs it from PyPI.
+    let label_studio = match std::env::var_os("LABEL_STUDIO_BIN") {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+            .join(".cache/rewardlens/label-studio-venv/bin/label-studio"),
+    };
+    if !label_studio.is_file() {
+        bail!(
+            "no Label Studio at {}: `.ci/run` installs it (python3 -m venv + pip install label-studio), or set LABEL_STUDIO_BIN",
+            label_studio.display()
+        );
     }
-    run(cargo().args(["test", "--release", "-p", "rewardlens-cli", "--test", "label_studio", "--", "--ignored"]))?;
+    run(cargo()
+        .args(["test", "--release", "-p", "rewardlens-cli", "--test", "label_studio", "--", "--ignored"])
+        .env("LABEL_STUDIO_BIN", &label_studio))?;
     web::browser_fixtures()?;
     // One browser at a time: two Chromiums and their engines would share 2 cores.
     run(cargo().args([
