@@ -401,7 +401,8 @@ fn messages(msgs: Vec<ChatMessage>) -> Result<Vec<Message>, ApiError> {
     msgs.into_iter()
         .enumerate()
         .map(|(i, m)| {
-            Message::try_from(m).map_err(|e| ApiError::bad(format!("`messages[{i}].{}", &e.to_string()[1..])))
+            Message::try_from(m)
+                .map_err(|e| ApiError::bad(format!("`messages[{i}].content[{}]`: {}", e.index, e.reason)))
         })
         .collect()
 }
