@@ -15,7 +15,8 @@
 //!   docs/PERFORMANCE.md (needs a Python with torch, transformers, optimum: set `PYTHON`).
 //! - `bench-browser [--smoke] [--quick] [--one-round] [--long] [--only=A|B]`: only the browser rows (wasm f32, q8_0 per int8 kernel
 //!   build, 1 and N engine workers, plain and cross-origin isolated pages, transformers.js in the
-//!   same conditions), spliced into docs/PERFORMANCE.md's browser section.
+//!   same conditions), spliced into docs/PERFORMANCE.md's browser section; each finished row is
+//!   also written at once to target/PERFORMANCE-browser-progress.md (an aborted run keeps it).
 //! - `bench-kernels`: rewardlens-kernels' GEMMs alone in headless Chromium, per engine worker build (GMAC/s).
 //! - `bench-formats`: every quantization type natively against PyTorch f32.
 //! - `quant-accuracy`: every quantization type against f32 (the accuracy table in docs/user/quantization.md).

@@ -442,6 +442,12 @@ pub fn run_all(onnx: Option<&Path>, scope: Scope, notes: &mut Notes) -> Result<B
                     notes.missing.push(format!("{label} (round {round}): {}", super::first_line(&format!("{e:#}"))));
                 }
             }
+            // Every finished row on disk at once: a run that aborts later (a peer's timeout,
+            // a crash) keeps what it measured, the long rows included.
+            let progress = root().join("target/PERFORMANCE-browser-progress.md");
+            if let Err(e) = std::fs::write(&progress, super::report::browser_section(notes, &out, true)) {
+                eprintln!("cannot write {}: {e}", progress.display());
+            }
         }
     }
     Ok(out)
