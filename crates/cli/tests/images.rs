@@ -16,8 +16,17 @@ fn fixture(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures").join(path)
 }
 
-fn rewardlens(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rewardlens")).args(args).output().unwrap()
+/// `rewardlens score --input INPUT --output OUT` with `args`.
+fn score(input: &Path, out: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rewardlens"))
+        .arg("score")
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(out)
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 fn data_url(mime: &str, file: &str) -> String {
@@ -94,19 +103,7 @@ fn vllm_gets_image_url_parts_with_the_files_bytes() {
     let dir = tempfile::tempdir().unwrap();
     let input = input(dir.path(), &url);
     let out = dir.path().join("out.jsonl");
-    let o = rewardlens(&[
-        "score",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--endpoint",
-        &url,
-        "--protocol",
-        "vllm",
-        "--model",
-        "vl-rm",
-    ]);
+    let o = score(&input, &out, &["--endpoint", &url, "--protocol", "vllm", "--model", "vl-rm"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (red, blue) = (data_url("image/png", "images/red.png"), data_url("image/jpeg", "images/blue.jpg"));
     let image = |u: &str| json!({"type": "image_url", "image_url": {"url": u}});
@@ -168,21 +165,11 @@ fn lightrft_gets_queries_and_bare_base64_images() {
     )
     .unwrap();
     let out = dir.path().join("out.jsonl");
-    let o = rewardlens(&[
-        "score",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--endpoint",
-        &url,
-        "--protocol",
-        "openrlhf",
-        "--template",
-        model.to_str().unwrap(),
-        "--batch-size",
-        "8",
-    ]);
+    let o = score(
+        &input,
+        &out,
+        &["--endpoint", &url, "--protocol", "openrlhf", "--template", model.to_str().unwrap(), "--batch-size", "8"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let b64 = |f: &str| STANDARD.encode(std::fs::read(fixture(f)).unwrap());
     let (red, blue) = (b64("images/red.png"), b64("images/blue.jpg"));
@@ -217,15 +204,7 @@ fn a_local_model_and_text_only_protocols_refuse_images_by_name() {
     let input = input(dir.path(), "http://127.0.0.1:9");
     let out = dir.path().join("out.jsonl");
     let model = fixture("models/qwen3-seq");
-    let o = rewardlens(&[
-        "score",
-        "--input",
-        input.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--model",
-        model.to_str().unwrap(),
-    ]);
+    let o = score(&input, &out, &["--model", model.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(
@@ -249,17 +228,7 @@ fn a_local_model_and_text_only_protocols_refuse_images_by_name() {
     .unwrap();
     let (url, _) = capturing_server();
     let out = dir.path().join("out2.jsonl");
-    let o = rewardlens(&[
-        "score",
-        "--input",
-        bad.to_str().unwrap(),
-        "--output",
-        out.to_str().unwrap(),
-        "--endpoint",
-        &url,
-        "--protocol",
-        "vllm",
-    ]);
+    let o = score(&bad, &out, &["--endpoint", &url, "--protocol", "vllm"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(3), "{err}");
     assert!(err.contains("line 1: image `missing.png`: cannot read") && err.contains("missing.png"), "{err}");
