@@ -291,11 +291,9 @@ fn in_workspace(w: &Option<String>) -> String {
 /// label with the probability that it beats the runner-up; a rating on the question's scale
 /// (the sigmoid of the reward spread over it) with that sigmoid.
 fn suggestion(kind: &Kind, rewards: &[f32]) -> Value {
-    let best = (0..rewards.len()).fold(0, |b, i| if rewards[i] > rewards[b] { i } else { b });
     match kind {
         Kind::Ranking(options) => {
-            let mut order: Vec<usize> = (0..rewards.len()).collect();
-            order.sort_by(|&a, &b| rewards[b].total_cmp(&rewards[a]));
+            let order = rewardlens_core::ranking(rewards);
             let p = rewardlens_core::softmax(rewards);
             json!({
                 "value": order.iter().enumerate().map(|(rank, &i)| json!({"value": options[i], "rank": rank + 1})).collect::<Vec<_>>(),
@@ -303,13 +301,7 @@ fn suggestion(kind: &Kind, rewards: &[f32]) -> Value {
             })
         }
         Kind::Label(options) => {
-            let runner_up =
-                (0..rewards.len()).filter(|&i| i != best).map(|i| rewards[i]).fold(f32::NEG_INFINITY, f32::max);
-            let confidence = if runner_up.is_finite() {
-                rewardlens_core::sigmoid(rewards[best] - runner_up)
-            } else {
-                rewardlens_core::sigmoid(rewards[best])
-            };
+            let (best, confidence) = rewardlens_core::best_with_confidence(rewards);
             json!({"value": options[best], "score": f64::from(confidence)})
         }
         Kind::Rating(scale) => {

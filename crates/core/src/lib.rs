@@ -18,7 +18,7 @@ pub mod wire;
 
 pub use activation::{sigmoid, softmax};
 pub use error::CoreError;
-pub use score::{kendall_tau_b, pair_order_agreement, preference_probability, ranking, spearman};
+pub use score::{best_with_confidence, kendall_tau_b, pair_order_agreement, preference_probability, ranking, spearman};
 pub use steps::{Step, StepSplit};
 pub use template::ChatTemplate;
 pub use text::TextEncoder;

@@ -22,6 +22,19 @@ pub fn preference_probability(a: f32, b: f32) -> f32 {
     crate::activation::sigmoid(a - b)
 }
 
+/// The best of `rewards` (the first among equals, as `ranking` orders them) and the
+/// probability that it beats the runner-up (`preference_probability`); with one reward, its
+/// sigmoid. What annotation tools show as the model's confidence.
+pub fn best_with_confidence(rewards: &[f32]) -> (usize, f32) {
+    let order = ranking(rewards);
+    let best = order[0];
+    let p = match order.get(1) {
+        Some(&r) => preference_probability(rewards[best], rewards[r]),
+        None => crate::activation::sigmoid(rewards[best]),
+    };
+    (best, p)
+}
+
 /// Ranks (1-based) with ties given their average rank, as Spearman's rho needs.
 fn average_ranks(v: &[f32]) -> Vec<f64> {
     let mut idx: Vec<usize> = (0..v.len()).collect();
@@ -126,5 +139,15 @@ mod tests {
         assert!((preference_probability(1.0, 1.0) - 0.5).abs() < 1e-7);
         assert!((preference_probability(2.0, 0.0) - 0.880_797).abs() < 1e-6);
         assert!((preference_probability(0.0, 2.0) - 0.119_203).abs() < 1e-6);
+    }
+
+    #[test]
+    fn the_best_and_its_margin_over_the_runner_up() {
+        let (best, p) = best_with_confidence(&[0.5, 2.0, 1.0, 2.0]);
+        assert_eq!(best, 1, "the first of equals");
+        assert_eq!(p, 0.5, "tied with the runner-up");
+        let (best, p) = best_with_confidence(&[-1.0, 1.0]);
+        assert_eq!((best, p), (1, preference_probability(1.0, -1.0)));
+        assert_eq!(best_with_confidence(&[0.0]), (0, 0.5));
     }
 }

@@ -177,15 +177,7 @@ impl LabelingConfig {
     /// (sigmoid of the difference; of the reward itself for one response), so Label Studio's
     /// Data Manager sorts tasks by the model's confidence.
     pub fn prediction(&self, rewards: &[f32], model_version: &str) -> Value {
-        let best = (0..rewards.len()).fold(0, |b, i| if rewards[i] > rewards[b] { i } else { b });
-        let runner_up = (0..rewards.len()).filter(|&i| i != best).fold(None, |r: Option<usize>, i| match r {
-            Some(r) if rewards[r] >= rewards[i] => Some(r),
-            _ => Some(i),
-        });
-        let confidence = match runner_up {
-            Some(r) => rewardlens_core::sigmoid(rewards[best] - rewards[r]),
-            None => rewardlens_core::sigmoid(rewards[best]),
-        };
+        let (best, confidence) = rewardlens_core::best_with_confidence(rewards);
         let unit = |r: f32| f64::from(rewardlens_core::sigmoid(r));
         let raw = |r: f32| json!({ "reward": f64::from(r) });
         let result: Vec<Value> = self
