@@ -4,7 +4,7 @@
 //! folder, as in LLaVA-style datasets.
 
 use anyhow::{bail, Context, Result};
-use rewardlens_core::image::{data_url, parse_data_url, MAX_IMAGE_BYTES};
+use rewardlens_core::image::{data_url, parse_data_url, shown, MAX_IMAGE_BYTES};
 use rewardlens_core::Message;
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -40,7 +40,7 @@ impl ImageReader {
         let mut owned = conversation.to_vec();
         for m in &mut owned {
             for image in &mut m.images {
-                *image = self.data_url(image).with_context(|| format!("image `{}`", shorten(image)))?;
+                *image = self.data_url(image).with_context(|| format!("image `{}`", shown(image)))?;
             }
         }
         Ok(Cow::Owned(owned))
@@ -90,13 +90,5 @@ impl ImageReader {
             }
             Ok(bytes)
         })
-    }
-}
-
-/// A reference as an error names it (a data URL's start only).
-fn shorten(reference: &str) -> Cow<'_, str> {
-    match reference.char_indices().nth(60) {
-        Some((i, _)) => Cow::Owned(format!("{}…", &reference[..i])),
-        None => Cow::Borrowed(reference),
     }
 }

@@ -14,6 +14,15 @@ pub const MAX_IMAGE_BYTES: usize = 20 << 20;
 #[error("{0}")]
 pub struct ImageError(pub String);
 
+/// An image reference as an error names it: a data URL's (or long path's) first 60
+/// characters and `…`.
+pub fn shown(reference: &str) -> std::borrow::Cow<'_, str> {
+    match reference.char_indices().nth(60) {
+        Some((i, _)) => format!("{}…", &reference[..i]).into(),
+        None => reference.into(),
+    }
+}
+
 /// The image type of `bytes` from their first bytes: PNG, JPEG, GIF or WebP (what vLLM's and
 /// LightRFT's image loaders read), else `None`.
 pub fn sniff(bytes: &[u8]) -> Option<&'static str> {
@@ -88,5 +97,7 @@ mod tests {
         assert!(parse_data_url("data:image/png;base64,%%%").unwrap_err().0.contains("does not decode"));
         assert_eq!(parse_data_url("x.png").unwrap_err().0, "not a data URL");
         assert!(data_url(&vec![0u8; MAX_IMAGE_BYTES + 1]).unwrap_err().0.contains("over the 20 MiB"));
+        assert_eq!(shown("a.png"), "a.png");
+        assert_eq!(shown(&"x".repeat(61)), format!("{}…", "x".repeat(60)));
     }
 }

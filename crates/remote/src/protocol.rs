@@ -211,7 +211,7 @@ fn bare_base64(images: &[String]) -> crate::Result<Option<Vec<String>>> {
         .map(|url| {
             rewardlens_core::image::parse_data_url(url)
                 .map(|(_, b64)| b64.to_owned())
-                .map_err(|e| crate::RemoteError::Input(format!("image `{}`: {e}", crate::snippet(url))))
+                .map_err(|e| crate::RemoteError::Input(format!("image `{}`: {e}", rewardlens_core::image::shown(url))))
         })
         .collect::<crate::Result<Vec<_>>>()
         .map(Some)

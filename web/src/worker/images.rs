@@ -53,7 +53,5 @@ impl Engine {
 }
 
 fn image_error(image: &str, e: impl std::fmt::Display) -> WorkerError {
-    let shown: String = image.chars().take(60).collect();
-    let more = if shown.len() < image.len() { "…" } else { "" };
-    WorkerError::Image(format!("image `{shown}{more}`: {e}"))
+    WorkerError::Image(format!("image `{}`: {e}", rewardlens_core::image::shown(image)))
 }
