@@ -1,6 +1,7 @@
 //! CPU matrix kernels of the browser engine, each with wasm32 simd128 and relaxed-simd
 //! microkernels and a portable one that native tests check: the int8 GEMM of quantized linear
-//! layers (this page; the crate's root items) and the f32 GEMM of attention ([`f32_gemm`]).
+//! layers (this page; the crate's root items), the f32 GEMM of attention ([`f32_gemm`]) and
+//! causal attention around it ([`attention`]).
 //!
 //! Int8: `out = x · Wᵀ` with `W` repacked once into int8 column panels and `x` quantized per row
 //! on the fly.
@@ -24,6 +25,7 @@
 
 use thiserror::Error;
 
+pub mod attention;
 pub mod f32_gemm;
 mod kernel;
 mod pack;
@@ -59,5 +61,10 @@ pub fn self_test(seed: u64) -> Result<String, String> {
             cases += 1;
         }
     }
-    Ok(format!("{}: {cases} shapes within bounds (worst error {:.3} of its bound)", kernel().name(), worst))
+    let attention = attention::check(seed)?;
+    Ok(format!(
+        "{}: {cases} shapes within bounds (worst error {:.3} of its bound); attention within {attention:.1e}",
+        kernel().name(),
+        worst
+    ))
 }

@@ -7,11 +7,12 @@
 //! scalar `exp` each. In wasm that `exp` is a libm call per element (at 512 tokens attention
 //! was 21% of a pass, SwiGLU 5%). Here a softmax row's visible keys are two ranges (the shared
 //! prefix, then the row's own tokens up to the query), the rest is written as 0 without being
-//! read, and `exp` is a polynomial the compiler vectorizes (simd128 in the browser build,
-//! SSE/AVX natively).
+//! read, and `exp` is `rewardlens_kernels::attention`'s polynomial (simd128 in the browser
+//! build). The browser's attention itself is one op ([`crate::cpu_attention`]).
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Shape};
 use rayon::prelude::*;
+use rewardlens_kernels::attention::{exp, CausalMask};
 
 /// Which keys the queries `start..start + len` of a padded batch may see: per batch row, where
 /// its tokens start and how many there are (`spans`), after `past` prefix keys every real token
@@ -27,67 +28,10 @@ pub(crate) struct MaskedSoftmax<'a> {
 }
 
 impl MaskedSoftmax<'_> {
-    /// The visible keys of query `i` (0-based in the block) of batch row `bi`: the prefix and the
-    /// row's tokens up to the query, or nothing for a padding position.
-    fn visible(&self, bi: usize, i: usize) -> Option<(std::ops::Range<usize>, std::ops::Range<usize>)> {
-        let (s, n) = self.spans[bi];
-        let q = self.start + i;
-        (s..s + n).contains(&q).then(|| (0..self.past, self.past + s..self.past + q + 1))
-    }
-
-    /// One row of scores into probabilities: 0 outside the visible ranges (a padding position's
-    /// row is all 0: its output is never read, and it stays finite).
+    /// One row of scores into probabilities ([`CausalMask::softmax_row`]) for query `i` of the
+    /// block (0-based) in batch row `bi`.
     pub(crate) fn row(&self, src: &[f32], dst: &mut [f32], bi: usize, i: usize) {
-        dst.fill(0.0);
-        let Some((prefix, own)) = self.visible(bi, i) else { return };
-        let max = src[prefix.clone()].iter().chain(&src[own.clone()]).fold(f32::NEG_INFINITY, |m, &x| m.max(x));
-        let shift = max * self.scale;
-        let mut sum = 0.0f32;
-        for r in [prefix, own] {
-            sum += exp_into(&src[r.clone()], &mut dst[r], self.scale, shift);
-        }
-        let inv = 1.0 / sum;
-        dst.iter_mut().for_each(|d| *d *= inv);
-    }
-}
-
-/// `dst[j] = exp(scale · src[j] − shift)`; returns their sum. Split from the row so that the
-/// loop is a plain slice map the compiler vectorizes.
-fn exp_into(src: &[f32], dst: &mut [f32], scale: f32, shift: f32) -> f32 {
-    let mut sum = 0.0f32;
-    for (d, &s) in dst.iter_mut().zip(src) {
-        let e = exp(s * scale - shift);
-        *d = e;
-        sum += e;
-    }
-    sum
-}
-
-/// e^x within 3e-7 relative of `f32::exp` on [-87, 88] (2e-6 up to 88.72, where the exponent
-/// clamp stretches the reduced range); 0 below, +inf above; NaN stays NaN
-/// (a broken score must not turn into a quiet 0). Branch-free (a rounding constant instead of
-/// `floor`, the exponent written into the bits, selects at the end) so that loops over it
-/// vectorize.
-#[inline(always)]
-pub(crate) fn exp(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // ln 2 in two parts (Cody-Waite): the high part has trailing zero bits, so n · LN2_HI is
-    // exact for the |n| ≤ 127 used here.
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // Adding then subtracting 1.5 · 2^23 rounds to the nearest integer.
-    const ROUND: f32 = 12_582_912.0;
-    // 2^-126 .. 2^127: the normal scales; outside them the selects below decide.
-    let n = ((x * LOG2E + ROUND) - ROUND).clamp(-126.0, 127.0);
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    // Taylor to degree 6 on |r| ≤ ln2/2: the remainder is below 2e-7 relative.
-    let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let e = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
-    let e = if x < -87.0 { 0.0 } else { e };
-    if x > 88.72 {
-        f32::INFINITY
-    } else {
-        e
+        CausalMask { spans: self.spans, past: self.past }.softmax_row(src, dst, bi, self.start + i, self.scale);
     }
 }
 
@@ -175,23 +119,6 @@ mod tests {
             assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{a} vs {b}");
         }
         assert!(g.apply_op2_no_bwd(&u.narrow(0, 0, 50).unwrap(), &SwiGlu).is_err(), "shapes must match");
-    }
-
-    #[test]
-    fn exp_matches_std_over_the_range_it_serves() {
-        let mut worst = 0f32;
-        let mut x = -87.0f32;
-        while x <= 88.0 {
-            let (got, want) = (exp(x), x.exp());
-            worst = worst.max((got - want).abs() / want);
-            x += 0.0137;
-        }
-        assert!(worst < 3e-7, "relative error {worst}");
-        assert_eq!(exp(0.0), 1.0);
-        assert_eq!(exp(-200.0), 0.0);
-        assert_eq!(exp(100.0), f32::INFINITY);
-        assert_eq!(exp(f32::NEG_INFINITY), 0.0);
-        assert!(exp(f32::NAN).is_nan());
     }
 
     /// Against the mask-and-softmax it replaces: a padded batch of two rows (one left-padded),

@@ -1,6 +1,7 @@
 //! Exports for `kernels.html`: `setup_*` draws random operands of one shape, `run_*` multiplies
 //! them `iters` times (the page times it), so the figures are the kernels' alone, outside a model.
 
+use rewardlens_kernels::attention::{causal_attention, AttentionScratch, AttentionShape, CausalMask};
 use rewardlens_kernels::{f32_gemm, matmul, PackedMatrix, ScaleLayout, Scratch};
 use std::cell::RefCell;
 
@@ -21,7 +22,19 @@ struct F32Case {
     k: usize,
 }
 
+struct AttentionCase {
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    out: Vec<f32>,
+    shape: AttentionShape,
+    span: [(usize, usize); 1],
+    block: usize,
+    scratch: AttentionScratch,
+}
+
 thread_local! {
+    static ATTENTION: RefCell<Option<AttentionCase>> = const { RefCell::new(None) };
     static INT8: RefCell<Option<Int8Case>> = const { RefCell::new(None) };
     static F32: RefCell<Option<F32Case>> = const { RefCell::new(None) };
 }
@@ -77,5 +90,32 @@ pub extern "C" fn run_f32(iters: usize) -> f32 {
             f32_gemm::gemm(&c.a, c.k, &c.b, c.n, &mut c.c, c.m, c.n, c.k);
         }
         c.c[0]
+    })
+}
+
+/// One layer's causal attention of the 0.6B shape (8 kv heads, 2 query heads each, head_dim 128)
+/// over one sequence of `t` tokens, query blocks of `block`.
+#[no_mangle]
+pub extern "C" fn setup_attention(t: usize, block: usize) {
+    let mut seed = 13;
+    let shape = AttentionShape { b: 1, kv_heads: 8, rep: 2, t, hd: 128 };
+    let q = values(shape.kv_heads * shape.rep * t * shape.hd, &mut seed);
+    let (k, v) = (values(shape.kv_heads * t * shape.hd, &mut seed), values(shape.kv_heads * t * shape.hd, &mut seed));
+    let out = vec![0.0; q.len()];
+    let case = AttentionCase { q, k, v, out, shape, span: [(0, t)], block, scratch: AttentionScratch::default() };
+    ATTENTION.with(|c| *c.borrow_mut() = Some(case));
+}
+
+#[no_mangle]
+pub extern "C" fn run_attention(iters: usize) -> f32 {
+    ATTENTION.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some(c) = c.as_mut() else { return f32::NAN };
+        let scale = 1.0 / (c.shape.hd as f32).sqrt();
+        for _ in 0..iters {
+            let mask = CausalMask { spans: &c.span, past: 0 };
+            causal_attention(&c.q, &c.k, &c.v, &mut c.out, c.shape, mask, c.block, scale, &mut c.scratch);
+        }
+        c.out[0]
     })
 }
