@@ -311,7 +311,8 @@ pub fn check(seed: u64) -> Result<f32, String> {
                         let want: f64 = seen.iter().zip(&e).map(|(&j, w)| w / sum * value(j)[d] as f64).sum();
                         let at = (((bi * kv_heads + g) * rep + r) * t + i) * hd + d;
                         let err = (got[at] as f64 - want).abs() as f32;
-                        if !(err <= 1e-5) {
+                        // NaN fails too.
+                        if err.is_nan() || err > 1e-5 {
                             return Err(format!("attention [{bi},{g},{r},{i},{d}]: {} vs {want}", got[at]));
                         }
                         worst = worst.max(err);
