@@ -81,11 +81,16 @@ pub struct DeviceArgs {
     /// How the GPU holds the weight matrices: f32, f16, q8_0 or q4_0 (dequantized in the kernels).
     #[arg(long, default_value = "f16")]
     pub gpu_weights: String,
+    /// How the CPU multiplies 8-bit (Q8_0) weights: int8 (rewardlens-kernels: AVX2 where the
+    /// CPU has it, else portable code) or candle (Candle's quantized matmul). Default: this
+    /// build's (see docs/PERFORMANCE.md).
+    #[arg(long)]
+    pub q8_kernel: Option<String>,
 }
 
 impl Default for DeviceArgs {
     fn default() -> Self {
-        Self { device: "cpu".into(), gpu_weights: "f16".into() }
+        Self { device: "cpu".into(), gpu_weights: "f16".into(), q8_kernel: None }
     }
 }
 

@@ -7,6 +7,7 @@ use candle_core::Device;
 use rewardlens_gpu::{Gpu, GpuRewardModel, WeightFormat};
 use rewardlens_models::files::{self, CheckpointFiles};
 use rewardlens_models::gguf::GgufFile;
+use rewardlens_models::linear::{with_kernel, LinearKernel, ScaleLayout};
 use rewardlens_models::quantized::GgufWeights;
 use rewardlens_models::{CheckpointText, InputEncoder, RewardModel};
 use std::path::PathBuf;
@@ -119,15 +120,17 @@ pub fn load_model_and_commit(args: &ModelArgs) -> Result<(RewardModel, Option<St
         }
     }
     let what = gguf.as_ref().map_or_else(|| args.model.clone(), |p| p.display().to_string());
+    let kernel = q8_kernel(args.device.q8_kernel.as_deref())?;
     let model = match (target, gguf) {
         (Target::Candle(device), Some(p)) => {
-            RewardModel::from_gguf(GgufFile::open(&p)?, gguf_tokenizer(args)?, &device)
+            let (file, tokenizer) = (GgufFile::open(&p)?, gguf_tokenizer(args)?);
+            with_kernel(kernel, || RewardModel::from_gguf(file, tokenizer, &device))
         }
         (Target::Candle(device), None) => {
             let dir = resolve_dir(args)?;
             commit = hub_commit(args, &dir);
             let files = CheckpointFiles::from_dir(&dir).with_context(|| format!("loading {}", dir.display()))?;
-            RewardModel::load(files, &device)
+            with_kernel(kernel, || RewardModel::load(files, &device))
         }
         (Target::Gpu(gpu), Some(p)) => {
             let file = GgufFile::open(&p)?;
@@ -152,6 +155,16 @@ pub fn load_model_and_commit(args: &ModelArgs) -> Result<(RewardModel, Option<St
         }
     };
     Ok((model.with_context(|| format!("loading {what}"))?, commit))
+}
+
+/// `--q8-kernel`: how the CPU multiplies Q8_0 weights.
+fn q8_kernel(name: Option<&str>) -> Result<LinearKernel> {
+    Ok(match name {
+        None => LinearKernel::default_for_build(),
+        Some("int8") => LinearKernel::Int8(ScaleLayout::PerGroup(32)),
+        Some("candle") => LinearKernel::Candle,
+        Some(other) => bail!("--q8-kernel {other}: expected int8 or candle"),
+    })
 }
 
 pub(crate) fn looks_like_repo_id(s: &str) -> bool {
@@ -223,6 +236,17 @@ fn download(repo_id: &str, revision: &str) -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_kernel_names_are_checked() {
+        assert_eq!(q8_kernel(Some("candle")).unwrap(), LinearKernel::Candle);
+        assert_eq!(q8_kernel(Some("int8")).unwrap(), LinearKernel::Int8(ScaleLayout::PerGroup(32)));
+        assert_eq!(q8_kernel(None).unwrap(), LinearKernel::default_for_build());
+        let err = q8_kernel(Some("avx512")).unwrap_err().to_string();
+        assert!(err.contains("--q8-kernel avx512") && err.contains("int8 or candle"), "{err}");
+    }
+
     #[test]
     fn repo_ids() {
         assert!(super::looks_like_repo_id("Skywork/Skywork-Reward-V2-Qwen3-0.6B"));

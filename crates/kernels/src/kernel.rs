@@ -18,6 +18,9 @@ pub enum Kernel {
     WasmSimd128,
     /// wasm32 relaxed-simd: `i32x4_relaxed_dot_i8x16_i7x16_add` on int8 weights and 7-bit activations.
     WasmRelaxedSimd,
+    /// x86-64 AVX2 (chosen at run time): `vpmaddubsw` + `vpmaddwd` on |weights| and
+    /// activations carrying the weights' signs, 8 columns per 256-bit register.
+    X86Avx2,
 }
 
 impl Kernel {
@@ -26,28 +29,53 @@ impl Kernel {
             Self::Portable => "int8 portable",
             Self::WasmSimd128 => "int8 simd128",
             Self::WasmRelaxedSimd => "int8 relaxed-simd",
+            Self::X86Avx2 => "int8 avx2",
         }
     }
 
     /// Largest activation value: 7 bits where the relaxed dot's second operand must keep its top
-    /// bit clear.
-    fn levels(self) -> u8 {
+    /// bit clear; 254 for AVX2, whose activations are stored as `q − 127` in −127..=127 (see
+    /// [`Self::signed`]).
+    pub(crate) fn levels(self) -> u8 {
         match self {
             Self::WasmRelaxedSimd => 127,
+            Self::X86Avx2 => 254,
             _ => 255,
         }
     }
+
+    /// Whether activations are stored signed, `q − 127`: `vpmaddubsw` multiplies unsigned by
+    /// signed bytes and saturates its i16 pair sums, so AVX2 multiplies |w| (≤ 128) by the
+    /// activation with w's sign (|·| ≤ 127): pair sums stay within ±32,512, exact.
+    fn signed(self) -> bool {
+        self == Self::X86Avx2
+    }
+
+    /// Every variant, for tests that run each one's arithmetic.
+    pub const ALL: [Kernel; 4] = [Self::Portable, Self::WasmSimd128, Self::WasmRelaxedSimd, Self::X86Avx2];
 }
 
-/// The kernel this build was compiled for.
+/// The kernel this build (and, on x86-64, this CPU) runs.
 pub fn kernel() -> Kernel {
     if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) {
         Kernel::WasmRelaxedSimd
     } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
         Kernel::WasmSimd128
+    } else if has_avx2() {
+        Kernel::X86Avx2
     } else {
         Kernel::Portable
     }
+}
+
+/// Whether this CPU runs the AVX2 microkernel (the feature test is cached by std).
+fn has_avx2() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// `out[m, n] = x[m, k] · Wᵀ` with this build's kernel.
@@ -60,6 +88,25 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], scratch: &
 ///
 /// Panics if `x` is not `m × k` or `out` not `m × n` (a caller bug, not input data).
 pub fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], scratch: &mut Scratch) {
+    run(kernel, false, x, m, w, out, scratch)
+}
+
+/// As [`matmul_with`] with portable tiles whatever the CPU has: what the tests compare a
+/// microkernel against.
+#[cfg(test)]
+pub(crate) fn matmul_portable(kernel: Kernel, x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], s: &mut Scratch) {
+    run(kernel, true, x, m, w, out, s)
+}
+
+fn run(
+    kernel: Kernel,
+    portable_tiles: bool,
+    x: &[f32],
+    m: usize,
+    w: &PackedMatrix,
+    out: &mut [f32],
+    scratch: &mut Scratch,
+) {
     assert_eq!(x.len(), m * w.k, "activations: {} values for {m} rows of {}", x.len(), w.k);
     assert_eq!(out.len(), m * w.n, "output: {} values for {m} rows of {}", out.len(), w.n);
     if m == 0 || w.n == 0 {
@@ -67,6 +114,13 @@ pub fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedMatrix, out: &
     }
     let wide = kernel == Kernel::WasmSimd128;
     quantize_rows(x, m, w.k, w.kp, kernel.levels(), wide, scratch);
+    // Signed storage shifts every activation, and so the zero point, by −127.
+    let shift = if kernel.signed() {
+        scratch.q8.iter_mut().for_each(|q| *q = q.wrapping_sub(127));
+        127
+    } else {
+        0
+    };
     let groups = w.kp / w.group;
     for block in (0..m).step_by(ROW_BLOCK) {
         let block_end = (block + ROW_BLOCK).min(m);
@@ -82,10 +136,10 @@ pub fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedMatrix, out: &
                 let rows = MR.min(block_end - r0);
                 // Missing rows of a ragged tile repeat the first; their results are dropped.
                 let row_of = |i: usize| if i < rows { r0 + i } else { r0 };
-                let sums = tile(kernel, scratch, w.kp, &panel, row_of);
+                let sums = tile(kernel, portable_tiles, scratch, w.kp, &panel, row_of);
                 for (i, sum) in sums.iter().enumerate().take(rows) {
                     let r = r0 + i;
-                    let (sa, za) = (scratch.scales[r], scratch.zeros[r] as f32);
+                    let (sa, za) = (scratch.scales[r], (scratch.zeros[r] - shift) as f32);
                     let dst = &mut out[r * w.n + p * NR..r * w.n + p * NR + cols];
                     for (j, o) in dst.iter_mut().enumerate() {
                         *o = sa * (sum[j] - za * corr[j]);
@@ -108,7 +162,14 @@ struct Panel<'a> {
 
 /// `sum[i][j] = Σ_g scale[g][j] · Σ_{k∈g} q[row_of(i)][k] · w[j][k]` for a 4-row tile: i32 within
 /// a group, one f32 multiply-add per group (the zero point is corrected by the caller).
-fn tile(kernel: Kernel, s: &Scratch, kp: usize, panel: &Panel, row_of: impl Fn(usize) -> usize) -> [[f32; NR]; MR] {
+fn tile(
+    kernel: Kernel,
+    portable_tiles: bool,
+    s: &Scratch,
+    kp: usize,
+    panel: &Panel,
+    row_of: impl Fn(usize) -> usize,
+) -> [[f32; NR]; MR] {
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
     if kernel == Kernel::WasmRelaxedSimd {
         let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
@@ -119,12 +180,18 @@ fn tile(kernel: Kernel, s: &Scratch, kp: usize, panel: &Panel, row_of: impl Fn(u
         let rows: [&[u16]; MR] = std::array::from_fn(|i| &s.q16[row_of(i) * kp..(row_of(i) + 1) * kp]);
         return wasm::simd128(rows, panel);
     }
-    let _ = kernel;
     let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
-    portable(rows, panel)
+    #[cfg(target_arch = "x86_64")]
+    if kernel == Kernel::X86Avx2 && !portable_tiles && has_avx2() {
+        // SAFETY: the CPU has AVX2 and FMA (checked above).
+        return unsafe { x86::avx2(rows, panel) };
+    }
+    let _ = portable_tiles;
+    portable(rows, panel, kernel.signed())
 }
 
-fn portable(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
+/// `signed`: the activation bytes are i8 (`q − 127`), not u8.
+fn portable(rows: [&[u8]; MR], panel: &Panel, signed: bool) -> [[f32; NR]; MR] {
     let mut sum = [[0.0f32; NR]; MR];
     let group_bytes = panel.group_steps * NR * KSTEP;
     for (g, wg) in panel.data.chunks_exact(group_bytes).enumerate() {
@@ -135,7 +202,8 @@ fn portable(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
                 let a = &row[k0..k0 + KSTEP];
                 for j in 0..NR {
                     let wj = &w[j * KSTEP..j * KSTEP + KSTEP];
-                    acc[i][j] += (0..KSTEP).map(|t| a[t] as i32 * wj[t] as i32).sum::<i32>();
+                    let value = |t: usize| if signed { a[t] as i8 as i32 } else { a[t] as i32 };
+                    acc[i][j] += (0..KSTEP).map(|t| value(t) * wj[t] as i32).sum::<i32>();
                 }
             }
         }
@@ -258,5 +326,50 @@ mod wasm {
             scale_add(&mut sum, &folded, group_scales(panel, g));
         }
         unpack(sum)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{Panel, KSTEP, MR, NR};
+    use std::arch::x86_64::*;
+
+    /// A 4-row × 8-column tile: per step of 4 K values, one 256-bit weight load (8 columns × 4
+    /// values) and its absolute value serve all 4 rows, each row's 4 signed activations
+    /// broadcast across the lanes and given the weights' signs (`vpsignb`); `vpmaddubsw`
+    /// (|w| × ±a pair sums in i16, exact: see `Kernel::signed`) then `vpmaddwd` by ones leave
+    /// each column's 4-value dot in its own i32 lane.
+    ///
+    /// SAFETY: the CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn avx2(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
+        let gs = panel.group_steps;
+        let groups = panel.scales.len() / NR;
+        assert!(panel.data.len() >= groups * gs * NR * KSTEP && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
+        let ones = _mm256_set1_epi16(1);
+        let mut sum = [_mm256_setzero_ps(); MR];
+        for g in 0..groups {
+            let mut acc = [_mm256_setzero_si256(); MR];
+            for s in g * gs..(g + 1) * gs {
+                // SAFETY (loads): bounds asserted above; unaligned loads.
+                let w = _mm256_loadu_si256(panel.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
+                // |w| as unsigned bytes (−128 gives 128).
+                let magnitude = _mm256_sign_epi8(w, w);
+                for i in 0..MR {
+                    let a = _mm256_set1_epi32((rows[i].as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
+                    let p = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(a, w));
+                    acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(p, ones));
+                }
+            }
+            let scale = _mm256_loadu_ps(panel.scales.as_ptr().add(g * NR));
+            for i in 0..MR {
+                sum[i] = _mm256_add_ps(sum[i], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i]), scale));
+            }
+        }
+        let mut out = [[0.0f32; NR]; MR];
+        for (row, s) in out.iter_mut().zip(sum) {
+            _mm256_storeu_ps(row.as_mut_ptr(), s);
+        }
+        out
     }
 }

@@ -19,9 +19,10 @@
 //! `out = s · (Σ_g scale[g] · acc_g − z · c)`, where `c = Σ_g scale[g] · Σ_{k∈g} w` is precomputed
 //! per column at packing: the zero point costs one step per output, not one per group.
 //!
-//! Microkernels, chosen at compile time: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`),
-//! wasm32 `simd128` (`i32x4_dot_i16x8` on widened values), and a portable one (native builds,
-//! and the reference the tests compare both semantics against).
+//! Microkernels: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`) and wasm32
+//! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 AVX2
+//! (`vpmaddubsw` + `vpmaddwd`, 7-bit activations), chosen at run time; and a portable one (other
+//! native CPUs, and the reference the tests compare every variant's semantics against).
 
 use thiserror::Error;
 

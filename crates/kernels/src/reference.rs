@@ -53,7 +53,7 @@ pub fn check(kernel: Kernel, m: usize, n: usize, k: usize, layout: ScaleLayout, 
     let mut out = vec![f32::NAN; m * n];
     let mut scratch = Scratch::default();
     matmul_with(kernel, &x, m, &packed, &mut out, &mut scratch);
-    let levels = if kernel == Kernel::WasmRelaxedSimd { 127.0 } else { 255.0 };
+    let levels = kernel.levels() as f32;
     let mut worst = 0.0f32;
     for r in 0..m {
         let row = &x[r * k..(r + 1) * k];
@@ -90,11 +90,36 @@ mod tests {
 
     #[test]
     fn every_kernel_variant_matches_f32_on_ragged_shapes() {
-        for kernel in [Kernel::Portable, Kernel::WasmSimd128, Kernel::WasmRelaxedSimd] {
+        // A variant this machine lacks runs as portable code with its quantization.
+        for kernel in Kernel::ALL {
             for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
                 for layout in LAYOUTS {
                     check(kernel, m, n, k, layout, 7 + i as u64).unwrap();
                 }
+            }
+        }
+    }
+
+    /// The AVX2 microkernel's sums are exact integers folded like the portable code's, so its
+    /// output equals, to the bit, the portable arithmetic with the same signed activations (what
+    /// the AVX2 variant runs as where the CPU lacks AVX2), weights of −128 included.
+    #[test]
+    fn avx2_matches_the_portable_arithmetic_to_the_bit() {
+        if crate::kernel() != Kernel::X86Avx2 {
+            eprintln!("this CPU has no AVX2: the AVX2 variant ran as portable code above");
+            return;
+        }
+        for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+            for layout in LAYOUTS {
+                let mut rng = Rng::new(40 + i as u64);
+                let x = rng.vec(m * k, 2.0);
+                let mut w = PackedMatrix::pack(&rng.vec(n * k, 0.05), n, k, layout).unwrap();
+                w.data.iter_mut().step_by(7).for_each(|v| *v = -128);
+                let (mut a, mut b) = (vec![0.0; m * n], vec![0.0; m * n]);
+                let mut s = Scratch::default();
+                matmul_with(Kernel::X86Avx2, &x, m, &w, &mut a, &mut s);
+                crate::kernel::matmul_portable(Kernel::X86Avx2, &x, m, &w, &mut b, &mut s);
+                assert_eq!(a, b, "{m}x{n}x{k} {}", layout.name());
             }
         }
     }
@@ -166,6 +191,9 @@ mod tests {
             matmul_with(Kernel::Portable, &x, m, &w, &mut out, &mut s);
             let int8 = t.elapsed().as_secs_f64();
             let t = std::time::Instant::now();
+            matmul_with(crate::kernel(), &x, m, &w, &mut out, &mut s);
+            let this = t.elapsed().as_secs_f64();
+            let t = std::time::Instant::now();
             for r in 0..m {
                 for c in 0..n {
                     out[r * n + c] =
@@ -174,8 +202,10 @@ mod tests {
             }
             let f32_ = t.elapsed().as_secs_f64();
             println!(
-                "m={m}: int8 portable {:.1} GMAC/s, naive f32 {:.1} GMAC/s",
+                "m={m}: int8 portable {:.1} GMAC/s, {} {:.1} GMAC/s, naive f32 {:.1} GMAC/s",
                 (m * n * k) as f64 / int8 / 1e9,
+                crate::kernel().name(),
+                (m * n * k) as f64 / this / 1e9,
                 (m * n * k) as f64 / f32_ / 1e9
             );
         }

@@ -2,8 +2,11 @@
 //! or 8-bit weights repacked for our int8 kernels (`rewardlens-kernels`).
 //!
 //! The int8 path is the default for 8-bit (Q8_0) weights on wasm32, where Candle's quantized
-//! matmul is a per-row `vec_dot` slower than its own f32; natively Candle's repacked AVX/VNNI
-//! kernels stay the default until ours beat them (issue 23). The choice is made while a model
+//! matmul is a per-row `vec_dot` slower than its own f32. Natively it is opt-in (the CLI's
+//! `--q8-kernel int8`; AVX2 where the CPU has it, rows split over Rayon's threads): on a Zen 1
+//! (AVX2) it ran the 0.6B shape 4.5× faster than Candle's Q8_0, but its per-row activations are
+//! coarser than Candle's per-32-value ones on some fixtures (docs/PERFORMANCE.md), and AVX-512 /
+//! VNNI machines are not measured yet (issue 23). The choice is made while a model
 //! loads, several calls deep, so it is a scoped per-thread setting ([`with_kernel`]) rather than
 //! a parameter of every `load`.
 
@@ -12,7 +15,8 @@ use crate::weights::WeightSource;
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{DType, Device, Module, Tensor};
-use rewardlens_kernels::{PackedMatrix, ScaleLayout, Scratch};
+pub use rewardlens_kernels::ScaleLayout;
+use rewardlens_kernels::{PackedMatrix, Scratch};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
@@ -127,7 +131,7 @@ impl Linear {
                 let data = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
                 let mut out = vec![0.0f32; rows * w.n()];
                 debug_assert_eq!(inp, w.k());
-                SCRATCH.with(|s| rewardlens_kernels::matmul(&data, rows, w, &mut out, &mut s.borrow_mut()));
+                int8_matmul(&data, rows, w, &mut out);
                 Ok(Tensor::from_vec(out, (rows, w.n()), x.device())?)
             }
         }
@@ -147,4 +151,24 @@ impl Linear {
         *out.last_mut().unwrap() = y.dim(1)?;
         Ok(y.reshape(out)?)
     }
+}
+
+/// `out = x · Wᵀ` through the int8 kernel. Natively the rows are split over Rayon's threads in
+/// blocks of whole 4-row tiles (each thread quantizes its own rows into its own scratch); in
+/// wasm one engine worker is one thread.
+fn int8_matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32]) {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        if threads > 1 && m >= 8 {
+            let per = m.div_ceil(threads).next_multiple_of(4);
+            out.par_chunks_mut(per * w.n()).zip(x.par_chunks(per * w.k())).for_each(|(o, xs)| {
+                let rows = xs.len() / w.k();
+                SCRATCH.with(|s| rewardlens_kernels::matmul(xs, rows, w, o, &mut s.borrow_mut()));
+            });
+            return;
+        }
+    }
+    SCRATCH.with(|s| rewardlens_kernels::matmul(x, m, w, out, &mut s.borrow_mut()));
 }

@@ -359,6 +359,13 @@ impl Browser {
         self.cmd("POST", "/timeouts", json!({ "script": timeout.as_millis() as u64 }));
     }
 
+    /// How long ChromeDriver waits for the renderer to answer any command (its page-load timeout,
+    /// 300 s by default): a page whose main thread computes for longer than that (one pass of
+    /// a single-threaded wasm peer) needs more.
+    pub fn set_page_load_timeout(&self, timeout: Duration) {
+        self.cmd("POST", "/timeouts", json!({ "pageLoad": timeout.as_millis() as u64 }));
+    }
+
     pub fn script(&self, js: &str, args: Value) -> Value {
         self.cmd("POST", "/execute/sync", json!({ "script": js, "args": args }))
     }

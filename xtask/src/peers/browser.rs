@@ -235,8 +235,11 @@ fn theirs(
         isolated,
     );
     let b = start_browser(device == "webgpu");
-    // One pass of transformers.js on one thread blocks the page's main thread.
+    // One pass of transformers.js on one thread blocks the page's main thread: at 2,048 tokens
+    // on a slow 2-core machine, past ChromeDriver's 300 s default for any command (which ended
+    // a whole run with a panic once).
     b.set_script_timeout(Duration::from_secs(600));
+    b.set_page_load_timeout(Duration::from_secs(3600));
     let name = onnx.file_name().and_then(|n| n.to_str()).unwrap_or_default();
     let visit = |workloads: &[(usize, usize)], iters: usize| -> Result<Vec<serde_json::Value>> {
         let list: Vec<String> = workloads.iter().map(|(n, b)| format!("{n}x{b}")).collect();
