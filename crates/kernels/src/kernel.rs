@@ -21,6 +21,10 @@ pub enum Kernel {
     /// x86-64 AVX2 (chosen at run time): `vpmaddubsw` + `vpmaddwd` on |weights| and
     /// activations carrying the weights' signs, 8 columns per 256-bit register.
     X86Avx2,
+    /// x86-64 VNNI (chosen at run time; AVX-512 VNNI with VL, else AVX-VNNI): `vpdpbusd` adds
+    /// each lane's four u8 × i8 products straight into i32, one instruction per row and step,
+    /// with full 8-bit activations (no i16 pair sums to saturate).
+    X86Vnni,
 }
 
 impl Kernel {
@@ -30,6 +34,10 @@ impl Kernel {
             Self::WasmSimd128 => "int8 simd128",
             Self::WasmRelaxedSimd => "int8 relaxed-simd",
             Self::X86Avx2 => "int8 avx2",
+            Self::X86Vnni => match vnni() {
+                Some(Vnni::Avx512) => "int8 avx512-vnni",
+                _ => "int8 avx-vnni",
+            },
         }
     }
 
@@ -52,7 +60,26 @@ impl Kernel {
     }
 
     /// Every variant, for tests that run each one's arithmetic.
-    pub const ALL: [Kernel; 4] = [Self::Portable, Self::WasmSimd128, Self::WasmRelaxedSimd, Self::X86Avx2];
+    pub const ALL: [Kernel; 5] =
+        [Self::Portable, Self::WasmSimd128, Self::WasmRelaxedSimd, Self::X86Avx2, Self::X86Vnni];
+
+    /// Whether this is a SIMD microkernel of this CPU (not portable code): what native callers
+    /// check before preferring it to other engines.
+    pub fn is_simd(self) -> bool {
+        self != Self::Portable
+    }
+
+    /// Whether this build on this CPU runs the variant's own microkernel (else it runs as
+    /// portable code with the same quantization).
+    pub fn runs_here(self) -> bool {
+        match self {
+            Self::Portable => true,
+            Self::WasmSimd128 => cfg!(all(target_arch = "wasm32", target_feature = "simd128")),
+            Self::WasmRelaxedSimd => cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")),
+            Self::X86Avx2 => has_avx2(),
+            Self::X86Vnni => vnni().is_some(),
+        }
+    }
 }
 
 /// The kernel this build (and, on x86-64, this CPU) runs.
@@ -61,6 +88,8 @@ pub fn kernel() -> Kernel {
         Kernel::WasmRelaxedSimd
     } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
         Kernel::WasmSimd128
+    } else if vnni().is_some() {
+        Kernel::X86Vnni
     } else if has_avx2() {
         Kernel::X86Avx2
     } else {
@@ -76,6 +105,34 @@ fn has_avx2() -> bool {
     }
     #[cfg(not(target_arch = "x86_64"))]
     false
+}
+
+/// The two encodings of `vpdpbusd` on 256-bit registers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Vnni {
+    /// EVEX, AVX-512 VNNI + VL (Ice Lake and later Xeons, Zen 4).
+    Avx512,
+    /// VEX, AVX-VNNI (Alder Lake and later cores, Zen 5).
+    Avx,
+}
+
+/// Which VNNI encoding this CPU runs, if any (the feature tests are cached by std).
+fn vnni() -> Option<Vnni> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if !has_avx2() {
+            None
+        } else if has!("avx512vnni") && has!("avx512vl") {
+            Some(Vnni::Avx512)
+        } else if has!("avxvnni") {
+            Some(Vnni::Avx)
+        } else {
+            None
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    None
 }
 
 /// `out[m, n] = x[m, k] · Wᵀ` with this build's kernel.
@@ -182,9 +239,14 @@ fn tile(
     }
     let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::X86Avx2 && !portable_tiles && has_avx2() {
-        // SAFETY: the CPU has AVX2 and FMA (checked above).
-        return unsafe { x86::avx2(rows, panel) };
+    if !portable_tiles {
+        // SAFETY (each call): the CPU has the features the microkernel is compiled for.
+        match (kernel, vnni()) {
+            (Kernel::X86Avx2, _) if has_avx2() => return unsafe { x86::avx2(rows, panel) },
+            (Kernel::X86Vnni, Some(Vnni::Avx512)) => return unsafe { x86::avx512_vnni(rows, panel) },
+            (Kernel::X86Vnni, Some(Vnni::Avx)) => return unsafe { x86::avx_vnni(rows, panel) },
+            _ => {}
+        }
     }
     let _ = portable_tiles;
     portable(rows, panel, kernel.signed())
@@ -366,10 +428,76 @@ mod x86 {
                 sum[i] = _mm256_add_ps(sum[i], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i]), scale));
             }
         }
+        store(sum)
+    }
+
+    #[inline(always)]
+    unsafe fn store(sum: [__m256; MR]) -> [[f32; NR]; MR] {
         let mut out = [[0.0f32; NR]; MR];
         for (row, s) in out.iter_mut().zip(sum) {
             _mm256_storeu_ps(row.as_mut_ptr(), s);
         }
         out
     }
+
+    /// A 4-row × 8-column tile with `vpdpbusd`: per step of 4 K values, one 256-bit weight load
+    /// serves all 4 rows, each row's 4 unsigned activations broadcast across the lanes and
+    /// multiplied into the i32 accumulators in one instruction.
+    macro_rules! vnni_tile {
+        ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
+            $(#[$doc])*
+            #[target_feature(enable = $features)]
+            pub unsafe fn $name(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
+                let gs = panel.group_steps;
+                let groups = panel.scales.len() / NR;
+                assert!(
+                    panel.data.len() >= groups * gs * NR * KSTEP && rows.iter().all(|r| r.len() >= groups * gs * KSTEP)
+                );
+                let mut sum = [_mm256_setzero_ps(); MR];
+                for g in 0..groups {
+                    // Two accumulator sets over alternate steps: `vpdpbusd` has a latency of about
+                    // five cycles and issues twice per cycle, so 4 chains alone leave it idle.
+                    let mut acc = [[_mm256_setzero_si256(); MR]; 2];
+                    let step = |acc: &mut [__m256i; MR], s: usize| {
+                        // SAFETY (loads): bounds asserted above; unaligned loads.
+                        let w = _mm256_loadu_si256(panel.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
+                        for i in 0..MR {
+                            let a =
+                                _mm256_set1_epi32((rows[i].as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
+                            acc[i] = $dpbusd(acc[i], a, w);
+                        }
+                    };
+                    let (start, end) = (g * gs, (g + 1) * gs);
+                    let mut s = start;
+                    while s + 2 <= end {
+                        step(&mut acc[0], s);
+                        step(&mut acc[1], s + 1);
+                        s += 2;
+                    }
+                    if s < end {
+                        step(&mut acc[0], s);
+                    }
+                    let acc: [__m256i; MR] = std::array::from_fn(|i| _mm256_add_epi32(acc[0][i], acc[1][i]));
+                    let scale = _mm256_loadu_ps(panel.scales.as_ptr().add(g * NR));
+                    for i in 0..MR {
+                        sum[i] = _mm256_add_ps(sum[i], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i]), scale));
+                    }
+                }
+                store(sum)
+            }
+        };
+    }
+
+    vnni_tile!(
+        /// SAFETY: the CPU must have AVX2, AVX-512 VNNI and AVX-512 VL.
+        avx512_vnni,
+        "avx2,fma,avx512vnni,avx512vl",
+        _mm256_dpbusd_epi32
+    );
+    vnni_tile!(
+        /// SAFETY: the CPU must have AVX2 and AVX-VNNI.
+        avx_vnni,
+        "avx2,fma,avxvnni",
+        _mm256_dpbusd_avx_epi32
+    );
 }

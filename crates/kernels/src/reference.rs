@@ -100,26 +100,28 @@ mod tests {
         }
     }
 
-    /// The AVX2 microkernel's sums are exact integers folded like the portable code's, so its
-    /// output equals, to the bit, the portable arithmetic with the same signed activations (what
-    /// the AVX2 variant runs as where the CPU lacks AVX2), weights of −128 included.
+    /// The x86 microkernels' sums are exact integers folded like the portable code's, so their
+    /// output equals, to the bit, the portable arithmetic with the same quantization (what a
+    /// variant runs as where the CPU lacks it), weights of −128 included.
     #[test]
-    fn avx2_matches_the_portable_arithmetic_to_the_bit() {
-        if crate::kernel() != Kernel::X86Avx2 {
-            eprintln!("this CPU has no AVX2: the AVX2 variant ran as portable code above");
-            return;
-        }
-        for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
-            for layout in LAYOUTS {
-                let mut rng = Rng::new(40 + i as u64);
-                let x = rng.vec(m * k, 2.0);
-                let mut w = PackedMatrix::pack(&rng.vec(n * k, 0.05), n, k, layout).unwrap();
-                w.data.iter_mut().step_by(7).for_each(|v| *v = -128);
-                let (mut a, mut b) = (vec![0.0; m * n], vec![0.0; m * n]);
-                let mut s = Scratch::default();
-                matmul_with(Kernel::X86Avx2, &x, m, &w, &mut a, &mut s);
-                crate::kernel::matmul_portable(Kernel::X86Avx2, &x, m, &w, &mut b, &mut s);
-                assert_eq!(a, b, "{m}x{n}x{k} {}", layout.name());
+    fn x86_microkernels_match_the_portable_arithmetic_to_the_bit() {
+        for kernel in [Kernel::X86Avx2, Kernel::X86Vnni] {
+            if !kernel.runs_here() {
+                eprintln!("this CPU lacks {kernel:?}: it ran as portable code above");
+                continue;
+            }
+            for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+                for layout in LAYOUTS {
+                    let mut rng = Rng::new(40 + i as u64);
+                    let x = rng.vec(m * k, 2.0);
+                    let mut w = PackedMatrix::pack(&rng.vec(n * k, 0.05), n, k, layout).unwrap();
+                    w.data.iter_mut().step_by(7).for_each(|v| *v = -128);
+                    let (mut a, mut b) = (vec![0.0; m * n], vec![0.0; m * n]);
+                    let mut s = Scratch::default();
+                    matmul_with(kernel, &x, m, &w, &mut a, &mut s);
+                    crate::kernel::matmul_portable(kernel, &x, m, &w, &mut b, &mut s);
+                    assert_eq!(a, b, "{kernel:?} {m}x{n}x{k} {}", layout.name());
+                }
             }
         }
     }
@@ -176,6 +178,7 @@ mod tests {
     }
 
     /// Information, not a test of speed: `cargo test --release -p rewardlens-kernels -- --ignored --nocapture`.
+    /// Every variant this CPU runs, one thread, best of 3.
     #[test]
     #[ignore]
     fn print_native_timings() {
@@ -187,27 +190,18 @@ mod tests {
             let x = rng.vec(m * k, 1.0);
             let mut out = vec![0.0; m * n];
             let mut s = Scratch::default();
-            let t = std::time::Instant::now();
-            matmul_with(Kernel::Portable, &x, m, &w, &mut out, &mut s);
-            let int8 = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            matmul_with(crate::kernel(), &x, m, &w, &mut out, &mut s);
-            let this = t.elapsed().as_secs_f64();
-            let t = std::time::Instant::now();
-            for r in 0..m {
-                for c in 0..n {
-                    out[r * n + c] =
-                        x[r * k..(r + 1) * k].iter().zip(&wf[c * k..(c + 1) * k]).map(|(a, b)| a * b).sum();
-                }
+            let mut line = format!("m={m}:");
+            for kernel in Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
+                let best = (0..3)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        matmul_with(kernel, &x, m, &w, &mut out, &mut s);
+                        t.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::INFINITY, f64::min);
+                line += &format!(" {} {:.1} GMAC/s,", kernel.name(), (m * n * k) as f64 / best / 1e9);
             }
-            let f32_ = t.elapsed().as_secs_f64();
-            println!(
-                "m={m}: int8 portable {:.1} GMAC/s, {} {:.1} GMAC/s, naive f32 {:.1} GMAC/s",
-                (m * n * k) as f64 / int8 / 1e9,
-                crate::kernel().name(),
-                (m * n * k) as f64 / this / 1e9,
-                (m * n * k) as f64 / f32_ / 1e9
-            );
+            println!("{line}");
         }
     }
 }

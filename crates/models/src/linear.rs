@@ -31,9 +31,11 @@ pub enum LinearKernel {
 }
 
 impl LinearKernel {
-    /// The default of this build: int8 with Q8_0's own scales on wasm32, Candle natively.
-    pub const fn default_for_build() -> Self {
-        if cfg!(target_arch = "wasm32") {
+    /// The default of this build and CPU: int8 with Q8_0's own scales wherever one of our SIMD
+    /// microkernels runs (wasm32, x86-64 with AVX2 or VNNI); Candle where only the portable
+    /// kernel would, which is slower than Candle's own SIMD code.
+    pub fn default_for_build() -> Self {
+        if rewardlens_kernels::kernel().is_simd() {
             Self::Int8(ScaleLayout::PerGroup(32))
         } else {
             Self::Candle
@@ -49,7 +51,7 @@ impl LinearKernel {
 }
 
 thread_local! {
-    static KERNEL: Cell<LinearKernel> = const { Cell::new(LinearKernel::default_for_build()) };
+    static KERNEL: Cell<LinearKernel> = Cell::new(LinearKernel::default_for_build());
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
