@@ -4,6 +4,7 @@
 
 use crate::{source, ModelArgs};
 use anyhow::Result;
+use rewardlens_models::profile::{self, Profile};
 use rewardlens_models::synthetic::bench_ids_shared;
 use rewardlens_models::Padding;
 use std::process::ExitCode;
@@ -31,6 +32,30 @@ pub struct BenchArgs {
     /// Run every sequence whole even when they share a prompt (to measure what reuse saves).
     #[arg(long)]
     no_prefix_reuse: bool,
+    /// After each length's timed passes, one more pass timed per kind of operation (matmul,
+    /// attention, rmsnorm, …), printed as a table after the speeds.
+    #[arg(long)]
+    profile: bool,
+}
+
+/// One column per length: milliseconds and share of the pass per kind of operation.
+fn print_profiles(profiles: &[(usize, Profile)]) {
+    let head: Vec<String> = profiles.iter().map(|(len, _)| format!("{len} tokens: ms (share)")).collect();
+    println!("\n| operation | {} |", head.join(" | "));
+    println!("|---|{}", "---:|".repeat(profiles.len()));
+    let names: Vec<String> = profiles[0].1.rows().into_iter().map(|(name, _)| name).collect();
+    for (i, name) in names.iter().enumerate() {
+        let cells: Vec<String> = profiles
+            .iter()
+            .map(|(_, p)| {
+                let ms = p.rows()[i].1;
+                format!("{ms:.1} ({:.0}%)", 100.0 * ms / p.total_ms.max(f64::MIN_POSITIVE))
+            })
+            .collect();
+        println!("| {name} | {} |", cells.join(" | "));
+    }
+    let totals: Vec<String> = profiles.iter().map(|(_, p)| format!("{:.1}", p.total_ms)).collect();
+    println!("| whole pass | {} |", totals.join(" | "));
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), in MiB.
@@ -49,15 +74,17 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     }
     let vocab = model.config().vocab_size;
     println!(
-        "model {} ({}), loaded in {:.2}s, threads {}",
+        "model {} ({}, linear layers: {}), loaded in {:.2}s, threads {}",
         args.model.model,
         model.config().architecture.name(),
+        model.linear_kernel(),
         t0.elapsed().as_secs_f64(),
         std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into())
     );
     println!("| tokens | batch | median s | tokens/s |");
     println!("|---:|---:|---:|---:|");
     let mut first_score = None;
+    let mut profiles: Vec<(usize, Profile)> = Vec::new();
     for &len in &args.lengths {
         let rows: Vec<Vec<u32>> = (0..args.batch).map(|r| bench_ids_shared(len, r, vocab, args.shared)).collect();
         let refs: Vec<&[u32]> = rows.iter().map(|r| r.as_slice()).collect();
@@ -74,6 +101,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let median = times[times.len() / 2];
         println!("| {len} | {} | {median:.3} | {:.1} |", args.batch, (len * args.batch) as f64 / median);
+        if args.profile {
+            let (out, p) = profile::record(profile::native_clock, || model.forward_padded(&refs, Padding::Right));
+            out?;
+            profiles.push((len, p));
+        }
+    }
+    if !profiles.is_empty() {
+        print_profiles(&profiles);
     }
     if let Some(s) = first_score {
         println!("first score after: {s:.2}s");

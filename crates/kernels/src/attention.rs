@@ -107,42 +107,76 @@ pub fn causal_attention(
     assert_eq!(q.len(), b * kv_heads * rep * t * hd, "attention: queries");
     assert_eq!(out.len(), q.len(), "attention: output");
     assert!(k.len() == b * kv_heads * keys * hd && v.len() == k.len(), "attention: keys/values");
+    for bg in 0..b * kv_heads {
+        let group = |per: usize| bg * per..(bg + 1) * per;
+        let (qg, kg) = (group(rep * t * hd), group(keys * hd));
+        attend_group(
+            bg / kv_heads,
+            &q[qg.clone()],
+            &k[kg.clone()],
+            &v[kg],
+            &mut out[qg],
+            shape,
+            mask,
+            block,
+            scale,
+            scratch,
+        );
+    }
+}
+
+/// One (batch row `bi`, kv head) group of [`causal_attention`]: queries `qh` and output `oh`
+/// (rep, t, hd), keys `kh` and values `vh` (past + t, hd). Groups are independent, so a caller
+/// may run them on separate threads, each with its own scratch.
+///
+/// Panics if a slice's length does not match `shape`.
+#[allow(clippy::too_many_arguments)]
+pub fn attend_group(
+    bi: usize,
+    qh: &[f32],
+    kh: &[f32],
+    vh: &[f32],
+    oh: &mut [f32],
+    shape: AttentionShape,
+    mask: CausalMask,
+    block: usize,
+    scale: f32,
+    scratch: &mut AttentionScratch,
+) {
+    let AttentionShape { rep, t, hd, .. } = shape;
+    let keys = mask.past + t;
+    assert!(qh.len() == rep * t * hd && oh.len() == qh.len(), "attention: a group's queries/output");
+    assert!(kh.len() == keys * hd && vh.len() == kh.len(), "attention: a group's keys/values");
     let block = block.max(1);
     let AttentionScratch { kt, queries, scores, inv_sums, outputs } = scratch;
     kt.resize(hd * keys, 0.0);
-    for bg in 0..b * kv_heads {
-        let bi = bg / kv_heads;
-        let (kh, vh) = (&k[bg * keys * hd..(bg + 1) * keys * hd], &v[bg * keys * hd..(bg + 1) * keys * hd]);
-        // Kᵀ (hd × keys): the scores' B operand, rows of keys.
-        for (j, key) in kh.chunks_exact(hd).enumerate() {
-            for (d, &x) in key.iter().enumerate() {
-                kt[d * keys + j] = x;
-            }
+    // Kᵀ (hd × keys): the scores' B operand, rows of keys.
+    for (j, key) in kh.chunks_exact(hd).enumerate() {
+        for (d, &x) in key.iter().enumerate() {
+            kt[d * keys + j] = x;
         }
-        let qh = &q[bg * rep * t * hd..(bg + 1) * rep * t * hd];
-        let oh = &mut out[bg * rep * t * hd..(bg + 1) * rep * t * hd];
-        for start in (0..t).step_by(block) {
-            let len = block.min(t - start);
-            let (rows, seen) = (rep * len, mask.past + start + len);
-            // The group's `rep` heads stacked: row r·len + i is head r, query start + i.
-            queries.clear();
-            for r in 0..rep {
-                queries.extend_from_slice(&qh[(r * t + start) * hd..(r * t + start + len) * hd]);
-            }
-            scores.resize(rows * seen, 0.0);
-            outputs.resize(rows * hd, 0.0);
-            crate::f32_gemm::gemm(queries, hd, kt, keys, scores, rows, seen, hd);
-            inv_sums.clear();
-            for (row, s) in scores.chunks_exact_mut(seen).enumerate() {
-                inv_sums.push(mask.exp_row_in_place(s, bi, start + row % len, scale));
-            }
-            crate::f32_gemm::gemm(scores, seen, vh, hd, outputs, rows, hd, seen);
-            for r in 0..rep {
-                let dst = &mut oh[(r * t + start) * hd..(r * t + start + len) * hd];
-                for (i, (d, o)) in dst.chunks_exact_mut(hd).zip(outputs[r * len * hd..].chunks_exact(hd)).enumerate() {
-                    let inv = inv_sums[r * len + i];
-                    d.iter_mut().zip(o).for_each(|(d, &o)| *d = o * inv);
-                }
+    }
+    for start in (0..t).step_by(block) {
+        let len = block.min(t - start);
+        let (rows, seen) = (rep * len, mask.past + start + len);
+        // The group's `rep` heads stacked: row r·len + i is head r, query start + i.
+        queries.clear();
+        for r in 0..rep {
+            queries.extend_from_slice(&qh[(r * t + start) * hd..(r * t + start + len) * hd]);
+        }
+        scores.resize(rows * seen, 0.0);
+        outputs.resize(rows * hd, 0.0);
+        crate::f32_gemm::gemm(queries, hd, kt, keys, scores, rows, seen, hd);
+        inv_sums.clear();
+        for (row, s) in scores.chunks_exact_mut(seen).enumerate() {
+            inv_sums.push(mask.exp_row_in_place(s, bi, start + row % len, scale));
+        }
+        crate::f32_gemm::gemm(scores, seen, vh, hd, outputs, rows, hd, seen);
+        for r in 0..rep {
+            let dst = &mut oh[(r * t + start) * hd..(r * t + start + len) * hd];
+            for (i, (d, o)) in dst.chunks_exact_mut(hd).zip(outputs[r * len * hd..].chunks_exact(hd)).enumerate() {
+                let inv = inv_sums[r * len + i];
+                d.iter_mut().zip(o).for_each(|(d, &o)| *d = o * inv);
             }
         }
     }
@@ -201,6 +235,11 @@ fn exp_in_place(x: &mut [f32], scale: f32, shift: f32) -> f32 {
     #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
     let lanes: [f32; 4] = {
         let mut acc = [0.0f32; 4];
+        #[cfg(target_arch = "x86_64")]
+        if crate::kernel::has_avx2() {
+            // SAFETY: the CPU has AVX2.
+            unsafe { x86::exp_chunk_pairs(&mut chunks, scale, shift, &mut acc) };
+        }
         for c in &mut chunks {
             for (a, v) in acc.iter_mut().zip(c) {
                 *v = exp(*v * scale - shift);
@@ -259,6 +298,53 @@ fn exp_f32x4(x: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
     let e = f32x4_mul(p, bits);
     let e = v128_bitselect(s(0.0), e, f32x4_lt(x, s(-87.0)));
     v128_bitselect(s(f32::INFINITY), e, f32x4_gt(x, s(88.72)))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{LN2_HI, LN2_LO, LOG2E, ROUND, TAYLOR};
+    use std::arch::x86_64::*;
+
+    /// [`super::exp`] on eight lanes, the same operations in the same order (mul then add, no
+    /// FMA), so every value has the same bits as the portable and wasm code's.
+    #[target_feature(enable = "avx2")]
+    fn exp_f32x8(x: __m256) -> __m256 {
+        let s = _mm256_set1_ps;
+        let n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, s(LOG2E)), s(ROUND)), s(ROUND));
+        // clamp: `minps`/`maxps` return their second operand when either is NaN, so NaN passes.
+        let n = _mm256_max_ps(s(-126.0), _mm256_min_ps(s(127.0), n));
+        let r = _mm256_sub_ps(_mm256_sub_ps(x, _mm256_mul_ps(n, s(LN2_HI))), _mm256_mul_ps(n, s(LN2_LO)));
+        let p = TAYLOR.iter().rev().fold(s(0.0), |p, &c| _mm256_add_ps(_mm256_mul_ps(p, r), s(c)));
+        let bits = _mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)));
+        let e = _mm256_mul_ps(p, _mm256_castsi256_ps(bits));
+        let e = _mm256_blendv_ps(e, s(0.0), _mm256_cmp_ps::<_CMP_LT_OQ>(x, s(-87.0)));
+        _mm256_blendv_ps(e, s(f32::INFINITY), _mm256_cmp_ps::<_CMP_GT_OQ>(x, s(88.72)))
+    }
+
+    /// Two 4-value chunks at a time through [`exp_f32x8`], each added to the 4-lane sums in
+    /// turn, as the portable loop adds them; leaves an odd last chunk to it.
+    ///
+    /// SAFETY: the CPU must have AVX2.
+    #[target_feature(enable = "avx2")]
+    pub unsafe fn exp_chunk_pairs(
+        chunks: &mut std::slice::ChunksExactMut<f32>,
+        scale: f32,
+        shift: f32,
+        acc: &mut [f32; 4],
+    ) {
+        let (sc, sh) = (_mm256_set1_ps(scale), _mm256_set1_ps(shift));
+        let mut sum = _mm_loadu_ps(acc.as_ptr());
+        for _ in 0..chunks.len() / 2 {
+            let (a, b) = (chunks.next().unwrap(), chunks.next().unwrap());
+            // SAFETY: each chunk is 4 floats.
+            let x = _mm256_loadu2_m128(b.as_ptr(), a.as_ptr());
+            let e = exp_f32x8(_mm256_sub_ps(_mm256_mul_ps(x, sc), sh));
+            _mm256_storeu2_m128(b.as_mut_ptr(), a.as_mut_ptr(), e);
+            sum = _mm_add_ps(sum, _mm256_castps256_ps128(e));
+            sum = _mm_add_ps(sum, _mm256_extractf128_ps::<1>(e));
+        }
+        _mm_storeu_ps(acc.as_mut_ptr(), sum);
+    }
 }
 
 /// The reference check of this build's attention (the browser tests run it inside both worker
@@ -370,6 +456,37 @@ mod tests {
         assert_eq!(exp(100.0), f32::INFINITY);
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert!(exp(f32::NAN).is_nan());
+    }
+
+    /// The vectorized rows (simd128, AVX2) compute every value and the 4-lane sum exactly as
+    /// scalar `exp` in lane order would: the same bits on every CPU and in the browser.
+    #[test]
+    fn exp_in_place_equals_scalar_exp_in_lane_order_to_the_bit() {
+        let special = [f32::NAN, -100.0, 100.0, 88.8, -87.5, 0.0];
+        // Odd lengths carry the special values (and so a NaN sum), even ones only finite values.
+        for len in [0, 3, 4, 8, 13, 37, 64, 70] {
+            let value = |i: usize| ((i * 7919) % 997) as f32 / 31.0 - 16.0;
+            let src: Vec<f32> = (0..len)
+                .map(|i| if len % 2 == 1 { special.get(i % 11).copied().unwrap_or(value(i)) } else { value(i) })
+                .collect();
+            let (scale, shift) = (0.9, 1.5);
+            let mut got = src.clone();
+            let sum = exp_in_place(&mut got, scale, shift);
+            let want: Vec<f32> = src.iter().map(|&x| exp(x * scale - shift)).collect();
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                assert!(g.to_bits() == w.to_bits() || (g.is_nan() && w.is_nan()), "len {len} [{i}]: {g} vs {w}");
+            }
+            let mut lanes = [0.0f32; 4];
+            for c in want.chunks_exact(4) {
+                lanes.iter_mut().zip(c).for_each(|(l, &v)| *l += v);
+            }
+            let mut want_sum = ((lanes[0] + lanes[1]) + lanes[2]) + lanes[3];
+            want.chunks_exact(4).remainder().iter().for_each(|v| want_sum += v);
+            assert!(
+                sum.to_bits() == want_sum.to_bits() || (sum.is_nan() && want_sum.is_nan()),
+                "len {len}: {sum} vs {want_sum}"
+            );
+        }
     }
 
     #[test]

@@ -97,8 +97,8 @@ pub fn kernel() -> Kernel {
     }
 }
 
-/// Whether this CPU runs the AVX2 microkernel (the feature test is cached by std).
-fn has_avx2() -> bool {
+/// Whether this CPU runs the AVX2 microkernels (the feature test is cached by std).
+pub(crate) fn has_avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

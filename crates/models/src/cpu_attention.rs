@@ -8,11 +8,17 @@
 //! blocks around them cost copies and allocations per block; at 512 tokens attention was 16% of
 //! a q8_0 pass, and it grows with the square of the length.
 //!
-//! Natively Candle's matmul (the `gemm` crate, AVX/FMA, threads) stays faster, so this op is
-//! the default only on wasm32; the native tests run it against Candle's path.
+//! Natively it is the default where the kernels' f32 GEMM has a SIMD tile (x86-64 with AVX2 and
+//! FMA), with the (batch row, kv head) groups spread over Rayon's threads: on the 0.6B shape it
+//! beat Candle's matmul around blocks (docs/PERFORMANCE.md). Elsewhere Candle's path stays; the
+//! native tests run both.
 
 use candle_core::{CpuStorage, CustomOp3, Layout, Shape};
-use rewardlens_kernels::attention::{causal_attention, AttentionScratch, AttentionShape, CausalMask};
+#[cfg(not(target_arch = "wasm32"))]
+use rewardlens_kernels::attention::attend_group;
+#[cfg(any(target_arch = "wasm32", test))]
+use rewardlens_kernels::attention::causal_attention;
+use rewardlens_kernels::attention::{AttentionScratch, AttentionShape, CausalMask};
 
 /// Causal attention of a padded batch: `q` (b, kv_heads, rep, t, hd), `k` and `v`
 /// (b, kv_heads, past + t, hd), all contiguous f32; the output has `q`'s shape. Queries go in
@@ -60,6 +66,18 @@ impl CustomOp3 for CpuAttention<'_> {
         let mut out = vec![0f32; q.len()];
         let shape = AttentionShape { b, kv_heads: nkv, rep, t, hd };
         let mask = CausalMask { spans: self.spans, past: self.past };
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            // Natively the (batch row, kv head) groups go to Rayon's threads, each with its own
+            // scratch; in wasm one engine worker is one thread.
+            use rayon::prelude::*;
+            let (per_q, per_k) = (rep * t * hd, keys * hd);
+            out.par_chunks_mut(per_q).enumerate().for_each_init(AttentionScratch::default, |scratch, (bg, oh)| {
+                let (qh, kh, vh) = (&q[bg * per_q..][..per_q], &k[bg * per_k..][..per_k], &v[bg * per_k..][..per_k]);
+                attend_group(bg / nkv, qh, kh, vh, oh, shape, mask, self.block, self.scale, scratch);
+            });
+        }
+        #[cfg(target_arch = "wasm32")]
         causal_attention(q, k, v, &mut out, shape, mask, self.block, self.scale, &mut AttentionScratch::default());
         Ok((CpuStorage::F32(out), ql.shape().clone()))
     }

@@ -26,9 +26,11 @@ pub(crate) const DTYPE: DType = DType::F32;
 /// (164 tokens/s against 145 for 64 and 125 for 256; `rewardlens bench`).
 pub(crate) const QUERY_BLOCK: usize = 128;
 
-/// Attention on the CPU through [`CpuAttention`]'s tiled kernel: in wasm, where it beats Candle's
-/// matmul; natively Candle's threaded `gemm` is faster.
-pub(crate) const TILED_ATTENTION: bool = cfg!(target_arch = "wasm32");
+/// Attention on the CPU through [`CpuAttention`]'s tiled kernel: wherever its f32 GEMM has a SIMD
+/// tile (wasm32; x86-64 with AVX2 and FMA), which beats Candle's matmul around blocks there.
+pub(crate) fn tiled_attention() -> bool {
+    rewardlens_kernels::f32_gemm::is_simd()
+}
 
 /// Keys and values of one layer, (b, kv_heads, tokens, head_dim), after RoPE.
 pub(crate) type LayerKv = (Tensor, Tensor);
@@ -310,7 +312,7 @@ pub struct DecoderRewardModel {
     prefix_reuse: Option<usize>,
     /// Query rows per attention block ([`QUERY_BLOCK`]; tests use tiny blocks).
     query_block: usize,
-    /// Attention through [`CpuAttention`] ([`TILED_ATTENTION`]; tests compare both paths).
+    /// Attention through [`CpuAttention`] ([`tiled_attention`]; tests compare both paths).
     tiled_attention: bool,
 }
 
@@ -333,7 +335,7 @@ impl DecoderRewardModel {
             device: device.clone(),
             prefix_reuse: Some(plan::MIN_SHARED_PREFIX),
             query_block: QUERY_BLOCK,
-            tiled_attention: TILED_ATTENTION,
+            tiled_attention: tiled_attention(),
         })
     }
 
@@ -558,12 +560,12 @@ pub(crate) struct Masks {
 impl Masks {
     fn new(rows: &[&[u32]], starts: &[usize], past: usize, block: usize, dev: &Device) -> Self {
         let spans = rows.iter().zip(starts).map(|(r, &s)| (s, r.len())).collect();
-        Self { spans, past, block: block.max(1), tiled: TILED_ATTENTION, dev: dev.clone() }
+        Self { spans, past, block: block.max(1), tiled: tiled_attention(), dev: dev.clone() }
     }
 
     /// One unpadded sequence of `t` new tokens after `past` earlier ones (a pipeline chunk).
     pub(crate) fn single(t: usize, past: usize, block: usize, dev: &Device) -> Self {
-        Self { spans: vec![(0, t)], past, block: block.max(1), tiled: TILED_ATTENTION, dev: dev.clone() }
+        Self { spans: vec![(0, t)], past, block: block.max(1), tiled: tiled_attention(), dev: dev.clone() }
     }
 
     /// Attention probabilities of queries `start..start + len` from their scores (b, kv_heads,
