@@ -110,7 +110,8 @@ pub(crate) fn has_avx2() -> bool {
 /// The two encodings of `vpdpbusd` on 256-bit registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Vnni {
-    /// EVEX, AVX-512 VNNI + VL (Ice Lake and later Xeons, Zen 4).
+    /// EVEX, AVX-512 VNNI (with F, BW, DQ, VL: Ice Lake and later Xeons, Zen 4); pairs of panels
+    /// in 512-bit registers.
     Avx512,
     /// VEX, AVX-VNNI (Alder Lake and later cores, Zen 5).
     Avx,
@@ -123,7 +124,7 @@ fn vnni() -> Option<Vnni> {
         use std::arch::is_x86_feature_detected as has;
         if !has_avx2() {
             None
-        } else if has!("avx512vnni") && has!("avx512vl") {
+        } else if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("avx512vnni") {
             Some(Vnni::Avx512)
         } else if has!("avxvnni") {
             Some(Vnni::Avx)
@@ -179,32 +180,67 @@ fn run(
         0
     };
     let groups = w.kp / w.group;
+    let panel = |p: usize| Panel {
+        data: &w.data[p * NR * w.kp..(p + 1) * NR * w.kp],
+        scales: &w.scales[p * groups * NR..(p + 1) * groups * NR],
+        group_steps: w.group / KSTEP,
+    };
+    // AVX-512 VNNI multiplies two panels at once (16 columns in one 512-bit register).
+    let pairs = !portable_tiles && kernel == Kernel::X86Vnni && vnni() == Some(Vnni::Avx512);
     for block in (0..m).step_by(ROW_BLOCK) {
         let block_end = (block + ROW_BLOCK).min(m);
-        for p in 0..w.panels {
-            let panel = Panel {
-                data: &w.data[p * NR * w.kp..(p + 1) * NR * w.kp],
-                scales: &w.scales[p * groups * NR..(p + 1) * groups * NR],
-                group_steps: w.group / KSTEP,
-            };
-            let corr = &w.zero_corr[p * NR..(p + 1) * NR];
-            let cols = NR.min(w.n - p * NR);
-            for r0 in (block..block_end).step_by(MR) {
-                let rows = MR.min(block_end - r0);
+        let mut p = 0;
+        while p < w.panels {
+            let width = if pairs && p + 1 < w.panels { 2 } else { 1 };
+            // A pair of panels takes 8 rows a tile (`PAIR_ROWS`), a single panel 4.
+            let tile_rows = if width == 2 { PAIR_ROWS } else { MR };
+            for r0 in (block..block_end).step_by(tile_rows) {
+                let rows = tile_rows.min(block_end - r0);
                 // Missing rows of a ragged tile repeat the first; their results are dropped.
                 let row_of = |i: usize| if i < rows { r0 + i } else { r0 };
-                let sums = tile(kernel, portable_tiles, scratch, w.kp, &panel, row_of);
-                for (i, sum) in sums.iter().enumerate().take(rows) {
-                    let r = r0 + i;
-                    let (sa, za) = (scratch.scales[r], (scratch.zeros[r] - shift) as f32);
-                    let dst = &mut out[r * w.n + p * NR..r * w.n + p * NR + cols];
-                    for (j, o) in dst.iter_mut().enumerate() {
-                        *o = sa * (sum[j] - za * corr[j]);
+                let mut emit = |p: usize, sums: &[[f32; NR]]| {
+                    let corr = &w.zero_corr[p * NR..(p + 1) * NR];
+                    let cols = NR.min(w.n - p * NR);
+                    for (i, sum) in sums.iter().enumerate().take(rows) {
+                        let r = r0 + i;
+                        let (sa, za) = (scratch.scales[r], (scratch.zeros[r] - shift) as f32);
+                        let dst = &mut out[r * w.n + p * NR..r * w.n + p * NR + cols];
+                        for (j, o) in dst.iter_mut().enumerate() {
+                            *o = sa * (sum[j] - za * corr[j]);
+                        }
                     }
+                };
+                if width == 2 {
+                    let [a, b] = tile_pair(scratch, w.kp, [&panel(p), &panel(p + 1)], row_of);
+                    emit(p, &a);
+                    emit(p + 1, &b);
+                } else {
+                    emit(p, &tile(kernel, portable_tiles, scratch, w.kp, &panel(p), row_of));
                 }
             }
+            p += width;
         }
     }
+}
+
+/// Rows per tile of the AVX-512 VNNI pair microkernel.
+const PAIR_ROWS: usize = 8;
+
+/// Two adjacent panels by the AVX-512 VNNI microkernel (only called where it runs).
+#[allow(unused_variables)]
+fn tile_pair(
+    s: &Scratch,
+    kp: usize,
+    panels: [&Panel; 2],
+    row_of: impl Fn(usize) -> usize,
+) -> [[[f32; NR]; PAIR_ROWS]; 2] {
+    let rows: [&[u8]; PAIR_ROWS] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
+    #[cfg(target_arch = "x86_64")]
+    if vnni() == Some(Vnni::Avx512) {
+        // SAFETY: the CPU has AVX-512 VNNI (checked above).
+        return unsafe { x86::avx512_vnni_pair(rows, panels) };
+    }
+    unreachable!("tile_pair runs only where AVX-512 VNNI does")
 }
 
 /// One panel of 8 output channels.
@@ -393,7 +429,7 @@ mod wasm {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Panel, KSTEP, MR, NR};
+    use super::{Panel, KSTEP, MR, NR, PAIR_ROWS};
     use std::arch::x86_64::*;
 
     /// A 4-row × 8-column tile: per step of 4 K values, one 256-bit weight load (8 columns × 4
@@ -486,6 +522,62 @@ mod x86 {
                 store(sum)
             }
         };
+    }
+
+    /// Two adjacent panels (16 columns) × 8 rows in 512-bit registers: per step, the two panels'
+    /// 32 bytes joined in one register serve all 8 rows, 64 products per `vpdpbusd`; two
+    /// accumulator sets over alternate steps as in the 256-bit tile (16 of the 32 registers). The same integer sums, so the same
+    /// results, as the 256-bit tile on each panel.
+    ///
+    /// SAFETY: the CPU must have AVX-512 F, BW, DQ, VNNI and VL, and AVX2.
+    #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vnni,avx512vl")]
+    pub unsafe fn avx512_vnni_pair(rows: [&[u8]; PAIR_ROWS], panels: [&Panel; 2]) -> [[[f32; NR]; PAIR_ROWS]; 2] {
+        let [p0, p1] = panels;
+        let gs = p0.group_steps;
+        let groups = p0.scales.len() / NR;
+        assert!(p1.group_steps == gs && p1.scales.len() == p0.scales.len());
+        assert!(
+            p0.data.len() >= groups * gs * NR * KSTEP
+                && p1.data.len() >= groups * gs * NR * KSTEP
+                && rows.iter().all(|r| r.len() >= groups * gs * KSTEP)
+        );
+        let mut sum = [_mm512_setzero_ps(); PAIR_ROWS];
+        for g in 0..groups {
+            let mut acc = [[_mm512_setzero_si512(); PAIR_ROWS]; 2];
+            let step = |acc: &mut [__m512i; PAIR_ROWS], s: usize| {
+                // SAFETY (loads): bounds asserted above; unaligned loads.
+                let lo = _mm256_loadu_si256(p0.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
+                let hi = _mm256_loadu_si256(p1.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
+                let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                for i in 0..PAIR_ROWS {
+                    let a = _mm512_set1_epi32((rows[i].as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
+                    acc[i] = _mm512_dpbusd_epi32(acc[i], a, w);
+                }
+            };
+            let (start, end) = (g * gs, (g + 1) * gs);
+            let mut s = start;
+            while s + 2 <= end {
+                step(&mut acc[0], s);
+                step(&mut acc[1], s + 1);
+                s += 2;
+            }
+            if s < end {
+                step(&mut acc[0], s);
+            }
+            let lo = _mm256_loadu_ps(p0.scales.as_ptr().add(g * NR));
+            let hi = _mm256_loadu_ps(p1.scales.as_ptr().add(g * NR));
+            let scale = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
+            for i in 0..PAIR_ROWS {
+                let a = _mm512_add_epi32(acc[0][i], acc[1][i]);
+                sum[i] = _mm512_add_ps(sum[i], _mm512_mul_ps(_mm512_cvtepi32_ps(a), scale));
+            }
+        }
+        let mut out = [[[0.0f32; NR]; PAIR_ROWS]; 2];
+        for i in 0..PAIR_ROWS {
+            _mm256_storeu_ps(out[0][i].as_mut_ptr(), _mm512_castps512_ps256(sum[i]));
+            _mm256_storeu_ps(out[1][i].as_mut_ptr(), _mm512_extractf32x8_ps::<1>(sum[i]));
+        }
+        out
     }
 
     vnni_tile!(
