@@ -6,8 +6,13 @@ use crate::quant::{quantize_rows, Scratch};
 /// Rows per register tile.
 const MR: usize = 4;
 /// Rows per block: their quantized activations (`kp` bytes each) stay in cache while every
-/// weight panel passes over them.
+/// weight panel passes over them. 64 in wasm (measured in Chromium); 512 on x86-64, where L2
+/// holds 512 rows of up to 3,072 bytes and each weight matrix then streams from memory once per
+/// 512 rows (a 512-token pass ran 8% faster than with 64 on Sapphire Rapids).
+#[cfg(not(target_arch = "x86_64"))]
 const ROW_BLOCK: usize = 64;
+#[cfg(target_arch = "x86_64")]
+const ROW_BLOCK: usize = 512;
 
 /// Which microkernel a build runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -185,12 +185,14 @@ mod tests {
         let (n, k) = (3072, 1024);
         let mut rng = Rng::new(5);
         let wf = rng.vec(n * k, 0.05);
-        let w = PackedMatrix::pack(&wf, n, k, ScaleLayout::PerChannel).unwrap();
-        for m in [1, 64, 512] {
+        for (layout, m) in
+            [ScaleLayout::PerChannel, ScaleLayout::PerGroup(32)].into_iter().flat_map(|l| [(l, 1), (l, 64), (l, 512)])
+        {
+            let w = PackedMatrix::pack(&wf, n, k, layout).unwrap();
             let x = rng.vec(m * k, 1.0);
             let mut out = vec![0.0; m * n];
             let mut s = Scratch::default();
-            let mut line = format!("m={m}:");
+            let mut line = format!("{} m={m}:", layout.name());
             for kernel in Kernel::ALL.into_iter().filter(|k| k.runs_here()) {
                 let best = (0..3)
                     .map(|_| {
