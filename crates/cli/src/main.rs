@@ -81,9 +81,10 @@ pub struct DeviceArgs {
     /// How the GPU holds the weight matrices: f32, f16, q8_0 or q4_0 (dequantized in the kernels).
     #[arg(long, default_value = "f16")]
     pub gpu_weights: String,
-    /// How the CPU multiplies 8-bit (Q8_0) weights: int8 (rewardlens-kernels: AVX2 where the
-    /// CPU has it, else portable code) or candle (Candle's quantized matmul). Default: this
-    /// build's (see docs/PERFORMANCE.md).
+    /// How the CPU multiplies 8-bit (Q8_0) weights: int8 (rewardlens-kernels: AVX-512 VNNI,
+    /// AVX-VNNI or AVX2, whichever the CPU has, else portable code) or candle (Candle's quantized
+    /// matmul, the default: int8's per-row activations score less accurately, see
+    /// docs/PERFORMANCE.md).
     #[arg(long)]
     pub q8_kernel: Option<String>,
 }

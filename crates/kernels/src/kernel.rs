@@ -68,12 +68,6 @@ impl Kernel {
     pub const ALL: [Kernel; 5] =
         [Self::Portable, Self::WasmSimd128, Self::WasmRelaxedSimd, Self::X86Avx2, Self::X86Vnni];
 
-    /// Whether this is a SIMD microkernel of this CPU (not portable code): what native callers
-    /// check before preferring it to other engines.
-    pub fn is_simd(self) -> bool {
-        self != Self::Portable
-    }
-
     /// Whether this build on this CPU runs the variant's own microkernel (else it runs as
     /// portable code with the same quantization).
     pub fn runs_here(self) -> bool {

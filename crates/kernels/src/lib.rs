@@ -1,5 +1,6 @@
-//! CPU matrix kernels of the browser engine, each with wasm32 simd128 and relaxed-simd
-//! microkernels and a portable one that native tests check: the int8 GEMM of quantized linear
+//! CPU matrix kernels of the browser and native engines, each with wasm32 simd128 and
+//! relaxed-simd microkernels, x86-64 ones chosen at run time, and a portable one that native
+//! tests check: the int8 GEMM of quantized linear
 //! layers (this page; the crate's root items), the f32 GEMM of attention ([`f32_gemm`]) and
 //! causal attention around it ([`attention`]).
 //!
@@ -20,9 +21,12 @@
 //! per column at packing: the zero point costs one step per output, not one per group.
 //!
 //! Microkernels: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`) and wasm32
-//! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 AVX2
-//! (`vpmaddubsw` + `vpmaddwd`, 7-bit activations), chosen at run time; and a portable one (other
-//! native CPUs, and the reference the tests compare every variant's semantics against).
+//! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 VNNI
+//! (`vpdpbusd`: AVX-512 VNNI on pairs of panels in 512-bit registers, else AVX-VNNI) and AVX2
+//! (`vpmaddubsw` + `vpmaddwd`, signed activations), chosen at run time; and a portable one
+//! (other native CPUs, and the reference the tests compare every variant's semantics against).
+//! Every variant's integer sums are exact, so a microkernel's output equals, to the bit, the
+//! portable arithmetic with the same quantization (tests).
 
 use thiserror::Error;
 

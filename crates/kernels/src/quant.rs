@@ -59,12 +59,11 @@ fn quantize_rows_body(x: &[f32], m: usize, k: usize, kp: usize, levels: u8, wide
         s.scales[r] = scale;
         s.zeros[r] = zero as i32;
         let out = &mut s.q8[r * kp..(r + 1) * kp];
-        let mut done = 0;
         #[cfg(target_arch = "x86_64")]
-        if vector {
-            // SAFETY: the caller checked AVX2.
-            done = unsafe { x86::quantize_row(row, inv, zero, top, out) };
-        }
+        // SAFETY: `vector` only where the CPU has AVX2.
+        let done = if vector { unsafe { x86::quantize_row(row, inv, zero, top, out) } } else { 0 };
+        #[cfg(not(target_arch = "x86_64"))]
+        let done = 0;
         for (q, &v) in out[done..].iter_mut().zip(&row[done..]) {
             *q = (v * inv + zero).round().clamp(0.0, top) as u8;
         }
