@@ -83,7 +83,7 @@ pub struct DeviceArgs {
     pub gpu_weights: String,
     /// How the CPU multiplies 8-bit (Q8_0) weights: int8 (rewardlens-kernels: AVX-512 VNNI,
     /// AVX-VNNI or AVX2, whichever the CPU has, else portable code) or candle (Candle's quantized
-    /// matmul, the default: int8's per-row activations score less accurately, see
+    /// matmul). Default: int8 where one of its SIMD microkernels runs, else candle (see
     /// docs/PERFORMANCE.md).
     #[arg(long)]
     pub q8_kernel: Option<String>,

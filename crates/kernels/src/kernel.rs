@@ -1,7 +1,7 @@
 //! The GEMM driver and its 4-row × 8-column microkernels.
 
 use crate::pack::{PackedMatrix, KSTEP, NR};
-use crate::quant::{quantize_rows, Scratch};
+use crate::quant::{quantize_groups, quantize_rows, Scratch};
 
 /// Rows per register tile.
 const MR: usize = 4;
@@ -24,11 +24,12 @@ pub enum Kernel {
     /// wasm32 relaxed-simd: `i32x4_relaxed_dot_i8x16_i7x16_add` on int8 weights and 7-bit activations.
     WasmRelaxedSimd,
     /// x86-64 AVX2 (chosen at run time): `vpmaddubsw` + `vpmaddwd` on |weights| and
-    /// activations carrying the weights' signs, 8 columns per 256-bit register.
+    /// activations carrying the weights' signs, 8 columns per 256-bit register. Activations per
+    /// row and scale group, symmetric (see [`Self::grouped`]).
     X86Avx2,
-    /// x86-64 VNNI (chosen at run time; AVX-512 VNNI with VL, else AVX-VNNI): `vpdpbusd` adds
-    /// each lane's four u8 × i8 products straight into i32, one instruction per row and step,
-    /// with full 8-bit activations (no i16 pair sums to saturate).
+    /// x86-64 VNNI (chosen at run time; AVX-512 VNNI, else AVX-VNNI): `vpdpbusd` adds each
+    /// lane's four u8 × i8 products straight into i32, one instruction per row and step, on
+    /// activations per row and scale group offset by +128 (see [`Self::grouped`]).
     X86Vnni,
 }
 
@@ -46,22 +47,26 @@ impl Kernel {
         }
     }
 
-    /// Largest activation value: 7 bits where the relaxed dot's second operand must keep its top
-    /// bit clear; 254 for AVX2, whose activations are stored as `q − 127` in −127..=127 (see
-    /// [`Self::signed`]).
+    /// Activation steps across a row's range (the reference check's bound): 7 bits where the
+    /// relaxed dot's second operand must keep its top bit clear, 8 for the other per-row
+    /// kernels; the grouped ones step by `max|x| / 127` of a group, at most `(hi − lo) / 127` of
+    /// the row.
     pub(crate) fn levels(self) -> u8 {
         match self {
-            Self::WasmRelaxedSimd => 127,
-            Self::X86Avx2 => 254,
+            Self::WasmRelaxedSimd | Self::X86Avx2 | Self::X86Vnni => 127,
             _ => 255,
         }
     }
 
-    /// Whether activations are stored signed, `q − 127`: `vpmaddubsw` multiplies unsigned by
-    /// signed bytes and saturates its i16 pair sums, so AVX2 multiplies |w| (≤ 128) by the
-    /// activation with w's sign (|·| ≤ 127): pair sums stay within ±32,512, exact.
-    fn signed(self) -> bool {
-        self == Self::X86Avx2
+    /// Whether activations are quantized per row and weight scale group, symmetrically, each
+    /// group's i32 sum scaled by its own activation scale (the x86-64 kernels), rather than per
+    /// row with a zero point (wasm and portable). Per group is as fine as Candle's Q8_0
+    /// activation blocks: per row scored the 0.6B shape less accurately than Candle. VNNI stores
+    /// `q + 128` (its first operand is unsigned) and subtracts `128 · Σw` per group; AVX2 stores
+    /// `q` and multiplies |w| (≤ 128) by `q` with w's sign (|·| ≤ 127), so `vpmaddubsw`'s i16
+    /// pair sums stay within ±32,512, exact.
+    pub(crate) fn grouped(self) -> bool {
+        matches!(self, Self::X86Avx2 | Self::X86Vnni)
     }
 
     /// Every variant, for tests that run each one's arithmetic.
@@ -169,20 +174,18 @@ fn run(
     if m == 0 || w.n == 0 {
         return;
     }
-    let wide = kernel == Kernel::WasmSimd128;
-    quantize_rows(x, m, w.k, w.kp, kernel.levels(), wide, scratch);
-    // Signed storage shifts every activation, and so the zero point, by −127.
-    let shift = if kernel.signed() {
-        scratch.q8.iter_mut().for_each(|q| *q = q.wrapping_sub(127));
-        127
+    let (grouped, offset) = (kernel.grouped(), kernel == Kernel::X86Vnni);
+    if grouped {
+        quantize_groups(x, m, w.k, w.kp, w.group, offset, scratch);
     } else {
-        0
-    };
+        quantize_rows(x, m, w.k, w.kp, kernel.levels(), kernel == Kernel::WasmSimd128, scratch);
+    }
     let groups = w.kp / w.group;
     let panel = |p: usize| Panel {
         data: &w.data[p * NR * w.kp..(p + 1) * NR * w.kp],
         scales: &w.scales[p * groups * NR..(p + 1) * groups * NR],
         group_steps: w.group / KSTEP,
+        corr: if offset { &w.offset_corr[p * groups * NR..(p + 1) * groups * NR] } else { &[] },
     };
     // AVX-512 VNNI multiplies two panels at once (16 columns in one 512-bit register).
     let pairs = !portable_tiles && kernel == Kernel::X86Vnni && vnni() == Some(Vnni::Avx512);
@@ -202,19 +205,32 @@ fn run(
                     let cols = NR.min(w.n - p * NR);
                     for (i, sum) in sums.iter().enumerate().take(rows) {
                         let r = r0 + i;
-                        let (sa, za) = (scratch.scales[r], (scratch.zeros[r] - shift) as f32);
                         let dst = &mut out[r * w.n + p * NR..r * w.n + p * NR + cols];
+                        if grouped {
+                            dst.copy_from_slice(&sum[..cols]);
+                            continue;
+                        }
+                        let (sa, za) = (scratch.scales[r], scratch.zeros[r] as f32);
                         for (j, o) in dst.iter_mut().enumerate() {
                             *o = sa * (sum[j] - za * corr[j]);
                         }
                     }
                 };
+                let rows_at = |i: usize| TileRow {
+                    q: &scratch.q8[row_of(i) * w.kp..(row_of(i) + 1) * w.kp],
+                    scales: if grouped {
+                        &scratch.group_scales[row_of(i) * groups..(row_of(i) + 1) * groups]
+                    } else {
+                        &[]
+                    },
+                };
                 if width == 2 {
-                    let [a, b] = tile_pair(scratch, w.kp, [&panel(p), &panel(p + 1)], row_of);
+                    let [a, b] = tile_pair(std::array::from_fn(rows_at), [&panel(p), &panel(p + 1)]);
                     emit(p, &a);
                     emit(p + 1, &b);
                 } else {
-                    emit(p, &tile(kernel, portable_tiles, scratch, w.kp, &panel(p), row_of));
+                    let rows: [TileRow; MR] = std::array::from_fn(rows_at);
+                    emit(p, &tile(kernel, portable_tiles, scratch, w.kp, &panel(p), rows, row_of));
                 }
             }
             p += width;
@@ -225,15 +241,16 @@ fn run(
 /// Rows per tile of the AVX-512 VNNI pair microkernel.
 const PAIR_ROWS: usize = 8;
 
+/// One row of a tile: its quantized activations and, for grouped kernels, its group scales.
+#[derive(Clone, Copy)]
+struct TileRow<'a> {
+    q: &'a [u8],
+    scales: &'a [f32],
+}
+
 /// Two adjacent panels by the AVX-512 VNNI microkernel (only called where it runs).
 #[allow(unused_variables)]
-fn tile_pair(
-    s: &Scratch,
-    kp: usize,
-    panels: [&Panel; 2],
-    row_of: impl Fn(usize) -> usize,
-) -> [[[f32; NR]; PAIR_ROWS]; 2] {
-    let rows: [&[u8]; PAIR_ROWS] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
+fn tile_pair(rows: [TileRow; PAIR_ROWS], panels: [&Panel; 2]) -> [[[f32; NR]; PAIR_ROWS]; 2] {
     #[cfg(target_arch = "x86_64")]
     if vnni() == Some(Vnni::Avx512) {
         // SAFETY: the CPU has AVX-512 VNNI (checked above).
@@ -250,16 +267,20 @@ struct Panel<'a> {
     scales: &'a [f32],
     /// Dot steps per scale group.
     group_steps: usize,
+    /// `[group][NR]`: `128 · Σw` per group, for activations offset by +128 (else empty).
+    corr: &'a [i32],
 }
 
 /// `sum[i][j] = Σ_g scale[g][j] · Σ_{k∈g} q[row_of(i)][k] · w[j][k]` for a 4-row tile: i32 within
 /// a group, one f32 multiply-add per group (the zero point is corrected by the caller).
+#[allow(unused_variables)]
 fn tile(
     kernel: Kernel,
     portable_tiles: bool,
     s: &Scratch,
     kp: usize,
     panel: &Panel,
+    rows: [TileRow; MR],
     row_of: impl Fn(usize) -> usize,
 ) -> [[f32; NR]; MR] {
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
@@ -272,7 +293,6 @@ fn tile(
         let rows: [&[u16]; MR] = std::array::from_fn(|i| &s.q16[row_of(i) * kp..(row_of(i) + 1) * kp]);
         return wasm::simd128(rows, panel);
     }
-    let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
     #[cfg(target_arch = "x86_64")]
     if !portable_tiles {
         // SAFETY (each call): the CPU has the features the microkernel is compiled for.
@@ -283,12 +303,14 @@ fn tile(
             _ => {}
         }
     }
-    let _ = portable_tiles;
-    portable(rows, panel, kernel.signed())
+    portable(rows, panel, kernel)
 }
 
-/// `signed`: the activation bytes are i8 (`q − 127`), not u8.
-fn portable(rows: [&[u8]; MR], panel: &Panel, signed: bool) -> [[f32; NR]; MR] {
+/// The arithmetic of every variant: per row (wasm, portable) or per group (x86-64; signed
+/// bytes for AVX2, `q + 128` with the offset corrected per group for VNNI).
+fn portable(rows: [TileRow; MR], panel: &Panel, kernel: Kernel) -> [[f32; NR]; MR] {
+    let (grouped, offset) = (kernel.grouped(), kernel == Kernel::X86Vnni);
+    let signed = grouped && !offset;
     let mut sum = [[0.0f32; NR]; MR];
     let group_bytes = panel.group_steps * NR * KSTEP;
     for (g, wg) in panel.data.chunks_exact(group_bytes).enumerate() {
@@ -296,7 +318,7 @@ fn portable(rows: [&[u8]; MR], panel: &Panel, signed: bool) -> [[f32; NR]; MR] {
         for (step, w) in wg.chunks_exact(NR * KSTEP).enumerate() {
             let k0 = (g * panel.group_steps + step) * KSTEP;
             for (i, row) in rows.iter().enumerate() {
-                let a = &row[k0..k0 + KSTEP];
+                let a = &row.q[k0..k0 + KSTEP];
                 for j in 0..NR {
                     let wj = &w[j * KSTEP..j * KSTEP + KSTEP];
                     let value = |t: usize| if signed { a[t] as i8 as i32 } else { a[t] as i32 };
@@ -307,7 +329,13 @@ fn portable(rows: [&[u8]; MR], panel: &Panel, signed: bool) -> [[f32; NR]; MR] {
         let scale = &panel.scales[g * NR..(g + 1) * NR];
         for i in 0..MR {
             for j in 0..NR {
-                sum[i][j] += scale[j] * acc[i][j] as f32;
+                if grouped {
+                    // The microkernels' order: (i32 − offset) → f32, × weight scale, × row scale.
+                    let a = acc[i][j] - if offset { panel.corr[g * NR + j] } else { 0 };
+                    sum[i][j] += (a as f32 * scale[j]) * rows[i].scales[g];
+                } else {
+                    sum[i][j] += scale[j] * acc[i][j] as f32;
+                }
             }
         }
     }
@@ -428,8 +456,26 @@ mod wasm {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Panel, KSTEP, MR, NR, PAIR_ROWS};
+    use super::{Panel, TileRow, KSTEP, MR, NR, PAIR_ROWS};
     use std::arch::x86_64::*;
+
+    /// `sum + ((acc − corr) → f32) × weight scales × the row's group scale`: one group of a
+    /// grouped tile, in the portable code's order (`corr`: VNNI's offset, else zero).
+    #[inline(always)]
+    unsafe fn fold(sum: __m256, acc: __m256i, corr: __m256i, scale: __m256, row_scale: f32) -> __m256 {
+        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc, corr)), scale);
+        _mm256_add_ps(sum, _mm256_mul_ps(t, _mm256_set1_ps(row_scale)))
+    }
+
+    /// Checks a tile's bounds once, before its unchecked loads.
+    fn check(rows: &[TileRow], panel: &Panel, offset: bool) -> (usize, usize) {
+        let gs = panel.group_steps;
+        let groups = panel.scales.len() / NR;
+        assert!(panel.data.len() >= groups * gs * NR * KSTEP);
+        assert!(rows.iter().all(|r| r.q.len() >= groups * gs * KSTEP && r.scales.len() >= groups));
+        assert!(!offset || panel.corr.len() >= groups * NR);
+        (gs, groups)
+    }
 
     /// A 4-row × 8-column tile: per step of 4 K values, one 256-bit weight load (8 columns × 4
     /// values) and its absolute value serve all 4 rows, each row's 4 signed activations
@@ -439,10 +485,8 @@ mod x86 {
     ///
     /// SAFETY: the CPU must have AVX2 and FMA.
     #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn avx2(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
-        let gs = panel.group_steps;
-        let groups = panel.scales.len() / NR;
-        assert!(panel.data.len() >= groups * gs * NR * KSTEP && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
+    pub unsafe fn avx2(rows: [TileRow; MR], panel: &Panel) -> [[f32; NR]; MR] {
+        let (gs, groups) = check(&rows, panel, false);
         let ones = _mm256_set1_epi16(1);
         let mut sum = [_mm256_setzero_ps(); MR];
         for g in 0..groups {
@@ -453,14 +497,14 @@ mod x86 {
                 // |w| as unsigned bytes (−128 gives 128).
                 let magnitude = _mm256_sign_epi8(w, w);
                 for i in 0..MR {
-                    let a = _mm256_set1_epi32((rows[i].as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
+                    let a = _mm256_set1_epi32((rows[i].q.as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
                     let p = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(a, w));
                     acc[i] = _mm256_add_epi32(acc[i], _mm256_madd_epi16(p, ones));
                 }
             }
             let scale = _mm256_loadu_ps(panel.scales.as_ptr().add(g * NR));
             for i in 0..MR {
-                sum[i] = _mm256_add_ps(sum[i], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i]), scale));
+                sum[i] = fold(sum[i], acc[i], _mm256_setzero_si256(), scale, rows[i].scales[g]);
             }
         }
         store(sum)
@@ -482,12 +526,8 @@ mod x86 {
         ($(#[$doc:meta])* $name:ident, $features:literal, $dpbusd:ident) => {
             $(#[$doc])*
             #[target_feature(enable = $features)]
-            pub unsafe fn $name(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
-                let gs = panel.group_steps;
-                let groups = panel.scales.len() / NR;
-                assert!(
-                    panel.data.len() >= groups * gs * NR * KSTEP && rows.iter().all(|r| r.len() >= groups * gs * KSTEP)
-                );
+            pub unsafe fn $name(rows: [TileRow; MR], panel: &Panel) -> [[f32; NR]; MR] {
+                let (gs, groups) = check(&rows, panel, true);
                 let mut sum = [_mm256_setzero_ps(); MR];
                 for g in 0..groups {
                     // Two accumulator sets over alternate steps: `vpdpbusd` has a latency of about
@@ -498,7 +538,7 @@ mod x86 {
                         let w = _mm256_loadu_si256(panel.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
                         for i in 0..MR {
                             let a =
-                                _mm256_set1_epi32((rows[i].as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
+                                _mm256_set1_epi32((rows[i].q.as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
                             acc[i] = $dpbusd(acc[i], a, w);
                         }
                     };
@@ -514,8 +554,9 @@ mod x86 {
                     }
                     let acc: [__m256i; MR] = std::array::from_fn(|i| _mm256_add_epi32(acc[0][i], acc[1][i]));
                     let scale = _mm256_loadu_ps(panel.scales.as_ptr().add(g * NR));
+                    let corr = _mm256_loadu_si256(panel.corr.as_ptr().add(g * NR) as *const __m256i);
                     for i in 0..MR {
-                        sum[i] = _mm256_add_ps(sum[i], _mm256_mul_ps(_mm256_cvtepi32_ps(acc[i]), scale));
+                        sum[i] = fold(sum[i], acc[i], corr, scale, rows[i].scales[g]);
                     }
                 }
                 store(sum)
@@ -530,16 +571,10 @@ mod x86 {
     ///
     /// SAFETY: the CPU must have AVX-512 F, BW, DQ, VNNI and VL, and AVX2.
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vnni,avx512vl")]
-    pub unsafe fn avx512_vnni_pair(rows: [&[u8]; PAIR_ROWS], panels: [&Panel; 2]) -> [[[f32; NR]; PAIR_ROWS]; 2] {
+    pub unsafe fn avx512_vnni_pair(rows: [TileRow; PAIR_ROWS], panels: [&Panel; 2]) -> [[[f32; NR]; PAIR_ROWS]; 2] {
         let [p0, p1] = panels;
-        let gs = p0.group_steps;
-        let groups = p0.scales.len() / NR;
-        assert!(p1.group_steps == gs && p1.scales.len() == p0.scales.len());
-        assert!(
-            p0.data.len() >= groups * gs * NR * KSTEP
-                && p1.data.len() >= groups * gs * NR * KSTEP
-                && rows.iter().all(|r| r.len() >= groups * gs * KSTEP)
-        );
+        let (gs, groups) = check(&rows, p0, true);
+        assert!(check(&rows, p1, true) == (gs, groups));
         let mut sum = [_mm512_setzero_ps(); PAIR_ROWS];
         for g in 0..groups {
             let mut acc = [[_mm512_setzero_si512(); PAIR_ROWS]; 2];
@@ -549,7 +584,7 @@ mod x86 {
                 let hi = _mm256_loadu_si256(p1.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
                 let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
                 for i in 0..PAIR_ROWS {
-                    let a = _mm512_set1_epi32((rows[i].as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
+                    let a = _mm512_set1_epi32((rows[i].q.as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
                     acc[i] = _mm512_dpbusd_epi32(acc[i], a, w);
                 }
             };
@@ -566,9 +601,15 @@ mod x86 {
             let lo = _mm256_loadu_ps(p0.scales.as_ptr().add(g * NR));
             let hi = _mm256_loadu_ps(p1.scales.as_ptr().add(g * NR));
             let scale = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
+            let corr = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(p0.corr.as_ptr().add(g * NR) as *const __m256i)),
+                _mm256_loadu_si256(p1.corr.as_ptr().add(g * NR) as *const __m256i),
+            );
             for i in 0..PAIR_ROWS {
-                let a = _mm512_add_epi32(acc[0][i], acc[1][i]);
-                sum[i] = _mm512_add_ps(sum[i], _mm512_mul_ps(_mm512_cvtepi32_ps(a), scale));
+                // As `fold`, on 16 columns.
+                let a = _mm512_sub_epi32(_mm512_add_epi32(acc[0][i], acc[1][i]), corr);
+                let t = _mm512_mul_ps(_mm512_cvtepi32_ps(a), scale);
+                sum[i] = _mm512_add_ps(sum[i], _mm512_mul_ps(t, _mm512_set1_ps(rows[i].scales[g])));
             }
         }
         let mut out = [[[0.0f32; NR]; PAIR_ROWS]; 2];

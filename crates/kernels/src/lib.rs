@@ -4,8 +4,8 @@
 //! layers (this page; the crate's root items), the f32 GEMM of attention ([`f32_gemm`]) and
 //! causal attention around it ([`attention`]).
 //!
-//! Int8: `out = x · Wᵀ` with `W` repacked once into int8 column panels and `x` quantized per row
-//! on the fly.
+//! Int8: `out = x · Wᵀ` with `W` repacked once into int8 column panels and `x` quantized on the
+//! fly, per row (wasm, portable) or per row and scale group (x86-64).
 //!
 //! Why our own: Candle's quantized matmul on wasm32 is a per-row `vec_dot` over Q8_0 blocks
 //! (two f16→f32 conversions and float work every 32 values, no register tiling), slower than
@@ -19,6 +19,14 @@
 //! saturates i16 pair sums beyond 7 bits). With `acc_g = Σ_{k∈g} q·w` in i32,
 //! `out = s · (Σ_g scale[g] · acc_g − z · c)`, where `c = Σ_g scale[g] · Σ_{k∈g} w` is precomputed
 //! per column at packing: the zero point costs one step per output, not one per group.
+//!
+//! Per group (the x86-64 kernels, where the fold per group is cheap next to `vpdpbusd`): each
+//! group of a row gets its own symmetric scale `a_g = max|x_g| / 127`, `q = round(x / a_g)`, and
+//! `out = Σ_g a_g · scale[g] · acc_g`; VNNI's unsigned operand holds `q + 128`, whose extra
+//! `128 · Σ_{k∈g} w` is subtracted from `acc_g` (precomputed per group and column at packing).
+//! As fine as Candle's Q8_0 activation blocks: per row, an outlier coarsened every value of its
+//! row, and the 0.6B shape scored measurably less accurately than with Candle
+//! (docs/PERFORMANCE.md).
 //!
 //! Microkernels: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`) and wasm32
 //! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 VNNI

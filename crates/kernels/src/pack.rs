@@ -47,6 +47,9 @@ pub struct PackedMatrix {
     /// `[panels * NR]`: `Σ_g scale[g] · Σ_{k∈g} w[k]` per column, the zero-point correction
     /// applied once per output instead of once per group.
     pub(crate) zero_corr: Vec<f32>,
+    /// `[panel][group][NR]`: `128 · Σ_{k∈g} w[k]`, what VNNI's activations offset by +128 add to
+    /// a group's i32 sum (x86-64 only; empty elsewhere).
+    pub(crate) offset_corr: Vec<i32>,
 }
 
 impl PackedMatrix {
@@ -134,6 +137,7 @@ impl PackedMatrix {
             data: vec![0; panels * NR * kp],
             scales: vec![0.0; groups * panels * NR],
             zero_corr: vec![0.0; panels * NR],
+            offset_corr: vec![0; if cfg!(target_arch = "x86_64") { groups * panels * NR } else { 0 }],
         })
     }
 
@@ -160,6 +164,10 @@ impl PackedMatrix {
         for g in 0..self.kp / self.group {
             let sum: i32 = q[g * self.group..(g + 1) * self.group].iter().map(|&v| v as i32).sum();
             corr += self.scales[self.scale_at(g, row)] * sum as f32;
+            if !self.offset_corr.is_empty() {
+                let at = self.scale_at(g, row);
+                self.offset_corr[at] = 128 * sum;
+            }
         }
         self.zero_corr[row] = corr;
     }
@@ -178,7 +186,7 @@ impl PackedMatrix {
 
     /// Bytes held (weights, scales and column sums).
     pub fn size_bytes(&self) -> usize {
-        self.data.len() + 4 * (self.scales.len() + self.zero_corr.len())
+        self.data.len() + 4 * (self.scales.len() + self.zero_corr.len() + self.offset_corr.len())
     }
 
     /// The int8 value of output `row`, input `col` (`col < kp`).

@@ -1,13 +1,13 @@
 //! Linear layers of the decoder: the weight as Candle holds it (f32 or a GGUF quantized type),
 //! or 8-bit weights repacked for our int8 kernels (`rewardlens-kernels`).
 //!
-//! The int8 path is the default for 8-bit (Q8_0) weights on wasm32, where Candle's quantized
-//! matmul is a per-row `vec_dot` slower than its own f32. Natively it is opt-in (the CLI's
-//! `--q8-kernel int8`: AVX-512 VNNI, AVX-VNNI or AVX2, rows split over Rayon's threads): it ran
-//! the 0.6B shape 1.3–1.4× faster than Candle's Q8_0 on a Sapphire Rapids, but its activations,
-//! quantized per row, score less accurately than Candle's per-32-value blocks (on the 0.6B
-//! shape: mean error 0.032 against 0.027, pair order 98.2% against 99.7%; docs/PERFORMANCE.md),
-//! and defaults must not trade accuracy silently. The choice is made while a model loads,
+//! The int8 path is the default for 8-bit (Q8_0) weights wherever one of the kernels' SIMD
+//! microkernels runs: on wasm32, where Candle's quantized matmul is a per-row `vec_dot` slower
+//! than its own f32, and natively on x86-64 with AVX-512 VNNI, AVX-VNNI or AVX2 (rows split over
+//! Rayon's threads, activations quantized per 32-value group as finely as Candle's Q8_0), where
+//! it ran the 0.6B shape faster than Candle's Q8_0 and scored it with smaller errors
+//! (docs/PERFORMANCE.md). Other CPUs keep Candle (our portable kernel is slower than Candle's
+//! SIMD code); the CLI's `--q8-kernel` chooses either. The choice is made while a model loads,
 //! several calls deep, so it is a scoped per-thread setting ([`with_kernel`]) rather than a
 //! parameter of every `load`.
 
@@ -32,10 +32,10 @@ pub enum LinearKernel {
 }
 
 impl LinearKernel {
-    /// The default of this build: int8 with Q8_0's own scales on wasm32, Candle natively (see
-    /// the module doc).
-    pub const fn default_for_build() -> Self {
-        if cfg!(target_arch = "wasm32") {
+    /// The default of this build and CPU: int8 with Q8_0's own scales wherever one of our SIMD
+    /// microkernels runs, else Candle (see the module doc).
+    pub fn default_for_build() -> Self {
+        if rewardlens_kernels::kernel() != rewardlens_kernels::Kernel::Portable {
             Self::Int8(ScaleLayout::PerGroup(32))
         } else {
             Self::Candle
@@ -51,7 +51,7 @@ impl LinearKernel {
 }
 
 thread_local! {
-    static KERNEL: Cell<LinearKernel> = const { Cell::new(LinearKernel::default_for_build()) };
+    static KERNEL: Cell<LinearKernel> = Cell::new(LinearKernel::default_for_build());
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 

@@ -71,9 +71,11 @@ fn load_quantized(name: &str, kernel: LinearKernel) -> RewardModel {
 fn int8_layers_match_transformers_on_every_fixture_and_layout() {
     let layouts = [ScaleLayout::PerGroup(32), ScaleLayout::PerGroup(128), ScaleLayout::PerChannel];
     eprintln!("fixture | candle q8_0 | {}", layouts.map(|l| format!("int8 {}", l.name())).join(" | "));
+    let (mut candle_total, mut int8_total) = (0.0, 0.0);
     for name in MODELS {
         let g = golden(name);
         let candle = worst_diff(&load_quantized(name, LinearKernel::Candle), &g);
+        candle_total += candle;
         let mut row = vec![format!("{candle:.4}")];
         for layout in layouts {
             let model = load_quantized(name, LinearKernel::Int8(layout));
@@ -83,20 +85,17 @@ fn int8_layers_match_transformers_on_every_fixture_and_layout() {
             let worst = worst_diff(&model, &g);
             // The default (Q8_0's own blocks) must hold the q8_0 bound; coarser scales requantize
             // the weights a second time and are measured only (the table in docs).
-            // Every kernel is held to the q8_0 bound (as the browser's 7-bit relaxed-simd build is);
-            // the guard against Candle's q8_0 (whose activations are quantized per 32 values, finer
-            // than per row) holds for the 8-bit unsigned arithmetic (portable, VNNI); AVX2's 255
-            // levels (signed, see rewardlens-kernels) differ from it by rounding noise that the
-            // guard, at 1.5× on fixtures this small, does not always absorb (llama-eot-seq: 0.0224
-            // against 0.0136).
             if layout == ScaleLayout::PerGroup(32) {
                 assert!(worst < Q8_BOUND, "{name} int8 {}: differs from transformers by {worst}", layout.name());
-                if rewardlens_kernels::kernel() != rewardlens_kernels::Kernel::X86Avx2 {
-                    assert!(worst < candle * 1.5 + 1e-3, "{name}: int8 {worst} much worse than candle's q8_0 {candle}");
-                }
+                int8_total += worst;
             }
             row.push(format!("{worst:.4}"));
         }
         eprintln!("{name} | {}", row.join(" | "));
     }
+    // Against Candle's q8_0 over all fixtures together: one fixture this small differs from it
+    // by rounding noise either way (llama-eot-seq: 0.0235 here against Candle's 0.0136, while
+    // llama-seq is 0.0176 against 0.0274), a systematic loss of accuracy shows in the sum.
+    eprintln!("sum | {candle_total:.4} | {int8_total:.4}");
+    assert!(int8_total < 1.2 * candle_total, "int8 errors sum to {int8_total}, Candle's q8_0 to {candle_total}");
 }
