@@ -94,8 +94,7 @@ pub fn run(args: QuantizeArgs) -> Result<ExitCode> {
             .expect("template"),
     );
     let parent = args.out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = create_temp(parent, &args.out)?;
-    let _interrupt = RemoveOnInterrupt::watch(tmp.path());
+    let (_interrupt, tmp) = RemoveOnInterrupt::create(|| create_temp(parent, &args.out))?;
     let started = Instant::now();
     let mut open_files: HashMap<PathBuf, File> = HashMap::new();
     let result = (|| -> Result<()> {
@@ -175,8 +174,20 @@ struct RemoveOnInterrupt {
 }
 
 impl RemoveOnInterrupt {
-    fn watch(path: &Path) -> Self {
-        let shared = std::sync::Arc::new(std::sync::Mutex::new(Some(path.to_owned())));
+    /// Arms the handler, then runs `create` (which makes the temporary file) holding the lock
+    /// the handler takes: an interrupt at any moment finds either no file yet or its path (the
+    /// handler used to be armed after the file existed, and a SIGINT in between left it).
+    fn create(create: impl FnOnce() -> Result<tempfile::NamedTempFile>) -> Result<(Self, tempfile::NamedTempFile)> {
+        let this = Self::arm();
+        let mut slot = this.path.lock().unwrap_or_else(|e| e.into_inner());
+        let tmp = create()?;
+        *slot = Some(tmp.path().to_owned());
+        drop(slot);
+        Ok((this, tmp))
+    }
+
+    fn arm() -> Self {
+        let shared = std::sync::Arc::new(std::sync::Mutex::new(None::<PathBuf>));
         let watched = shared.clone();
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build();
         if let Ok(rt) = rt {
