@@ -330,9 +330,11 @@ fn portable(rows: [TileRow; MR], panel: &Panel, kernel: Kernel) -> [[f32; NR]; M
         for i in 0..MR {
             for j in 0..NR {
                 if grouped {
-                    // The microkernels' order: (i32 − offset) → f32, × weight scale, × row scale.
+                    // The microkernels' arithmetic: (i32 − offset) → f32, fused multiply-add by the
+                    // weight scale × the row's group scale (test-only speed: baseline x86-64
+                    // calls libm's fmaf).
                     let a = acc[i][j] - if offset { panel.corr[g * NR + j] } else { 0 };
-                    sum[i][j] += (a as f32 * scale[j]) * rows[i].scales[g];
+                    sum[i][j] = (a as f32).mul_add(scale[j] * rows[i].scales[g], sum[i][j]);
                 } else {
                     sum[i][j] += scale[j] * acc[i][j] as f32;
                 }
@@ -459,12 +461,12 @@ mod x86 {
     use super::{Panel, TileRow, KSTEP, MR, NR, PAIR_ROWS};
     use std::arch::x86_64::*;
 
-    /// `sum + ((acc − corr) → f32) × weight scales × the row's group scale`: one group of a
-    /// grouped tile, in the portable code's order (`corr`: VNNI's offset, else zero).
+    /// `fma((acc − corr) → f32, weight scales × the row's group scale, sum)`: one group of a
+    /// grouped tile, as the portable code computes it (`corr`: VNNI's offset, else zero).
     #[inline(always)]
     unsafe fn fold(sum: __m256, acc: __m256i, corr: __m256i, scale: __m256, row_scale: f32) -> __m256 {
-        let t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(acc, corr)), scale);
-        _mm256_add_ps(sum, _mm256_mul_ps(t, _mm256_set1_ps(row_scale)))
+        let t = _mm256_cvtepi32_ps(_mm256_sub_epi32(acc, corr));
+        _mm256_fmadd_ps(t, _mm256_mul_ps(scale, _mm256_set1_ps(row_scale)), sum)
     }
 
     /// Checks a tile's bounds once, before its unchecked loads.
@@ -504,7 +506,7 @@ mod x86 {
             }
             let scale = _mm256_loadu_ps(panel.scales.as_ptr().add(g * NR));
             for i in 0..MR {
-                sum[i] = fold(sum[i], acc[i], _mm256_setzero_si256(), scale, rows[i].scales[g]);
+                sum[i] = fold(sum[i], acc[i], _mm256_setzero_si256(), scale, *rows[i].scales.get_unchecked(g));
             }
         }
         store(sum)
@@ -556,7 +558,7 @@ mod x86 {
                     let scale = _mm256_loadu_ps(panel.scales.as_ptr().add(g * NR));
                     let corr = _mm256_loadu_si256(panel.corr.as_ptr().add(g * NR) as *const __m256i);
                     for i in 0..MR {
-                        sum[i] = fold(sum[i], acc[i], corr, scale, rows[i].scales[g]);
+                        sum[i] = fold(sum[i], acc[i], corr, scale, *rows[i].scales.get_unchecked(g));
                     }
                 }
                 store(sum)
@@ -565,8 +567,7 @@ mod x86 {
     }
 
     /// Two adjacent panels (16 columns) × 8 rows in 512-bit registers: per step, the two panels'
-    /// 32 bytes joined in one register serve all 8 rows, 64 products per `vpdpbusd`; two
-    /// accumulator sets over alternate steps as in the 256-bit tile (16 of the 32 registers). The same integer sums, so the same
+    /// 32 bytes joined in one register serve all 8 rows, 64 products per `vpdpbusd`. The same integer sums, so the same
     /// results, as the 256-bit tile on each panel.
     ///
     /// SAFETY: the CPU must have AVX-512 F, BW, DQ, VNNI and VL, and AVX2.
@@ -577,8 +578,14 @@ mod x86 {
         assert!(check(&rows, p1, true) == (gs, groups));
         let mut sum = [_mm512_setzero_ps(); PAIR_ROWS];
         for g in 0..groups {
-            let mut acc = [[_mm512_setzero_si512(); PAIR_ROWS]; 2];
-            let step = |acc: &mut [__m512i; PAIR_ROWS], s: usize| {
+            // The offset's correction first: the accumulators start at −128·Σw. One set of 8
+            // rows is 8 independent `vpdpbusd` chains, enough for its latency.
+            let corr = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm256_loadu_si256(p0.corr.as_ptr().add(g * NR) as *const __m256i)),
+                _mm256_loadu_si256(p1.corr.as_ptr().add(g * NR) as *const __m256i),
+            );
+            let mut acc = [_mm512_sub_epi32(_mm512_setzero_si512(), corr); PAIR_ROWS];
+            for s in g * gs..(g + 1) * gs {
                 // SAFETY (loads): bounds asserted above; unaligned loads.
                 let lo = _mm256_loadu_si256(p0.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
                 let hi = _mm256_loadu_si256(p1.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
@@ -587,29 +594,14 @@ mod x86 {
                     let a = _mm512_set1_epi32((rows[i].q.as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
                     acc[i] = _mm512_dpbusd_epi32(acc[i], a, w);
                 }
-            };
-            let (start, end) = (g * gs, (g + 1) * gs);
-            let mut s = start;
-            while s + 2 <= end {
-                step(&mut acc[0], s);
-                step(&mut acc[1], s + 1);
-                s += 2;
-            }
-            if s < end {
-                step(&mut acc[0], s);
             }
             let lo = _mm256_loadu_ps(p0.scales.as_ptr().add(g * NR));
             let hi = _mm256_loadu_ps(p1.scales.as_ptr().add(g * NR));
             let scale = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
-            let corr = _mm512_inserti64x4::<1>(
-                _mm512_castsi256_si512(_mm256_loadu_si256(p0.corr.as_ptr().add(g * NR) as *const __m256i)),
-                _mm256_loadu_si256(p1.corr.as_ptr().add(g * NR) as *const __m256i),
-            );
             for i in 0..PAIR_ROWS {
                 // As `fold`, on 16 columns.
-                let a = _mm512_sub_epi32(_mm512_add_epi32(acc[0][i], acc[1][i]), corr);
-                let t = _mm512_mul_ps(_mm512_cvtepi32_ps(a), scale);
-                sum[i] = _mm512_add_ps(sum[i], _mm512_mul_ps(t, _mm512_set1_ps(rows[i].scales[g])));
+                let row_scale = _mm512_set1_ps(*rows[i].scales.get_unchecked(g));
+                sum[i] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(acc[i]), _mm512_mul_ps(scale, row_scale), sum[i]);
             }
         }
         let mut out = [[[0.0f32; NR]; PAIR_ROWS]; 2];
