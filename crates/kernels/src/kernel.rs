@@ -113,6 +113,7 @@ pub(crate) fn has_avx2() -> bool {
 
 /// The two encodings of `vpdpbusd` on 256-bit registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 enum Vnni {
     /// EVEX, AVX-512 VNNI (with F, BW, DQ, VL: Ice Lake and later Xeons, Zen 4); pairs of panels
     /// in 512-bit registers.
