@@ -1,6 +1,6 @@
 //! The GEMM driver and its 4-row × 8-column microkernels.
 
-use crate::pack::{PackedMatrix, KSTEP, NR};
+use crate::pack::{PackedMatrix, KSTEP, NR, PAIR, STEP_BYTES};
 use crate::quant::{quantize_groups, quantize_rows, Scratch};
 
 /// Rows per register tile.
@@ -31,6 +31,11 @@ pub enum Kernel {
     /// lane's four u8 × i8 products straight into i32, one instruction per row and step, on
     /// activations per row and scale group offset by +128 (see [`Self::grouped`]).
     X86Vnni,
+    /// x86-64 AMX-INT8 (chosen at run time where Linux grants the tile state): `tdpbssd` on
+    /// tiles of 16 rows × 2 panels, 4,096 signed products an instruction per panel, each
+    /// group's i32 tile folded into f32 with AVX-512. Activations as AVX2's; weights with
+    /// scale groups of a multiple of 32 values (Q8_0's included), else the AVX2 tiles.
+    X86Amx,
 }
 
 impl Kernel {
@@ -44,6 +49,7 @@ impl Kernel {
                 Some(Vnni::Avx512) => "int8 avx512-vnni",
                 _ => "int8 avx-vnni",
             },
+            Self::X86Amx => "int8 amx",
         }
     }
 
@@ -53,7 +59,7 @@ impl Kernel {
     /// the row.
     pub(crate) fn levels(self) -> u8 {
         match self {
-            Self::WasmRelaxedSimd | Self::X86Avx2 | Self::X86Vnni => 127,
+            Self::WasmRelaxedSimd | Self::X86Avx2 | Self::X86Vnni | Self::X86Amx => 127,
             _ => 255,
         }
     }
@@ -64,14 +70,14 @@ impl Kernel {
     /// activation blocks: per row scored the 0.6B shape less accurately than Candle. VNNI stores
     /// `q + 128` (its first operand is unsigned) and subtracts `128 · Σw` per group; AVX2 stores
     /// `q` and multiplies |w| (≤ 128) by `q` with w's sign (|·| ≤ 127), so `vpmaddubsw`'s i16
-    /// pair sums stay within ±32,512, exact.
+    /// pair sums stay within ±32,512, exact; AMX multiplies signed bytes as they are.
     pub(crate) fn grouped(self) -> bool {
-        matches!(self, Self::X86Avx2 | Self::X86Vnni)
+        matches!(self, Self::X86Avx2 | Self::X86Vnni | Self::X86Amx)
     }
 
     /// Every variant, for tests that run each one's arithmetic.
-    pub const ALL: [Kernel; 5] =
-        [Self::Portable, Self::WasmSimd128, Self::WasmRelaxedSimd, Self::X86Avx2, Self::X86Vnni];
+    pub const ALL: [Kernel; 6] =
+        [Self::Portable, Self::WasmSimd128, Self::WasmRelaxedSimd, Self::X86Avx2, Self::X86Vnni, Self::X86Amx];
 
     /// Whether this build on this CPU runs the variant's own microkernel (else it runs as
     /// portable code with the same quantization).
@@ -82,16 +88,48 @@ impl Kernel {
             Self::WasmRelaxedSimd => cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")),
             Self::X86Avx2 => has_avx2(),
             Self::X86Vnni => vnni().is_some(),
+            Self::X86Amx => has_amx(),
         }
     }
 }
 
-/// The kernel this build (and, on x86-64, this CPU) runs.
+/// The kernel this build (and, on x86-64, this CPU) runs: natively the fastest the CPU has,
+/// unless the environment variable `REWARDLENS_INT8_KERNEL` names another that runs here (`amx`,
+/// `vnni`, `avx2`, `portable`: for side-by-side measurements, or to step around a CPU or OS
+/// problem). Read once.
 pub fn kernel() -> Kernel {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        static CHOSEN: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *CHOSEN.get_or_init(|| {
+            let asked = std::env::var("REWARDLENS_INT8_KERNEL").ok().and_then(|name| Kernel::named(&name));
+            asked.filter(|k| k.runs_here()).unwrap_or_else(detected)
+        })
+    }
+    #[cfg(target_arch = "wasm32")]
+    detected()
+}
+
+impl Kernel {
+    /// The variant a short name (`REWARDLENS_INT8_KERNEL`'s values) stands for.
+    pub fn named(name: &str) -> Option<Kernel> {
+        match name.trim().to_ascii_lowercase().as_str() {
+            "amx" => Some(Self::X86Amx),
+            "vnni" => Some(Self::X86Vnni),
+            "avx2" => Some(Self::X86Avx2),
+            "portable" => Some(Self::Portable),
+            _ => None,
+        }
+    }
+}
+
+fn detected() -> Kernel {
     if cfg!(all(target_arch = "wasm32", target_feature = "relaxed-simd")) {
         Kernel::WasmRelaxedSimd
     } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
         Kernel::WasmSimd128
+    } else if has_amx() {
+        Kernel::X86Amx
     } else if vnni().is_some() {
         Kernel::X86Vnni
     } else if has_avx2() {
@@ -141,6 +179,22 @@ fn vnni() -> Option<Vnni> {
     None
 }
 
+/// Whether this CPU and OS run the AMX-INT8 microkernel: AMX-TILE and AMX-INT8 (CPUID leaf 7,
+/// EDX bits 24 and 25), AVX-512 for the fold, and Linux's permission for this process to use
+/// the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`, asked once: without it the first
+/// tile instruction faults).
+pub(crate) fn has_amx() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+        *AMX.get_or_init(|| {
+            vnni() == Some(Vnni::Avx512) && x86::amx::cpu_has_amx_int8() && x86::amx::request_tile_data()
+        })
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
+}
+
 /// `out[m, n] = x[m, k] · Wᵀ` with this build's kernel.
 pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], scratch: &mut Scratch) {
     matmul_with(kernel(), x, m, w, out, scratch)
@@ -181,13 +235,14 @@ fn run(
     } else {
         quantize_rows(x, m, w.k, w.kp, kernel.levels(), kernel == Kernel::WasmSimd128, scratch);
     }
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if !portable_tiles && kernel == Kernel::X86Amx && has_amx() && w.group.is_multiple_of(32) {
+        // SAFETY: AMX, its tile state and AVX-512 checked above; scale groups of whole 32s.
+        unsafe { x86::amx::run(m, w, out, scratch) };
+        return;
+    }
     let groups = w.kp / w.group;
-    let panel = |p: usize| Panel {
-        data: &w.data[p * NR * w.kp..(p + 1) * NR * w.kp],
-        scales: &w.scales[p * groups * NR..(p + 1) * groups * NR],
-        group_steps: w.group / KSTEP,
-        corr: if offset { &w.offset_corr[p * groups * NR..(p + 1) * groups * NR] } else { &[] },
-    };
+    let panel = |p: usize| Panel::of(w, p, offset);
     // AVX-512 VNNI multiplies two panels at once (16 columns in one 512-bit register).
     let pairs = !portable_tiles && kernel == Kernel::X86Vnni && vnni() == Some(Vnni::Avx512);
     for block in (0..m).step_by(ROW_BLOCK) {
@@ -260,9 +315,27 @@ fn tile_pair(rows: [TileRow; PAIR_ROWS], panels: [&Panel; 2]) -> [[[f32; NR]; PA
     unreachable!("tile_pair runs only where AVX-512 VNNI does")
 }
 
+impl<'a> Panel<'a> {
+    /// Panel `p` of `w`, with VNNI's offset corrections if `offset`.
+    fn of(w: &'a PackedMatrix, p: usize, offset: bool) -> Self {
+        let groups = w.kp / w.group;
+        Panel {
+            data: &w.data[w.panel_start(p)..(p / PAIR + 1) * PAIR * NR * w.kp],
+            scales: &w.scales[p * groups * NR..(p + 1) * groups * NR],
+            group_steps: w.group / KSTEP,
+            corr: if offset { &w.offset_corr[p * groups * NR..(p + 1) * groups * NR] } else { &[] },
+        }
+    }
+
+    /// Whether `data` holds `steps` steps (the bound every microkernel asserts).
+    fn holds(&self, steps: usize) -> bool {
+        steps == 0 || self.data.len() >= (steps - 1) * STEP_BYTES + NR * KSTEP
+    }
+}
+
 /// One panel of 8 output channels.
 struct Panel<'a> {
-    /// `kp × NR` int8 values, step-major.
+    /// `kp / 4` steps of `NR × 4` int8 values, [`STEP_BYTES`] apart (from the panel's first).
     data: &'a [i8],
     /// `[group][NR]`
     scales: &'a [f32],
@@ -298,7 +371,7 @@ fn tile(
     if !portable_tiles {
         // SAFETY (each call): the CPU has the features the microkernel is compiled for.
         match (kernel, vnni()) {
-            (Kernel::X86Avx2, _) if has_avx2() => return unsafe { x86::avx2(rows, panel) },
+            (Kernel::X86Avx2 | Kernel::X86Amx, _) if has_avx2() => return unsafe { x86::avx2(rows, panel) },
             (Kernel::X86Vnni, Some(Vnni::Avx512)) => return unsafe { x86::avx512_vnni(rows, panel) },
             (Kernel::X86Vnni, Some(Vnni::Avx)) => return unsafe { x86::avx_vnni(rows, panel) },
             _ => {}
@@ -313,11 +386,12 @@ fn portable(rows: [TileRow; MR], panel: &Panel, kernel: Kernel) -> [[f32; NR]; M
     let (grouped, offset) = (kernel.grouped(), kernel == Kernel::X86Vnni);
     let signed = grouped && !offset;
     let mut sum = [[0.0f32; NR]; MR];
-    let group_bytes = panel.group_steps * NR * KSTEP;
-    for (g, wg) in panel.data.chunks_exact(group_bytes).enumerate() {
+    let groups = panel.scales.len() / NR;
+    for g in 0..groups {
         let mut acc = [[0i32; NR]; MR];
-        for (step, w) in wg.chunks_exact(NR * KSTEP).enumerate() {
-            let k0 = (g * panel.group_steps + step) * KSTEP;
+        for s in g * panel.group_steps..(g + 1) * panel.group_steps {
+            let w = &panel.data[s * STEP_BYTES..s * STEP_BYTES + NR * KSTEP];
+            let k0 = s * KSTEP;
             for (i, row) in rows.iter().enumerate() {
                 let a = &row.q[k0..k0 + KSTEP];
                 for j in 0..NR {
@@ -347,7 +421,7 @@ fn portable(rows: [TileRow; MR], panel: &Panel, kernel: Kernel) -> [[f32; NR]; M
 
 #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
 mod wasm {
-    use super::{Panel, KSTEP, MR, NR};
+    use super::{Panel, KSTEP, MR, NR, STEP_BYTES};
     use core::arch::wasm32::*;
 
     /// Group `g`'s scales of the panel's 8 columns, as two halves.
@@ -393,7 +467,7 @@ mod wasm {
     unsafe fn relaxed_steps(acc: &mut [v128; 2 * MR], rows: &[&[u8]; MR], data: &[i8], s0: usize, steps: usize) {
         for s in s0..s0 + steps {
             // Unaligned v128 and 32-bit loads are allowed in wasm.
-            let p = data.as_ptr().add(s * NR * KSTEP) as *const v128;
+            let p = data.as_ptr().add(s * STEP_BYTES) as *const v128;
             let (w0, w1) = (v128_load(p), v128_load(p.add(1)));
             for i in 0..MR {
                 let a = v128_load32_splat(rows[i].as_ptr().add(s * KSTEP) as *const u32);
@@ -407,7 +481,7 @@ mod wasm {
     pub fn relaxed(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
         let gs = panel.group_steps;
         let groups = panel.scales.len() / NR;
-        assert!(panel.data.len() >= groups * gs * NR * KSTEP && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
+        assert!(panel.holds(groups * gs) && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
         let mut sum = [f32x4_splat(0.0); 2 * MR];
         for g in 0..groups {
             let mut acc = [i32x4_splat(0); 2 * MR];
@@ -423,14 +497,14 @@ mod wasm {
     pub fn simd128(rows: [&[u16]; MR], panel: &Panel) -> [[f32; NR]; MR] {
         let gs = panel.group_steps;
         let groups = panel.scales.len() / NR;
-        assert!(panel.data.len() >= groups * gs * NR * KSTEP && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
+        assert!(panel.holds(groups * gs) && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
         let mut sum = [f32x4_splat(0.0); 2 * MR];
         for g in 0..groups {
             let mut acc = [i32x4_splat(0); 4 * MR];
             for s in g * gs..(g + 1) * gs {
                 // SAFETY: as in `relaxed`; rows hold 4 u16 values per step.
                 unsafe {
-                    let p = panel.data.as_ptr().add(s * NR * KSTEP) as *const v128;
+                    let p = panel.data.as_ptr().add(s * STEP_BYTES) as *const v128;
                     let (w0, w1) = (v128_load(p), v128_load(p.add(1)));
                     let w = [
                         i16x8_extend_low_i8x16(w0),
@@ -459,7 +533,7 @@ mod wasm {
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{Panel, TileRow, KSTEP, MR, NR, PAIR_ROWS};
+    use super::{Panel, TileRow, KSTEP, MR, NR, PAIR_ROWS, STEP_BYTES};
     use std::arch::x86_64::*;
 
     /// `fma((acc − corr) → f32, weight scales × the row's group scale, sum)`: one group of a
@@ -474,7 +548,7 @@ mod x86 {
     fn check(rows: &[TileRow], panel: &Panel, offset: bool) -> (usize, usize) {
         let gs = panel.group_steps;
         let groups = panel.scales.len() / NR;
-        assert!(panel.data.len() >= groups * gs * NR * KSTEP);
+        assert!(panel.holds(groups * gs));
         assert!(rows.iter().all(|r| r.q.len() >= groups * gs * KSTEP && r.scales.len() >= groups));
         assert!(!offset || panel.corr.len() >= groups * NR);
         (gs, groups)
@@ -496,7 +570,7 @@ mod x86 {
             let mut acc = [_mm256_setzero_si256(); MR];
             for s in g * gs..(g + 1) * gs {
                 // SAFETY (loads): bounds asserted above; unaligned loads.
-                let w = _mm256_loadu_si256(panel.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
+                let w = _mm256_loadu_si256(panel.data.as_ptr().add(s * STEP_BYTES) as *const __m256i);
                 // |w| as unsigned bytes (−128 gives 128).
                 let magnitude = _mm256_sign_epi8(w, w);
                 for i in 0..MR {
@@ -538,7 +612,7 @@ mod x86 {
                     let mut acc = [[_mm256_setzero_si256(); MR]; 2];
                     let step = |acc: &mut [__m256i; MR], s: usize| {
                         // SAFETY (loads): bounds asserted above; unaligned loads.
-                        let w = _mm256_loadu_si256(panel.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
+                        let w = _mm256_loadu_si256(panel.data.as_ptr().add(s * STEP_BYTES) as *const __m256i);
                         for i in 0..MR {
                             let a =
                                 _mm256_set1_epi32((rows[i].q.as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
@@ -567,8 +641,8 @@ mod x86 {
         };
     }
 
-    /// Two adjacent panels (16 columns) × 8 rows in 512-bit registers: per step, the two panels'
-    /// 32 bytes joined in one register serve all 8 rows, 64 products per `vpdpbusd`. The same integer sums, so the same
+    /// Two adjacent panels (16 columns) × 8 rows in 512-bit registers: per step, the pair's 64
+    /// bytes (stored together, [`PAIR`](crate::pack::PAIR)) in one register serve all 8 rows, 64 products per `vpdpbusd`. The same integer sums, so the same
     /// results, as the 256-bit tile on each panel.
     ///
     /// SAFETY: the CPU must have AVX-512 F, BW, DQ, VNNI and VL, and AVX2.
@@ -577,6 +651,8 @@ mod x86 {
         let [p0, p1] = panels;
         let (gs, groups) = check(&rows, p0, true);
         assert!(check(&rows, p1, true) == (gs, groups));
+        // The pair's steps are stored together: panel 1's 32 bytes follow panel 0's.
+        assert!(std::ptr::eq(p1.data.as_ptr(), p0.data.as_ptr().wrapping_add(NR * KSTEP)));
         let mut sum = [_mm512_setzero_ps(); PAIR_ROWS];
         for g in 0..groups {
             // The offset's correction first: the accumulators start at −128·Σw. One set of 8
@@ -588,9 +664,7 @@ mod x86 {
             let mut acc = [_mm512_sub_epi32(_mm512_setzero_si512(), corr); PAIR_ROWS];
             for s in g * gs..(g + 1) * gs {
                 // SAFETY (loads): bounds asserted above; unaligned loads.
-                let lo = _mm256_loadu_si256(p0.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
-                let hi = _mm256_loadu_si256(p1.data.as_ptr().add(s * NR * KSTEP) as *const __m256i);
-                let w = _mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi);
+                let w = _mm512_loadu_si512(p0.data.as_ptr().add(s * STEP_BYTES) as *const __m512i);
                 for i in 0..PAIR_ROWS {
                     let a = _mm512_set1_epi32((rows[i].q.as_ptr().add(s * KSTEP) as *const i32).read_unaligned());
                     acc[i] = _mm512_dpbusd_epi32(acc[i], a, w);
@@ -611,6 +685,251 @@ mod x86 {
             _mm256_storeu_ps(out[1][i].as_mut_ptr(), _mm512_extractf32x8_ps::<1>(sum[i]));
         }
         out
+    }
+
+    /// AMX-INT8: `tdpbssd` multiplies a tile of 16 rows × `kc` signed activation bytes by one of
+    /// `kc / 4` steps × 16 columns' bytes, adding 16 × 16 i32 sums in the tile unit. A pair of
+    /// panels' steps (64 bytes: [`PAIR`](crate::pack::PAIR)) are exactly that operand's rows, so
+    /// weight tiles load straight from the packed matrix. Each scale group's sums are stored and
+    /// folded into f32 with AVX-512 (one FMA a row), while the tile unit already multiplies the
+    /// next group into the other set of tiles.
+    #[cfg(target_os = "linux")]
+    pub mod amx {
+        use super::super::{Panel, TileRow, KSTEP, MR, NR, ROW_BLOCK, STEP_BYTES};
+        use super::*;
+        use crate::pack::PackedMatrix;
+        use crate::quant::Scratch;
+        use std::arch::asm;
+
+        /// Rows of an activation tile (the most a tile holds).
+        pub const ROWS: usize = 16;
+
+        /// CPUID leaf 7, subleaf 0: EDX bit 24 AMX-TILE, bit 25 AMX-INT8.
+        pub fn cpu_has_amx_int8() -> bool {
+            let edx = __cpuid_count(7, 0).edx;
+            edx & (1 << 24) != 0 && edx & (1 << 25) != 0
+        }
+
+        /// Asks Linux (5.16+) for this process's permission to use the tile data state:
+        /// `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`. Once granted, each thread's first
+        /// tile instruction gets its state allocated by the kernel.
+        pub fn request_tile_data() -> bool {
+            const SYS_ARCH_PRCTL: usize = 158;
+            const ARCH_REQ_XCOMP_PERM: usize = 0x1023;
+            const XFEATURE_XTILEDATA: usize = 18;
+            let ret: isize;
+            // SAFETY: a system call that only changes this process's permitted xsave features;
+            // `syscall` clobbers rcx and r11.
+            unsafe {
+                asm!(
+                    "syscall",
+                    inlateout("rax") SYS_ARCH_PRCTL as isize => ret,
+                    in("rdi") ARCH_REQ_XCOMP_PERM,
+                    in("rsi") XFEATURE_XTILEDATA,
+                    lateout("rcx") _,
+                    lateout("r11") _,
+                    options(nostack)
+                );
+            }
+            ret == 0
+        }
+
+        /// The tiles' shapes (palette 1), two sets for alternate groups: tmm0 / tmm1 the sums
+        /// (16 rows × 16 i32), tmm2 / tmm3 16 rows of `kc` activation bytes, tmm4 / tmm5 a pair
+        /// of panels' `kc / 4` steps (64 bytes each).
+        #[repr(C, align(64))]
+        struct TileConfig([u8; 64]);
+
+        impl TileConfig {
+            fn new(kc: usize) -> Self {
+                let mut c = [0u8; 64];
+                c[0] = 1;
+                for (t, rows, bytes) in [(0, ROWS, 64), (2, ROWS, kc), (4, kc / 4, 64)] {
+                    for set in [t, t + 1] {
+                        c[16 + 2 * set..18 + 2 * set].copy_from_slice(&(bytes as u16).to_le_bytes());
+                        c[48 + set] = rows as u8;
+                    }
+                }
+                Self(c)
+            }
+        }
+
+        /// A 64-byte aligned 16 × 16 block of i32 sums (one cache line a row).
+        #[repr(C, align(64))]
+        struct Block([[i32; 16]; ROWS]);
+
+        /// The whole matmul of `run` for `Kernel::X86Amx`, activations already quantized into
+        /// `s` (signed, per row and group): 16-row tiles over pairs of panels, a last odd panel by
+        /// AVX2 tiles.
+        ///
+        /// SAFETY: the CPU has AMX-INT8 and AVX-512 F/BW/DQ/VL and this process the tile state
+        /// (`has_amx`); `w.group` is a multiple of 32.
+        #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")]
+        pub unsafe fn run(m: usize, w: &PackedMatrix, out: &mut [f32], s: &mut Scratch) {
+            let groups = w.kp / w.group;
+            // Whole tiles of rows: the rows past `m` hold stale or zero bytes; their sums are dropped.
+            let padded = m.div_ceil(ROWS) * ROWS;
+            s.q8.resize(s.q8.len().max(padded * w.kp), 0);
+            s.group_scales.resize(s.group_scales.len().max(padded * groups), 0.0);
+            let kc = if w.group.is_multiple_of(64) { 64 } else { 32 };
+            // Each activation tile contiguous (its 16 rows' chunk of K in one run): read in
+            // order from L2 as the pairs of panels pass over a row block.
+            s.tiles.resize(padded * w.kp, 0);
+            for (t, tile) in s.tiles.chunks_exact_mut(ROWS * w.kp).enumerate() {
+                for (c, chunk) in tile.chunks_exact_mut(ROWS * kc).enumerate() {
+                    for (i, row) in chunk.chunks_exact_mut(kc).enumerate() {
+                        let at = (t * ROWS + i) * w.kp + c * kc;
+                        row.copy_from_slice(&s.q8[at..at + kc]);
+                    }
+                }
+            }
+            let config = TileConfig::new(kc);
+            asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
+            let mut blocks = [Block([[0; 16]; ROWS]), Block([[0; 16]; ROWS])];
+            for start in (0..m).step_by(ROW_BLOCK) {
+                let end = (start + ROW_BLOCK).min(m);
+                let mut p = 0;
+                while p + 1 < w.panels {
+                    let panels = [&Panel::of(w, p, false), &Panel::of(w, p + 1, false)];
+                    for r0 in (start..end).step_by(ROWS) {
+                        let q = &s.tiles[r0 * w.kp..(r0 + ROWS) * w.kp];
+                        let scales = &s.group_scales[r0 * groups..(r0 + ROWS) * groups];
+                        let sums = pair(q, w.kp, scales, panels, kc, &mut blocks);
+                        let cols = (2 * NR).min(w.n - p * NR);
+                        for (i, row) in sums.iter().enumerate().take(end - r0) {
+                            let o = (r0 + i) * w.n + p * NR;
+                            out[o..o + cols].copy_from_slice(&row[..cols]);
+                        }
+                    }
+                    p += 2;
+                }
+                if p < w.panels {
+                    // The last panel of an odd count: AVX2 tiles on the same signed bytes.
+                    let panel = Panel::of(w, p, false);
+                    for r0 in (start..end).step_by(MR) {
+                        let rows = MR.min(end - r0);
+                        let tile_rows: [TileRow; MR] = std::array::from_fn(|i| {
+                            let r = if i < rows { r0 + i } else { r0 };
+                            TileRow {
+                                q: &s.q8[r * w.kp..(r + 1) * w.kp],
+                                scales: &s.group_scales[r * groups..(r + 1) * groups],
+                            }
+                        });
+                        let sums = avx2(tile_rows, &panel);
+                        let cols = NR.min(w.n - p * NR);
+                        for (i, row) in sums.iter().enumerate().take(rows) {
+                            let o = (r0 + i) * w.n + p * NR;
+                            out[o..o + cols].copy_from_slice(&row[..cols]);
+                        }
+                    }
+                }
+            }
+            asm!("tilerelease", options(nostack, nomem));
+        }
+
+        /// Multiplies scale group `g` (`group` K values from `k0`, in `kc`-byte chunks) of 16
+        /// activation rows (`q`: a row tile of `Scratch::tiles`) by a pair of panels (`b`, their
+        /// first step) into tile set `SET`, then stores the 16 × 16 sums at `c`.
+        ///
+        /// SAFETY: as `pair`, whose bounds cover every load.
+        #[inline(always)]
+        unsafe fn multiply_group<const SET: usize>(
+            q: *const u8,
+            b: *const i8,
+            k0: usize,
+            group: usize,
+            kc: usize,
+            c: *mut i32,
+        ) {
+            macro_rules! tiles {
+                ($c:literal, $a:literal, $b:literal) => {{
+                    asm!(concat!("tilezero ", $c), options(nostack, nomem));
+                    for k in (k0..k0 + group).step_by(kc) {
+                        asm!(
+                            concat!("tileloadd ", $a, ", [{a} + {lda}*1]"),
+                            concat!("tileloadd ", $b, ", [{b} + {ldb}*1]"),
+                            concat!("tdpbssd ", $c, ", ", $a, ", ", $b),
+                            a = in(reg) q.add(k * ROWS),
+                            lda = in(reg) kc,
+                            b = in(reg) b.add(k / KSTEP * STEP_BYTES),
+                            ldb = in(reg) STEP_BYTES,
+                            options(nostack, readonly)
+                        );
+                    }
+                    asm!(concat!("tilestored [{c} + {ldc}*1], ", $c), c = in(reg) c, ldc = in(reg) 64usize, options(nostack));
+                }};
+            }
+            if SET == 0 {
+                tiles!("tmm0", "tmm2", "tmm4")
+            } else {
+                tiles!("tmm1", "tmm3", "tmm5")
+            }
+        }
+
+        /// 16 rows (`q`: their tile of `Scratch::tiles`; `scales`: their `[row][group]` scales)
+        /// × a pair of panels: group `g + 1` multiplied in the tile unit while group `g`'s sums
+        /// are folded as the portable code does: `fma((i32 → f32), weight scale × row scale, sum)`.
+        ///
+        /// SAFETY: as `run`, with its tile configuration loaded.
+        #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")]
+        unsafe fn pair(
+            q: &[u8],
+            kp: usize,
+            scales: &[f32],
+            [p0, p1]: [&Panel; 2],
+            kc: usize,
+            blocks: &mut [Block; 2],
+        ) -> [[f32; 16]; ROWS] {
+            let groups = p0.scales.len() / NR;
+            let group = p0.group_steps * KSTEP;
+            assert!(group.is_multiple_of(kc) && groups * group == kp);
+            assert!(q.len() >= ROWS * kp && scales.len() >= ROWS * groups);
+            // Weight tiles read both panels' steps: 64 bytes from panel 0's, for every step.
+            assert!(std::ptr::eq(p1.data.as_ptr(), p0.data.as_ptr().wrapping_add(NR * KSTEP)));
+            assert!(p1.holds(kp / KSTEP) && p1.scales.len() >= groups * NR);
+            let (a, b) = (q.as_ptr(), p0.data.as_ptr());
+            let block = |blocks: &mut [Block; 2], g: usize| blocks[g % 2].0.as_mut_ptr() as *mut i32;
+            let multiply = |blocks: &mut [Block; 2], g: usize| {
+                if g % 2 == 0 {
+                    multiply_group::<0>(a, b, g * group, group, kc, block(blocks, g))
+                } else {
+                    multiply_group::<1>(a, b, g * group, group, kc, block(blocks, g))
+                }
+            };
+            // The f32 sums live in memory (L1): in registers, with the fold's 16 products and
+            // conversions, they were spilled anyway.
+            let mut out = [[0.0f32; 16]; ROWS];
+            multiply(blocks, 0);
+            for g in 0..groups {
+                if g + 1 < groups {
+                    multiply(blocks, g + 1);
+                }
+                let lo = _mm256_loadu_ps(p0.scales.as_ptr().add(g * NR));
+                let hi = _mm256_loadu_ps(p1.scales.as_ptr().add(g * NR));
+                let scale = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
+                fold(&blocks[g % 2], scale, scales.as_ptr().add(g), groups, &mut out);
+            }
+            out
+        }
+
+        /// `out[i] = fma(block[i] → f32, scale × row_scales[i · stride], out[i])` for the 16 rows.
+        ///
+        /// SAFETY: AVX-512 F; `row_scales` readable at `i · stride` for every row.
+        #[target_feature(enable = "avx512f")]
+        #[inline(never)]
+        unsafe fn fold(
+            block: &Block,
+            scale: __m512,
+            row_scales: *const f32,
+            stride: usize,
+            out: &mut [[f32; 16]; ROWS],
+        ) {
+            for (i, row) in out.iter_mut().enumerate() {
+                let acc = _mm512_cvtepi32_ps(_mm512_load_si512(block.0[i].as_ptr() as *const __m512i));
+                let s = _mm512_mul_ps(scale, _mm512_set1_ps(*row_scales.add(i * stride)));
+                _mm512_storeu_ps(row.as_mut_ptr(), _mm512_fmadd_ps(acc, s, _mm512_loadu_ps(row.as_ptr())));
+            }
+        }
     }
 
     vnni_tile!(

@@ -6,6 +6,12 @@ use crate::Int8Error;
 pub const NR: usize = 8;
 /// K values per dot step (one i32 lane of a v128).
 pub const KSTEP: usize = 4;
+/// Panels stored step by step together: 2 on x86-64, where a pair's step is the 64-byte row of
+/// an AMX weight tile (16 columns × 4 K values) and one 512-bit load for AVX-512 VNNI; 1
+/// elsewhere.
+pub(crate) const PAIR: usize = if cfg!(target_arch = "x86_64") { 2 } else { 1 };
+/// Bytes from one step of a panel to its next.
+pub(crate) const STEP_BYTES: usize = PAIR * NR * KSTEP;
 
 /// Where the weight scales change along K.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,8 +35,10 @@ impl ScaleLayout {
 ///
 /// Layout: panel `p` holds columns `8p..8p+8`; within it, step `s` (K values `4s..4s+4`) is 32
 /// bytes, column `j`'s four values at `4j..4j+4`, so one v128 load gives 4 columns × 4 K values,
-/// the shape of an i32x4 dot. K is padded with zeros to a whole number of groups, N to whole
-/// panels (padding columns have zero scales and are never written out).
+/// the shape of an i32x4 dot. On x86-64 the steps of panels `2q` and `2q + 1` alternate
+/// ([`PAIR`]): step `s` of the pair is 64 bytes, an AMX weight tile's row. K is padded with zeros
+/// to a whole number of groups, N to whole panels (whole pairs on x86-64; padding columns have
+/// zero scales and are never written out).
 #[derive(Debug, Clone)]
 pub struct PackedMatrix {
     pub(crate) n: usize,
@@ -134,11 +142,16 @@ impl PackedMatrix {
             group,
             layout,
             panels,
-            data: vec![0; panels * NR * kp],
+            data: vec![0; panels.div_ceil(PAIR) * PAIR * NR * kp],
             scales: vec![0.0; groups * panels * NR],
             zero_corr: vec![0.0; panels * NR],
             offset_corr: vec![0; if cfg!(target_arch = "x86_64") { groups * panels * NR } else { 0 }],
         })
+    }
+
+    /// Where panel `p`'s first step starts in `data`; its steps are [`STEP_BYTES`] apart.
+    pub(crate) fn panel_start(&self, p: usize) -> usize {
+        (p / PAIR) * PAIR * NR * self.kp + (p % PAIR) * NR * KSTEP
     }
 
     /// Index of (group `g`, output channel `row`) in `scales`.
@@ -155,9 +168,9 @@ impl PackedMatrix {
     /// be set first (the zero-point correction uses them).
     fn put_row(&mut self, row: usize, q: &[i8]) {
         let (p, j) = (row / NR, row % NR);
-        let base = p * NR * self.kp;
+        let base = self.panel_start(p);
         for (s, four) in q.chunks_exact(KSTEP).enumerate() {
-            let at = base + s * NR * KSTEP + j * KSTEP;
+            let at = base + s * STEP_BYTES + j * KSTEP;
             self.data[at..at + KSTEP].copy_from_slice(four);
         }
         let mut corr = 0.0f32;
@@ -193,7 +206,7 @@ impl PackedMatrix {
     pub(crate) fn value(&self, row: usize, col: usize) -> i8 {
         let (p, j) = (row / NR, row % NR);
         let (s, t) = (col / KSTEP, col % KSTEP);
-        self.data[p * NR * self.kp + s * NR * KSTEP + j * KSTEP + t]
+        self.data[self.panel_start(p) + s * STEP_BYTES + j * KSTEP + t]
     }
 
     /// `[n, k]` f32: what the kernels multiply by (the reference tests' weights).

@@ -12,6 +12,9 @@ pub struct Scratch {
     pub(crate) zeros: Vec<i32>,
     /// `[m][groups]`: per row and group scales of [`quantize_groups`].
     pub(crate) group_scales: Vec<f32>,
+    /// `q8` regrouped for AMX (x86-64): `[16-row tile][K chunk][16 rows][chunk bytes]`, so
+    /// each activation tile is one contiguous run of memory.
+    pub(crate) tiles: Vec<u8>,
 }
 
 /// Quantizes each row of `x` (`[m, k]`) per group of `group` values, symmetrically:

@@ -5,8 +5,9 @@
 use crate::{matmul_with, Kernel, PackedMatrix, ScaleLayout, Scratch};
 
 /// (m, n, k): single rows, ragged tiles (m not a multiple of 4, n of 8, k of 4 or 32), a full
-/// row block and a long K.
-pub const SHAPES: [(usize, usize, usize); 9] = [
+/// row block, a long K, and AMX's shapes: 16-row tiles with a ragged last one over pairs of
+/// panels, and rows across x86-64's 512-row blocks.
+pub const SHAPES: [(usize, usize, usize); 11] = [
     (1, 1, 4),
     (1, 8, 32),
     (3, 13, 37),
@@ -16,6 +17,8 @@ pub const SHAPES: [(usize, usize, usize); 9] = [
     (9, 24, 256),
     (66, 19, 100),
     (2, 5, 1024),
+    (40, 48, 320),
+    (530, 16, 64),
 ];
 
 /// Deterministic values in [-1, 1) (xorshift), so a failure reproduces from its seed.
@@ -105,7 +108,7 @@ mod tests {
     /// variant runs as where the CPU lacks it), weights of −128 included.
     #[test]
     fn x86_microkernels_match_the_portable_arithmetic_to_the_bit() {
-        for kernel in [Kernel::X86Avx2, Kernel::X86Vnni] {
+        for kernel in [Kernel::X86Avx2, Kernel::X86Vnni, Kernel::X86Amx] {
             if !kernel.runs_here() {
                 eprintln!("this CPU lacks {kernel:?}: it ran as portable code above");
                 continue;
