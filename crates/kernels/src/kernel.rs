@@ -205,51 +205,128 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], scratch: &
 ///
 /// Panics if `x` is not `m × k` or `out` not `m × n` (a caller bug, not input data).
 pub fn matmul_with(kernel: Kernel, x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], scratch: &mut Scratch) {
-    run(kernel, false, x, m, w, out, scratch)
+    prepare(kernel, x, m, w, scratch).multiply(Columns::new(out, m, w));
 }
 
 /// As [`matmul_with`] with portable tiles whatever the CPU has: what the tests compare a
 /// microkernel against.
 #[cfg(test)]
 pub(crate) fn matmul_portable(kernel: Kernel, x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], s: &mut Scratch) {
-    run(kernel, true, x, m, w, out, s)
+    let prepared = prepare(kernel, x, m, w, s);
+    multiply(&prepared, true, Columns::new(out, m, w));
 }
 
-fn run(
+/// One matmul's activations, quantized once, for threads that each compute some of its output
+/// columns ([`Columns::split_at`]): with few rows, splitting columns halves each thread's weight
+/// traffic where splitting rows made every thread stream every weight.
+pub struct Prepared<'a> {
     kernel: Kernel,
-    portable_tiles: bool,
-    x: &[f32],
     m: usize,
-    w: &PackedMatrix,
-    out: &mut [f32],
-    scratch: &mut Scratch,
-) {
+    w: &'a PackedMatrix,
+    scratch: &'a Scratch,
+}
+
+/// Quantizes `x` (`[m, k]`) for `w` with `kernel`'s arithmetic into `scratch`.
+///
+/// Panics if `x` is not `m × k` (a caller bug).
+pub fn prepare<'a>(kernel: Kernel, x: &[f32], m: usize, w: &'a PackedMatrix, scratch: &'a mut Scratch) -> Prepared<'a> {
     assert_eq!(x.len(), m * w.k, "activations: {} values for {m} rows of {}", x.len(), w.k);
-    assert_eq!(out.len(), m * w.n, "output: {} values for {m} rows of {}", out.len(), w.n);
-    if m == 0 || w.n == 0 {
-        return;
-    }
-    let (grouped, offset) = (kernel.grouped(), kernel == Kernel::X86Vnni);
-    if grouped {
-        quantize_groups(x, m, w.k, w.kp, w.group, offset, scratch);
+    if kernel.grouped() {
+        quantize_groups(x, m, w.k, w.kp, w.group, kernel == Kernel::X86Vnni, scratch);
     } else {
         quantize_rows(x, m, w.k, w.kp, kernel.levels(), kernel == Kernel::WasmSimd128, scratch);
     }
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
-    if !portable_tiles && kernel == Kernel::X86Amx && has_amx() && w.group.is_multiple_of(32) {
-        // SAFETY: AMX, its tile state and AVX-512 checked above; scale groups of whole 32s.
-        unsafe { x86::amx::run(m, w, out, scratch) };
+    if kernel == Kernel::X86Amx && amx_applies(w) {
+        x86::amx::arrange_tiles(m, w, scratch);
+    }
+    Prepared { kernel, m, w, scratch }
+}
+
+impl Prepared<'_> {
+    /// Computes the output columns `part` stands for.
+    ///
+    /// Panics if `part` was split for another shape (a caller bug).
+    pub fn multiply(&self, part: Columns) {
+        multiply(self, false, part)
+    }
+}
+
+/// Whether the AMX microkernel runs `w`: on this CPU, with scale groups of whole 32s (a tile's
+/// K is 32 or 64 bytes).
+fn amx_applies(w: &PackedMatrix) -> bool {
+    has_amx() && w.group.is_multiple_of(32)
+}
+
+/// Columns `panels` (in panels of [`NR`]) of an `[m, n]` output, written by one thread while
+/// others write the rest.
+pub struct Columns<'o> {
+    ptr: *mut f32,
+    m: usize,
+    n: usize,
+    panels: std::ops::Range<usize>,
+    _out: std::marker::PhantomData<&'o mut [f32]>,
+}
+
+// SAFETY: each `Columns` of one split writes only its own columns of the output it borrows.
+unsafe impl Send for Columns<'_> {}
+
+impl Columns<'_> {
+    /// Output row `r`, columns of panel `p` onward (`cols` of them, within this part's panels).
+    fn at(&mut self, r: usize, p: usize, cols: usize) -> &mut [f32] {
+        assert!(r < self.m && self.panels.contains(&p) && p * NR + cols <= self.n.min(self.panels.end * NR));
+        // SAFETY: in bounds (asserted); no other part of the split holds these columns.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.n + p * NR), cols) }
+    }
+}
+
+impl<'o> Columns<'o> {
+    /// All of `out` (`[m, n]` for `w`).
+    ///
+    /// Panics if `out` is not `m × n` (a caller bug).
+    pub fn new(out: &'o mut [f32], m: usize, w: &PackedMatrix) -> Self {
+        assert_eq!(out.len(), m * w.n, "output: {} values for {m} rows of {}", out.len(), w.n);
+        Columns { ptr: out.as_mut_ptr(), m, n: w.n, panels: 0..w.panels, _out: std::marker::PhantomData }
+    }
+
+    /// The panels (of [`NR`] columns) this part covers.
+    pub fn panels(&self) -> std::ops::Range<usize> {
+        self.panels.clone()
+    }
+
+    /// This part as two: panels before `panel` (rounded down to a whole pair: x86-64's AVX-512
+    /// and AMX tiles read two at a time) and the rest.
+    pub fn split_at(self, panel: usize) -> (Self, Self) {
+        let cut = (panel / PAIR * PAIR).clamp(self.panels.start, self.panels.end);
+        let part = |panels| Columns { ptr: self.ptr, m: self.m, n: self.n, panels, _out: std::marker::PhantomData };
+        (part(self.panels.start..cut), part(cut..self.panels.end))
+    }
+}
+
+fn multiply(prepared: &Prepared, portable_tiles: bool, mut out: Columns) {
+    let Prepared { kernel, m, w, scratch } = *prepared;
+    assert!(out.m == m && out.n == w.n && out.panels.end <= w.panels, "output part of another shape");
+    if m == 0 || out.panels.is_empty() {
+        return;
+    }
+    let (grouped, offset) = (kernel.grouped(), kernel == Kernel::X86Vnni);
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    if !portable_tiles && kernel == Kernel::X86Amx && amx_applies(w) {
+        // SAFETY: AMX, its tile state and AVX-512 checked; scale groups of whole 32s; the tiles
+        // arranged by `prepare`.
+        unsafe { x86::amx::multiply(m, w, &mut out, scratch) };
         return;
     }
     let groups = w.kp / w.group;
     let panel = |p: usize| Panel::of(w, p, offset);
     // AVX-512 VNNI multiplies two panels at once (16 columns in one 512-bit register).
     let pairs = !portable_tiles && kernel == Kernel::X86Vnni && vnni() == Some(Vnni::Avx512);
+    let panels = out.panels.clone();
     for block in (0..m).step_by(ROW_BLOCK) {
         let block_end = (block + ROW_BLOCK).min(m);
-        let mut p = 0;
-        while p < w.panels {
-            let width = if pairs && p + 1 < w.panels { 2 } else { 1 };
+        let mut p = panels.start;
+        while p < panels.end {
+            let width = if pairs && p + 1 < panels.end { 2 } else { 1 };
             // A pair of panels takes 8 rows a tile (`PAIR_ROWS`), a single panel 4.
             let tile_rows = if width == 2 { PAIR_ROWS } else { MR };
             for r0 in (block..block_end).step_by(tile_rows) {
@@ -261,7 +338,7 @@ fn run(
                     let cols = NR.min(w.n - p * NR);
                     for (i, sum) in sums.iter().enumerate().take(rows) {
                         let r = r0 + i;
-                        let dst = &mut out[r * w.n + p * NR..r * w.n + p * NR + cols];
+                        let dst = out.at(r, p, cols);
                         if grouped {
                             dst.copy_from_slice(&sum[..cols]);
                             continue;
@@ -695,7 +772,7 @@ mod x86 {
     /// next group into the other set of tiles.
     #[cfg(target_os = "linux")]
     pub mod amx {
-        use super::super::{Panel, TileRow, KSTEP, MR, NR, ROW_BLOCK, STEP_BYTES};
+        use super::super::{Columns, Panel, TileRow, KSTEP, MR, NR, ROW_BLOCK, STEP_BYTES};
         use super::*;
         use crate::pack::PackedMatrix;
         use crate::quant::Scratch;
@@ -758,22 +835,16 @@ mod x86 {
         #[repr(C, align(64))]
         struct Block([[i32; 16]; ROWS]);
 
-        /// The whole matmul of `run` for `Kernel::X86Amx`, activations already quantized into
-        /// `s` (signed, per row and group): 16-row tiles over pairs of panels, a last odd panel by
-        /// AVX2 tiles.
-        ///
-        /// SAFETY: the CPU has AMX-INT8 and AVX-512 F/BW/DQ/VL and this process the tile state
-        /// (`has_amx`); `w.group` is a multiple of 32.
-        #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")]
-        pub unsafe fn run(m: usize, w: &PackedMatrix, out: &mut [f32], s: &mut Scratch) {
+        /// Pads the quantized activations to whole 16-row tiles (the rows past `m` hold stale
+        /// or zero bytes; their sums are dropped) and copies each tile's chunks of K into one
+        /// contiguous run (`Scratch::tiles`), read in order from L2 as the pairs of panels pass
+        /// over a row block.
+        pub fn arrange_tiles(m: usize, w: &PackedMatrix, s: &mut Scratch) {
             let groups = w.kp / w.group;
-            // Whole tiles of rows: the rows past `m` hold stale or zero bytes; their sums are dropped.
             let padded = m.div_ceil(ROWS) * ROWS;
             s.q8.resize(s.q8.len().max(padded * w.kp), 0);
             s.group_scales.resize(s.group_scales.len().max(padded * groups), 0.0);
-            let kc = if w.group.is_multiple_of(64) { 64 } else { 32 };
-            // Each activation tile contiguous (its 16 rows' chunk of K in one run): read in
-            // order from L2 as the pairs of panels pass over a row block.
+            let kc = chunk(w);
             s.tiles.resize(padded * w.kp, 0);
             for (t, tile) in s.tiles.chunks_exact_mut(ROWS * w.kp).enumerate() {
                 for (c, chunk) in tile.chunks_exact_mut(ROWS * kc).enumerate() {
@@ -783,43 +854,64 @@ mod x86 {
                     }
                 }
             }
+        }
+
+        /// K bytes a tile multiplies: 64 (a tile's widest row) where the scale groups allow.
+        fn chunk(w: &PackedMatrix) -> usize {
+            if w.group.is_multiple_of(64) {
+                64
+            } else {
+                32
+            }
+        }
+
+        /// `Kernel::X86Amx`'s part of a matmul, activations quantized (signed, per row and group)
+        /// and arranged by `arrange_tiles`: 16-row tiles over pairs of panels, a last odd panel
+        /// by AVX2 tiles.
+        ///
+        /// SAFETY: the CPU has AMX-INT8 and AVX-512 F/BW/DQ/VL and this process the tile state
+        /// (`has_amx`); `w.group` is a multiple of 32.
+        #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl")]
+        pub unsafe fn multiply(m: usize, w: &PackedMatrix, out: &mut Columns, s: &Scratch) {
+            let groups = w.kp / w.group;
+            let kc = chunk(w);
+            assert!(s.tiles.len() >= m.div_ceil(ROWS) * ROWS * w.kp, "activation tiles not arranged");
             let config = TileConfig::new(kc);
             asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
             let mut blocks = [Block([[0; 16]; ROWS]), Block([[0; 16]; ROWS])];
+            let panels = out.panels.clone();
             for start in (0..m).step_by(ROW_BLOCK) {
                 let end = (start + ROW_BLOCK).min(m);
-                let mut p = 0;
-                while p + 1 < w.panels {
-                    let panels = [&Panel::of(w, p, false), &Panel::of(w, p + 1, false)];
+                let mut p = panels.start;
+                while p + 1 < panels.end {
+                    let pair_of = [&Panel::of(w, p, false), &Panel::of(w, p + 1, false)];
                     for r0 in (start..end).step_by(ROWS) {
                         let q = &s.tiles[r0 * w.kp..(r0 + ROWS) * w.kp];
                         let scales = &s.group_scales[r0 * groups..(r0 + ROWS) * groups];
-                        let sums = pair(q, w.kp, scales, panels, kc, &mut blocks);
+                        // The first row tile over a pair pulls the next pair's weights toward
+                        // L2 (from memory, each is read once a row block).
+                        let next = (r0 == start && p + 3 < panels.end).then(|| Panel::of(w, p + 2, false).data);
+                        let sums = pair(q, w.kp, scales, pair_of, kc, next, &mut blocks);
                         let cols = (2 * NR).min(w.n - p * NR);
                         for (i, row) in sums.iter().enumerate().take(end - r0) {
-                            let o = (r0 + i) * w.n + p * NR;
-                            out[o..o + cols].copy_from_slice(&row[..cols]);
+                            out.at(r0 + i, p, cols).copy_from_slice(&row[..cols]);
                         }
                     }
                     p += 2;
                 }
-                if p < w.panels {
+                if p < panels.end {
                     // The last panel of an odd count: AVX2 tiles on the same signed bytes.
                     let panel = Panel::of(w, p, false);
                     for r0 in (start..end).step_by(MR) {
                         let rows = MR.min(end - r0);
                         let tile_rows: [TileRow; MR] = std::array::from_fn(|i| {
                             let r = if i < rows { r0 + i } else { r0 };
-                            TileRow {
-                                q: &s.q8[r * w.kp..(r + 1) * w.kp],
-                                scales: &s.group_scales[r * groups..(r + 1) * groups],
-                            }
+                            TileRow { q: &s.q8[r * w.kp..(r + 1) * w.kp], scales: &s.group_scales[r * groups..(r + 1) * groups] }
                         });
                         let sums = avx2(tile_rows, &panel);
                         let cols = NR.min(w.n - p * NR);
                         for (i, row) in sums.iter().enumerate().take(rows) {
-                            let o = (r0 + i) * w.n + p * NR;
-                            out[o..o + cols].copy_from_slice(&row[..cols]);
+                            out.at(r0 + i, p, cols).copy_from_slice(&row[..cols]);
                         }
                     }
                 }
@@ -878,6 +970,7 @@ mod x86 {
             scales: &[f32],
             [p0, p1]: [&Panel; 2],
             kc: usize,
+            prefetch: Option<&[i8]>,
             blocks: &mut [Block; 2],
         ) -> [[f32; 16]; ROWS] {
             let groups = p0.scales.len() / NR;
@@ -907,6 +1000,13 @@ mod x86 {
                 let lo = _mm256_loadu_ps(p0.scales.as_ptr().add(g * NR));
                 let hi = _mm256_loadu_ps(p1.scales.as_ptr().add(g * NR));
                 let scale = _mm512_insertf32x8::<1>(_mm512_castps256_ps512(lo), hi);
+                if let Some(next) = prefetch {
+                    // This group's share: a pair's `group` K values are `16 · group` bytes.
+                    let bytes = &next[(g * group * 2 * NR).min(next.len())..((g + 1) * group * 2 * NR).min(next.len())];
+                    for line in bytes.chunks(64) {
+                        _mm_prefetch::<_MM_HINT_T1>(line.as_ptr() as *const i8);
+                    }
+                }
                 fold(&blocks[g % 2], scale, scales.as_ptr().add(g), groups, &mut out);
             }
             out

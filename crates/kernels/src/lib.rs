@@ -45,7 +45,7 @@ mod pack;
 mod quant;
 pub mod reference;
 
-pub use kernel::{kernel, matmul, matmul_with, Kernel};
+pub use kernel::{kernel, matmul, matmul_with, prepare, Columns, Kernel, Prepared};
 pub use pack::{PackedMatrix, ScaleLayout, NR};
 pub use quant::Scratch;
 

@@ -129,6 +129,35 @@ mod tests {
         }
     }
 
+    /// Threads that each compute some columns of one prepared matmul write exactly what one
+    /// call writes: every variant, odd panel counts, cuts inside a pair.
+    #[test]
+    fn column_parts_compute_what_the_whole_computes() {
+        for kernel in Kernel::ALL {
+            for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+                let mut rng = Rng::new(90 + i as u64);
+                let x = rng.vec(m * k, 1.0);
+                let w = PackedMatrix::pack(&rng.vec(n * k, 0.1), n, k, ScaleLayout::PerGroup(32)).unwrap();
+                let (mut whole, mut parts) = (vec![0.0; m * n], vec![f32::NAN; m * n]);
+                let mut s = Scratch::default();
+                matmul_with(kernel, &x, m, &w, &mut whole, &mut s);
+                let prepared = crate::prepare(kernel, &x, m, &w, &mut s);
+                let all = crate::Columns::new(&mut parts, m, &w);
+                let third = all.panels().end / 3;
+                let (a, rest) = all.split_at(third + 1);
+                let (b, c) = rest.split_at(2 * third + 1);
+                assert!(a.panels().end == b.panels().start && b.panels().end == c.panels().start);
+                std::thread::scope(|scope| {
+                    for part in [a, b, c] {
+                        let prepared = &prepared;
+                        scope.spawn(move || prepared.multiply(part));
+                    }
+                });
+                assert_eq!(whole, parts, "{kernel:?} {m}x{n}x{k}");
+            }
+        }
+    }
+
     #[test]
     fn seven_bit_activations_are_coarser_but_bounded() {
         // The 7-bit path (relaxed-simd) must differ from the 8-bit one: the check would not

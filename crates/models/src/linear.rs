@@ -17,7 +17,7 @@ use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
 pub use rewardlens_kernels::ScaleLayout;
-use rewardlens_kernels::{PackedMatrix, Scratch};
+use rewardlens_kernels::{Columns, PackedMatrix, Scratch};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
@@ -167,14 +167,25 @@ impl Linear {
     }
 }
 
-/// `out = x · Wᵀ` through the int8 kernel. Natively the rows are split over Rayon's threads in
-/// blocks of whole 4-row tiles (each thread quantizes its own rows into its own scratch); in
-/// wasm one engine worker is one thread.
+/// `out = x · Wᵀ` through the int8 kernel. Natively over Rayon's threads: up to
+/// [`COLUMN_SPLIT_ROWS`] rows, the activations are quantized once and the threads split the
+/// output columns (each streams only its share of the weights); beyond, each thread takes a
+/// block of rows (whole 4-row tiles) and quantizes them into its own scratch. In wasm one engine
+/// worker is one thread.
 fn int8_matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32]) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
         let threads = rayon::current_num_threads();
+        let column_rows: usize = std::env::var("COLROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(COLUMN_SPLIT_ROWS);
+        if threads > 1 && m <= column_rows {
+            SCRATCH.with(|s| {
+                let mut s = s.borrow_mut();
+                let prepared = rewardlens_kernels::prepare(rewardlens_kernels::kernel(), x, m, w, &mut s);
+                split_columns(&prepared, Columns::new(out, m, w), threads);
+            });
+            return;
+        }
         if threads > 1 && m >= 8 {
             let per = m.div_ceil(threads).next_multiple_of(4);
             out.par_chunks_mut(per * w.n()).zip(x.par_chunks(per * w.k())).for_each(|(o, xs)| {
@@ -185,4 +196,21 @@ fn int8_matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32]) {
         }
     }
     SCRATCH.with(|s| rewardlens_kernels::matmul(x, m, w, out, &mut s.borrow_mut()));
+}
+
+/// Rows up to which threads split a matmul's columns rather than its rows (measured on a
+/// Skywork-0.6B-shaped model, docs/PERFORMANCE.md).
+#[cfg(not(target_arch = "wasm32"))]
+const COLUMN_SPLIT_ROWS: usize = 256;
+
+/// `part` of a prepared matmul over `threads` threads: halves by `rayon::join` (no allocation).
+#[cfg(not(target_arch = "wasm32"))]
+fn split_columns(prepared: &rewardlens_kernels::Prepared, part: Columns, threads: usize) {
+    let panels = part.panels();
+    if threads <= 1 || panels.len() < 4 {
+        return prepared.multiply(part);
+    }
+    let left = threads / 2;
+    let (a, b) = part.split_at(panels.start + panels.len() * left / threads);
+    rayon::join(|| split_columns(prepared, a, left), || split_columns(prepared, b, threads - left));
 }
