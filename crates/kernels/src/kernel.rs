@@ -811,9 +811,9 @@ mod x86 {
             ret == 0
         }
 
-        /// The tiles' shapes (palette 1), two sets for alternate groups: tmm0 / tmm1 the sums
-        /// (16 rows × 16 i32), tmm2 / tmm3 16 rows of `kc` activation bytes, tmm4 / tmm5 a pair
-        /// of panels' `kc / 4` steps (64 bytes each).
+        /// The tiles' shapes (palette 1): tmm0–tmm2 the sums of three groups in flight (16 rows
+        /// × 16 i32), tmm3 / tmm4 16 rows of `kc` activation bytes and tmm5 / tmm6 a pair of
+        /// panels' `kc / 4` steps (64 bytes each), for alternate groups.
         #[repr(C, align(64))]
         struct TileConfig([u8; 64]);
 
@@ -821,11 +821,11 @@ mod x86 {
             fn new(kc: usize) -> Self {
                 let mut c = [0u8; 64];
                 c[0] = 1;
-                for (t, rows, bytes) in [(0, ROWS, 64), (2, ROWS, kc), (4, kc / 4, 64)] {
-                    for set in [t, t + 1] {
-                        c[16 + 2 * set..18 + 2 * set].copy_from_slice(&(bytes as u16).to_le_bytes());
-                        c[48 + set] = rows as u8;
-                    }
+                let sums = [(0, ROWS, 64), (1, ROWS, 64), (2, ROWS, 64)];
+                let operands = [(3, ROWS, kc), (4, ROWS, kc), (5, kc / 4, 64), (6, kc / 4, 64)];
+                for (t, rows, bytes) in sums.into_iter().chain(operands) {
+                    c[16 + 2 * t..18 + 2 * t].copy_from_slice(&(bytes as u16).to_le_bytes());
+                    c[48 + t] = rows as u8;
                 }
                 Self(c)
             }
@@ -878,7 +878,7 @@ mod x86 {
             assert!(s.tiles.len() >= m.div_ceil(ROWS) * ROWS * w.kp, "activation tiles not arranged");
             let config = TileConfig::new(kc);
             asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
-            let mut blocks = [Block([[0; 16]; ROWS]), Block([[0; 16]; ROWS])];
+            let mut blocks = [Block([[0; 16]; ROWS]), Block([[0; 16]; ROWS]), Block([[0; 16]; ROWS])];
             let panels = out.panels.clone();
             for start in (0..m).step_by(ROW_BLOCK) {
                 let end = (start + ROW_BLOCK).min(m);
@@ -906,7 +906,10 @@ mod x86 {
                         let rows = MR.min(end - r0);
                         let tile_rows: [TileRow; MR] = std::array::from_fn(|i| {
                             let r = if i < rows { r0 + i } else { r0 };
-                            TileRow { q: &s.q8[r * w.kp..(r + 1) * w.kp], scales: &s.group_scales[r * groups..(r + 1) * groups] }
+                            TileRow {
+                                q: &s.q8[r * w.kp..(r + 1) * w.kp],
+                                scales: &s.group_scales[r * groups..(r + 1) * groups],
+                            }
                         });
                         let sums = avx2(tile_rows, &panel);
                         let cols = NR.min(w.n - p * NR);
@@ -919,24 +922,17 @@ mod x86 {
             asm!("tilerelease", options(nostack, nomem));
         }
 
-        /// Multiplies scale group `g` (`group` K values from `k0`, in `kc`-byte chunks) of 16
-        /// activation rows (`q`: a row tile of `Scratch::tiles`) by a pair of panels (`b`, their
-        /// first step) into tile set `SET`, then stores the 16 × 16 sums at `c`.
+        /// Starts group `g` (`group` K values, in `kc`-byte chunks) of 16 activation rows (`q`: a
+        /// row tile of `Scratch::tiles`) times a pair of panels (`b`, their first step) in the
+        /// tile unit: sums in tile `g % 3`, operands in set `g % 2` (see `TileConfig`).
         ///
         /// SAFETY: as `pair`, whose bounds cover every load.
         #[inline(always)]
-        unsafe fn multiply_group<const SET: usize>(
-            q: *const u8,
-            b: *const i8,
-            k0: usize,
-            group: usize,
-            kc: usize,
-            c: *mut i32,
-        ) {
+        unsafe fn issue(q: *const u8, b: *const i8, g: usize, group: usize, kc: usize) {
             macro_rules! tiles {
                 ($c:literal, $a:literal, $b:literal) => {{
                     asm!(concat!("tilezero ", $c), options(nostack, nomem));
-                    for k in (k0..k0 + group).step_by(kc) {
+                    for k in (g * group..(g + 1) * group).step_by(kc) {
                         asm!(
                             concat!("tileloadd ", $a, ", [{a} + {lda}*1]"),
                             concat!("tileloadd ", $b, ", [{b} + {ldb}*1]"),
@@ -948,13 +944,27 @@ mod x86 {
                             options(nostack, readonly)
                         );
                     }
-                    asm!(concat!("tilestored [{c} + {ldc}*1], ", $c), c = in(reg) c, ldc = in(reg) 64usize, options(nostack));
                 }};
             }
-            if SET == 0 {
-                tiles!("tmm0", "tmm2", "tmm4")
-            } else {
-                tiles!("tmm1", "tmm3", "tmm5")
+            match (g % 3, g % 2) {
+                (0, 0) => tiles!("tmm0", "tmm3", "tmm5"),
+                (0, _) => tiles!("tmm0", "tmm4", "tmm6"),
+                (1, 0) => tiles!("tmm1", "tmm3", "tmm5"),
+                (1, _) => tiles!("tmm1", "tmm4", "tmm6"),
+                (_, 0) => tiles!("tmm2", "tmm3", "tmm5"),
+                (_, _) => tiles!("tmm2", "tmm4", "tmm6"),
+            }
+        }
+
+        /// Stores group `g`'s 16 × 16 sums (tile `g % 3`) at `c`.
+        ///
+        /// SAFETY: `c` is a `Block`.
+        #[inline(always)]
+        unsafe fn store(g: usize, c: *mut i32) {
+            match g % 3 {
+                0 => asm!("tilestored [{c} + {ldc}*1], tmm0", c = in(reg) c, ldc = in(reg) 64usize, options(nostack)),
+                1 => asm!("tilestored [{c} + {ldc}*1], tmm1", c = in(reg) c, ldc = in(reg) 64usize, options(nostack)),
+                _ => asm!("tilestored [{c} + {ldc}*1], tmm2", c = in(reg) c, ldc = in(reg) 64usize, options(nostack)),
             }
         }
 
@@ -971,7 +981,7 @@ mod x86 {
             [p0, p1]: [&Panel; 2],
             kc: usize,
             prefetch: Option<&[i8]>,
-            blocks: &mut [Block; 2],
+            blocks: &mut [Block; 3],
         ) -> [[f32; 16]; ROWS] {
             let groups = p0.scales.len() / NR;
             let group = p0.group_steps * KSTEP;
@@ -981,21 +991,24 @@ mod x86 {
             assert!(std::ptr::eq(p1.data.as_ptr(), p0.data.as_ptr().wrapping_add(NR * KSTEP)));
             assert!(p1.holds(kp / KSTEP) && p1.scales.len() >= groups * NR);
             let (a, b) = (q.as_ptr(), p0.data.as_ptr());
-            let block = |blocks: &mut [Block; 2], g: usize| blocks[g % 2].0.as_mut_ptr() as *mut i32;
-            let multiply = |blocks: &mut [Block; 2], g: usize| {
-                if g % 2 == 0 {
-                    multiply_group::<0>(a, b, g * group, group, kc, block(blocks, g))
-                } else {
-                    multiply_group::<1>(a, b, g * group, group, kc, block(blocks, g))
-                }
-            };
+            let block = |blocks: &mut [Block; 3], g: usize| blocks[g % 3].0.as_mut_ptr() as *mut i32;
             // The f32 sums live in memory (L1): in registers, with the fold's 16 products and
             // conversions, they were spilled anyway.
             let mut out = [[0.0f32; 16]; ROWS];
-            multiply(blocks, 0);
+            // Three stages in flight: group g + 2 multiplying, g + 1's sums being stored, g's
+            // folded (a store straight after its multiply, or a fold straight after its store,
+            // waited for the tile unit and left the vector units idle).
+            issue(a, b, 0, group, kc);
+            if groups > 1 {
+                issue(a, b, 1, group, kc);
+            }
+            store(0, block(blocks, 0));
             for g in 0..groups {
+                if g + 2 < groups {
+                    issue(a, b, g + 2, group, kc);
+                }
                 if g + 1 < groups {
-                    multiply(blocks, g + 1);
+                    store(g + 1, block(blocks, g + 1));
                 }
                 let lo = _mm256_loadu_ps(p0.scales.as_ptr().add(g * NR));
                 let hi = _mm256_loadu_ps(p1.scales.as_ptr().add(g * NR));
@@ -1007,7 +1020,7 @@ mod x86 {
                         _mm_prefetch::<_MM_HINT_T1>(line.as_ptr() as *const i8);
                     }
                 }
-                fold(&blocks[g % 2], scale, scales.as_ptr().add(g), groups, &mut out);
+                fold(&blocks[g % 3], scale, scales.as_ptr().add(g), groups, &mut out);
             }
             out
         }

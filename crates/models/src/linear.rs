@@ -167,18 +167,16 @@ impl Linear {
     }
 }
 
-/// `out = x · Wᵀ` through the int8 kernel. Natively over Rayon's threads: up to
+/// `out = x · Wᵀ` through the int8 kernel. Natively over Rayon's threads: below
 /// [`COLUMN_SPLIT_ROWS`] rows, the activations are quantized once and the threads split the
-/// output columns (each streams only its share of the weights); beyond, each thread takes a
-/// block of rows (whole 4-row tiles) and quantizes them into its own scratch. In wasm one engine
-/// worker is one thread.
+/// output columns; from there, each thread takes a block of rows (whole 4-row tiles) and
+/// quantizes them into its own scratch. In wasm one engine worker is one thread.
 fn int8_matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32]) {
     #[cfg(not(target_arch = "wasm32"))]
     {
         use rayon::prelude::*;
         let threads = rayon::current_num_threads();
-        let column_rows: usize = std::env::var("COLROWS").ok().and_then(|v| v.parse().ok()).unwrap_or(COLUMN_SPLIT_ROWS);
-        if threads > 1 && m <= column_rows {
+        if threads > 1 && m < COLUMN_SPLIT_ROWS {
             SCRATCH.with(|s| {
                 let mut s = s.borrow_mut();
                 let prepared = rewardlens_kernels::prepare(rewardlens_kernels::kernel(), x, m, w, &mut s);
@@ -198,10 +196,12 @@ fn int8_matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32]) {
     SCRATCH.with(|s| rewardlens_kernels::matmul(x, m, w, out, &mut s.borrow_mut()));
 }
 
-/// Rows up to which threads split a matmul's columns rather than its rows (measured on a
-/// Skywork-0.6B-shaped model, docs/PERFORMANCE.md).
+/// Rows below which threads split a matmul's columns rather than its rows. Measured on the
+/// Skywork-0.6B shape, 2 threads, Sapphire Rapids (AMX): 16-token passes 3–10% faster by
+/// columns (split by rows, each thread padded its 8 rows to a 16-row AMX tile), 64-token
+/// passes 10–20% slower (the quantization runs on one thread; not further explained).
 #[cfg(not(target_arch = "wasm32"))]
-const COLUMN_SPLIT_ROWS: usize = 256;
+const COLUMN_SPLIT_ROWS: usize = 32;
 
 /// `part` of a prepared matmul over `threads` threads: halves by `rayon::join` (no allocation).
 #[cfg(not(target_arch = "wasm32"))]
