@@ -10,9 +10,9 @@ const MR: usize = 4;
 /// holds 512 rows of up to 3,072 bytes and each weight matrix then streams from memory once per
 /// 512 rows (a 512-token pass ran 8% faster than with 64 on Sapphire Rapids).
 #[cfg(not(target_arch = "x86_64"))]
-const ROW_BLOCK: usize = 64;
+pub(crate) const ROW_BLOCK: usize = 64;
 #[cfg(target_arch = "x86_64")]
-const ROW_BLOCK: usize = 512;
+pub(crate) const ROW_BLOCK: usize = 512;
 
 /// Which microkernel a build runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,11 @@ pub enum Kernel {
     /// group's i32 tile folded into f32 with AVX-512. Activations as AVX2's; weights with
     /// scale groups of a multiple of 32 values (Q8_0's included), else the AVX2 tiles.
     X86Amx,
+    /// x86-64 AMX-BF16 (chosen at run time where Linux grants the tile state): 8-bit weights
+    /// expanded per pair of panels to bf16 with their scales multiplied in, activations rounded
+    /// to bf16, `tdpbf16ps` summing in f32 over the whole K (no fold per scale group;
+    /// `crate::bf16`).
+    X86AmxBf16,
 }
 
 impl Kernel {
@@ -50,6 +55,7 @@ impl Kernel {
                 _ => "int8 avx-vnni",
             },
             Self::X86Amx => "int8 amx",
+            Self::X86AmxBf16 => "bf16 amx",
         }
     }
 
@@ -75,9 +81,23 @@ impl Kernel {
         matches!(self, Self::X86Avx2 | Self::X86Vnni | Self::X86Amx)
     }
 
+    /// Whether the kernel expands each pair of weight panels (to bf16) before multiplying:
+    /// threads should then split a matmul's columns, so that each pair is expanded once, not
+    /// once per thread.
+    pub fn expands_weights(self) -> bool {
+        self == Self::X86AmxBf16
+    }
+
     /// Every variant, for tests that run each one's arithmetic.
-    pub const ALL: [Kernel; 6] =
-        [Self::Portable, Self::WasmSimd128, Self::WasmRelaxedSimd, Self::X86Avx2, Self::X86Vnni, Self::X86Amx];
+    pub const ALL: [Kernel; 7] = [
+        Self::Portable,
+        Self::WasmSimd128,
+        Self::WasmRelaxedSimd,
+        Self::X86Avx2,
+        Self::X86Vnni,
+        Self::X86Amx,
+        Self::X86AmxBf16,
+    ];
 
     /// Whether this build on this CPU runs the variant's own microkernel (else it runs as
     /// portable code with the same quantization).
@@ -89,6 +109,7 @@ impl Kernel {
             Self::X86Avx2 => has_avx2(),
             Self::X86Vnni => vnni().is_some(),
             Self::X86Amx => has_amx(),
+            Self::X86AmxBf16 => has_amx_bf16(),
         }
     }
 }
@@ -115,6 +136,7 @@ impl Kernel {
     pub fn named(name: &str) -> Option<Kernel> {
         match name.trim().to_ascii_lowercase().as_str() {
             "amx" => Some(Self::X86Amx),
+            "amx-bf16" => Some(Self::X86AmxBf16),
             "vnni" => Some(Self::X86Vnni),
             "avx2" => Some(Self::X86Avx2),
             "portable" => Some(Self::Portable),
@@ -195,6 +217,27 @@ pub(crate) fn has_amx() -> bool {
     false
 }
 
+/// Whether this CPU runs `Kernel::X86AmxBf16`: AMX as [`has_amx`], AMX-BF16 and AVX-512 BF16.
+pub(crate) fn has_amx_bf16() -> bool {
+    #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+    {
+        has_amx() && has_avx512_bf16() && crate::bf16::amx::cpu_has_amx_bf16()
+    }
+    #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+    false
+}
+
+/// AVX-512 F, BW, DQ, VL and BF16 (bf16 rounding, `crate::bf16`).
+pub(crate) fn has_avx512_bf16() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        vnni() == Some(Vnni::Avx512) && has!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
 /// `out[m, n] = x[m, k] · Wᵀ` with this build's kernel.
 pub fn matmul(x: &[f32], m: usize, w: &PackedMatrix, out: &mut [f32], scratch: &mut Scratch) {
     matmul_with(kernel(), x, m, w, out, scratch)
@@ -231,7 +274,9 @@ pub struct Prepared<'a> {
 /// Panics if `x` is not `m × k` (a caller bug).
 pub fn prepare<'a>(kernel: Kernel, x: &[f32], m: usize, w: &'a PackedMatrix, scratch: &'a mut Scratch) -> Prepared<'a> {
     assert_eq!(x.len(), m * w.k, "activations: {} values for {m} rows of {}", x.len(), w.k);
-    if kernel.grouped() {
+    if kernel == Kernel::X86AmxBf16 {
+        crate::bf16::prepare(x, m, w, scratch);
+    } else if kernel.grouped() {
         quantize_groups(x, m, w.k, w.kp, w.group, kernel == Kernel::X86Vnni, scratch);
     } else {
         quantize_rows(x, m, w.k, w.kp, kernel.levels(), kernel == Kernel::WasmSimd128, scratch);
@@ -272,8 +317,17 @@ pub struct Columns<'o> {
 unsafe impl Send for Columns<'_> {}
 
 impl Columns<'_> {
+    /// Where rows `r0..r0 + rows` × columns of panel `p` onward (`cols`) start, and the
+    /// distance between rows, for a tile store into this part.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn tile(&mut self, r0: usize, p: usize, rows: usize, cols: usize) -> (*mut f32, usize) {
+        assert!(r0 + rows <= self.m && self.panels.contains(&p) && p * NR + cols <= self.n.min(self.panels.end * NR));
+        // SAFETY: in bounds (asserted).
+        (unsafe { self.ptr.add(r0 * self.n + p * NR) }, self.n)
+    }
+
     /// Output row `r`, columns of panel `p` onward (`cols` of them, within this part's panels).
-    fn at(&mut self, r: usize, p: usize, cols: usize) -> &mut [f32] {
+    pub(crate) fn at(&mut self, r: usize, p: usize, cols: usize) -> &mut [f32] {
         assert!(r < self.m && self.panels.contains(&p) && p * NR + cols <= self.n.min(self.panels.end * NR));
         // SAFETY: in bounds (asserted); no other part of the split holds these columns.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r * self.n + p * NR), cols) }
@@ -308,6 +362,16 @@ fn multiply(prepared: &Prepared, portable_tiles: bool, mut out: Columns) {
     assert!(out.m == m && out.n == w.n && out.panels.end <= w.panels, "output part of another shape");
     if m == 0 || out.panels.is_empty() {
         return;
+    }
+    if kernel == Kernel::X86AmxBf16 {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        if !portable_tiles && has_amx_bf16() {
+            // SAFETY: AMX-BF16, AVX-512 BF16 and the tile state checked; activations rounded by
+            // `prepare`.
+            unsafe { crate::bf16::amx::multiply(m, w, &mut out, scratch) };
+            return;
+        }
+        return crate::bf16::multiply_portable(m, w, &mut out, scratch);
     }
     let (grouped, offset) = (kernel.grouped(), kernel == Kernel::X86Vnni);
     #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
@@ -394,7 +458,7 @@ fn tile_pair(rows: [TileRow; PAIR_ROWS], panels: [&Panel; 2]) -> [[[f32; NR]; PA
 
 impl<'a> Panel<'a> {
     /// Panel `p` of `w`, with VNNI's offset corrections if `offset`.
-    fn of(w: &'a PackedMatrix, p: usize, offset: bool) -> Self {
+    pub(crate) fn of(w: &'a PackedMatrix, p: usize, offset: bool) -> Self {
         let groups = w.kp / w.group;
         Panel {
             data: &w.data[w.panel_start(p)..(p / PAIR + 1) * PAIR * NR * w.kp],
@@ -405,19 +469,19 @@ impl<'a> Panel<'a> {
     }
 
     /// Whether `data` holds `steps` steps (the bound every microkernel asserts).
-    fn holds(&self, steps: usize) -> bool {
+    pub(crate) fn holds(&self, steps: usize) -> bool {
         steps == 0 || self.data.len() >= (steps - 1) * STEP_BYTES + NR * KSTEP
     }
 }
 
 /// One panel of 8 output channels.
-struct Panel<'a> {
+pub(crate) struct Panel<'a> {
     /// `kp / 4` steps of `NR × 4` int8 values, [`STEP_BYTES`] apart (from the panel's first).
-    data: &'a [i8],
+    pub(crate) data: &'a [i8],
     /// `[group][NR]`
-    scales: &'a [f32],
+    pub(crate) scales: &'a [f32],
     /// Dot steps per scale group.
-    group_steps: usize,
+    pub(crate) group_steps: usize,
     /// `[group][NR]`: `128 · Σw` per group, for activations offset by +128 (else empty).
     corr: &'a [i32],
 }
@@ -845,7 +909,7 @@ mod x86 {
             s.q8.resize(s.q8.len().max(padded * w.kp), 0);
             s.group_scales.resize(s.group_scales.len().max(padded * groups), 0.0);
             let kc = chunk(w);
-            s.tiles.resize(padded * w.kp, 0);
+            s.tiles.resize_zeroed(padded * w.kp);
             for (t, tile) in s.tiles.chunks_exact_mut(ROWS * w.kp).enumerate() {
                 for (c, chunk) in tile.chunks_exact_mut(ROWS * kc).enumerate() {
                     for (i, row) in chunk.chunks_exact_mut(kc).enumerate() {

@@ -29,16 +29,19 @@
 //! (docs/PERFORMANCE.md).
 //!
 //! Microkernels: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`) and wasm32
-//! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 VNNI
-//! (`vpdpbusd`: AVX-512 VNNI on pairs of panels in 512-bit registers, else AVX-VNNI) and AVX2
-//! (`vpmaddubsw` + `vpmaddwd`, signed activations), chosen at run time; and a portable one
+//! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 AMX-INT8
+//! (`tdpbssd` on 16-row tiles; Linux grants the tile state on request), VNNI (`vpdpbusd`:
+//! AVX-512 VNNI on pairs of panels in 512-bit registers, else AVX-VNNI) and AVX2 (`vpmaddubsw` +
+//! `vpmaddwd`, signed activations), chosen at run time; and a portable one
 //! (other native CPUs, and the reference the tests compare every variant's semantics against).
 //! Every variant's integer sums are exact, so a microkernel's output equals, to the bit, the
 //! portable arithmetic with the same quantization (tests).
 
 use thiserror::Error;
 
+mod aligned;
 pub mod attention;
+mod bf16;
 pub mod f32_gemm;
 mod kernel;
 mod pack;

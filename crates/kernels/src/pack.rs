@@ -1,5 +1,6 @@
 //! Weights repacked for the kernels: int8 column panels, scales per group, column sums.
 
+use crate::aligned::Aligned;
 use crate::Int8Error;
 
 /// Columns per panel (two v128 of 4 columns × 4 K values).
@@ -49,7 +50,8 @@ pub struct PackedMatrix {
     pub(crate) group: usize,
     pub(crate) layout: ScaleLayout,
     pub(crate) panels: usize,
-    pub(crate) data: Vec<i8>,
+    /// On a 64-byte boundary, as AMX's weight tiles load it.
+    pub(crate) data: Aligned<i8>,
     /// `[panel][group][NR]`: a panel's scales in the order its tiles read them.
     pub(crate) scales: Vec<f32>,
     /// `[panels * NR]`: `Σ_g scale[g] · Σ_{k∈g} w[k]` per column, the zero-point correction
@@ -142,7 +144,7 @@ impl PackedMatrix {
             group,
             layout,
             panels,
-            data: vec![0; panels.div_ceil(PAIR) * PAIR * NR * kp],
+            data: Aligned::zeroed(panels.div_ceil(PAIR) * PAIR * NR * kp),
             scales: vec![0.0; groups * panels * NR],
             zero_corr: vec![0.0; panels * NR],
             offset_corr: vec![0; if cfg!(target_arch = "x86_64") { groups * panels * NR } else { 0 }],
@@ -155,7 +157,7 @@ impl PackedMatrix {
     }
 
     /// Index of (group `g`, output channel `row`) in `scales`.
-    fn scale_at(&self, g: usize, row: usize) -> usize {
+    pub(crate) fn scale_at(&self, g: usize, row: usize) -> usize {
         (row / NR) * (self.kp / self.group) * NR + g * NR + row % NR
     }
 

@@ -1,6 +1,8 @@
 //! Activations quantized per row (token): asymmetric unsigned with a zero point (the wasm
 //! kernels), or per row and scale group: symmetric, finer (the x86-64 kernels).
 
+use crate::aligned::Aligned;
+
 /// Reusable buffers of [`crate::matmul`]: once they have grown to a shape, calls allocate nothing.
 #[derive(Debug, Default)]
 pub struct Scratch {
@@ -14,7 +16,9 @@ pub struct Scratch {
     pub(crate) group_scales: Vec<f32>,
     /// `q8` regrouped for AMX (x86-64): `[16-row tile][K chunk][16 rows][chunk bytes]`, so
     /// each activation tile is one contiguous run of memory.
-    pub(crate) tiles: Vec<u8>,
+    pub(crate) tiles: Aligned<u8>,
+    /// Activations rounded to bf16 for `Kernel::X86AmxBf16`, in 16-row tiles (`bf16::prepare`).
+    pub(crate) bf16: Aligned<u16>,
 }
 
 /// Quantizes each row of `x` (`[m, k]`) per group of `group` values, symmetrically:

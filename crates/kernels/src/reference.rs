@@ -68,7 +68,12 @@ pub fn check(kernel: Kernel, m: usize, n: usize, k: usize, layout: ScaleLayout, 
             let abs: f64 = row.iter().zip(wc).map(|(&a, &b)| (a as f64 * b as f64).abs()).sum();
             let wsum: f64 = wc.iter().map(|&v| v.abs() as f64).sum();
             // Each activation is off by at most half a step; f32 accumulation adds rounding.
-            let bound = 0.5 * step as f64 * wsum + 1e-5 * (abs + 1.0);
+            // bf16 rounds each activation and each weight by at most 2⁻⁸ of itself.
+            let bound = if kernel == Kernel::X86AmxBf16 {
+                2f64.powi(-7) * abs + 1e-5 * (abs + 1.0)
+            } else {
+                0.5 * step as f64 * wsum + 1e-5 * (abs + 1.0)
+            };
             let err = (out[r * n + c] as f64 - exact).abs();
             if err.is_nan() || err > bound {
                 return Err(format!(
@@ -124,6 +129,41 @@ mod tests {
                     matmul_with(kernel, &x, m, &w, &mut a, &mut s);
                     crate::kernel::matmul_portable(kernel, &x, m, &w, &mut b, &mut s);
                     assert_eq!(a, b, "{kernel:?} {m}x{n}x{k} {}", layout.name());
+                }
+            }
+        }
+    }
+
+    /// AMX-BF16 against the portable bf16 arithmetic: the same rounded operands, whose products
+    /// are exact, so only the order of the f32 sums differs; checked against their f64 sum.
+    /// A wrong column or K pair in the expanded weights would be off by whole products.
+    #[test]
+    fn amx_bf16_matches_the_portable_arithmetic_to_f32_rounding() {
+        if !Kernel::X86AmxBf16.runs_here() {
+            eprintln!("this CPU lacks AMX-BF16: it ran as portable code above");
+            return;
+        }
+        for (i, &(m, n, k)) in SHAPES.iter().enumerate() {
+            for layout in LAYOUTS {
+                let mut rng = Rng::new(60 + i as u64);
+                let x = rng.vec(m * k, 2.0);
+                let w = PackedMatrix::pack(&rng.vec(n * k, 0.05), n, k, layout).unwrap();
+                let (mut tiles, mut portable) = (vec![0.0; m * n], vec![0.0; m * n]);
+                let mut s = Scratch::default();
+                matmul_with(Kernel::X86AmxBf16, &x, m, &w, &mut tiles, &mut s);
+                crate::kernel::matmul_portable(Kernel::X86AmxBf16, &x, m, &w, &mut portable, &mut s);
+                let wd = w.dequantized();
+                for r in 0..m {
+                    for c in 0..n {
+                        let abs: f64 = (0..k).map(|j| (x[r * k + j] as f64 * wd[c * k + j] as f64).abs()).sum();
+                        let (a, b) = (tiles[r * n + c] as f64, portable[r * n + c] as f64);
+                        let bound = 4.0 * k as f64 * f32::EPSILON as f64 * abs + 1e-30;
+                        assert!(
+                            (a - b).abs() <= bound,
+                            "{m}x{n}x{k} {} [{r}][{c}]: {a} vs {b} ({bound:.1e})",
+                            layout.name()
+                        );
+                    }
                 }
             }
         }
