@@ -301,6 +301,9 @@ fn exp_f32x4(x: core::arch::wasm32::v128) -> core::arch::wasm32::v128 {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use x86::exp_f32x8;
+
+#[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{LN2_HI, LN2_LO, LOG2E, ROUND, TAYLOR};
     use std::arch::x86_64::*;
@@ -308,7 +311,7 @@ mod x86 {
     /// [`super::exp`] on eight lanes, the same operations in the same order (mul then add, no
     /// FMA), so every value has the same bits as the portable and wasm code's.
     #[target_feature(enable = "avx2")]
-    fn exp_f32x8(x: __m256) -> __m256 {
+    pub(crate) fn exp_f32x8(x: __m256) -> __m256 {
         let s = _mm256_set1_ps;
         let n = _mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(x, s(LOG2E)), s(ROUND)), s(ROUND));
         // clamp: `minps`/`maxps` return their second operand when either is NaN, so NaN passes.

@@ -133,11 +133,10 @@ pub(crate) mod amx {
         __cpuid_count(7, 0).edx & (1 << 22) != 0
     }
 
-    /// Row tiles multiplied per pass over a pair's weights: four sums in flight (tmm0–tmm3).
-    const TILES: usize = 4;
-
-    /// Palette 1: tmm0–tmm3 f32 sums (16 × 16), tmm4 / tmm5 activations and tmm6 / tmm7
-    /// weights (16 rows of 64 bytes: 32 bf16 of K, or 16 K pairs × 16 columns), alternating.
+    /// Palette 1: tmm0–tmm3 f32 sums (16 × 16) of 2 row tiles × 2 pairs of panels, tmm4 / tmm5
+    /// the row tiles' activations and tmm6 / tmm7 the pairs' weights (16 rows of 64 bytes: 32
+    /// bf16 of K, or 16 K pairs × 16 columns): per 32 K values, 4 loads for 4 multiplies, each
+    /// loaded tile used twice.
     #[repr(C, align(64))]
     struct TileConfig([u8; 64]);
 
@@ -157,8 +156,9 @@ pub(crate) mod amx {
     struct Block([[f32; 16]; ROWS]);
 
     thread_local! {
-        /// One pair of panels' weights in bf16: `[K pair][16 columns][2]`, the tile's layout.
-        static PAIR: RefCell<Aligned<u16>> = const { RefCell::new(Aligned::new()) };
+        /// Two pairs of panels' weights in bf16, each `[K pair][16 columns][2]` (the tile's
+        /// layout, `kb / 2 · PAIR_ROW` values).
+        static PAIRS: RefCell<Aligned<u16>> = const { RefCell::new(Aligned::new()) };
     }
 
     /// `Kernel::X86AmxBf16`'s part of a matmul, activations rounded by `prepare`.
@@ -167,36 +167,51 @@ pub(crate) mod amx {
     #[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512bf16")]
     pub unsafe fn multiply(m: usize, w: &PackedMatrix, out: &mut Columns, s: &Scratch) {
         let kb = kb(w);
+        let expanded = kb / 2 * PAIR_ROW;
         assert!(s.bf16.len() >= m.div_ceil(ROWS) * ROWS * kb, "activations not rounded to bf16");
         let config = TileConfig::new();
         asm!("ldtilecfg [{}]", in(reg) config.0.as_ptr(), options(nostack, readonly));
         let panels = out.panels();
-        let mut block = Block([[0.0; 16]; ROWS]);
-        PAIR.with(|buf| {
+        let mut blocks = [
+            [Block([[0.0; 16]; ROWS]), Block([[0.0; 16]; ROWS])],
+            [Block([[0.0; 16]; ROWS]), Block([[0.0; 16]; ROWS])],
+        ];
+        PAIRS.with(|buf| {
             let mut buf = buf.borrow_mut();
-            buf.resize_zeroed(kb / 2 * PAIR_ROW);
+            buf.resize_zeroed(2 * expanded);
             for start in (0..m).step_by(crate::kernel::ROW_BLOCK) {
                 let end = (start + crate::kernel::ROW_BLOCK).min(m);
-                for p in panels.clone().step_by(2) {
-                    let second = (p + 1 < w.panels).then(|| Panel::of(w, p + 1, false));
-                    expand_pair(&Panel::of(w, p, false), second.as_ref(), w.kp, kb, &mut buf);
-                    let cols = (2 * NR).min(w.n - p * NR);
+                // Two pairs of panels (32 columns) at a time.
+                for p in panels.clone().step_by(4) {
+                    let pairs = if p + 2 < panels.end { 2 } else { 1 };
+                    for (j, half) in buf.chunks_exact_mut(expanded).take(pairs).enumerate() {
+                        let q = p + 2 * j;
+                        let second = (q + 1 < w.panels).then(|| Panel::of(w, q + 1, false));
+                        expand_pair(&Panel::of(w, q, false), second.as_ref(), w.kp, kb, half);
+                    }
+                    let cols = |j: usize| (2 * NR).min(w.n - (p + 2 * j) * NR);
                     let tiles = (end - start).div_ceil(ROWS);
-                    for t0 in (0..tiles).step_by(TILES) {
-                        let count = TILES.min(tiles - t0);
-                        let first = start / ROWS + t0;
-                        for i in 0..count {
+                    for t in (0..tiles).step_by(2) {
+                        let first = start / ROWS + t;
+                        let row_tiles = 2.min(tiles - t);
+                        // Whole tiles go straight to the output, ragged ones through `blocks`.
+                        let dst: [[(*mut f32, usize); 2]; 2] = std::array::from_fn(|i| {
+                            std::array::from_fn(|j| {
+                                let r0 = (first + i) * ROWS;
+                                if i < row_tiles && j < pairs && r0 + ROWS <= end && cols(j) == 2 * NR {
+                                    out.tile(r0, p + 2 * j, ROWS, 2 * NR)
+                                } else {
+                                    (blocks[i][j].0.as_mut_ptr() as *mut f32, 2 * NR)
+                                }
+                            })
+                        });
+                        multiply_block(&s.bf16, first, row_tiles, kb, &buf, pairs, dst);
+                        for (i, j) in (0..row_tiles).flat_map(|i| (0..pairs).map(move |j| (i, j))) {
                             let r0 = (first + i) * ROWS;
-                            if r0 + ROWS <= end && cols == 2 * NR {
-                                // A whole tile: its sums go straight to the output.
-                                let (dst, stride) = out.tile(r0, p, ROWS, cols);
-                                multiply_tiles(&s.bf16, first, i, count, kb, &buf, dst, stride);
-                                continue;
-                            }
-                            let dst = block.0.as_mut_ptr() as *mut f32;
-                            multiply_tiles(&s.bf16, first, i, count, kb, &buf, dst, 2 * NR);
-                            for (r, row) in (r0..end.min(r0 + ROWS)).zip(&block.0) {
-                                out.at(r, p, cols).copy_from_slice(&row[..cols]);
+                            if dst[i][j].0 == blocks[i][j].0.as_mut_ptr() as *mut f32 {
+                                for (r, row) in (r0..end.min(r0 + ROWS)).zip(&blocks[i][j].0) {
+                                    out.at(r, p + 2 * j, cols(j)).copy_from_slice(&row[..cols(j)]);
+                                }
                             }
                         }
                     }
@@ -206,58 +221,69 @@ pub(crate) mod amx {
         asm!("tilerelease", options(nostack, nomem));
     }
 
-    /// Row tiles `first..first + count` times the expanded pair over all of K, then tile
-    /// `first + i`'s 16 × 16 sums stored at `dst`, rows `stride` values apart: on `i == 0` the
-    /// sums of all `count` tiles are computed (and kept in tmm0–tmm3); later calls only store
-    /// theirs.
+    /// Row tiles `first`, `first + 1` (`row_tiles` of them) times the expanded pairs in
+    /// `pairs_bf16` (`pairs` of them) over all of K; the 16 × 16 sums of row tile `i` and pair `j`
+    /// stored at `dst[i][j]` (rows that many values apart).
     ///
-    /// SAFETY: the configuration of `multiply` loaded; `acts` holds the tiles, `pair` K / 2
-    /// rows of 16 pairs; `dst` writable for 16 rows of 16 values.
+    /// SAFETY: the configuration of `multiply` loaded; `acts` holds the tiles, `pairs_bf16`
+    /// the expanded pairs; each used `dst` writable for 16 rows of 16 values.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn multiply_tiles(
+    unsafe fn multiply_block(
         acts: &[u16],
         first: usize,
-        i: usize,
-        count: usize,
+        row_tiles: usize,
         kb: usize,
-        pair: &[u16],
-        dst: *mut f32,
-        stride: usize,
+        pairs_bf16: &[u16],
+        pairs: usize,
+        dst: [[(*mut f32, usize); 2]; 2],
     ) {
         let chunks = kb / KC;
-        assert!(acts.len() >= (first + count) * ROWS * kb && pair.len() >= kb / 2 * PAIR_ROW);
-        if i == 0 {
-            asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
-            for c in 0..chunks {
-                // 16 K pairs of the weights: rows `16c..16c + 16` of the expanded pair.
-                let b = pair.as_ptr().add(c * ROWS * PAIR_ROW);
-                let a = |t: usize| acts.as_ptr().add(((first + t) * chunks + c) * ROWS * KC);
-                macro_rules! step {
-                    ($b:literal, $($c:literal $a:literal $t:literal),*) => {
-                        asm!(concat!("tileloadd ", $b, ", [{b} + {ld}*1]"), b = in(reg) b, ld = in(reg) 64usize, options(nostack, readonly));
-                        $(if $t < count {
-                            asm!(
-                                concat!("tileloadd ", $a, ", [{a} + {ld}*1]"),
-                                concat!("tdpbf16ps ", $c, ", ", $a, ", ", $b),
-                                a = in(reg) a($t), ld = in(reg) 64usize, options(nostack, readonly)
-                            );
-                        })*
-                    };
-                }
-                if c % 2 == 0 {
-                    step!("tmm6", "tmm0" "tmm4" 0, "tmm1" "tmm5" 1, "tmm2" "tmm4" 2, "tmm3" "tmm5" 3);
-                } else {
-                    step!("tmm7", "tmm0" "tmm4" 0, "tmm1" "tmm5" 1, "tmm2" "tmm4" 2, "tmm3" "tmm5" 3);
+        let expanded = kb / 2 * PAIR_ROW;
+        assert!(acts.len() >= (first + row_tiles) * ROWS * kb && pairs_bf16.len() >= pairs * expanded);
+        asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+        let (two_rows, two_pairs) = (row_tiles == 2, pairs == 2);
+        for c in 0..chunks {
+            let a = |i: usize| acts.as_ptr().add(((first + i) * chunks + c) * ROWS * KC);
+            // 16 K pairs of the weights: rows `16c..16c + 16` of an expanded pair.
+            let b = |j: usize| pairs_bf16.as_ptr().add(j * expanded + c * ROWS * PAIR_ROW);
+            asm!(
+                "tileloadd tmm4, [{a} + {ld}*1]",
+                "tileloadd tmm6, [{b} + {ld}*1]",
+                "tdpbf16ps tmm0, tmm4, tmm6",
+                a = in(reg) a(0), b = in(reg) b(0), ld = in(reg) 64usize, options(nostack, readonly)
+            );
+            if two_pairs {
+                asm!(
+                    "tileloadd tmm7, [{b} + {ld}*1]",
+                    "tdpbf16ps tmm1, tmm4, tmm7",
+                    b = in(reg) b(1), ld = in(reg) 64usize, options(nostack, readonly)
+                );
+            }
+            if two_rows {
+                asm!(
+                    "tileloadd tmm5, [{a} + {ld}*1]",
+                    "tdpbf16ps tmm2, tmm5, tmm6",
+                    a = in(reg) a(1), ld = in(reg) 64usize, options(nostack, readonly)
+                );
+                if two_pairs {
+                    asm!("tdpbf16ps tmm3, tmm5, tmm7", options(nostack, nomem));
                 }
             }
         }
-        let (c, ld) = (dst, stride * 4);
-        match i {
-            0 => asm!("tilestored [{c} + {ld}*1], tmm0", c = in(reg) c, ld = in(reg) ld, options(nostack)),
-            1 => asm!("tilestored [{c} + {ld}*1], tmm1", c = in(reg) c, ld = in(reg) ld, options(nostack)),
-            2 => asm!("tilestored [{c} + {ld}*1], tmm2", c = in(reg) c, ld = in(reg) ld, options(nostack)),
-            _ => asm!("tilestored [{c} + {ld}*1], tmm3", c = in(reg) c, ld = in(reg) ld, options(nostack)),
+        let store = |(c, stride): (*mut f32, usize)| (c, stride * 4);
+        let (c, ld) = store(dst[0][0]);
+        asm!("tilestored [{c} + {ld}*1], tmm0", c = in(reg) c, ld = in(reg) ld, options(nostack));
+        if two_pairs {
+            let (c, ld) = store(dst[0][1]);
+            asm!("tilestored [{c} + {ld}*1], tmm1", c = in(reg) c, ld = in(reg) ld, options(nostack));
+        }
+        if two_rows {
+            let (c, ld) = store(dst[1][0]);
+            asm!("tilestored [{c} + {ld}*1], tmm2", c = in(reg) c, ld = in(reg) ld, options(nostack));
+            if two_pairs {
+                let (c, ld) = store(dst[1][1]);
+                asm!("tilestored [{c} + {ld}*1], tmm3", c = in(reg) c, ld = in(reg) ld, options(nostack));
+            }
         }
     }
 

@@ -150,6 +150,8 @@ fn detected() -> Kernel {
         Kernel::WasmRelaxedSimd
     } else if cfg!(all(target_arch = "wasm32", target_feature = "simd128")) {
         Kernel::WasmSimd128
+    } else if has_amx_bf16() {
+        Kernel::X86AmxBf16
     } else if has_amx() {
         Kernel::X86Amx
     } else if vnni().is_some() {

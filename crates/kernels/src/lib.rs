@@ -42,6 +42,7 @@ use thiserror::Error;
 mod aligned;
 pub mod attention;
 mod bf16;
+pub mod elementwise;
 pub mod f32_gemm;
 mod kernel;
 mod pack;

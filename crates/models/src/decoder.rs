@@ -10,7 +10,7 @@
 
 use crate::config::{HeadKind, ModelConfig, ScoreHead};
 use crate::cpu_attention::CpuAttention;
-use crate::fused::{MaskedSoftmax, SwiGlu};
+use crate::fused::{MaskedSoftmax, RmsNormOp, SwiGlu};
 use crate::linear::Linear;
 use crate::plan::{self, LayerWeights, LinearWeights, NormWeights};
 use crate::profile::{self, Op};
@@ -54,6 +54,9 @@ impl RmsNorm {
 
     pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let _p = profile::span(Op::Norm);
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return Ok(x.contiguous()?.apply_op2_no_bwd(&self.weight, &RmsNormOp { eps: self.eps })?);
+        }
         Ok(candle_nn::ops::rms_norm(&x.contiguous()?, &self.weight, self.eps)?)
     }
 }
