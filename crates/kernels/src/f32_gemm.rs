@@ -48,7 +48,33 @@ pub fn gemm(a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], m: usiz
                 panel[kk * NR..kk * NR + cols].copy_from_slice(src);
                 panel[kk * NR + cols..(kk + 1) * NR].fill(0.0);
             }
-            for r0 in (0..m).step_by(MR) {
+            let wide = wide_tiles();
+            let mut r0 = 0;
+            while r0 < m {
+                #[cfg(target_arch = "x86_64")]
+                if wide && m - r0 > MR {
+                    // Two tiles' rows at once in 512-bit registers (`x86_tile_wide`).
+                    let rows = (2 * MR).min(m - r0);
+                    let row_of = |i: usize| if i < rows { r0 + i } else { r0 };
+                    let a_rows: [&[f32]; 2 * MR] =
+                        std::array::from_fn(|i| &a[row_of(i) * lda + k0..row_of(i) * lda + k0 + kc]);
+                    let mut acc = [[0.0f32; NR]; 2 * MR];
+                    if k0 > 0 {
+                        for (i, row) in acc.iter_mut().enumerate() {
+                            let r = row_of(i);
+                            row[..cols].copy_from_slice(&c[r * n + c0..r * n + c0 + cols]);
+                        }
+                    }
+                    assert!(panel.len() >= kc * NR && a_rows.iter().all(|r| r.len() >= kc));
+                    // SAFETY: lengths asserted; the CPU has AVX-512 F (`wide_tiles`).
+                    unsafe { x86_tile_wide(&mut acc, a_rows, &panel[..kc * NR], kc) };
+                    for (i, row) in acc.iter().enumerate().take(rows) {
+                        c[(r0 + i) * n + c0..(r0 + i) * n + c0 + cols].copy_from_slice(&row[..cols]);
+                    }
+                    r0 += rows;
+                    continue;
+                }
+                let _ = wide;
                 let rows = MR.min(m - r0);
                 // Missing rows of a ragged tile repeat the first; their results are dropped.
                 let row_of = |i: usize| if i < rows { r0 + i } else { r0 };
@@ -65,6 +91,7 @@ pub fn gemm(a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], m: usiz
                 for (i, row) in acc.iter().enumerate().take(rows) {
                     c[(r0 + i) * n + c0..(r0 + i) * n + c0 + cols].copy_from_slice(&row[..cols]);
                 }
+                r0 += rows;
             }
         }
     }
@@ -132,6 +159,37 @@ unsafe fn wasm_tile(out: &mut [[f32; NR]; MR], a: [&[f32]; MR], b: &[f32], k: us
     }
 }
 
+/// Whether 12-row tiles in 512-bit registers run (x86-64 with AVX-512 F): one 16-lane load of B
+/// serves 12 rows per step, twice the multiply-adds per instruction of the AVX2 tile, each
+/// element still one FMA per step in order of K (so the same bits).
+fn wide_tiles() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        crate::kernel::has_avx2() && std::arch::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    false
+}
+
+/// The wide tile of [`wide_tiles`].
+///
+/// SAFETY: the CPU must have AVX-512 F and FMA; `b` holds `k * NR` values and each row `k`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma,avx512f")]
+unsafe fn x86_tile_wide(out: &mut [[f32; NR]; 2 * MR], a: [&[f32]; 2 * MR], b: &[f32], k: usize) {
+    use std::arch::x86_64::*;
+    let mut acc: [__m512; 2 * MR] = std::array::from_fn(|i| _mm512_loadu_ps(out[i].as_ptr()));
+    for kk in 0..k {
+        let bv = _mm512_loadu_ps(b.as_ptr().add(kk * NR));
+        for i in 0..2 * MR {
+            acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(*a[i].get_unchecked(kk)), bv, acc[i]);
+        }
+    }
+    for (row, v) in out.iter_mut().zip(acc) {
+        _mm512_storeu_ps(row.as_mut_ptr(), v);
+    }
+}
+
 /// Whether this build and CPU run a SIMD tile (not portable code).
 pub fn is_simd() -> bool {
     cfg!(all(target_arch = "wasm32", target_feature = "simd128")) || crate::kernel::has_avx2()
@@ -182,7 +240,7 @@ mod tests {
     #[test]
     fn gemm_matches_a_plain_triple_loop_on_ragged_shapes() {
         for (i, &(m, n, k)) in
-            [(1, 1, 1), (3, 7, 5), (4, 8, 16), (9, 17, 33), (13, 130, 64), (2, 9, 0)].iter().enumerate()
+            [(1, 1, 1), (3, 7, 5), (4, 8, 16), (9, 17, 33), (13, 130, 64), (2, 9, 0), (31, 40, 300)].iter().enumerate()
         {
             let (lda, ldb) = (k + 3, n + 5);
             let a = values(m * lda, i as u64);
