@@ -13,15 +13,13 @@
 //! of K; the tile unit in its own order, so the two agree to f32 rounding (tests).
 
 use crate::kernel::Columns;
-use crate::pack::{PackedMatrix, KSTEP, NR, STEP_BYTES};
+use crate::pack::{PackedMatrix, NR};
 use crate::quant::Scratch;
 
 /// Rows of a tile.
 const ROWS: usize = 16;
 /// bf16 values of K per tile row (64 bytes).
 const KC: usize = 32;
-/// u16 per row of an expanded pair of panels: one K pair × 16 columns (64 bytes).
-const PAIR_ROW: usize = 4 * NR;
 
 /// `x` to bf16, round to nearest even, denormals to (signed) zero, NaN quiet: what
 /// `vcvtne2ps2bf16` does.
@@ -122,6 +120,10 @@ mod x86 {
 #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
 pub(crate) mod amx {
     use super::*;
+    use crate::pack::{KSTEP, STEP_BYTES};
+
+    /// u16 per row of an expanded pair of panels: one K pair × 16 columns (64 bytes).
+    const PAIR_ROW: usize = 4 * NR;
     use crate::aligned::Aligned;
     use crate::kernel::Panel;
     use std::arch::asm;

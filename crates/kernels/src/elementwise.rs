@@ -9,12 +9,11 @@ use crate::attention::exp;
 /// Panics if the lengths differ (a caller bug).
 pub fn swiglu(gate: &[f32], up: &[f32], out: &mut [f32]) {
     assert!(gate.len() == up.len() && up.len() == out.len(), "swiglu: lengths differ");
-    let mut done = 0;
     #[cfg(target_arch = "x86_64")]
-    if crate::kernel::has_avx2() {
-        // SAFETY: the CPU has AVX2; equal lengths asserted.
-        done = unsafe { x86::swiglu(gate, up, out) };
-    }
+    // SAFETY: the CPU has AVX2; equal lengths asserted.
+    let done = if crate::kernel::has_avx2() { unsafe { x86::swiglu(gate, up, out) } } else { 0 };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = 0;
     for ((o, &g), &u) in out[done..].iter_mut().zip(&gate[done..]).zip(&up[done..]) {
         *o = g / (1.0 + exp(-g)) * u;
     }

@@ -230,6 +230,7 @@ pub(crate) fn has_amx_bf16() -> bool {
 }
 
 /// AVX-512 F, BW, DQ, VL and BF16 (bf16 rounding, `crate::bf16`).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 pub(crate) fn has_avx512_bf16() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -301,6 +302,7 @@ impl Prepared<'_> {
 
 /// Whether the AMX microkernel runs `w`: on this CPU, with scale groups of whole 32s (a tile's
 /// K is 32 or 64 bytes).
+#[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
 fn amx_applies(w: &PackedMatrix) -> bool {
     has_amx() && w.group.is_multiple_of(32)
 }
@@ -1083,7 +1085,7 @@ mod x86 {
                     // This group's share: a pair's `group` K values are `16 · group` bytes.
                     let bytes = &next[(g * group * 2 * NR).min(next.len())..((g + 1) * group * 2 * NR).min(next.len())];
                     for line in bytes.chunks(64) {
-                        _mm_prefetch::<_MM_HINT_T1>(line.as_ptr() as *const i8);
+                        _mm_prefetch::<_MM_HINT_T1>(line.as_ptr());
                     }
                 }
                 fold(&blocks[g % 3], scale, scales.as_ptr().add(g), groups, &mut out);

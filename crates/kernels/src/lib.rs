@@ -1,8 +1,9 @@
 //! CPU matrix kernels of the browser and native engines, each with wasm32 simd128 and
 //! relaxed-simd microkernels, x86-64 ones chosen at run time, and a portable one that native
 //! tests check: the int8 GEMM of quantized linear
-//! layers (this page; the crate's root items), the f32 GEMM of attention ([`f32_gemm`]) and
-//! causal attention around it ([`attention`]).
+//! layers (this page; the crate's root items), the f32 GEMM of attention ([`f32_gemm`]),
+//! causal attention around it ([`attention`]) and the decoder's elementwise steps
+//! ([`elementwise`]).
 //!
 //! Int8: `out = x · Wᵀ` with `W` repacked once into int8 column panels and `x` quantized on the
 //! fly, per row (wasm, portable) or per row and scale group (x86-64).
@@ -29,7 +30,8 @@
 //! (docs/PERFORMANCE.md).
 //!
 //! Microkernels: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`) and wasm32
-//! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 AMX-INT8
+//! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 AMX-BF16
+//! (weights expanded to bf16 with their scales, f32 sums over the whole K: `bf16.rs`), AMX-INT8
 //! (`tdpbssd` on 16-row tiles; Linux grants the tile state on request), VNNI (`vpdpbusd`:
 //! AVX-512 VNNI on pairs of panels in 512-bit registers, else AVX-VNNI) and AVX2 (`vpmaddubsw` +
 //! `vpmaddwd`, signed activations), chosen at run time; and a portable one

@@ -16,6 +16,7 @@ pub struct Scratch {
     pub(crate) group_scales: Vec<f32>,
     /// `q8` regrouped for AMX (x86-64): `[16-row tile][K chunk][16 rows][chunk bytes]`, so
     /// each activation tile is one contiguous run of memory.
+    #[cfg_attr(not(all(target_arch = "x86_64", target_os = "linux")), allow(dead_code))]
     pub(crate) tiles: Aligned<u8>,
     /// Activations rounded to bf16 for `Kernel::X86AmxBf16`, in 16-row tiles (`bf16::prepare`).
     pub(crate) bf16: Aligned<u16>,

@@ -1,5 +1,6 @@
 //! Fused CPU ops where Candle's chain of ops costs extra passes and a scalar `exp` per element:
-//! attention's masked softmax and the MLP's SwiGLU.
+//! attention's masked softmax and the MLP's SwiGLU; and RMSNorm on our vector code (Candle's
+//! generic op took about 2 ns a value).
 //!
 //! Why: scale, additive mask and `softmax_last_dim` are three passes over the score buffer (two
 //! of them allocating), the mask itself is a buffer of the same size, and the softmax calls a

@@ -16,8 +16,10 @@ use crate::weights::WeightSource;
 use crate::Result;
 use candle_core::quantized::{GgmlDType, QMatMul};
 use candle_core::{CpuStorage, DType, Device, Module, Storage, Tensor};
+#[cfg(not(target_arch = "wasm32"))]
+use rewardlens_kernels::Columns;
 pub use rewardlens_kernels::ScaleLayout;
-use rewardlens_kernels::{Columns, PackedMatrix, Scratch};
+use rewardlens_kernels::{PackedMatrix, Scratch};
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
