@@ -50,17 +50,18 @@ fn at(r: usize, k: usize, kb: usize) -> usize {
 }
 
 /// Rounds `x` (`[m, k]`) to bf16 into `s.bf16` (rows padded to whole tiles, K to whole chunks,
-/// with zeros).
+/// with zeros; every value is written, so the buffer's earlier contents never show).
 pub(crate) fn prepare(x: &[f32], m: usize, w: &PackedMatrix, s: &mut Scratch) {
     let (k, kb) = (w.k, kb(w));
     let padded = m.div_ceil(ROWS) * ROWS;
-    s.bf16.resize_zeroed(0);
     s.bf16.resize_zeroed(padded * kb);
-    for r in 0..m {
-        let row = &x[r * k..(r + 1) * k];
-        for (c, chunk) in row.chunks(KC).enumerate() {
+    for r in 0..padded {
+        let row = if r < m { &x[r * k..(r + 1) * k] } else { &[] };
+        for c in 0..kb / KC {
             let start = at(r, c * KC, kb);
-            let out = &mut s.bf16[start..start + chunk.len()];
+            let chunk = row.get(c * KC..((c + 1) * KC).min(k)).unwrap_or(&[]);
+            let (out, zeros) = s.bf16[start..start + KC].split_at_mut(chunk.len());
+            zeros.fill(0);
             #[cfg(target_arch = "x86_64")]
             if chunk.len() == KC && crate::kernel::has_avx512_bf16() {
                 // SAFETY: the CPU has AVX-512 F and BF16; 32 values in and out.

@@ -36,6 +36,19 @@ impl MaskedSoftmax<'_> {
     }
 }
 
+/// The two inputs of a binary op as contiguous f32 slices, or an error naming `op`.
+fn f32_pair<'a>(
+    op: &str,
+    (a, a_layout): (&'a CpuStorage, &Layout),
+    (b, b_layout): (&'a CpuStorage, &Layout),
+) -> candle_core::Result<(&'a [f32], &'a [f32])> {
+    let (CpuStorage::F32(a), CpuStorage::F32(b)) = (a, b) else { candle_core::bail!("{op} takes f32") };
+    let (Some((a0, a1)), Some((b0, b1))) = (a_layout.contiguous_offsets(), b_layout.contiguous_offsets()) else {
+        candle_core::bail!("{op}: inputs not contiguous")
+    };
+    Ok((&a[a0..a1], &b[b0..b1]))
+}
+
 /// silu(gate) · up, elementwise (the MLP's SwiGLU), one pass.
 pub(crate) struct SwiGlu;
 
@@ -51,15 +64,10 @@ impl CustomOp2 for SwiGlu {
         up: &CpuStorage,
         up_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(g), CpuStorage::F32(u)) = (gate, up) else { candle_core::bail!("swiglu takes f32") };
-        let (Some((g0, g1)), Some((u0, u1))) = (gate_layout.contiguous_offsets(), up_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("swiglu: inputs not contiguous")
-        };
+        let (g, u) = f32_pair(self.name(), (gate, gate_layout), (up, up_layout))?;
         if gate_layout.shape() != up_layout.shape() {
             candle_core::bail!("swiglu: gate {:?} and up {:?} differ", gate_layout.shape(), up_layout.shape())
         }
-        let (g, u) = (&g[g0..g1], &u[u0..u1]);
         let mut out = vec![0f32; g.len()];
         const CHUNK: usize = 4096;
         out.par_chunks_mut(CHUNK)
@@ -87,12 +95,7 @@ impl CustomOp2 for RmsNormOp {
         weight: &CpuStorage,
         weight_layout: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let (CpuStorage::F32(x), CpuStorage::F32(w)) = (x, weight) else { candle_core::bail!("rms-norm takes f32") };
-        let (Some((x0, x1)), Some((w0, w1))) = (x_layout.contiguous_offsets(), weight_layout.contiguous_offsets())
-        else {
-            candle_core::bail!("rms-norm: inputs not contiguous")
-        };
-        let (x, w) = (&x[x0..x1], &w[w0..w1]);
+        let (x, w) = f32_pair(self.name(), (x, x_layout), (weight, weight_layout))?;
         let n = *x_layout.dims().last().unwrap_or(&0);
         if n == 0 || w.len() != n {
             candle_core::bail!("rms-norm: weight of {} for rows of {n}", w.len())
