@@ -198,11 +198,11 @@ pub(crate) mod amx {
                         let first = start / ROWS + t;
                         let row_tiles = 2.min(tiles - t);
                         // Whole tiles go straight to the output, ragged ones through `blocks`.
+                        let whole = |i: usize, j: usize| (first + i + 1) * ROWS <= end && cols(j) == 2 * NR;
                         let dst: [[(*mut f32, usize); 2]; 2] = std::array::from_fn(|i| {
                             std::array::from_fn(|j| {
-                                let r0 = (first + i) * ROWS;
-                                if i < row_tiles && j < pairs && r0 + ROWS <= end && cols(j) == 2 * NR {
-                                    out.tile(r0, p + 2 * j, ROWS, 2 * NR)
+                                if i < row_tiles && j < pairs && whole(i, j) {
+                                    out.tile((first + i) * ROWS, p + 2 * j, ROWS, 2 * NR)
                                 } else {
                                     (blocks[i][j].0.as_mut_ptr() as *mut f32, 2 * NR)
                                 }
@@ -211,7 +211,7 @@ pub(crate) mod amx {
                         multiply_block(&s.bf16, first, row_tiles, kb, &buf, pairs, dst);
                         for (i, j) in (0..row_tiles).flat_map(|i| (0..pairs).map(move |j| (i, j))) {
                             let r0 = (first + i) * ROWS;
-                            if dst[i][j].0 == blocks[i][j].0.as_mut_ptr() as *mut f32 {
+                            if !whole(i, j) {
                                 for (r, row) in (r0..end.min(r0 + ROWS)).zip(&blocks[i][j].0) {
                                     out.at(r, p + 2 * j, cols(j)).copy_from_slice(&row[..cols(j)]);
                                 }
