@@ -35,6 +35,52 @@ pub(crate) fn tiled_attention() -> bool {
 /// Keys and values of one layer, (b, kv_heads, tokens, head_dim), after RoPE.
 pub(crate) type LayerKv = (Tensor, Tensor);
 
+/// Where [`layers_forward`] gets each layer's keys and values of the earlier tokens, and where it
+/// puts the ones it attended over: one layer at a time, so that a store holds them in its own
+/// form and no call holds every layer's twice.
+pub(crate) trait KvStore {
+    /// Layer `layer`'s keys and values before this call's tokens, batch 1; `None` for none.
+    fn past(&self, layer: usize) -> Result<Option<LayerKv>>;
+    /// Layer `layer`'s keys and values after the call: the past's, then the call's tokens.
+    fn keep(&mut self, layer: usize, seen: LayerKv) -> Result<()>;
+}
+
+/// No earlier tokens, nothing kept.
+pub(crate) struct NoKv;
+
+impl KvStore for NoKv {
+    fn past(&self, _: usize) -> Result<Option<LayerKv>> {
+        Ok(None)
+    }
+    fn keep(&mut self, _: usize, _: LayerKv) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps every layer's keys and values whole (a shared prompt's, read back by [`PastKv`]).
+impl KvStore for Vec<LayerKv> {
+    fn past(&self, _: usize) -> Result<Option<LayerKv>> {
+        Ok(None)
+    }
+    fn keep(&mut self, layer: usize, seen: LayerKv) -> Result<()> {
+        debug_assert_eq!(layer, self.len());
+        self.push(seen);
+        Ok(())
+    }
+}
+
+/// Reads a kept prefix's keys and values and keeps nothing.
+pub(crate) struct PastKv<'a>(pub(crate) &'a [LayerKv]);
+
+impl KvStore for PastKv<'_> {
+    fn past(&self, layer: usize) -> Result<Option<LayerKv>> {
+        Ok(self.0.get(layer).cloned())
+    }
+    fn keep(&mut self, _: usize, _: LayerKv) -> Result<()> {
+        Ok(())
+    }
+}
+
 /// A linear layer's forward pass, timed as [`Op::Matmul`].
 fn matmul(l: &Linear, x: &Tensor) -> Result<Tensor> {
     let _p = profile::span(Op::Matmul);
@@ -216,29 +262,27 @@ impl Layer {
     }
 }
 
-/// `layers` over the hidden states `x` (b, t, hidden) at the positions of `rope`, after `past`
-/// (one (k, v) per layer, batch 1) where given. Returns the hidden states after the last layer
-/// and, with `keep_kv`, each layer's keys and values of `past` and `x` together. The one copy of
-/// the layer math: the whole model and every pipeline stage run their layers through here.
+/// `layers` over the hidden states `x` (b, t, hidden) at the positions of `rope`, after the
+/// earlier tokens `kv` holds; each layer's keys and values of both go to `kv.keep`. Returns the
+/// hidden states after the last layer. The one copy of the layer math: the whole model and every
+/// pipeline stage run their layers through here.
 pub(crate) fn layers_forward(
     layers: &[Layer],
     mut x: Tensor,
     rope: &Rope,
     mask: &Masks,
-    past: Option<&[LayerKv]>,
-    keep_kv: bool,
-) -> Result<(Tensor, Vec<LayerKv>)> {
-    let mut kept = Vec::new();
+    kv: &mut dyn KvStore,
+) -> Result<Tensor> {
     for (i, layer) in layers.iter().enumerate() {
-        let (h, kv) = layer.attn.forward(&layer.input_norm.forward(&x)?, rope, mask, past.map(|p| &p[i]))?;
-        if keep_kv {
-            kept.push(kv);
-        }
+        let past = kv.past(i)?;
+        let (h, seen) = layer.attn.forward(&layer.input_norm.forward(&x)?, rope, mask, past.as_ref())?;
+        drop(past);
+        kv.keep(i, seen)?;
         x = (x + h)?;
         let h = layer.mlp.forward(&layer.post_norm.forward(&x)?)?;
         x = (x + h)?;
     }
-    Ok((x, kept))
+    Ok(x)
 }
 
 /// The score head (one linear layer, or two with a ReLU between) over final-normed states.
@@ -376,19 +420,12 @@ impl DecoderRewardModel {
         score_head(&self.score, h)
     }
 
-    /// The layers over `ids` (b, t) placed after `offset` tokens of `past` (one (k, v) per
-    /// layer); returns the last hidden states (before the final norm) and, with `keep_kv`,
-    /// each layer's keys and values.
-    fn layers_forward(
-        &self,
-        ids: &Tensor,
-        mask: &Masks,
-        offset: usize,
-        past: Option<&[LayerKv]>,
-        keep_kv: bool,
-    ) -> Result<(Tensor, Vec<LayerKv>)> {
+    /// The layers over `ids` (b, t) placed after `offset` earlier tokens held by `kv`, which
+    /// is handed each layer's keys and values; returns the last hidden states (before the final
+    /// norm).
+    fn layers_forward(&self, ids: &Tensor, mask: &Masks, offset: usize, kv: &mut dyn KvStore) -> Result<Tensor> {
         let rope = Rope::new(&self.inv_freq, offset, ids.dim(1)?, &self.device)?;
-        layers_forward(&self.layers, embed(&self.embed, ids)?, &rope, mask, past, keep_kv)
+        layers_forward(&self.layers, embed(&self.embed, ids)?, &rope, mask, kv)
     }
 
     /// The head applied at every position of one unpadded sequence, whatever the head kind: for
@@ -400,7 +437,7 @@ impl DecoderRewardModel {
         let dev = &self.device;
         let x_ids = Tensor::from_vec(ids.to_vec(), (1, t), dev)?;
         let mask = self.masks(&[ids], &[0], 0);
-        let (x, _) = self.layers_forward(&x_ids, &mask, 0, None, false)?;
+        let x = self.layers_forward(&x_ids, &mask, 0, &mut NoKv)?;
         Ok(self.head(&self.norm.forward(&x)?)?.get(0)?.to_vec2()?)
     }
 
@@ -443,7 +480,7 @@ impl DecoderRewardModel {
         let dev = &self.device;
         let ids = Tensor::from_vec(ids, (b, t), dev)?;
         let mask = self.masks(rows, &starts, 0);
-        let (x, _) = self.layers_forward(&ids, &mask, 0, None, false)?;
+        let x = self.layers_forward(&ids, &mask, 0, &mut NoKv)?;
         self.heads(rows, &x, &starts, 0, None)
     }
 
@@ -455,7 +492,8 @@ impl DecoderRewardModel {
         let prefix = &rows[0][..shared];
         let ids = Tensor::from_vec(prefix.to_vec(), (1, shared), dev)?;
         let mask = self.masks(&[prefix], &[0], 0);
-        let (prefix_x, kv) = self.layers_forward(&ids, &mask, 0, None, true)?;
+        let mut kv = Vec::with_capacity(self.layers.len());
+        let prefix_x = self.layers_forward(&ids, &mask, 0, &mut kv)?;
 
         let rests: Vec<&[u32]> = rows.iter().map(|r| &r[shared..]).collect();
         let t = rests.iter().map(|r| r.len()).max().unwrap_or(0);
@@ -467,7 +505,7 @@ impl DecoderRewardModel {
         }
         let ids = Tensor::from_vec(ids, (rows.len(), t), dev)?;
         let mask = self.masks(&rests, &vec![0; rows.len()], shared);
-        let (x, _) = self.layers_forward(&ids, &mask, shared, Some(&kv), false)?;
+        let x = self.layers_forward(&ids, &mask, shared, &mut PastKv(&kv))?;
         drop(kv);
         let offsets = vec![0; rows.len()];
         self.heads(rows, &x, &offsets, shared, Some(&prefix_x))

@@ -14,7 +14,7 @@
 //! [`crate::DecoderRewardModel::forward`] up to float rounding.
 
 use crate::config::{HeadKind, ModelConfig};
-use crate::decoder::{self, HeadOutput, Layer, LayerKv, Masks, RmsNorm, Rope, DTYPE, QUERY_BLOCK};
+use crate::decoder::{self, HeadOutput, KvStore, Layer, LayerKv, Masks, RmsNorm, Rope, DTYPE, QUERY_BLOCK};
 use crate::gguf::{ByteSource, GgufFile, HEADER_READ_AHEAD};
 use crate::linear::Linear;
 use crate::plan;
@@ -62,13 +62,20 @@ pub enum StageOutput {
     Logits(Vec<Vec<f32>>),
 }
 
-/// Keys and values of one stage's layers for the tokens it has seen. Cloning is cheap (tensors
-/// are shared, never written in place) and forks the sequence: a prompt's `StageKv` cloned once
-/// per response lets each response continue from the prompt without recomputing it.
+/// Keys and values of one stage's layers for the tokens it has seen, chunk by chunk. Cloning is
+/// cheap (tensors are shared, never written in place) and forks the sequence: a prompt's
+/// `StageKv` cloned once per response lets each response continue from the prompt without
+/// recomputing it.
+///
+/// Each chunk's keys and values are kept as their own piece, joined only for the layer being
+/// run: keeping one growing tensor per layer would hold every layer's old and new copies at once
+/// while a chunk runs (about twice the keys and values at the end of a long sequence, and a
+/// wasm heap never shrinks back).
 #[derive(Clone, Default)]
 pub struct StageKv {
-    /// Per layer of the stage, (1, kv_heads, tokens, head_dim); empty before the first chunk.
-    layers: Vec<LayerKv>,
+    /// Per layer of the stage, per chunk, (1, kv_heads, chunk tokens, head_dim); empty before
+    /// the first chunk.
+    layers: Vec<Vec<LayerKv>>,
     tokens: usize,
 }
 
@@ -80,7 +87,43 @@ impl StageKv {
 
     /// Bytes the keys and values hold.
     pub fn size_bytes(&self) -> usize {
-        self.layers.iter().map(|(k, v)| (k.elem_count() + v.elem_count()) * k.dtype().size_in_bytes()).sum()
+        let bytes = |t: &Tensor| t.elem_count() * t.dtype().size_in_bytes();
+        self.layers.iter().flatten().map(|(k, v)| bytes(k) + bytes(v)).sum()
+    }
+
+    /// Drops what a failed chunk kept in some layers, so the next try starts from the same state.
+    fn truncate(&mut self, chunks: usize) {
+        if chunks == 0 {
+            self.layers.clear();
+        }
+        for pieces in &mut self.layers {
+            pieces.truncate(chunks);
+        }
+    }
+}
+
+impl KvStore for StageKv {
+    fn past(&self, layer: usize) -> Result<Option<LayerKv>> {
+        let Some(pieces) = self.layers.get(layer).filter(|p| !p.is_empty()) else { return Ok(None) };
+        let _p = profile::span(Op::Copy);
+        let join = |part: fn(&LayerKv) -> &Tensor| -> Result<Tensor> {
+            let parts: Vec<&Tensor> = pieces.iter().map(part).collect();
+            Ok(Tensor::cat(&parts, 2)?)
+        };
+        Ok(Some((join(|kv| &kv.0)?, join(|kv| &kv.1)?)))
+    }
+
+    fn keep(&mut self, layer: usize, (k, v): LayerKv) -> Result<()> {
+        let _p = profile::span(Op::Copy);
+        let new = k.dim(2)? - self.tokens;
+        // A copy of the chunk's part alone: a narrowed view would keep the joined tensor alive.
+        let chunk = |t: Tensor| -> Result<Tensor> { Ok(t.narrow(2, self.tokens, new)?.force_contiguous()?) };
+        let piece = (chunk(k)?, chunk(v)?);
+        if self.layers.len() <= layer {
+            self.layers.resize_with(layer + 1, Vec::new);
+        }
+        self.layers[layer].push(piece);
+        Ok(())
     }
 }
 
@@ -203,9 +246,8 @@ impl DecoderStage {
         let offset = kv.tokens;
         let rope = Rope::new(&self.inv_freq, offset, t, &self.device)?;
         let mask = Masks::single(t, offset, QUERY_BLOCK, &self.device);
-        let past = (offset > 0).then_some(kv.layers.as_slice());
-        let (x, seen) = decoder::layers_forward(&self.layers, x, &rope, &mask, past, true)?;
-        kv.layers = seen;
+        let chunks = kv.layers.first().map_or(0, Vec::len);
+        let x = decoder::layers_forward(&self.layers, x, &rope, &mask, kv).inspect_err(|_| kv.truncate(chunks))?;
         kv.tokens = offset + t;
         match &self.tail {
             Some(tail) => {

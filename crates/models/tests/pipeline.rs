@@ -198,6 +198,11 @@ fn chunked_stages_equal_the_whole_model_and_transformers() {
                     let mut kvs = vec![StageKv::default(); stages.len()];
                     let logits = run(&stages, &mut kvs, &ids, chunk);
                     assert!(kvs.iter().all(|kv| kv.tokens() == ids.len()));
+                    // Every chunk's keys and values once, nothing more: 2 × kv heads × head dim
+                    // f32 per token and layer.
+                    let kv_dim = c.num_key_value_heads * c.head_dim;
+                    let held: usize = kvs.iter().map(StageKv::size_bytes).sum();
+                    assert_eq!(held, c.num_hidden_layers * ids.len() * 2 * kv_dim * 4, "{what}: bytes held");
                     let out = head_output(&c, &ids, logits).unwrap();
                     if let (
                         HeadOutput::Sequence { pooled_index: a, .. },
