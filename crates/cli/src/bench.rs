@@ -116,5 +116,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if let Some(m) = peak_rss_mib() {
         println!("peak RSS: {m:.0} MiB");
     }
+    if let Some(m) = model.device_memory() {
+        println!("GPU memory: {m}");
+    }
     Ok(ExitCode::SUCCESS)
 }

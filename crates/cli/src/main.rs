@@ -81,9 +81,11 @@ pub struct DeviceArgs {
     /// How the GPU holds the weight matrices: f32, f16, q8_0 or q4_0 (dequantized in the kernels).
     #[arg(long, default_value = "f16")]
     pub gpu_weights: String,
-    /// How the CPU multiplies 8-bit (Q8_0) weights: int8 (rewardlens-kernels: AVX-512 VNNI,
-    /// AVX-VNNI or AVX2, whichever the CPU has, else portable code) or candle (Candle's quantized
-    /// matmul). Default: int8 where one of its SIMD microkernels runs, else candle (see
+    /// How the CPU multiplies 8-bit (Q8_0) weights: int8 (rewardlens-kernels: bf16 AMX, int8
+    /// AMX, AVX-512 VNNI, AVX-VNNI or AVX2, whichever the CPU has, else portable code, on Q8_0's
+    /// own 32-value scales), int8-channel (the same kernels on the weights requantized to one
+    /// scale per output channel: faster, less accurate) or candle (Candle's quantized matmul).
+    /// Default: int8 where one of its SIMD microkernels runs, else candle (see
     /// docs/PERFORMANCE.md).
     #[arg(long)]
     pub q8_kernel: Option<String>,
@@ -102,11 +104,21 @@ impl ModelArgs {
     }
 }
 
+/// Candle's barrier pool: how long its workers spin before parking (read when the pool starts).
+const CANDLE_SPIN: &str = "CANDLE_BARRIER_POOL_SPIN_LIMIT";
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(n) = cli.threads {
         // Read by candle's CPU kernels when they first run, so set before any model work.
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+    if std::env::var_os(CANDLE_SPIN).is_none() {
+        // Candle runs its elementwise ops (residual adds, dtype casts) on its own pool, whose
+        // workers spin 25,000 rounds after every op before sleeping: with a thread per core they
+        // then hold a core the next matmul's threads need (64-token passes 25% slower on 2 cores;
+        // docs/PERFORMANCE.md). Sleep at once instead; set the variable to keep Candle's default.
+        std::env::set_var(CANDLE_SPIN, "0");
     }
     let result: Result<ExitCode> = match cli.command {
         Command::Score(args) => jsonl::run(args),

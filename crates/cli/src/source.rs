@@ -162,8 +162,9 @@ fn q8_kernel(name: Option<&str>) -> Result<LinearKernel> {
     Ok(match name {
         None => LinearKernel::default_for_build(),
         Some("int8") => LinearKernel::Int8(ScaleLayout::PerGroup(32)),
+        Some("int8-channel") => LinearKernel::Int8(ScaleLayout::PerChannel),
         Some("candle") => LinearKernel::Candle,
-        Some(other) => bail!("--q8-kernel {other}: expected int8 or candle"),
+        Some(other) => bail!("--q8-kernel {other}: expected int8, int8-channel or candle"),
     })
 }
 
@@ -242,6 +243,7 @@ mod tests {
     fn q8_kernel_names_are_checked() {
         assert_eq!(q8_kernel(Some("candle")).unwrap(), LinearKernel::Candle);
         assert_eq!(q8_kernel(Some("int8")).unwrap(), LinearKernel::Int8(ScaleLayout::PerGroup(32)));
+        assert_eq!(q8_kernel(Some("int8-channel")).unwrap(), LinearKernel::Int8(ScaleLayout::PerChannel));
         assert_eq!(q8_kernel(None).unwrap(), LinearKernel::default_for_build());
         let err = q8_kernel(Some("avx512")).unwrap_err().to_string();
         assert!(err.contains("--q8-kernel avx512") && err.contains("int8 or candle"), "{err}");

@@ -6,9 +6,10 @@
 //! weight format and length, the median of 3 runs after a warm-up: seconds per response,
 //! tokens/s, achieved GFLOP/s (2 x matrix parameters x tokens, plus the attention's
 //! 2 x T^2 x heads x head_dim per layer for QK and PV with the causal half), and with
-//! PEAK_GFLOPS (the device's f32 peak, e.g. 67000 for an H100 SXM) the fraction of it.
+//! PEAK_GFLOPS (the device's f32 peak, e.g. 67000 for an H100 SXM) the fraction of it; and the
+//! GPU buffers (`Gpu::memory`): weights, and the peak of each length's passes by kind.
 
-use rewardlens_gpu::{Gpu, GpuRewardModel, WeightFormat};
+use rewardlens_gpu::{BufferKind, Gpu, GpuRewardModel, WeightFormat};
 use rewardlens_models::{CheckpointFiles, ModelConfig, WeightFiles};
 use std::time::Instant;
 
@@ -35,7 +36,9 @@ fn main() {
     let WeightFiles::Paths(paths) = &files.weights else { unreachable!() };
     let weights = rewardlens_models::weights::SafetensorsWeights::mmap(paths).unwrap();
     let p = rewardlens_models::memory::ParameterCount::of(&config);
-    println!("| weights | tokens | s per response | tokens/s | GFLOP/s | of peak |\n|---|---:|---:|---:|---:|---:|");
+    println!(
+        "| weights | tokens | s per response | tokens/s | GFLOP/s | of peak | GPU peak MiB (weights + passes) |\n|---|---:|---:|---:|---:|---:|---|"
+    );
     for f in formats {
         let t0 = Instant::now();
         let gpu = Gpu::new_blocking().unwrap();
@@ -50,6 +53,7 @@ fn main() {
         );
         for &len in &lengths {
             let ids = rewardlens_models::synthetic::bench_ids(len, 0, config.vocab_size);
+            model.gpu().reset_memory_peak();
             model.forward_blocking(&[&ids]).unwrap();
             let mut times: Vec<f64> = (0..3)
                 .map(|_| {
@@ -66,7 +70,21 @@ fn main() {
                 * config.num_hidden_layers as f64;
             let gflops = (2.0 * p.matrices as f64 * len as f64 + attn) / s / 1e9;
             let of_peak = peak.map_or("—".to_owned(), |pk| format!("{:.1}%", 100.0 * gflops / pk));
-            println!("| {} | {len} | {s:.3} | {:.1} | {gflops:.1} | {of_peak} |", f.name(), len as f64 / s);
+            let m = model.gpu().memory();
+            let mib = |b: u64| b as f64 / (1u64 << 20) as f64;
+            let (_, activations) = m.of(BufferKind::Activations);
+            let (_, uniforms) = m.of(BufferKind::Uniforms);
+            let (_, staging) = m.of(BufferKind::Staging);
+            println!(
+                "| {} | {len} | {s:.3} | {:.1} | {gflops:.1} | {of_peak} | {:.1} ({:.1} + activations {:.1}, uniforms {:.2}, staging {:.2}) |",
+                f.name(),
+                len as f64 / s,
+                mib(m.peak_total),
+                mib(m.of(BufferKind::Weights).0),
+                mib(activations),
+                mib(uniforms),
+                mib(staging)
+            );
         }
     }
 }

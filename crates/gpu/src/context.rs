@@ -1,7 +1,5 @@
 //! The device, buffers and dispatch.
 
-use wgpu::util::DeviceExt;
-
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
     #[error(
@@ -20,11 +18,190 @@ pub enum GpuError {
 
 pub type Result<T> = std::result::Result<T, GpuError>;
 
-/// A storage buffer of `len` 32-bit elements.
+/// What a GPU buffer holds, for [`GpuMemory`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BufferKind {
+    /// The model's matrices, norms and biases: uploaded once.
+    Weights,
+    /// A pass's inputs, activations and outputs: pooled, reused by later passes.
+    Activations,
+    /// Kernel parameters: pooled like activations.
+    Uniforms,
+    /// Readback buffers the CPU maps.
+    Staging,
+}
+
+impl BufferKind {
+    pub const ALL: [Self; 4] = [Self::Weights, Self::Activations, Self::Uniforms, Self::Staging];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Weights => "weights",
+            Self::Activations => "activations",
+            Self::Uniforms => "uniforms",
+            Self::Staging => "staging",
+        }
+    }
+}
+
+/// Bytes of the GPU buffers alive (created and not yet destroyed, pooled ones included), by
+/// [`BufferKind`] in [`BufferKind::ALL`]'s order, and the most alive at once since the last
+/// [`Gpu::reset_memory_peak`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GpuMemory {
+    pub alive: [u64; 4],
+    pub peak: [u64; 4],
+    /// The most bytes of all kinds alive at once.
+    pub peak_total: u64,
+    /// Buffers created since the device started (a pass that reuses the pool creates none).
+    pub created: u64,
+}
+
+impl GpuMemory {
+    pub fn alive_total(&self) -> u64 {
+        self.alive.iter().sum()
+    }
+
+    pub fn of(&self, kind: BufferKind) -> (u64, u64) {
+        let i = kind as usize;
+        (self.alive[i], self.peak[i])
+    }
+
+    /// "weights 1,201.3 MiB; peak 1,230.0 MiB (activations 20.1, uniforms 0.1, staging 0.0)".
+    pub fn summary(&self) -> String {
+        let mib = |b: u64| b as f64 / (1 << 20) as f64;
+        let peaks: Vec<String> =
+            BufferKind::ALL[1..].iter().map(|k| format!("{} {:.1}", k.name(), mib(self.peak[*k as usize]))).collect();
+        format!(
+            "weights {:.1} MiB; peak {:.1} MiB ({} MiB)",
+            mib(self.alive[BufferKind::Weights as usize]),
+            mib(self.peak_total),
+            peaks.join(", ")
+        )
+    }
+
+    fn add(&mut self, kind: BufferKind, bytes: u64) {
+        let i = kind as usize;
+        self.alive[i] += bytes;
+        self.peak[i] = self.peak[i].max(self.alive[i]);
+        self.peak_total = self.peak_total.max(self.alive_total());
+        self.created += 1;
+    }
+
+    fn sub(&mut self, kind: BufferKind, bytes: u64) {
+        self.alive[kind as usize] -= bytes;
+    }
+}
+
+/// A buffer no longer referenced by the caller, kept for reuse (or, for weights, until it can
+/// be destroyed).
+struct Free {
+    buffer: wgpu::Buffer,
+    /// The submission that holds its last use (at the latest). Once that is submitted, the
+    /// queue orders a `write_buffer` after those uses, and `destroy` waits for them; before,
+    /// the uses sit in the encoder still being recorded.
+    last_use: u64,
+}
+
+/// The device's buffer accounting and the pool of per-pass buffers.
+#[derive(Default)]
+struct Buffers {
+    memory: GpuMemory,
+    /// Free buffers by kind and size, oldest first (`last_use` never decreases along one).
+    free: std::collections::HashMap<(BufferKind, u64), std::collections::VecDeque<Free>>,
+    /// Submissions made so far; counted under the same lock as the queue's `submit` call, so
+    /// no `write_buffer` slips between the count and the submission.
+    submitted: u64,
+    /// Command encoders opened and not yet submitted (the one being recorded, or one taken for
+    /// a submission that has not happened yet).
+    open_encoders: u64,
+}
+
+impl Buffers {
+    /// A free buffer of `kind` and `size`; with `settled`, only one whose uses are submitted.
+    fn take(&mut self, kind: BufferKind, size: u64, settled: bool) -> Option<wgpu::Buffer> {
+        let list = self.free.get_mut(&(kind, size))?;
+        let free = if settled {
+            list.front().is_some_and(|f| f.last_use <= self.submitted).then(|| list.pop_front()).flatten()
+        } else {
+            list.pop_back()
+        };
+        free.map(|f| f.buffer)
+    }
+
+    /// Destroys the free buffers of `kind` whose uses are submitted: a pass of another shape
+    /// needs new ones, and the earlier shape's would otherwise stay alive beside them.
+    fn trim(&mut self, kind: BufferKind) {
+        let submitted = self.submitted;
+        self.destroy_free(|k, last_use| k == kind && last_use <= submitted);
+    }
+
+    /// After submission `s`: destroys the free buffers that none of its commands used (free
+    /// since before it was recorded), so the pool holds what the last pass needed; weights
+    /// let go of before it go too.
+    fn retire_unused(&mut self, s: u64) {
+        self.destroy_free(|_, last_use| last_use < s);
+    }
+
+    fn destroy_free(&mut self, stale: impl Fn(BufferKind, u64) -> bool) {
+        for (&(kind, size), list) in &mut self.free {
+            // Oldest first: the stale ones lead.
+            while list.front().is_some_and(|f| stale(kind, f.last_use)) {
+                let f = list.pop_front().expect("checked");
+                self.memory.sub(kind, size);
+                f.buffer.destroy();
+            }
+        }
+        self.free.retain(|_, list| !list.is_empty());
+    }
+}
+
+/// A storage buffer of `len` 32-bit elements. Dropping it hands it back to its device: a
+/// weight buffer is destroyed, a pass's buffer goes to the pool for the next pass.
 pub struct GpuBuffer {
     pub buffer: wgpu::Buffer,
     pub len: usize,
+    kind: BufferKind,
+    owner: std::sync::Arc<std::sync::Mutex<Buffers>>,
 }
+
+impl Drop for GpuBuffer {
+    fn drop(&mut self) {
+        let Ok(mut b) = self.owner.lock() else { return };
+        release(&mut b, self.buffer.clone(), self.kind);
+    }
+}
+
+/// A buffer the caller no longer references: a readback buffer (its copy submitted, unmapped)
+/// is destroyed; the rest wait in the pool, weights only until the next submission (the model
+/// is gone, but the encoder being recorded may still use them).
+fn release(b: &mut Buffers, buffer: wgpu::Buffer, kind: BufferKind) {
+    if kind == BufferKind::Staging {
+        b.memory.sub(kind, buffer.size());
+        buffer.destroy();
+    } else {
+        // Its last use is in the encoder being recorded, if there is one, else submitted.
+        let last_use = b.submitted + u64::from(b.open_encoders > 0);
+        b.free.entry((kind, buffer.size())).or_default().push_back(Free { buffer, last_use });
+    }
+}
+
+/// A kernel's uniform buffer; back to the pool when dropped.
+pub(crate) struct Uniform {
+    pub(crate) buffer: wgpu::Buffer,
+    owner: std::sync::Arc<std::sync::Mutex<Buffers>>,
+}
+
+impl Drop for Uniform {
+    fn drop(&mut self) {
+        let Ok(mut b) = self.owner.lock() else { return };
+        release(&mut b, self.buffer.clone(), BufferKind::Uniforms);
+    }
+}
+
+/// Weight bytes written between submissions while loading: bounds the staging copies the
+/// driver holds for `write_buffer` (all of a model's, had nothing been submitted until the end).
+const UPLOAD_SUBMIT_BYTES: u64 = 64 << 20;
 
 /// What the caller allows the device to use: the optional features are taken only when the
 /// adapter has them; tests turn them off to exercise the fallbacks, and lower `max_binding` to
@@ -65,6 +242,9 @@ pub struct Gpu {
     /// The first validation or out-of-memory error the device raised since the last readback:
     /// wgpu's default would panic (in the browser, kill the worker); we report it instead.
     device_error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    buffers: std::sync::Arc<std::sync::Mutex<Buffers>>,
+    /// Weight bytes written since the last submission (see [`UPLOAD_SUBMIT_BYTES`]).
+    unsubmitted_upload: std::sync::Mutex<u64>,
 }
 
 /// "name (backend)"; browsers may withhold the name, then the driver or vendor stands in.
@@ -140,6 +320,8 @@ impl Gpu {
             max_binding,
             pending: std::sync::Mutex::new(None),
             device_error,
+            buffers: Default::default(),
+            unsubmitted_upload: std::sync::Mutex::new(0),
         })
     }
 
@@ -176,50 +358,156 @@ impl Gpu {
         self.download_f32(&self.zeros(1)).await.map(|_| ())
     }
 
+    /// Bytes of GPU buffers alive by kind, and their peak since [`Self::reset_memory_peak`].
+    pub fn memory(&self) -> GpuMemory {
+        self.buffers.lock().expect("buffer lock").memory
+    }
+
+    /// Starts a new peak from what is alive now (e.g. before a pass, to read its own peak).
+    pub fn reset_memory_peak(&self) {
+        let mut b = self.buffers.lock().expect("buffer lock");
+        let m = &mut b.memory;
+        m.peak = m.alive;
+        m.peak_total = m.alive_total();
+    }
+
     /// Submits what was recorded.
     pub fn flush(&self) {
         let pending = self.pending.lock().expect("encoder lock").take();
         if let Some(enc) = pending {
-            self.queue.submit([enc.finish()]);
+            self.submit(Some(enc.finish()));
         }
     }
 
-    fn storage(&self, label: &str, bytes: &[u8], len: usize) -> GpuBuffer {
-        let buffer = self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some(label),
-            contents: bytes,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-        });
-        GpuBuffer { buffer, len }
+    /// A new command encoder, counted open until [`Self::submit`] takes it.
+    fn open_encoder(&self) -> wgpu::CommandEncoder {
+        self.buffers.lock().expect("buffer lock").open_encoders += 1;
+        self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
     }
 
+    /// Submits an opened encoder's `commands` (none: just the queue's pending writes); returns
+    /// the submission's number.
+    fn submit(&self, commands: Option<wgpu::CommandBuffer>) -> u64 {
+        let mut b = self.buffers.lock().expect("buffer lock");
+        b.submitted += 1;
+        if commands.is_some() {
+            b.open_encoders -= 1;
+        }
+        self.queue.submit(commands);
+        let s = b.submitted;
+        b.retire_unused(s);
+        s
+    }
+
+    /// A new buffer, counted.
+    fn create(&self, kind: BufferKind, label: &str, size: u64, usage: wgpu::BufferUsages) -> wgpu::Buffer {
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(label),
+            size,
+            usage,
+            mapped_at_creation: false,
+        });
+        self.buffers.lock().expect("buffer lock").memory.add(kind, size);
+        buffer
+    }
+
+    fn wrap(&self, buffer: wgpu::Buffer, len: usize, kind: BufferKind) -> GpuBuffer {
+        GpuBuffer { buffer, len, kind, owner: self.buffers.clone() }
+    }
+
+    const STORAGE: wgpu::BufferUsages =
+        wgpu::BufferUsages::STORAGE.union(wgpu::BufferUsages::COPY_SRC).union(wgpu::BufferUsages::COPY_DST);
+
+    /// A pass's buffer holding `bytes`: a pooled one whose earlier uses have all run (the queue
+    /// writes it before this submission's commands), else a new one.
+    fn upload_bytes(&self, bytes: &[u8], len: usize) -> GpuBuffer {
+        let size = (bytes.len().max(4) as u64).next_multiple_of(4);
+        let taken = self.buffers.lock().expect("buffer lock").take(BufferKind::Activations, size, true);
+        let buffer = match taken {
+            Some(b) => b,
+            None => {
+                self.buffers.lock().expect("buffer lock").trim(BufferKind::Activations);
+                self.create(BufferKind::Activations, "input", size, Self::STORAGE)
+            }
+        };
+        if !bytes.is_empty() {
+            self.queue.write_buffer(&buffer, 0, bytes);
+        }
+        self.wrap(buffer, len, BufferKind::Activations)
+    }
+
+    /// A pass's input (cos/sin tables, token ids, a test's operands).
     pub fn upload_f32(&self, data: &[f32]) -> GpuBuffer {
-        self.storage("f32", bytemuck::cast_slice(data), data.len())
+        self.upload_bytes(bytemuck::cast_slice(data), data.len())
     }
 
     pub fn upload_u32(&self, data: &[u32]) -> GpuBuffer {
-        self.storage("u32", bytemuck::cast_slice(data), data.len())
+        self.upload_bytes(bytemuck::cast_slice(data), data.len())
     }
 
-    /// `len` zeroed 32-bit elements.
+    /// Weights: written through the queue, with a submission every [`UPLOAD_SUBMIT_BYTES`] so
+    /// the driver's staging copies are released as loading goes (natively, waited for).
+    pub fn upload_weights(&self, words: &[u32]) -> GpuBuffer {
+        let bytes: &[u8] = bytemuck::cast_slice(words);
+        let size = (bytes.len().max(4) as u64).next_multiple_of(4);
+        let buffer = self.create(BufferKind::Weights, "weights", size, Self::STORAGE);
+        if !bytes.is_empty() {
+            self.queue.write_buffer(&buffer, 0, bytes);
+        }
+        let mut unsubmitted = self.unsubmitted_upload.lock().expect("upload lock");
+        *unsubmitted += size;
+        if *unsubmitted >= UPLOAD_SUBMIT_BYTES {
+            *unsubmitted = 0;
+            self.flush();
+            // An empty submission still carries the queue's pending writes.
+            self.submit(None);
+            #[cfg(not(target_arch = "wasm32"))]
+            let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
+        }
+        self.wrap(buffer, words.len(), BufferKind::Weights)
+    }
+
+    pub fn upload_weights_f32(&self, data: &[f32]) -> GpuBuffer {
+        self.upload_weights(bytemuck::cast_slice(data))
+    }
+
+    /// `len` zeroed 32-bit elements: a pooled buffer cleared in order with the recorded
+    /// commands (its earlier uses come first), else a new one (zeroed by the device).
     pub fn zeros(&self, len: usize) -> GpuBuffer {
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("zeros"),
-            size: (len.max(1) * 4) as u64,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        GpuBuffer { buffer, len }
+        let size = (len.max(1) * 4) as u64;
+        let taken = self.buffers.lock().expect("buffer lock").take(BufferKind::Activations, size, false);
+        let buffer = match taken {
+            Some(b) => {
+                let mut pending = self.pending.lock().expect("encoder lock");
+                let enc = pending.get_or_insert_with(|| self.open_encoder());
+                enc.clear_buffer(&b, 0, None);
+                b
+            }
+            None => {
+                self.buffers.lock().expect("buffer lock").trim(BufferKind::Activations);
+                self.create(BufferKind::Activations, "activations", size, Self::STORAGE)
+            }
+        };
+        self.wrap(buffer, len, BufferKind::Activations)
     }
 
     /// A uniform buffer holding `params`, a kernel's `#[repr(C)]` mirror of its WGSL uniform
-    /// struct (which carries its own padding to the 16-byte rows uniforms are read in).
-    pub(crate) fn uniform(&self, params: &impl bytemuck::Pod) -> wgpu::Buffer {
-        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-            label: Some("params"),
-            contents: bytemuck::bytes_of(params),
-            usage: wgpu::BufferUsages::UNIFORM,
-        })
+    /// struct (which carries its own padding to the 16-byte rows uniforms are read in). Pooled
+    /// like a pass's inputs: after the first pass of a shape, no dispatch creates one.
+    pub(crate) fn uniform(&self, params: &impl bytemuck::Pod) -> Uniform {
+        let bytes = bytemuck::bytes_of(params);
+        let size = bytes.len() as u64;
+        let taken = self.buffers.lock().expect("buffer lock").take(BufferKind::Uniforms, size, true);
+        let buffer = taken.unwrap_or_else(|| {
+            self.create(
+                BufferKind::Uniforms,
+                "params",
+                size,
+                wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            )
+        });
+        self.queue.write_buffer(&buffer, 0, bytes);
+        Uniform { buffer, owner: self.buffers.clone() }
     }
 
     /// Runs `pipeline` once with `bindings` at bindings 0.. of group 0.
@@ -241,8 +529,7 @@ impl Gpu {
             entries: &entries,
         });
         let mut pending = self.pending.lock().expect("encoder lock");
-        let enc = pending
-            .get_or_insert_with(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
+        let enc = pending.get_or_insert_with(|| self.open_encoder());
         // One pass per dispatch: wgpu orders passes and inserts the barriers between them.
         let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor { label: None, timestamp_writes: None });
         pass.set_pipeline(pipeline);
@@ -268,21 +555,18 @@ impl Gpu {
     /// Copies a buffer back to the CPU.
     pub async fn download_f32(&self, b: &GpuBuffer) -> Result<Vec<f32>> {
         let size = (b.len * 4) as u64;
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
+        let staging = self.create(
+            BufferKind::Staging,
+            "readback",
             size,
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let mut enc = self
-            .pending
-            .lock()
-            .expect("encoder lock")
-            .take()
-            .unwrap_or_else(|| self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None }));
-        enc.copy_buffer_to_buffer(&b.buffer, 0, &staging, 0, size);
-        self.queue.submit([enc.finish()]);
-        let slice = staging.slice(..);
+            wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+        );
+        // Destroyed and uncounted when this returns, on error too.
+        let staging = self.wrap(staging, b.len, BufferKind::Staging);
+        let mut enc = self.pending.lock().expect("encoder lock").take().unwrap_or_else(|| self.open_encoder());
+        enc.copy_buffer_to_buffer(&b.buffer, 0, &staging.buffer, 0, size);
+        self.submit(Some(enc.finish()));
+        let slice = staging.buffer.slice(..);
         let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
@@ -293,7 +577,7 @@ impl Gpu {
         let view = slice.get_mapped_range().map_err(|e| GpuError::Readback(e.to_string()))?;
         let out = bytemuck::cast_slice(&view).to_vec();
         drop(view);
-        staging.unmap();
+        staging.buffer.unmap();
         if let Some(e) = self.device_error.lock().expect("error slot").take() {
             return Err(GpuError::Device(e));
         }

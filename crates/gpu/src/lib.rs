@@ -13,6 +13,6 @@ pub mod context;
 pub mod kernels;
 pub mod model;
 
-pub use context::{Gpu, GpuBuffer, GpuError, GpuOptions};
+pub use context::{BufferKind, Gpu, GpuBuffer, GpuError, GpuMemory, GpuOptions};
 pub use kernels::WeightFormat;
 pub use model::GpuRewardModel;

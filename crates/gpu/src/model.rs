@@ -95,13 +95,14 @@ impl GpuRewardModel {
             let format = if format.fits_rows(l.inp) { format } else { WeightFormat::F32 };
             let chunks = GpuMatrix::upload_split(&gpu, format, &data, l.out, l.inp)?;
             let bias = match l.bias_name() {
-                Some(b) => Some(gpu.upload_f32(&f32s(&b, &[l.out])?)),
+                Some(b) => Some(gpu.upload_weights_f32(&f32s(&b, &[l.out])?)),
                 None => None,
             };
             weight_bytes += chunks.iter().map(GpuMatrix::bytes).sum::<u64>();
             Ok(Linear { chunks, bias, out: l.out })
         };
-        let norm = |n: &NormWeights| -> Result<GpuBuffer> { Ok(gpu.upload_f32(&f32s(&n.weight(), &[n.size])?)) };
+        let norm =
+            |n: &NormWeights| -> Result<GpuBuffer> { Ok(gpu.upload_weights_f32(&f32s(&n.weight(), &[n.size])?)) };
         let h = c.hidden_size;
         let mut layers = Vec::with_capacity(c.num_hidden_layers);
         for index in 0..c.num_hidden_layers {
@@ -136,14 +137,26 @@ impl GpuRewardModel {
         let score = Linear {
             chunks: GpuMatrix::upload_split(&gpu, WeightFormat::F32, &tensor_f32(hw)?, labels, h)?,
             bias: match hb {
-                Some(b) => Some(gpu.upload_f32(&tensor_f32(b)?)),
+                Some(b) => Some(gpu.upload_weights_f32(&tensor_f32(b)?)),
                 None => None,
             },
             out: labels,
         };
-        let table = f32s(plan::EMBEDDING, &[c.vocab_size, h])?;
-        let embed = GpuMatrix::upload_split(&gpu, WeightFormat::F32, &table, c.vocab_size, h)?;
-        drop(table);
+        // The table in f16 unless the matrices are f32: half the bytes (a 150k-token
+        // vocabulary is the largest tensor of a small model), read as f16 on the host too.
+        let embed = if format == WeightFormat::F32 || !WeightFormat::F16.fits_rows(h) {
+            let table = f32s(plan::EMBEDDING, &[c.vocab_size, h])?;
+            GpuMatrix::upload_split(&gpu, WeightFormat::F32, &table, c.vocab_size, h)?
+        } else {
+            use half::slice::HalfFloatSliceExt;
+            let table = w
+                .tensor(plan::EMBEDDING, &[c.vocab_size, h], candle_core::DType::F16, &cpu)
+                .map_err(weights_err)?
+                .flatten_all()
+                .and_then(|t| t.to_vec1::<half::f16>())
+                .map_err(|e| GpuError::Shape(format!("{}: {e}", plan::EMBEDDING)))?;
+            GpuMatrix::upload_split_f16(&gpu, table.reinterpret_cast(), c.vocab_size, h)?
+        };
         weight_bytes += embed.iter().map(GpuMatrix::bytes).sum::<u64>();
         let final_norm = norm(&plan::final_norm(c))?;
         let max_pass_tokens = split_rows(&gpu, widest_row(c) as u64 * 4, usize::MAX, "an activation row")?;
@@ -401,5 +414,8 @@ impl rewardlens_models::ForwardPass for GpuRewardModel {
     }
     fn prefix_reuse(&self) -> Option<usize> {
         GpuRewardModel::prefix_reuse(self)
+    }
+    fn device_memory(&self) -> Option<String> {
+        Some(self.gpu.memory().summary())
     }
 }

@@ -2,7 +2,7 @@
 //! (Mesa's lavapipe in CI: `mesa-vulkan-drivers`).
 
 use rewardlens_gpu::kernels::*;
-use rewardlens_gpu::{Gpu, GpuOptions};
+use rewardlens_gpu::{BufferKind, Gpu, GpuOptions};
 use std::sync::OnceLock;
 
 fn gpu() -> &'static Gpu {
@@ -205,7 +205,59 @@ fn swiglu_add_and_embedding_match_cpu() {
         Embedding::new(g).run(g, &chunks, &g.upload_u32(&ids), &y).unwrap();
         let what = format!("embedding in {} chunks", chunks.len());
         assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 0.0, &what);
+        // The f16 table: exactly the f16 rounding of each value.
+        let bits: Vec<u16> = table.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
+        let chunks = GpuMatrix::upload_split_f16(g, &bits, vocab, dim).unwrap();
+        let y = g.zeros(ids.len() * dim);
+        Embedding::new(g).run(g, &chunks, &g.upload_u32(&ids), &y).unwrap();
+        let want16: Vec<f32> = want.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let what = format!("f16 embedding in {} chunks", chunks.len());
+        assert_close(&g.download_f32_blocking(&y).unwrap(), &want16, 0.0, &what);
     }
+}
+
+/// The buffer count: weights counted while alive, a pass's buffers pooled and reused by the
+/// next pass of the same shape (none created), rewritten inputs and cleared outputs never
+/// mixing with the earlier pass's, and destroyed when a pass of another shape needs room.
+#[test]
+fn pass_buffers_are_counted_pooled_and_reused() {
+    let g = Gpu::new_blocking().unwrap_or_else(|e| panic!("{e}"));
+    let weights = g.upload_weights_f32(&random(1000, 3));
+    let m = g.memory();
+    assert_eq!(m.of(BufferKind::Weights).0, 4000);
+    let add = Add::new(&g);
+    let run = |n: usize, seed: u64| {
+        let (a, b) = (random(n, seed), random(n, seed + 1));
+        let y = g.zeros(n);
+        add.run(&g, &g.upload_f32(&a), &g.upload_f32(&b), &y, n).unwrap();
+        let want: Vec<f32> = a.iter().zip(&b).map(|(x, u)| x + u).collect();
+        assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 1e-6, &format!("add of {n}, seed {seed}"));
+    };
+    run(256, 1);
+    let after_first = g.memory();
+    // Three activation buffers of 1 KiB, one uniform; the readback buffer is gone again.
+    assert_eq!(after_first.of(BufferKind::Activations).0, 3 * 1024);
+    assert_eq!(after_first.of(BufferKind::Staging).0, 0);
+    assert!(after_first.of(BufferKind::Staging).1 >= 1024, "the readback was counted while alive");
+    run(256, 7);
+    run(256, 9);
+    let again = g.memory();
+    assert_eq!(again.created, after_first.created + 2, "only the two readbacks are new: {again:?}");
+    assert_eq!(again.alive, after_first.alive);
+    // Another shape: the 256-value buffers are destroyed, not kept beside the new ones (the
+    // last output once a pass has run without it).
+    run(300, 11);
+    run(300, 13);
+    assert_eq!(g.memory().of(BufferKind::Activations).0, 3 * 1200);
+    g.reset_memory_peak();
+    run(300, 15);
+    let m = g.memory();
+    assert_eq!(m.of(BufferKind::Activations).1, 3 * 1200, "a pass of a pooled shape adds nothing");
+    // Weights let go of are destroyed with the next submission (the encoder being recorded
+    // could still use them).
+    drop(weights);
+    run(300, 17);
+    assert_eq!(g.memory().of(BufferKind::Weights).0, 0);
 }
 
 /// Causal softmax attention of one sequence, as transformers computes it.

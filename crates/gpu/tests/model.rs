@@ -78,8 +78,8 @@ fn worst_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
         .fold(0f32, f32::max)
 }
 
-/// The checkpoint with every layer matrix replaced by what `format` stores (decoded back to
-/// f32): the CPU engine on it computes exactly what the GPU kernels should, so quantized
+/// The checkpoint with every layer matrix and the embedding table replaced by what `format`
+/// stores (decoded back to f32): the CPU engine on it computes exactly what the GPU kernels should, so quantized
 /// formats are held to the same 1e-3 as f32 (only summation order differs).
 struct DecodedWeights<'a> {
     inner: &'a dyn WeightSource,
@@ -101,6 +101,19 @@ impl WeightSource for DecodedWeights<'_> {
         let w: Vec<f32> = self.inner.tensor(name, &[out, inp], DType::F32, device)?.flatten_all()?.to_vec1()?;
         let w = if self.format.fits_rows(inp) { decoded_weights(self.format, &w, out, inp).unwrap() } else { w };
         Ok(QMatMul::Tensor(Tensor::from_vec(w, (out, inp), device)?.to_dtype(dtype)?))
+    }
+    /// The GPU holds the table in f16 unless the matrices are f32.
+    fn embedding_weight(
+        &self,
+        name: &str,
+        vocab: usize,
+        hidden: usize,
+        dtype: DType,
+        device: &Device,
+    ) -> rewardlens_models::Result<QMatMul> {
+        let t = self.inner.tensor(name, &[vocab, hidden], DType::F32, device)?;
+        let t = if self.format == WeightFormat::F32 { t } else { t.to_dtype(DType::F16)?.to_dtype(DType::F32)? };
+        Ok(QMatMul::Tensor(t.to_dtype(dtype)?))
     }
 }
 

@@ -92,6 +92,7 @@ pub fn check(kernel: Kernel, m: usize, n: usize, k: usize, layout: ScaleLayout, 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{prepare, Columns};
 
     const LAYOUTS: [ScaleLayout; 4] =
         [ScaleLayout::PerChannel, ScaleLayout::PerGroup(4), ScaleLayout::PerGroup(32), ScaleLayout::PerGroup(128)];
@@ -249,6 +250,80 @@ mod tests {
         let cap = s.q8.capacity();
         matmul_with(Kernel::Portable, &[1.0; 32], 1, &w, &mut out[..2], &mut s);
         assert_eq!(s.q8.capacity(), cap);
+    }
+
+    /// Two threads over a 0.6B decoder's worth of weights (28 layers, Skywork/Qwen3-0.6B shapes,
+    /// read from memory, not cache) at 64 rows: by rows (each thread all weights, half the rows)
+    /// against by columns (each thread half the weights, all rows).
+    /// `cargo test --release -p rewardlens-kernels -- --ignored --nocapture print_model_threading`
+    #[test]
+    #[ignore]
+    fn print_model_threading() {
+        let mut rng = Rng::new(7);
+        let shapes = [(2048, 1024), (1024, 1024), (1024, 1024), (1024, 2048), (3072, 1024), (3072, 1024), (1024, 3072)];
+        let ws: Vec<PackedMatrix> = (0..28)
+            .flat_map(|_| shapes)
+            .map(|(n, k)| PackedMatrix::pack(&rng.vec(n * k, 0.05), n, k, ScaleLayout::PerGroup(32)).unwrap())
+            .collect();
+        let macs: usize = ws.iter().map(|w| w.n() * w.k()).sum();
+        let kernel = crate::kernel();
+        for m in [64, 512] {
+            let xs: Vec<Vec<f32>> = [1024, 2048, 3072].iter().map(|&k| rng.vec(m * k, 1.0)).collect();
+            let x_for = |k: usize| &xs[k / 1024 - 1];
+            let mut outs: Vec<Vec<f32>> = ws.iter().map(|w| vec![0.0; m * w.n()]).collect();
+            let (mut s0, mut s1) = (Scratch::default(), Scratch::default());
+            let time = |f: &mut dyn FnMut()| {
+                (0..3)
+                    .map(|_| {
+                        let t = std::time::Instant::now();
+                        f();
+                        t.elapsed().as_secs_f64()
+                    })
+                    .fold(f64::INFINITY, f64::min)
+            };
+            let one = time(&mut || {
+                for (w, o) in ws.iter().zip(outs.iter_mut()) {
+                    matmul_with(kernel, x_for(w.k()), m, w, o, &mut s0);
+                }
+            });
+            let rows = time(&mut || {
+                for (w, o) in ws.iter().zip(outs.iter_mut()) {
+                    let x = x_for(w.k());
+                    let half = m / 2;
+                    let (oa, ob) = o.split_at_mut(half * w.n());
+                    let (xa, xb) = x.split_at(half * w.k());
+                    let (sa, sb) = (&mut s0, &mut s1);
+                    std::thread::scope(|sc| {
+                        sc.spawn(|| matmul_with(kernel, xb, m - half, w, ob, sb));
+                        matmul_with(kernel, xa, half, w, oa, sa);
+                    });
+                }
+            });
+            let cols = time(&mut || {
+                for (w, o) in ws.iter().zip(outs.iter_mut()) {
+                    let prepared = prepare(kernel, x_for(w.k()), m, w, &mut s0);
+                    let part = Columns::new(o, m, w);
+                    let p = part.panels();
+                    let (a, b) = part.split_at(p.start + p.len() / 2);
+                    let prepared = &prepared;
+                    std::thread::scope(|sc| {
+                        sc.spawn(move || prepared.multiply(b));
+                        prepared.multiply(a);
+                    });
+                }
+            });
+            let g = |t: f64| (m * macs) as f64 / t / 1e9;
+            println!(
+                "m={m} {}: one thread {:.0} ms ({:.0} GMAC/s), two by rows {:.0} ms ({:.0}), two by columns {:.0} ms ({:.0})",
+                kernel.name(),
+                one * 1e3,
+                g(one),
+                rows * 1e3,
+                g(rows),
+                cols * 1e3,
+                g(cols)
+            );
+        }
     }
 
     /// Information, not a test of speed: `cargo test --release -p rewardlens-kernels -- --ignored --nocapture`.

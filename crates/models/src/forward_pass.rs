@@ -31,6 +31,11 @@ pub trait ForwardPass: Send + Sync {
     fn linear_kernel(&self) -> String {
         String::new()
     }
+    /// Device memory held apart from the process's own (a GPU's buffers by kind and their
+    /// peak), for reports; `None` where the backend has none.
+    fn device_memory(&self) -> Option<String> {
+        None
+    }
 }
 
 impl ForwardPass for DecoderRewardModel {

@@ -150,6 +150,11 @@ impl RewardModel {
         self.model.prefix_reuse()
     }
 
+    /// See [`ForwardPass::device_memory`].
+    pub fn device_memory(&self) -> Option<String> {
+        self.model.device_memory()
+    }
+
     /// See [`ForwardPass::max_sequence_tokens`].
     pub fn max_sequence_tokens(&self) -> Option<usize> {
         self.model.max_sequence_tokens()

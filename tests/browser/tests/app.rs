@@ -500,6 +500,7 @@ fn webgpu_scores_every_fixture_like_transformers() {
             assert!((v - e).abs() <= tol * e.abs().max(1.0), "{name} {storage} {case}: WebGPU {v}, transformers {e}");
         }
         assert!(b.text("#backend").contains("WebGPU"), "results name the backend: {}", b.text("#backend"));
+        assert!(b.text("#backend").contains("GPU memory: weights"), "and what the GPU holds: {}", b.text("#backend"));
     }
     b.screenshot(&artifacts().join("webgpu.png"));
 

@@ -204,6 +204,12 @@ impl Engine {
                 let started = self.now();
                 let backend = self.model.borrow().as_ref().map(|l| l.info.backend.clone()).unwrap_or_default();
                 let result = self.score(id, job, truncate, steps.as_ref()).await;
+                // The results line says what the GPU holds (WebGPU): weights and the peak.
+                let memory = self.model.borrow().as_ref().and_then(|l| l.scorer.device_memory());
+                let backend = match memory {
+                    Some(m) => format!("{backend} · GPU memory: {m}"),
+                    None => backend,
+                };
                 self.finish(
                     id,
                     result.map(|output| FromWorker::Scored { id, output, backend, ms: self.now() - started }),

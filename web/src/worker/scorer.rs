@@ -64,6 +64,14 @@ impl Scorer {
         }
     }
 
+    /// The GPU's buffers (weights, and the peak of every kind): WebGPU only.
+    pub fn device_memory(&self) -> Option<String> {
+        match self {
+            Self::WebGpu { model, .. } => Some(model.gpu().memory().summary()),
+            _ => None,
+        }
+    }
+
     /// Engine workers that score (the pipeline's stages; 1 otherwise).
     pub fn workers(&self) -> usize {
         match self {

@@ -62,7 +62,7 @@ impl Attention {
         });
         let n = tokens * heads;
         let groups = (n.min(65_535) as u32, n.div_ceil(65_535) as u32, 1);
-        gpu.dispatch(&self.0, &[&q.buffer, &k.buffer, &v.buffer, &out.buffer, &starts.buffer, &p], groups);
+        gpu.dispatch(&self.0, &[&q.buffer, &k.buffer, &v.buffer, &out.buffer, &starts.buffer, &p.buffer], groups);
         Ok(())
     }
 }

@@ -25,7 +25,7 @@ impl BiasAdd {
         check("bias_add y", y, rows * cols)?;
         check("bias_add b", b, cols)?;
         let p = gpu.uniform(&BiasAddParams { rows: rows as u32, cols: cols as u32, _a: 0, _b: 0 });
-        gpu.dispatch(&self.0, &[&y.buffer, &b.buffer, &p], groups_1d(rows * cols, 64));
+        gpu.dispatch(&self.0, &[&y.buffer, &b.buffer, &p.buffer], groups_1d(rows * cols, 64));
         Ok(())
     }
 }

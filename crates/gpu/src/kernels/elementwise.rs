@@ -28,7 +28,7 @@ pub(super) fn run(
     check(format_args!("{op} b"), b, len)?;
     check(format_args!("{op} y"), y, len)?;
     let p = gpu.uniform(&ElementwiseParams { len: len as u32, _a: 0, _b: 0, _c: 0 });
-    gpu.dispatch(pipeline, &[&a.buffer, &b.buffer, &y.buffer, &p], groups_1d(len, 64));
+    gpu.dispatch(pipeline, &[&a.buffer, &b.buffer, &y.buffer, &p.buffer], groups_1d(len, 64));
     Ok(())
 }
 

@@ -17,13 +17,29 @@ pub struct EmbeddingParams {
 
 const SOURCE: &str = include_str!("embedding.wgsl");
 
+/// The table as f32 values.
+const TABLE_F32: &str = "@group(0) @binding(0) var<storage, read> table: array<f32>;
+fn value(j: u32) -> f32 { return table[j]; }";
+
+/// The table as f16 values packed two per word (element 2i in the low half), read with
+/// `unpack2x16float` (core WGSL: no `shader-f16` needed).
+const TABLE_F16: &str = "@group(0) @binding(0) var<storage, read> table: array<u32>;
+fn value(j: u32) -> f32 { return unpack2x16float(table[j / 2u])[j % 2u]; }";
+
 /// Token embedding lookup from a table split into row chunks ([`GpuMatrix::upload_split`] in
-/// f32): one dispatch per chunk, each writing the tokens whose ids fall in it.
-pub struct Embedding(wgpu::ComputePipeline);
+/// f32, or [`GpuMatrix::upload_split_f16`]): one dispatch per chunk, each writing the tokens
+/// whose ids fall in it.
+pub struct Embedding {
+    f32: wgpu::ComputePipeline,
+    f16: wgpu::ComputePipeline,
+}
 
 impl Embedding {
     pub fn new(gpu: &Gpu) -> Self {
-        Self(gpu.pipeline("embedding", SOURCE))
+        Self {
+            f32: gpu.pipeline("embedding_f32", &format!("{TABLE_F32}\n{SOURCE}")),
+            f16: gpu.pipeline("embedding_f16", &format!("{TABLE_F16}\n{SOURCE}")),
+        }
     }
     pub fn run(&self, gpu: &Gpu, chunks: &[GpuMatrix], ids: &GpuBuffer, y: &GpuBuffer) -> Result<()> {
         let Some(dim) = chunks.first().map(|c| c.k) else {
@@ -32,16 +48,18 @@ impl Embedding {
         check("embedding y", y, ids.len * dim)?;
         let mut row0 = 0;
         for c in chunks {
-            if c.format != WeightFormat::F32 || c.k != dim {
-                return Err(GpuError::Shape("embedding chunks must be f32 rows of one width".into()));
-            }
+            let pipeline = match c.format {
+                WeightFormat::F32 if c.k == dim => &self.f32,
+                WeightFormat::F16 if c.k == dim => &self.f16,
+                _ => return Err(GpuError::Shape("embedding chunks must be f32 or f16 rows of one width".into())),
+            };
             let p = gpu.uniform(&EmbeddingParams {
                 tokens: ids.len as u32,
                 dim: dim as u32,
                 rows: c.n as u32,
                 row0: row0 as u32,
             });
-            gpu.dispatch(&self.0, &[&c.data.buffer, &ids.buffer, &y.buffer, &p], groups_1d(ids.len * dim, 64));
+            gpu.dispatch(pipeline, &[&c.data.buffer, &ids.buffer, &y.buffer, &p.buffer], groups_1d(ids.len * dim, 64));
             row0 += c.n;
         }
         Ok(())
@@ -55,6 +73,7 @@ mod tests {
 
     #[test]
     fn params_mirror_the_wgsl() {
-        assert_mirrors_uniform!(EmbeddingParams, SOURCE, [tokens, dim, rows, row0]);
+        assert_mirrors_uniform!(EmbeddingParams, &format!("{TABLE_F32}\n{SOURCE}"), [tokens, dim, rows, row0]);
+        assert_mirrors_uniform!(EmbeddingParams, &format!("{TABLE_F16}\n{SOURCE}"), [tokens, dim, rows, row0]);
     }
 }

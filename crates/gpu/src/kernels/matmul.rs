@@ -85,8 +85,8 @@ impl Matmul {
             WeightFormat::Q4_0 => &self.q4_0,
         };
         match &w.scales {
-            Some(s) => gpu.dispatch(pipeline, &[&x.buffer, &w.data.buffer, &y.buffer, &p, &s.buffer], groups),
-            None => gpu.dispatch(pipeline, &[&x.buffer, &w.data.buffer, &y.buffer, &p], groups),
+            Some(s) => gpu.dispatch(pipeline, &[&x.buffer, &w.data.buffer, &y.buffer, &p.buffer, &s.buffer], groups),
+            None => gpu.dispatch(pipeline, &[&x.buffer, &w.data.buffer, &y.buffer, &p.buffer], groups),
         }
         Ok(())
     }

@@ -45,7 +45,7 @@ impl RmsNorm {
         check("rms_norm y", y, rows * dim)?;
         let p = gpu.uniform(&RmsNormParams { rows: rows as u32, dim: dim as u32, eps, _pad: 0 });
         let groups = (rows.min(65_535) as u32, rows.div_ceil(65_535) as u32, 1);
-        gpu.dispatch(&self.0, &[&x.buffer, &weight.buffer, &y.buffer, &p], groups);
+        gpu.dispatch(&self.0, &[&x.buffer, &weight.buffer, &y.buffer, &p.buffer], groups);
         Ok(())
     }
 }

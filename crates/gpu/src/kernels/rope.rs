@@ -36,7 +36,11 @@ impl Rope {
         check("rope sin", sin, tokens * head_dim / 2)?;
         let p =
             gpu.uniform(&RopeParams { tokens: tokens as u32, heads: heads as u32, head_dim: head_dim as u32, _pad: 0 });
-        gpu.dispatch(&self.0, &[&x.buffer, &cos.buffer, &sin.buffer, &p], groups_1d(tokens * heads * head_dim / 2, 64));
+        gpu.dispatch(
+            &self.0,
+            &[&x.buffer, &cos.buffer, &sin.buffer, &p.buffer],
+            groups_1d(tokens * heads * head_dim / 2, 64),
+        );
         Ok(())
     }
 }

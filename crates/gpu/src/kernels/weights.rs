@@ -150,8 +150,8 @@ impl GpuMatrix {
     }
 
     fn from_encoded(gpu: &Gpu, format: WeightFormat, data: &[u32], scales: &[f32], n: usize, k: usize) -> Self {
-        let scales = (!scales.is_empty()).then(|| gpu.upload_f32(scales));
-        Self { format, data: gpu.upload_u32(data), scales, n, k }
+        let scales = (!scales.is_empty()).then(|| gpu.upload_weights_f32(scales));
+        Self { format, data: gpu.upload_weights(data), scales, n, k }
     }
 
     /// Uploads `[n, k]` weights as consecutive row blocks, each within the device's largest
@@ -164,6 +164,22 @@ impl GpuMatrix {
             let r = rows.min(n - r0);
             out.push(Self::upload(gpu, format, &w[r0 * k..(r0 + r) * k], r, k)?);
             r0 += r;
+        }
+        Ok(out)
+    }
+
+    /// Uploads `[n, k]` weights given as f16 bits, split like [`Self::upload_split`]: a table
+    /// read as f16 goes up without a host copy in f32.
+    pub fn upload_split_f16(gpu: &Gpu, bits: &[u16], n: usize, k: usize) -> Result<Vec<Self>> {
+        let format = WeightFormat::F16;
+        if bits.len() != n * k || !format.fits_rows(k) {
+            return Err(GpuError::Shape(format!("{} f16 values for a [{n}, {k}] matrix (k must be even)", bits.len())));
+        }
+        let rows = split_rows(gpu, format.row_bytes(k), n, &format!("a [{n}, {k}] f16 matrix"))?;
+        let mut out = Vec::new();
+        for block in bits.chunks(rows * k) {
+            let words: Vec<u32> = block.chunks(2).map(|p| p[0] as u32 | ((p[1] as u32) << 16)).collect();
+            out.push(Self { format, data: gpu.upload_weights(&words), scales: None, n: block.len() / k, k });
         }
         Ok(out)
     }
