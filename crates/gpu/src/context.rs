@@ -157,7 +157,8 @@ impl Buffers {
 }
 
 /// A storage buffer of `len` 32-bit elements. Dropping it hands it back to its device: a
-/// weight buffer is destroyed, a pass's buffer goes to the pool for the next pass.
+/// pass's buffer goes to the pool for the next pass, a weight buffer is destroyed with the
+/// next submission.
 pub struct GpuBuffer {
     pub buffer: wgpu::Buffer,
     pub len: usize,
