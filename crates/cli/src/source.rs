@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(q8_kernel(Some("int8-channel")).unwrap(), LinearKernel::Int8(ScaleLayout::PerChannel));
         assert_eq!(q8_kernel(None).unwrap(), LinearKernel::default_for_build());
         let err = q8_kernel(Some("avx512")).unwrap_err().to_string();
-        assert!(err.contains("--q8-kernel avx512") && err.contains("int8 or candle"), "{err}");
+        assert!(err.contains("--q8-kernel avx512") && err.contains("int8, int8-channel or candle"), "{err}");
     }
 
     #[test]

@@ -98,3 +98,30 @@ fn auto_picks_a_hardware_gpu_or_says_why_not() {
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("unknown --gpu-weights `q3`"));
 }
+
+/// `bench --device gpu` reports the GPU's buffers: the weights the model holds there (the same
+/// bytes as the load line's count) and a peak above them from the passes.
+#[test]
+fn bench_on_the_gpu_reports_its_buffers() {
+    let model = fixture("llama-seq");
+    let o = rewardlens(&[
+        "bench",
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "gpu",
+        "--lengths",
+        "16",
+        "--iters",
+        "1",
+    ]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out.lines().find(|l| l.starts_with("GPU memory: weights ")).unwrap_or_else(|| panic!("{out}"));
+    let mib = |after: &str| -> f64 {
+        let rest = &line[line.find(after).unwrap_or_else(|| panic!("{line}")) + after.len()..];
+        rest.split(|c: char| c == ' ' || c == ';').next().unwrap().parse().unwrap()
+    };
+    let (weights, peak) = (mib("weights "), mib("peak "));
+    assert!(weights > 1.0, "{line}");
+    assert!(peak > weights, "a pass adds activations above the weights: {line}");
+}
