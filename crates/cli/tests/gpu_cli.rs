@@ -119,7 +119,7 @@ fn bench_on_the_gpu_reports_its_buffers() {
     let line = out.lines().find(|l| l.starts_with("GPU memory: weights ")).unwrap_or_else(|| panic!("{out}"));
     let mib = |after: &str| -> f64 {
         let rest = &line[line.find(after).unwrap_or_else(|| panic!("{line}")) + after.len()..];
-        rest.split(|c: char| c == ' ' || c == ';').next().unwrap().parse().unwrap()
+        rest.split([' ', ';']).next().unwrap().parse().unwrap()
     };
     let (weights, peak) = (mib("weights "), mib("peak "));
     assert!(weights > 1.0, "{line}");
