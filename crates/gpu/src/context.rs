@@ -374,8 +374,10 @@ impl Gpu {
 
     /// Submits what was recorded.
     pub fn flush(&self) {
-        let pending = self.pending.lock().expect("encoder lock").take();
-        if let Some(enc) = pending {
+        // Submitted under the encoder lock: no other thread records into a new encoder and
+        // submits it first, so submissions run in the order their commands were recorded.
+        let mut pending = self.pending.lock().expect("encoder lock");
+        if let Some(enc) = pending.take() {
             self.submit(Some(enc.finish()));
         }
     }
@@ -564,9 +566,13 @@ impl Gpu {
         );
         // Destroyed and uncounted when this returns, on error too.
         let staging = self.wrap(staging, b.len, BufferKind::Staging);
-        let mut enc = self.pending.lock().expect("encoder lock").take().unwrap_or_else(|| self.open_encoder());
-        enc.copy_buffer_to_buffer(&b.buffer, 0, &staging.buffer, 0, size);
-        self.submit(Some(enc.finish()));
+        {
+            // As in `flush`: taken and submitted under the encoder lock.
+            let mut pending = self.pending.lock().expect("encoder lock");
+            let mut enc = pending.take().unwrap_or_else(|| self.open_encoder());
+            enc.copy_buffer_to_buffer(&b.buffer, 0, &staging.buffer, 0, size);
+            self.submit(Some(enc.finish()));
+        }
         let slice = staging.buffer.slice(..);
         let (tx, rx) = futures_channel::oneshot::channel();
         slice.map_async(wgpu::MapMode::Read, move |r| {
