@@ -55,6 +55,12 @@ pub struct GpuMatrix {
     pub k: usize,
 }
 
+/// Two f16 values (their bits) in one 32-bit word, the first in the low half: how the f16
+/// format and the f16 embedding table are stored.
+fn f16_word(lo: u16, hi: u16) -> u32 {
+    lo as u32 | ((hi as u32) << 16)
+}
+
 /// f32 weights encoded in a format, as (data words, scales) the way the GPU holds them.
 pub fn encode_weights(format: WeightFormat, w: &[f32], n: usize, k: usize) -> Result<(Vec<u32>, Vec<f32>)> {
     if w.len() != n * k {
@@ -68,11 +74,7 @@ pub fn encode_weights(format: WeightFormat, w: &[f32], n: usize, k: usize) -> Re
         WeightFormat::F16 => {
             let words = w
                 .chunks(2)
-                .map(|p| {
-                    let lo = half::f16::from_f32(p[0]).to_bits() as u32;
-                    let hi = half::f16::from_f32(p[1]).to_bits() as u32;
-                    lo | (hi << 16)
-                })
+                .map(|p| f16_word(half::f16::from_f32(p[0]).to_bits(), half::f16::from_f32(p[1]).to_bits()))
                 .collect();
             (words, vec![])
         }
@@ -178,8 +180,8 @@ impl GpuMatrix {
         let rows = split_rows(gpu, format.row_bytes(k), n, &format!("a [{n}, {k}] f16 matrix"))?;
         let mut out = Vec::new();
         for block in bits.chunks(rows * k) {
-            let words: Vec<u32> = block.chunks(2).map(|p| p[0] as u32 | ((p[1] as u32) << 16)).collect();
-            out.push(Self { format, data: gpu.upload_weights(&words), scales: None, n: block.len() / k, k });
+            let words: Vec<u32> = block.chunks(2).map(|p| f16_word(p[0], p[1])).collect();
+            out.push(Self::from_encoded(gpu, format, &words, &[], block.len() / k, k));
         }
         Ok(out)
     }
