@@ -48,7 +48,10 @@ impl Kernel {
         match self {
             Self::Portable => "int8 portable",
             Self::WasmSimd128 => "int8 simd128",
-            Self::WasmRelaxedSimd => "int8 relaxed-simd",
+            Self::WasmRelaxedSimd => match relaxed_dot() {
+                RelaxedDot::Fused => "int8 relaxed-simd",
+                RelaxedDot::Pairwise => "int8 relaxed-simd (pairwise dot)",
+            },
             Self::X86Avx2 => "int8 avx2",
             Self::X86Vnni => match vnni() {
                 Some(Vnni::Avx512) => "int8 avx512-vnni",
@@ -112,6 +115,62 @@ impl Kernel {
             Self::X86AmxBf16 => has_amx_bf16(),
         }
     }
+}
+
+/// How the relaxed-simd microkernel sums each 4 × 4 byte product into its i32 lanes. The
+/// browser's lowering of `i32x4.relaxed_dot_i8x16_i7x16_add` decides which is faster: V8 emits
+/// one `vpdpbusd` only where the CPU has AVX-VNNI; elsewhere on x86 five instructions
+/// (`vpmaddubsw`, `vpmaddwd` by a splat of 1 it rebuilds each time with two more, `vpaddd`),
+/// where the pairwise form below needs three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelaxedDot {
+    /// `i32x4_relaxed_dot_i8x16_i7x16_add`.
+    Fused,
+    /// `i16x8_relaxed_dot_i8x16_i7x16` (`vpmaddubsw`), widened by `i32x4_extadd_pairwise_i16x8`
+    /// (`vpmaddwd` with a constant operand), then `i32x4_add`. Exact: a pair of 7-bit × 8-bit
+    /// products stays within ±32,512, so the i16 sum never saturates.
+    Pairwise,
+}
+
+/// 0: not probed yet, else `1 + RelaxedDot as u8`.
+static RELAXED_DOT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// The relaxed-simd dot form this browser runs faster (probed once): `Pairwise` where the fused
+/// dot saturates like `pmaddubsw` (the x86 lowering without VNNI), else `Fused`. Builds without
+/// relaxed-simd answer `Fused` (unused there).
+pub fn relaxed_dot() -> RelaxedDot {
+    use std::sync::atomic::Ordering;
+    match RELAXED_DOT.load(Ordering::Relaxed) {
+        1 => RelaxedDot::Fused,
+        2 => RelaxedDot::Pairwise,
+        _ => {
+            let probed = probe_relaxed_dot();
+            RELAXED_DOT.store(1 + probed as u8, Ordering::Relaxed);
+            probed
+        }
+    }
+}
+
+/// Overrides the probe (tests and the kernel bench run both forms; both are exact, so results
+/// are the same to the bit).
+pub fn set_relaxed_dot(dot: RelaxedDot) {
+    RELAXED_DOT.store(1 + dot as u8, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Bytes 255 (out of the 7-bit operand's range on purpose) times −128: `vpdpbusd` sums the four
+/// products in i32 (−130,560), `vpdpbssd` reads 255 as −1 (512), ARM's dot products do either;
+/// `pmaddubsw` saturates each pair to −32,768, leaving −65,536.
+fn probe_relaxed_dot() -> RelaxedDot {
+    #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
+    {
+        use core::arch::wasm32::*;
+        let (w, a) = (std::hint::black_box(i8x16_splat(-128)), std::hint::black_box(u8x16_splat(255)));
+        let sum = i32x4_relaxed_dot_i8x16_i7x16_add(w, a, i32x4_splat(0));
+        if i32x4_extract_lane::<0>(std::hint::black_box(sum)) == -65_536 {
+            return RelaxedDot::Pairwise;
+        }
+    }
+    RelaxedDot::Fused
 }
 
 /// The kernel this build (and, on x86-64, this CPU) runs: natively the fastest the CPU has,
@@ -505,7 +564,10 @@ fn tile(
     #[cfg(all(target_arch = "wasm32", target_feature = "relaxed-simd"))]
     if kernel == Kernel::WasmRelaxedSimd {
         let rows: [&[u8]; MR] = std::array::from_fn(|i| &s.q8[row_of(i) * kp..(row_of(i) + 1) * kp]);
-        return wasm::relaxed(rows, panel);
+        return match relaxed_dot() {
+            RelaxedDot::Fused => wasm::relaxed::<false>(rows, panel),
+            RelaxedDot::Pairwise => wasm::relaxed::<true>(rows, panel),
+        };
     }
     #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
     if kernel == Kernel::WasmSimd128 {
@@ -604,26 +666,42 @@ mod wasm {
 
     /// Adds steps `s0..s0 + steps` of 4 rows × 8 columns to `acc`: per step of 4 K values, two
     /// weight loads (4 columns × 4 values each) serve all 4 rows, each row's 4 activations
-    /// splatted across the lanes.
+    /// splatted across the lanes. `PAIRWISE` picks the dot form ([`super::RelaxedDot`]).
     ///
     /// SAFETY: `data` holds `(s0 + steps) * 32` bytes and each row `(s0 + steps) * 4`.
     #[cfg(target_feature = "relaxed-simd")]
     #[inline(always)]
-    unsafe fn relaxed_steps(acc: &mut [v128; 2 * MR], rows: &[&[u8]; MR], data: &[i8], s0: usize, steps: usize) {
+    unsafe fn relaxed_steps<const PAIRWISE: bool>(
+        acc: &mut [v128; 2 * MR],
+        rows: &[&[u8]; MR],
+        data: &[i8],
+        s0: usize,
+        steps: usize,
+    ) {
+        // `i32x4_dot_i16x8` by ones, not `i32x4_extadd_pairwise_i16x8`: LLVM fuses the latter
+        // with the add back into the fused dot.
+        let ones = i16x8_splat(1);
+        let dot = |w: v128, a: v128, acc: v128| {
+            if PAIRWISE {
+                i32x4_add(acc, i32x4_dot_i16x8(i16x8_relaxed_dot_i8x16_i7x16(w, a), ones))
+            } else {
+                i32x4_relaxed_dot_i8x16_i7x16_add(w, a, acc)
+            }
+        };
         for s in s0..s0 + steps {
             // Unaligned v128 and 32-bit loads are allowed in wasm.
             let p = data.as_ptr().add(s * STEP_BYTES) as *const v128;
             let (w0, w1) = (v128_load(p), v128_load(p.add(1)));
             for i in 0..MR {
                 let a = v128_load32_splat(rows[i].as_ptr().add(s * KSTEP) as *const u32);
-                acc[2 * i] = i32x4_relaxed_dot_i8x16_i7x16_add(w0, a, acc[2 * i]);
-                acc[2 * i + 1] = i32x4_relaxed_dot_i8x16_i7x16_add(w1, a, acc[2 * i + 1]);
+                acc[2 * i] = dot(w0, a, acc[2 * i]);
+                acc[2 * i + 1] = dot(w1, a, acc[2 * i + 1]);
             }
         }
     }
 
     #[cfg(target_feature = "relaxed-simd")]
-    pub fn relaxed(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
+    pub fn relaxed<const PAIRWISE: bool>(rows: [&[u8]; MR], panel: &Panel) -> [[f32; NR]; MR] {
         let gs = panel.group_steps;
         let groups = panel.scales.len() / NR;
         assert!(panel.holds(groups * gs) && rows.iter().all(|r| r.len() >= groups * gs * KSTEP));
@@ -631,7 +709,7 @@ mod wasm {
         for g in 0..groups {
             let mut acc = [i32x4_splat(0); 2 * MR];
             // SAFETY: bounds asserted above.
-            unsafe { relaxed_steps(&mut acc, &rows, panel.data, g * gs, gs) };
+            unsafe { relaxed_steps::<PAIRWISE>(&mut acc, &rows, panel.data, g * gs, gs) };
             scale_add(&mut sum, &acc, group_scales(panel, g));
         }
         unpack(sum)

@@ -51,7 +51,9 @@ mod pack;
 mod quant;
 pub mod reference;
 
-pub use kernel::{kernel, matmul, matmul_with, prepare, Columns, Kernel, Prepared};
+pub use kernel::{
+    kernel, matmul, matmul_with, prepare, relaxed_dot, set_relaxed_dot, Columns, Kernel, Prepared, RelaxedDot,
+};
 pub use pack::{PackedMatrix, ScaleLayout, NR};
 pub use quant::Scratch;
 
@@ -68,21 +70,40 @@ pub enum Int8Error {
 }
 
 /// The reference check of this build's kernel: random shapes with ragged edges, each layout,
-/// against a plain f32 matmul of the dequantized weights. `Ok` carries a summary; the browser
-/// tests run it inside both worker builds.
+/// against a plain f32 matmul of the dequantized weights (relaxed-simd: with each dot form, the
+/// probed one restored after). `Ok` carries a summary; the browser tests run it inside both
+/// worker builds.
 pub fn self_test(seed: u64) -> Result<String, String> {
+    let chosen = relaxed_dot();
+    let forms: &[Option<RelaxedDot>] = if kernel() == Kernel::WasmRelaxedSimd {
+        &[Some(RelaxedDot::Fused), Some(RelaxedDot::Pairwise)]
+    } else {
+        &[None]
+    };
     let mut worst = 0.0f32;
     let mut cases = 0;
-    for (i, &(m, n, k)) in reference::SHAPES.iter().enumerate() {
-        for layout in [ScaleLayout::PerChannel, ScaleLayout::PerGroup(32)] {
-            let r = reference::check(kernel(), m, n, k, layout, seed.wrapping_add(i as u64))?;
-            worst = worst.max(r);
-            cases += 1;
+    let mut checks = || -> Result<(), String> {
+        for form in forms {
+            if let Some(form) = form {
+                set_relaxed_dot(*form);
+            }
+            for (i, &(m, n, k)) in reference::SHAPES.iter().enumerate() {
+                for layout in [ScaleLayout::PerChannel, ScaleLayout::PerGroup(32)] {
+                    let r = reference::check(kernel(), m, n, k, layout, seed.wrapping_add(i as u64))?;
+                    worst = worst.max(r);
+                    cases += 1;
+                }
+            }
         }
-    }
+        Ok(())
+    };
+    let result = checks();
+    set_relaxed_dot(chosen);
+    result?;
     let attention = attention::check(seed)?;
+    let forms = if forms.len() > 1 { " (both relaxed dot forms)" } else { "" };
     Ok(format!(
-        "{}: {cases} shapes within bounds (worst error {:.3} of its bound); attention within {attention:.1e}",
+        "{}: {cases} shapes within bounds{forms} (worst error {:.3} of its bound); attention within {attention:.1e}",
         kernel().name(),
         worst
     ))

@@ -2,7 +2,9 @@
 //! them `iters` times (the page times it), so the figures are the kernels' alone, outside a model.
 
 use rewardlens_kernels::attention::{causal_attention, AttentionScratch, AttentionShape, CausalMask};
-use rewardlens_kernels::{f32_gemm, matmul, PackedMatrix, ScaleLayout, Scratch};
+use rewardlens_kernels::{
+    f32_gemm, kernel, matmul, relaxed_dot, set_relaxed_dot, Kernel, PackedMatrix, RelaxedDot, ScaleLayout, Scratch,
+};
 use std::cell::RefCell;
 
 struct Int8Case {
@@ -46,6 +48,25 @@ fn values(n: usize, seed: &mut u64) -> Vec<f32> {
             ((*seed >> 40) as f32 / (1u64 << 24) as f32) - 0.5
         })
         .collect()
+}
+
+/// The relaxed-simd dot form this browser was probed to run (1: fused, 2: pairwise; simd128
+/// builds: 0).
+#[no_mangle]
+pub extern "C" fn probed_relaxed_dot() -> u32 {
+    if kernel() != Kernel::WasmRelaxedSimd {
+        return 0;
+    }
+    match relaxed_dot() {
+        RelaxedDot::Fused => 1,
+        RelaxedDot::Pairwise => 2,
+    }
+}
+
+/// Sets the relaxed-simd dot form the int8 kernel runs (1: fused, 2: pairwise).
+#[no_mangle]
+pub extern "C" fn use_relaxed_dot(form: u32) {
+    set_relaxed_dot(if form == 2 { RelaxedDot::Pairwise } else { RelaxedDot::Fused });
 }
 
 /// `x (m × k) · Wᵀ (W: n × k)`; `group` 0: per-channel scales, else per-group (32: Q8_0's).
