@@ -55,7 +55,7 @@ pub use kernel::{
     kernel, matmul, matmul_with, prepare, relaxed_dot, set_relaxed_dot, Columns, Kernel, Prepared, RelaxedDot,
 };
 pub use pack::{PackedMatrix, ScaleLayout, NR};
-pub use quant::Scratch;
+pub use quant::{quantize_rows_for_bench, Scratch};
 
 #[derive(Debug, Error, PartialEq)]
 pub enum Int8Error {
@@ -100,10 +100,11 @@ pub fn self_test(seed: u64) -> Result<String, String> {
     let result = checks();
     set_relaxed_dot(chosen);
     result?;
+    quant::check_row_quantizer()?;
     let attention = attention::check(seed)?;
     let forms = if forms.len() > 1 { " (both relaxed dot forms)" } else { "" };
     Ok(format!(
-        "{}: {cases} shapes within bounds{forms} (worst error {:.3} of its bound); attention within {attention:.1e}",
+        "{}: {cases} shapes within bounds{forms} (worst error {:.3} of its bound); row quantizer exact; attention within {attention:.1e}",
         kernel().name(),
         worst
     ))

@@ -71,8 +71,16 @@ fn quantize_group(values: &[f32], offset: bool, out: &mut [u8]) -> f32 {
 
 /// Quantizes each of the `m` rows of `x` (`[m, k]`) to `0..=levels` into `s` (rows of `kp`
 /// values, the padding at the zero point so it adds nothing). The range always holds 0, so
-/// zeros stay exact.
+/// zeros stay exact. wasm simd128 builds run 16 values a step with the scalar code's bytes
+/// (`f32::round` is a `roundf` call per value in wasm: about 10% of a 512-token pass's matmul
+/// time went to it).
 pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, levels: u8, wide: bool, s: &mut Scratch) {
+    quantize_rows_with(x, m, k, kp, levels, wide, s, true)
+}
+
+/// [`quantize_rows`] with (`vector`) or without the wasm simd128 path.
+#[allow(clippy::too_many_arguments)]
+fn quantize_rows_with(x: &[f32], m: usize, k: usize, kp: usize, levels: u8, wide: bool, s: &mut Scratch, vector: bool) {
     s.q8.resize(m * kp, 0);
     s.scales.resize(m, 0.0);
     s.zeros.resize(m, 0);
@@ -82,14 +90,18 @@ pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, levels: u8
     let top = levels as f32;
     for r in 0..m {
         let row = &x[r * k..(r + 1) * k];
-        let (lo, hi) = row.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let (lo, hi) = row_range(row, vector);
         let scale = if hi > lo { (hi - lo) / top } else { 1.0 };
         let inv = 1.0 / scale;
         let zero = (-lo * inv).round().clamp(0.0, top);
         s.scales[r] = scale;
         s.zeros[r] = zero as i32;
         let out = &mut s.q8[r * kp..(r + 1) * kp];
-        for (q, &v) in out.iter_mut().zip(row) {
+        #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+        let done = if vector { wasm::quantize(row, inv, zero, top, out) } else { 0 };
+        #[cfg(not(all(target_arch = "wasm32", target_feature = "simd128")))]
+        let done = 0;
+        for (q, &v) in out[done..].iter_mut().zip(&row[done..]) {
             *q = (v * inv + zero).round().clamp(0.0, top) as u8;
         }
         for q in &mut out[k..] {
@@ -100,6 +112,104 @@ pub(crate) fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize, levels: u8
                 *w = q as u16;
             }
         }
+    }
+}
+
+/// Quantizes `x` (`[m, k]`) per row as the relaxed-simd kernel does, with or without the wasm
+/// vector path, for the kernel bench (`tests/bench/kernels`) to time each; returns a checksum.
+#[doc(hidden)]
+pub fn quantize_rows_for_bench(x: &[f32], m: usize, k: usize, vector: bool, s: &mut Scratch) -> u32 {
+    quantize_rows_with(x, m, k, k.next_multiple_of(4), 127, false, s, vector);
+    s.q8.iter().map(|&q| q as u32).sum()
+}
+
+/// (min, max) of a row and 0, NaN ignored.
+fn row_range(row: &[f32], vector: bool) -> (f32, f32) {
+    #[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+    if vector {
+        return wasm::range(row);
+    }
+    let _ = vector;
+    row.iter().fold((0.0f32, 0.0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)))
+}
+
+/// The wasm vector path gives the scalar path's bytes and scales: ties at one half, NaN, an
+/// infinity, a constant row, a ragged tail (run by [`crate::self_test`] in each worker build).
+pub(crate) fn check_row_quantizer() -> Result<(), String> {
+    let (m, k, kp) = (4, 45, 48);
+    let mut x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1013) as f32 / 64.0 - 7.0).collect();
+    // Row 0 spans exactly 0..=127 in halves: a scale of 0.5 and ties everywhere.
+    for (c, v) in x[..k].iter_mut().enumerate() {
+        *v = c as f32 * 0.5 * 127.0 / 44.0;
+    }
+    x[k + 3] = f32::NAN;
+    x[k + 20] = f32::NAN;
+    x[2 * k..3 * k].fill(2.5);
+    x[3 * k + 7] = f32::INFINITY;
+    for (levels, wide) in [(127u8, false), (255, true)] {
+        let (mut a, mut b) = (Scratch::default(), Scratch::default());
+        quantize_rows_with(&x, m, k, kp, levels, wide, &mut a, true);
+        quantize_rows_with(&x, m, k, kp, levels, wide, &mut b, false);
+        let bits = |s: &Scratch| s.scales.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        if a.q8 != b.q8 || a.q16 != b.q16 || a.zeros != b.zeros || bits(&a) != bits(&b) {
+            return Err(format!("row quantizer ({levels} levels): vector {:?} != scalar {:?}", a.q8, b.q8));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(all(target_arch = "wasm32", target_feature = "simd128"))]
+mod wasm {
+    use core::arch::wasm32::*;
+
+    /// `row_range`'s fold, 4 lanes (min and max are exact, so the order does not matter).
+    pub fn range(row: &[f32]) -> (f32, f32) {
+        let (mut lo, mut hi) = (f32x4_splat(0.0), f32x4_splat(0.0));
+        let mut chunks = row.chunks_exact(4);
+        for c in &mut chunks {
+            // SAFETY: 4 f32, an unaligned v128 load.
+            let v = unsafe { v128_load(c.as_ptr() as *const v128) };
+            // `pmin(lo, v)` is `v < lo ? v : lo`: a NaN `v` keeps `lo`, as `f32::min` does.
+            lo = f32x4_pmin(lo, v);
+            hi = f32x4_pmax(hi, v);
+        }
+        let lanes = |v: v128| {
+            [
+                f32x4_extract_lane::<0>(v),
+                f32x4_extract_lane::<1>(v),
+                f32x4_extract_lane::<2>(v),
+                f32x4_extract_lane::<3>(v),
+            ]
+        };
+        let lo = lanes(lo).into_iter().chain(chunks.remainder().iter().copied()).fold(0.0f32, f32::min);
+        let hi = lanes(hi).into_iter().chain(chunks.remainder().iter().copied()).fold(0.0f32, f32::max);
+        (lo, hi)
+    }
+
+    /// `round(clamp(v · inv + zero, 0, top))` for whole 16-value chunks of `row` into `out`:
+    /// the scalar code's bytes (after the clamp the value is ≥ 0 or NaN, so rounding half away
+    /// from zero is the truncation plus one where the exact fraction reaches one half; NaN
+    /// converts to 0 as `as u8` does). Returns the values done.
+    pub fn quantize(row: &[f32], inv: f32, zero: f32, top: f32, out: &mut [u8]) -> usize {
+        let (inv, zero, top) = (f32x4_splat(inv), f32x4_splat(zero), f32x4_splat(top));
+        let (half, one, nought) = (f32x4_splat(0.5), f32x4_splat(1.0), f32x4_splat(0.0));
+        let n = row.len() / 16 * 16;
+        assert!(out.len() >= n);
+        for c in (0..n).step_by(16) {
+            let q: [v128; 4] = std::array::from_fn(|j| {
+                // SAFETY: `c + 16 <= n <= row.len()`; unaligned loads.
+                let v = unsafe { v128_load(row.as_ptr().add(c + 4 * j) as *const v128) };
+                // `pmax(t, 0)` is `t < 0 ? 0 : t` and `pmin(t, top)` `top < t ? top : t`: NaN stays NaN.
+                let t = f32x4_pmin(f32x4_pmax(f32x4_add(f32x4_mul(v, inv), zero), nought), top);
+                let whole = f32x4_trunc(t);
+                let up = v128_and(f32x4_ge(f32x4_sub(t, whole), half), one);
+                i32x4_trunc_sat_f32x4(f32x4_add(whole, up))
+            });
+            let bytes = u8x16_narrow_i16x8(i16x8_narrow_i32x4(q[0], q[1]), i16x8_narrow_i32x4(q[2], q[3]));
+            // SAFETY: `c + 16 <= out.len()`.
+            unsafe { v128_store(out.as_mut_ptr().add(c) as *mut v128, bytes) };
+        }
+        n
     }
 }
 

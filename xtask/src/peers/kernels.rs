@@ -45,7 +45,8 @@ pub fn bench_kernels() -> Result<()> {
         let f = |k: &str| r[k].as_u64().unwrap_or(0);
         let s = |k: &str| r[k].as_str().unwrap_or("?").to_string();
         let g = r["gmacs"].as_f64().unwrap_or(f64::NAN);
-        println!("| {} | {} | {} × {} × {} | {g:.1} |", s("build"), s("kernel"), f("m"), f("n"), f("k"));
+        let digits = if g < 10.0 { 2 } else { 1 };
+        println!("| {} | {} | {} × {} × {} | {g:.digits$} |", s("build"), s("kernel"), f("m"), f("n"), f("k"));
     }
     Ok(())
 }

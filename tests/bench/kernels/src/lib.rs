@@ -3,7 +3,7 @@
 
 use rewardlens_kernels::attention::{causal_attention, AttentionScratch, AttentionShape, CausalMask};
 use rewardlens_kernels::{
-    f32_gemm, kernel, matmul, relaxed_dot, set_relaxed_dot, Kernel, PackedMatrix, RelaxedDot, ScaleLayout, Scratch,
+    f32_gemm, kernel, matmul, quantize_rows_for_bench, relaxed_dot, set_relaxed_dot, Kernel, PackedMatrix, RelaxedDot, ScaleLayout, Scratch,
 };
 use std::cell::RefCell;
 
@@ -39,6 +39,7 @@ thread_local! {
     static ATTENTION: RefCell<Option<AttentionCase>> = const { RefCell::new(None) };
     static INT8: RefCell<Option<Int8Case>> = const { RefCell::new(None) };
     static F32: RefCell<Option<F32Case>> = const { RefCell::new(None) };
+    static QUANTIZE: RefCell<Option<(Vec<f32>, usize, usize, Scratch)>> = const { RefCell::new(None) };
 }
 
 fn values(n: usize, seed: &mut u64) -> Vec<f32> {
@@ -91,6 +92,23 @@ pub extern "C" fn run_int8(iters: usize) -> f32 {
             matmul(&c.x, c.m, &c.w, &mut c.out, &mut c.scratch);
         }
         c.out[0]
+    })
+}
+
+/// Activations of `m` rows of `k` for the row quantizer alone.
+#[no_mangle]
+pub extern "C" fn setup_quantize(m: usize, k: usize) {
+    let mut seed = 17;
+    QUANTIZE.with(|c| *c.borrow_mut() = Some((values(m * k, &mut seed), m, k, Scratch::default())));
+}
+
+/// The relaxed-simd build's row quantizer `iters` times, vector path (1) or scalar (0).
+#[no_mangle]
+pub extern "C" fn run_quantize(iters: usize, vector: u32) -> u32 {
+    QUANTIZE.with(|c| {
+        let mut c = c.borrow_mut();
+        let Some((x, m, k, s)) = c.as_mut() else { return 0 };
+        (0..iters).map(|_| quantize_rows_for_bench(x, *m, *k, vector == 1, s)).fold(0, u32::wrapping_add)
     })
 }
 
