@@ -53,6 +53,11 @@ fn the_page_picks_a_worker_build_and_each_passes_its_kernel_reference_test() {
             b.text("#self-test"),
             b.console()
         );
+        // relaxed-simd checks both dot forms ([`rewardlens_kernels::RelaxedDot`]); each build its
+        // vector row quantizer against the scalar bytes.
+        let summary = b.text("#self-test");
+        assert!(summary.contains("row quantizer exact"), "{build}: {summary}");
+        assert_eq!(summary.contains("both relaxed dot forms"), build == "relaxed", "{build}: {summary}");
         // The model info and the results line name the build that ran.
         b.fill("#run-on", "cpu");
         b.load_model(&format!("{}/fixtures/qwen3-seq", srv.url));
