@@ -29,7 +29,8 @@
 //! row, and the 0.6B shape scored measurably less accurately than with Candle
 //! (docs/PERFORMANCE.md).
 //!
-//! Microkernels: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`) and wasm32
+//! Microkernels: wasm32 `relaxed-simd` (`i32x4_relaxed_dot_i8x16_i7x16_add`, or its pairwise
+//! form where the browser lowers that without VNNI: [`RelaxedDot`]) and wasm32
 //! `simd128` (`i32x4_dot_i16x8` on widened values), chosen at compile time; x86-64 AMX-BF16
 //! (weights expanded to bf16 with their scales, f32 sums over the whole K: `bf16.rs`), AMX-INT8
 //! (`tdpbssd` on 16-row tiles; Linux grants the tile state on request), VNNI (`vpdpbusd`:
