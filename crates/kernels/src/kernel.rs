@@ -6,13 +6,29 @@ use crate::quant::{quantize_groups, quantize_rows, Scratch};
 /// Rows per register tile.
 const MR: usize = 4;
 /// Rows per block: their quantized activations (`kp` bytes each) stay in cache while every
-/// weight panel passes over them. 64 in wasm (measured in Chromium); 512 on x86-64, where L2
-/// holds 512 rows of up to 3,072 bytes and each weight matrix then streams from memory once per
-/// 512 rows (a 512-token pass ran 8% faster than with 64 on Sapphire Rapids).
-#[cfg(not(target_arch = "x86_64"))]
-pub(crate) const ROW_BLOCK: usize = 64;
-#[cfg(target_arch = "x86_64")]
+/// weight panel passes over them, and each weight matrix streams from memory once per block.
+/// 512 on x86-64, where L2 holds 512 rows of up to 3,072 bytes (a 512-token pass ran 8% faster
+/// than with 64 on Sapphire Rapids); elsewhere the most, see [`row_block`].
 pub(crate) const ROW_BLOCK: usize = 512;
+
+/// Bytes of quantized activations a row block may hold outside x86-64 (half a 1 MiB L2).
+#[cfg(not(target_arch = "x86_64"))]
+const BLOCK_BYTES: usize = 512 * 1024;
+
+/// Rows per block for `kp`-value rows of `bytes`-byte activations: [`ROW_BLOCK`] on x86-64;
+/// elsewhere as many whole tiles as fit [`BLOCK_BYTES`], at most [`ROW_BLOCK`] (wasm: was 64
+/// rows for every shape, so a 512-token pass streamed each weight matrix 8 times).
+fn row_block(kp: usize, bytes: usize) -> usize {
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        (BLOCK_BYTES / (kp * bytes).max(1)).clamp(MR, ROW_BLOCK) / MR * MR
+    }
+    #[cfg(target_arch = "x86_64")]
+    {
+        let _ = (kp, bytes);
+        ROW_BLOCK
+    }
+}
 
 /// Which microkernel a build runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -449,8 +465,9 @@ fn multiply(prepared: &Prepared, portable_tiles: bool, mut out: Columns) {
     // AVX-512 VNNI multiplies two panels at once (16 columns in one 512-bit register).
     let pairs = !portable_tiles && kernel == Kernel::X86Vnni && vnni() == Some(Vnni::Avx512);
     let panels = out.panels.clone();
-    for block in (0..m).step_by(ROW_BLOCK) {
-        let block_end = (block + ROW_BLOCK).min(m);
+    let block_rows = row_block(w.kp, if kernel == Kernel::WasmSimd128 { 2 } else { 1 });
+    for block in (0..m).step_by(block_rows) {
+        let block_end = (block + block_rows).min(m);
         let mut p = panels.start;
         while p < panels.end {
             let width = if pairs && p + 1 < panels.end { 2 } else { 1 };
