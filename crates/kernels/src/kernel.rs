@@ -142,9 +142,9 @@ impl Kernel {
 pub enum RelaxedDot {
     /// `i32x4_relaxed_dot_i8x16_i7x16_add`.
     Fused,
-    /// `i16x8_relaxed_dot_i8x16_i7x16` (`vpmaddubsw`), widened by `i32x4_extadd_pairwise_i16x8`
-    /// (`vpmaddwd` with a constant operand), then `i32x4_add`. Exact: a pair of 7-bit × 8-bit
-    /// products stays within ±32,512, so the i16 sum never saturates.
+    /// `i16x8_relaxed_dot_i8x16_i7x16` (`vpmaddubsw`), widened by `i32x4_dot_i16x8` with ones
+    /// (`vpmaddwd`), then `i32x4_add`. Exact: a pair of 7-bit × 8-bit products stays within
+    /// ±32,512, so the i16 sum never saturates.
     Pairwise,
 }
 
