@@ -138,10 +138,12 @@ fn row_range(row: &[f32], vector: bool) -> (f32, f32) {
 pub(crate) fn check_row_quantizer() -> Result<(), String> {
     let (m, k, kp) = (4, 45, 48);
     let mut x: Vec<f32> = (0..m * k).map(|i| ((i * 7919) % 1013) as f32 / 64.0 - 7.0).collect();
-    // Row 0 spans exactly 0..=127 in halves: a scale of 0.5 and ties everywhere.
+    // Row 0 spans exactly 0..=127 (a scale of 1 at 127 levels) in steps of one half: a tie at
+    // every odd column, both in the vector chunks and in the scalar tail.
     for (c, v) in x[..k].iter_mut().enumerate() {
-        *v = c as f32 * 0.5 * 127.0 / 44.0;
+        *v = c as f32 * 0.5;
     }
+    x[k - 1] = 127.0;
     x[k + 3] = f32::NAN;
     x[k + 20] = f32::NAN;
     x[2 * k..3 * k].fill(2.5);
