@@ -9,6 +9,7 @@
 //! billion scores a pass, was a third of attention. `exp` is written in simd128 because its sum
 //! is an ordered float reduction, which the compiler does not vectorize.
 
+use crate::f32_gemm::RowLimits;
 use std::ops::Range;
 
 /// Which keys a query may see in a padded batch: per batch row, where its tokens start and how
@@ -82,6 +83,8 @@ pub struct AttentionScratch {
     scores: Vec<f32>,
     inv_sums: Vec<f32>,
     outputs: Vec<f32>,
+    /// Per stacked query row: the keys it sees end here (0 for padding).
+    ends: Vec<usize>,
 }
 
 /// Causal attention: `q` (b, kv_heads, rep, t, hd), `k` and `v` (b, kv_heads, past + t, hd), all
@@ -148,7 +151,7 @@ pub fn attend_group(
     assert!(qh.len() == rep * t * hd && oh.len() == qh.len(), "attention: a group's queries/output");
     assert!(kh.len() == keys * hd && vh.len() == kh.len(), "attention: a group's keys/values");
     let block = block.max(1);
-    let AttentionScratch { kt, queries, scores, inv_sums, outputs } = scratch;
+    let AttentionScratch { kt, queries, scores, inv_sums, outputs, ends } = scratch;
     kt.resize(hd * keys, 0.0);
     // Kᵀ (hd × keys): the scores' B operand, rows of keys.
     for (j, key) in kh.chunks_exact(hd).enumerate() {
@@ -166,12 +169,16 @@ pub fn attend_group(
         }
         scores.resize(rows * seen, 0.0);
         outputs.resize(rows * hd, 0.0);
-        crate::f32_gemm::gemm(queries, hd, kt, keys, scores, rows, seen, hd);
+        // A query's scores past its own position are never read (the softmax writes 0 there),
+        // and those zeros add nothing to its weighted values: both products stop at its end.
+        ends.clear();
+        ends.extend((0..rows).map(|row| mask.visible(bi, start + row % len).map_or(0, |[_, own]| own.end)));
+        crate::f32_gemm::gemm_limited(queries, hd, kt, keys, scores, rows, seen, hd, RowLimits::Columns(ends));
         inv_sums.clear();
         for (row, s) in scores.chunks_exact_mut(seen).enumerate() {
             inv_sums.push(mask.exp_row_in_place(s, bi, start + row % len, scale));
         }
-        crate::f32_gemm::gemm(scores, seen, vh, hd, outputs, rows, hd, seen);
+        crate::f32_gemm::gemm_limited(scores, seen, vh, hd, outputs, rows, hd, seen, RowLimits::Depth(ends));
         for r in 0..rep {
             let dst = &mut oh[(r * t + start) * hd..(r * t + start + len) * hd];
             for (i, (d, o)) in dst.chunks_exact_mut(hd).zip(outputs[r * len * hd..].chunks_exact(hd)).enumerate() {

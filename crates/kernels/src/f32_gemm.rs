@@ -24,18 +24,58 @@ const NR: usize = 8;
 /// tile of A passes over it, and A's `m × KC` block in L2.
 const KC: usize = 256;
 
+/// Where the rows of a product end early (causal attention), so that tiles past every row's
+/// end are skipped: at 512 tokens in blocks of 128 queries, a quarter of the scores and of the
+/// weighted values' multiply-adds were on keys the queries cannot see.
+#[derive(Debug, Clone, Copy)]
+pub enum RowLimits<'a> {
+    /// Every row needs every column over the whole K.
+    All,
+    /// Row `i` needs only its first `limits[i]` columns of C; the others are left as they were.
+    Columns(&'a [usize]),
+    /// Row `i` of A is 0 from `limits[i]` on, so its sum stops there (the same bits: what is
+    /// skipped would add `0 · b`, and B is finite).
+    Depth(&'a [usize]),
+}
+
 /// `c[m × n] = a[m × k] · b[k × n]`, rows `lda`, `ldb` and `n` apart. Every element is summed over
 /// `k` in order with the same arithmetic wherever it falls (a full tile or an edge, any block),
 /// so a query's scores do not depend on where its block starts.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], m: usize, n: usize, k: usize) {
+    gemm_limited(a, lda, b, ldb, c, m, n, k, RowLimits::All)
+}
+
+/// [`gemm`] with rows that end early ([`RowLimits`]).
+///
+/// Panics if a slice is too short for its shape, or the limits are not one per row.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_limited(
+    a: &[f32],
+    lda: usize,
+    b: &[f32],
+    ldb: usize,
+    c: &mut [f32],
+    m: usize,
+    n: usize,
+    k: usize,
+    limits: RowLimits,
+) {
     assert!(m == 0 || a.len() >= (m - 1) * lda + k, "gemm: A too short");
     assert!(k == 0 || b.len() >= (k - 1) * ldb + n, "gemm: B too short");
     assert!(c.len() >= m * n, "gemm: C too short");
+    if let RowLimits::Columns(l) | RowLimits::Depth(l) = limits {
+        assert_eq!(l.len(), m, "gemm: one limit per row");
+    }
     if k == 0 {
         c[..m * n].fill(0.0);
         return;
     }
+    // The furthest any of rows `r0..r0 + rows` reaches (columns or K).
+    let reach = |r0: usize, rows: usize, whole: usize| match limits {
+        RowLimits::All => whole,
+        RowLimits::Columns(l) | RowLimits::Depth(l) => l[r0..r0 + rows].iter().copied().max().unwrap_or(0).min(whole),
+    };
     // B's panels are copied to contiguous `kc × NR` blocks (zero-padded past `n`): read in place,
     // rows `ldb` apart map to few cache sets (keys × 4 bytes: 8 KiB at 2,048 keys) and thrash L1.
     let mut panel = vec![0.0f32; KC.min(k) * NR];
@@ -43,6 +83,13 @@ pub fn gemm(a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], m: usiz
         let kc = KC.min(k - k0);
         for c0 in (0..n).step_by(NR) {
             let cols = NR.min(n - c0);
+            let needed = |r0, rows| match limits {
+                RowLimits::Columns(_) => reach(r0, rows, n) > c0,
+                _ => true,
+            };
+            if !needed(0, m) {
+                continue;
+            }
             for kk in 0..kc {
                 let src = &b[(k0 + kk) * ldb + c0..(k0 + kk) * ldb + c0 + cols];
                 panel[kk * NR..kk * NR + cols].copy_from_slice(src);
@@ -51,49 +98,75 @@ pub fn gemm(a: &[f32], lda: usize, b: &[f32], ldb: usize, c: &mut [f32], m: usiz
             let wide = wide_tiles();
             let mut r0 = 0;
             while r0 < m {
-                #[cfg(target_arch = "x86_64")]
-                if wide && m - r0 > MR {
-                    // Two tiles' rows at once in 512-bit registers (`x86_tile_wide`).
-                    let rows = (2 * MR).min(m - r0);
-                    let row_of = |i: usize| if i < rows { r0 + i } else { r0 };
-                    let a_rows: [&[f32]; 2 * MR] =
-                        std::array::from_fn(|i| &a[row_of(i) * lda + k0..row_of(i) * lda + k0 + kc]);
-                    let mut acc = [[0.0f32; NR]; 2 * MR];
-                    if k0 > 0 {
-                        for (i, row) in acc.iter_mut().enumerate() {
-                            let r = row_of(i);
-                            row[..cols].copy_from_slice(&c[r * n + c0..r * n + c0 + cols]);
-                        }
-                    }
-                    assert!(panel.len() >= kc * NR && a_rows.iter().all(|r| r.len() >= kc));
-                    // SAFETY: lengths asserted; the CPU has AVX-512 F (`wide_tiles`).
-                    unsafe { x86_tile_wide(&mut acc, a_rows, &panel[..kc * NR], kc) };
-                    for (i, row) in acc.iter().enumerate().take(rows) {
-                        c[(r0 + i) * n + c0..(r0 + i) * n + c0 + cols].copy_from_slice(&row[..cols]);
-                    }
+                // Two tiles' rows at once in 512-bit registers (`x86_tile_wide`) where they run.
+                let tile_rows = if wide && m - r0 > MR { 2 * MR } else { MR };
+                let rows = tile_rows.min(m - r0);
+                let depth = match limits {
+                    RowLimits::Depth(_) => reach(r0, rows, k).saturating_sub(k0).min(kc),
+                    _ => kc,
+                };
+                if !needed(r0, rows) || (depth == 0 && k0 > 0) {
                     r0 += rows;
                     continue;
                 }
-                let _ = wide;
-                let rows = MR.min(m - r0);
-                // Missing rows of a ragged tile repeat the first; their results are dropped.
-                let row_of = |i: usize| if i < rows { r0 + i } else { r0 };
-                let a_rows: [&[f32]; MR] = std::array::from_fn(|i| &a[row_of(i) * lda + k0..row_of(i) * lda + k0 + kc]);
-                // Later K blocks continue each element's sum where the earlier one left it.
-                let mut acc = [[0.0f32; NR]; MR];
-                if k0 > 0 {
-                    for (i, row) in acc.iter_mut().enumerate() {
-                        let r = row_of(i);
-                        row[..cols].copy_from_slice(&c[r * n + c0..r * n + c0 + cols]);
-                    }
-                }
-                tile(&mut acc, a_rows, &panel[..kc * NR], kc);
-                for (i, row) in acc.iter().enumerate().take(rows) {
-                    c[(r0 + i) * n + c0..(r0 + i) * n + c0 + cols].copy_from_slice(&row[..cols]);
+                let at = TileAt { r0, rows, c0, cols, k0, lda, n };
+                if tile_rows == MR {
+                    run_tile::<MR>(a, c, &panel, at, depth, tile);
+                } else {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: `wide` holds only where the CPU has AVX-512 F (`wide_tiles`); the
+                    // tile's lengths are checked by `run_tile`.
+                    run_tile::<{ 2 * MR }>(a, c, &panel, at, depth, |acc, a, b, k| unsafe {
+                        x86_tile_wide(acc, a, b, k)
+                    });
                 }
                 r0 += rows;
             }
         }
+    }
+}
+
+/// Where one register tile falls: rows `r0..r0 + rows` of A and C, columns `c0..c0 + cols` of C,
+/// K values from `k0`; A's rows `lda` apart, C's `n`.
+#[derive(Clone, Copy)]
+struct TileAt {
+    r0: usize,
+    rows: usize,
+    c0: usize,
+    cols: usize,
+    k0: usize,
+    lda: usize,
+    n: usize,
+}
+
+/// One tile of `R` rows over `depth` K values of the current panel: the accumulators start from
+/// C (0 in the first K block), the results go back to C's real rows.
+fn run_tile<const R: usize>(
+    a: &[f32],
+    c: &mut [f32],
+    panel: &[f32],
+    at: TileAt,
+    depth: usize,
+    kernel: impl Fn(&mut [[f32; NR]; R], [&[f32]; R], &[f32], usize),
+) {
+    let TileAt { r0, rows, c0, cols, k0, lda, n } = at;
+    // Missing rows of a ragged tile repeat the first; their results are dropped.
+    let row_of = |i: usize| if i < rows { r0 + i } else { r0 };
+    // Later K blocks continue each element's sum where the earlier one left it.
+    let mut acc = [[0.0f32; NR]; R];
+    if k0 > 0 {
+        for (i, row) in acc.iter_mut().enumerate() {
+            let r = row_of(i);
+            row[..cols].copy_from_slice(&c[r * n + c0..r * n + c0 + cols]);
+        }
+    }
+    if depth > 0 {
+        let a_rows: [&[f32]; R] = std::array::from_fn(|i| &a[row_of(i) * lda + k0..row_of(i) * lda + k0 + depth]);
+        assert!(panel.len() >= depth * NR);
+        kernel(&mut acc, a_rows, &panel[..depth * NR], depth);
+    }
+    for (i, row) in acc.iter().enumerate().take(rows) {
+        c[(r0 + i) * n + c0..(r0 + i) * n + c0 + cols].copy_from_slice(&row[..cols]);
     }
 }
 
@@ -253,6 +326,39 @@ mod tests {
                     let got = c[r * n + j];
                     assert!((got - want).abs() <= 1e-5 * (k as f32).max(1.0), "{m}x{n}x{k} [{r},{j}]: {got} vs {want}");
                 }
+            }
+        }
+    }
+
+    /// Rows that end early give the full product's bits where they are read: `Columns` leaves
+    /// the rest of C as it was, `Depth` (A's rows 0 past their limits) sums only what is nonzero.
+    #[test]
+    fn limited_rows_give_the_full_products_bits() {
+        for (i, &(m, n, k)) in [(5, 19, 7), (13, 40, 33), (26, 130, 300), (7, 9, 600)].iter().enumerate() {
+            let limits: Vec<usize> = (0..m).map(|r| (r * 37 + i * 11) % (n.max(k) + 2)).collect();
+            let a = values(m * k, 7 + i as u64);
+            let b = values(k * n, 70 + i as u64);
+            let mut full = vec![0.0; m * n];
+            gemm(&a, k, &b, n, &mut full, m, n, k);
+            let mut c = vec![f32::NAN; m * n];
+            gemm_limited(&a, k, &b, n, &mut c, m, n, k, RowLimits::Columns(&limits));
+            for r in 0..m {
+                for j in 0..n {
+                    let (got, want) = (c[r * n + j], full[r * n + j]);
+                    if j < limits[r] {
+                        assert_eq!(got.to_bits(), want.to_bits(), "columns {m}x{n}x{k} [{r},{j}]");
+                    }
+                }
+            }
+            let mut zeroed = a.clone();
+            for (r, row) in zeroed.chunks_exact_mut(k).enumerate() {
+                row[limits[r].min(k)..].fill(0.0);
+            }
+            gemm(&zeroed, k, &b, n, &mut full, m, n, k);
+            let mut c = vec![f32::NAN; m * n];
+            gemm_limited(&zeroed, k, &b, n, &mut c, m, n, k, RowLimits::Depth(&limits));
+            for (idx, (got, want)) in c.iter().zip(&full).enumerate() {
+                assert_eq!(got.to_bits(), want.to_bits(), "depth {m}x{n}x{k} [{}, {}]", idx / n, idx % n);
             }
         }
     }
