@@ -204,6 +204,37 @@ impl Drop for Uniform {
 /// driver holds for `write_buffer` (all of a model's, had nothing been submitted until the end).
 const UPLOAD_SUBMIT_BYTES: u64 = 64 << 20;
 
+/// A weights buffer being filled in order, piece by piece ([`Gpu::begin_weights`]): each piece
+/// goes through the queue at once, so a large table need not be whole in host memory.
+pub struct WeightUpload<'g> {
+    gpu: &'g Gpu,
+    buffer: GpuBuffer,
+    written: u64,
+}
+
+impl WeightUpload<'_> {
+    /// Appends `bytes` (a whole number of 32-bit words).
+    ///
+    /// Panics past the buffer's end or on a partial word (callers write whole rows of words).
+    pub fn write(&mut self, bytes: &[u8]) {
+        assert!(bytes.len() % 4 == 0, "weights are written in whole 32-bit words");
+        assert!(self.written + bytes.len() as u64 <= self.buffer.len as u64 * 4, "weights written past their buffer");
+        if !bytes.is_empty() {
+            self.gpu.queue.write_buffer(&self.buffer.buffer, self.written, bytes);
+            self.written += bytes.len() as u64;
+            self.gpu.uploaded(bytes.len() as u64);
+        }
+    }
+
+    /// The buffer, once every word was written.
+    ///
+    /// Panics if some were not (the GPU would read zeros as weights).
+    pub fn finish(self) -> GpuBuffer {
+        assert_eq!(self.written, self.buffer.len as u64 * 4, "weights buffer not filled");
+        self.buffer
+    }
+}
+
 /// What the caller allows the device to use: the optional features are taken only when the
 /// adapter has them; tests turn them off to exercise the fallbacks, and lower `max_binding` to
 /// exercise buffer splitting on a small model.
@@ -451,14 +482,24 @@ impl Gpu {
     /// Weights: written through the queue, with a submission every [`UPLOAD_SUBMIT_BYTES`] so
     /// the driver's staging copies are released as loading goes (natively, waited for).
     pub fn upload_weights(&self, words: &[u32]) -> GpuBuffer {
-        let bytes: &[u8] = bytemuck::cast_slice(words);
-        let size = (bytes.len().max(4) as u64).next_multiple_of(4);
+        let mut upload = self.begin_weights(words.len());
+        upload.write(bytemuck::cast_slice(words));
+        upload.finish()
+    }
+
+    /// A weights buffer of `len` 32-bit words, written a piece at a time ([`WeightUpload`]).
+    pub fn begin_weights(&self, len: usize) -> WeightUpload<'_> {
+        let size = (len.max(1) * 4) as u64;
         let buffer = self.create(BufferKind::Weights, "weights", size, Self::STORAGE);
-        if !bytes.is_empty() {
-            self.queue.write_buffer(&buffer, 0, bytes);
-        }
+        // Wrapped at once: one dropped half-written (a failed load) is uncounted like any other.
+        WeightUpload { gpu: self, buffer: self.wrap(buffer, len, BufferKind::Weights), written: 0 }
+    }
+
+    /// Counts `bytes` of weights written through the queue, submitting every
+    /// [`UPLOAD_SUBMIT_BYTES`].
+    fn uploaded(&self, bytes: u64) {
         let mut unsubmitted = self.unsubmitted_upload.lock().expect("upload lock");
-        *unsubmitted += size;
+        *unsubmitted += bytes;
         if *unsubmitted >= UPLOAD_SUBMIT_BYTES {
             *unsubmitted = 0;
             self.flush();
@@ -467,7 +508,6 @@ impl Gpu {
             #[cfg(not(target_arch = "wasm32"))]
             let _ = self.device.poll(wgpu::PollType::wait_indefinitely());
         }
-        self.wrap(buffer, words.len(), BufferKind::Weights)
     }
 
     pub fn upload_weights_f32(&self, data: &[f32]) -> GpuBuffer {

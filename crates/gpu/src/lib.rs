@@ -13,6 +13,6 @@ pub mod context;
 pub mod kernels;
 pub mod model;
 
-pub use context::{BufferKind, Gpu, GpuBuffer, GpuError, GpuMemory, GpuOptions};
+pub use context::{BufferKind, Gpu, GpuBuffer, GpuError, GpuMemory, GpuOptions, WeightUpload};
 pub use kernels::WeightFormat;
 pub use model::GpuRewardModel;

@@ -75,6 +75,9 @@ fn widest_row(c: &ModelConfig) -> usize {
         .unwrap_or(1)
 }
 
+/// Rows of the embedding table read and uploaded at a time (8 MiB of f16 at 1,024 wide).
+const EMBEDDING_PIECE_ROWS: usize = 4096;
+
 impl GpuRewardModel {
     /// Uploads the checkpoint's matrices in `format` (rows that the format cannot hold stay
     /// f32; the score head always does, as on the CPU). Each tensor is read, converted and
@@ -148,14 +151,16 @@ impl GpuRewardModel {
             let table = f32s(plan::EMBEDDING, &[c.vocab_size, h])?;
             GpuMatrix::upload_split(&gpu, WeightFormat::F32, &table, c.vocab_size, h)?
         } else {
-            use half::slice::HalfFloatSliceExt;
-            let table = w
-                .tensor(plan::EMBEDDING, &[c.vocab_size, h], candle_core::DType::F16, &cpu)
-                .map_err(weights_err)?
-                .flatten_all()
-                .and_then(|t| t.to_vec1::<half::f16>())
-                .map_err(|e| GpuError::Shape(format!("{}: {e}", plan::EMBEDDING)))?;
-            GpuMatrix::upload_split_f16(&gpu, table.reinterpret_cast(), c.vocab_size, h)?
+            use half::vec::HalfFloatVecExt;
+            // A piece at a time where the source reads rows (the page's streamed checkpoint).
+            let piece = if w.reads_rows() { EMBEDDING_PIECE_ROWS } else { c.vocab_size };
+            GpuMatrix::upload_f16_rows(&gpu, c.vocab_size, h, piece, |rows| {
+                let t = w
+                    .tensor_rows(plan::EMBEDDING, &[c.vocab_size, h], rows, candle_core::DType::F16, &cpu)
+                    .map_err(weights_err)?;
+                let bits = t.flatten_all().and_then(|t| t.to_vec1::<half::f16>());
+                Ok(bits.map_err(|e| GpuError::Shape(format!("{}: {e}", plan::EMBEDDING)))?.reinterpret_into())
+            })?
         };
         weight_bytes += embed.iter().map(GpuMatrix::bytes).sum::<u64>();
         let final_norm = norm(&plan::final_norm(c))?;

@@ -207,7 +207,18 @@ fn swiglu_add_and_embedding_match_cpu() {
         assert_close(&g.download_f32_blocking(&y).unwrap(), &want, 0.0, &what);
         // The f16 table: exactly the f16 rounding of each value.
         let bits: Vec<u16> = table.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect();
-        let chunks = GpuMatrix::upload_split_f16(g, &bits, vocab, dim).unwrap();
+        // Read 7 rows a piece: ragged at the 85-row blocks' ends (f16 rows of 48 bytes under
+        // the 4 KiB cap) and the table's.
+        let mut pieces = Vec::new();
+        let chunks = GpuMatrix::upload_f16_rows(g, vocab, dim, 7, |r| {
+            pieces.push(r.clone());
+            Ok(bits[r.start * dim..r.end * dim].to_vec())
+        })
+        .unwrap();
+        assert!(pieces.len() > vocab / 7 && pieces.windows(2).all(|p| p[0].end == p[1].start), "{pieces:?}");
+        assert_eq!(pieces.last().unwrap().end, vocab);
+        let short = GpuMatrix::upload_f16_rows(g, vocab, dim, 5, |r| Ok(vec![0; r.len()]));
+        assert!(short.is_err_and(|e| e.to_string().contains("5 f16 values for 5 rows of 24")));
         let y = g.zeros(ids.len() * dim);
         Embedding::new(g).run(g, &chunks, &g.upload_u32(&ids), &y).unwrap();
         let want16: Vec<f32> = want.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();

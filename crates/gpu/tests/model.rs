@@ -268,3 +268,30 @@ fn pad_token_ending_each_turn_is_pooled_before_it_like_transformers() {
         }
     }
 }
+
+/// The page's loading path: a checkpoint streamed from byte buffers, whose embedding table goes
+/// up in pieces of rows (151,669 rows: 38 pieces, the last ragged), scores with the same bits
+/// as the table read whole from the memory-mapped files.
+#[test]
+fn a_streamed_checkpoint_uploads_its_table_in_pieces_with_the_same_scores() {
+    use rewardlens_models::gguf::ByteSource;
+    use rewardlens_models::weights::{StreamedSafetensors, WeightSource};
+    let name = "qwen3-seq";
+    let files = CheckpointFiles::from_dir(&fixture(name)).unwrap();
+    let config = ModelConfig::from_json(&files.config_json).unwrap();
+    let rewardlens_models::WeightFiles::Paths(paths) = &files.weights else { unreachable!("from_dir gives paths") };
+    let shards: Vec<(String, Box<dyn ByteSource>)> = paths
+        .iter()
+        .map(|p| (p.display().to_string(), Box::new(std::fs::read(p).unwrap()) as Box<dyn ByteSource>))
+        .collect();
+    let streamed = StreamedSafetensors::new(shards).unwrap();
+    assert!(streamed.reads_rows());
+    let gpu = Gpu::new_blocking().unwrap_or_else(|e| panic!("{e}"));
+    let pieces = GpuRewardModel::load(gpu, config, &streamed, WeightFormat::F16).unwrap();
+    let whole = gpu_model(name, WeightFormat::F16, GpuOptions::default());
+    assert_eq!(pieces.weight_bytes(), whole.weight_bytes());
+    for (case, ids) in cases(name) {
+        let (a, b) = (gpu_rows(&pieces, &ids), gpu_rows(&whole, &ids));
+        assert_eq!(a, b, "{name}/{case}: streamed and whole loads differ");
+    }
+}

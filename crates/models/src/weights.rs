@@ -8,6 +8,7 @@ use crate::{ModelError, Result};
 use candle_core::quantized::QMatMul;
 use candle_core::safetensors::BufferedSafetensors;
 use candle_core::{DType, Device, Tensor};
+use std::ops::Range;
 
 /// A named-tensor store a model can be built from.
 pub trait WeightSource {
@@ -17,6 +18,27 @@ pub trait WeightSource {
     /// The weight of a linear layer `name` (`[out, inp]`), kept quantized where the store is.
     fn linear_weight(&self, name: &str, out: usize, inp: usize, dtype: DType, device: &Device) -> Result<QMatMul> {
         Ok(QMatMul::Tensor(self.tensor(name, &[out, inp], dtype, device)?))
+    }
+
+    /// Whether [`Self::tensor_rows`] reads only the rows asked for (else it reads the whole
+    /// tensor each time, and a caller should ask for all rows at once).
+    fn reads_rows(&self) -> bool {
+        false
+    }
+
+    /// Rows `rows` of the tensor `name` (which must have `shape`; rows along its first
+    /// dimension), as `dtype`: for a table too large to pass through memory whole.
+    fn tensor_rows(
+        &self,
+        name: &str,
+        shape: &[usize],
+        rows: Range<usize>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let t = self.tensor(name, shape, dtype, device)?;
+        check_rows(name, shape, &rows)?;
+        Ok(t.narrow(0, rows.start, rows.len())?)
     }
 
     /// The token embedding table (`[vocab, hidden]`), kept quantized where the store is.
@@ -109,14 +131,13 @@ impl StreamedSafetensors {
             .collect::<Result<Vec<_>>>()?;
         Ok(Self { shards })
     }
-}
 
-impl WeightSource for StreamedSafetensors {
-    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    /// The shard holding `name` and its entry, checked against `shape`.
+    fn find(&self, name: &str, shape: &[usize]) -> Result<(&dyn ByteSource, &StTensor)> {
         let (src, t) = self
             .shards
             .iter()
-            .find_map(|(src, dir)| dir.iter().find(|t| t.name == name).map(|t| (src, t)))
+            .find_map(|(src, dir)| dir.iter().find(|t| t.name == name).map(|t| (src.as_ref(), t)))
             .ok_or_else(|| ModelError::MissingTensor { name: name.to_owned() })?;
         if t.shape != shape {
             return Err(ModelError::TensorShape {
@@ -125,11 +146,91 @@ impl WeightSource for StreamedSafetensors {
                 actual: t.shape.clone(),
             });
         }
-        let mut bytes = vec![0u8; (t.end - t.start) as usize];
-        src.read_at(t.start, &mut bytes).map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))?;
-        let loaded = Tensor::from_raw_buffer(&bytes, t.dtype, &t.shape, device)
+        Ok((src, t))
+    }
+
+    /// Bytes `start..end` of the file (offsets from the tensor's start) as a tensor of `shape`.
+    fn read(
+        src: &dyn ByteSource,
+        t: &StTensor,
+        start: u64,
+        end: u64,
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let name = &t.name;
+        let mut bytes = vec![0u8; (end - start) as usize];
+        src.read_at(t.start + start, &mut bytes).map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))?;
+        let loaded = Tensor::from_raw_buffer(&bytes, t.dtype, shape, device)
             .map_err(|e| ModelError::Weights(format!("tensor `{name}`: {e}")))?;
         drop(bytes);
         Ok(loaded.to_dtype(dtype)?)
+    }
+}
+
+impl WeightSource for StreamedSafetensors {
+    fn tensor(&self, name: &str, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let (src, t) = self.find(name, shape)?;
+        Self::read(src, t, 0, t.end - t.start, shape, dtype, device)
+    }
+
+    fn reads_rows(&self) -> bool {
+        true
+    }
+
+    fn tensor_rows(
+        &self,
+        name: &str,
+        shape: &[usize],
+        rows: Range<usize>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Tensor> {
+        let (src, t) = self.find(name, shape)?;
+        check_rows(name, shape, &rows)?;
+        // Row-major and contiguous in the file (the directory checked its size).
+        let row_bytes = (t.end - t.start).checked_div(shape[0] as u64).unwrap_or(0);
+        let mut piece = shape.to_vec();
+        piece[0] = rows.len();
+        let (start, end) = (rows.start as u64 * row_bytes, rows.end as u64 * row_bytes);
+        Self::read(src, t, start, end, &piece, dtype, device)
+    }
+}
+
+/// Rows `rows` exist along the first dimension of `shape`.
+fn check_rows(name: &str, shape: &[usize], rows: &Range<usize>) -> Result<()> {
+    match shape.first() {
+        Some(&n) if rows.start <= rows.end && rows.end <= n => Ok(()),
+        _ => Err(ModelError::Weights(format!("tensor `{name}` {shape:?}: no rows {rows:?}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A piece of rows is the same tensor as those rows of the whole one, converted alike, and
+    /// rows past the end are refused with the tensor's name.
+    #[test]
+    fn streamed_rows_are_the_whole_tensors_rows() {
+        let values: Vec<f32> = (0..7 * 6).map(|i| (i as f32 * 0.37).sin() * 3.0).collect();
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![7, 6], &bytes).unwrap();
+        let file = safetensors::serialize([("embed", view)], None).unwrap();
+        let w =
+            StreamedSafetensors::new(vec![("one.safetensors".into(), Box::new(file) as Box<dyn ByteSource>)]).unwrap();
+        assert!(w.reads_rows());
+        let whole = w.tensor("embed", &[7, 6], DType::F16, &Device::Cpu).unwrap();
+        for rows in [0..7, 2..5, 6..7, 3..3] {
+            let piece = w.tensor_rows("embed", &[7, 6], rows.clone(), DType::F16, &Device::Cpu).unwrap();
+            let want = whole.narrow(0, rows.start, rows.len()).unwrap();
+            assert_eq!(piece.dims(), want.dims(), "{rows:?}");
+            let bits = |t: &Tensor| t.flatten_all().unwrap().to_dtype(DType::F32).unwrap().to_vec1::<f32>().unwrap();
+            assert_eq!(bits(&piece), bits(&want), "{rows:?}");
+        }
+        let err = w.tensor_rows("embed", &[7, 6], 5..9, DType::F16, &Device::Cpu).unwrap_err().to_string();
+        assert!(err.contains("embed") && err.contains("5..9"), "{err}");
+        assert!(w.tensor_rows("embed", &[7, 5], 0..1, DType::F16, &Device::Cpu).is_err(), "a wrong shape");
     }
 }

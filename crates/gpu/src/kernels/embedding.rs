@@ -27,7 +27,7 @@ const TABLE_F16: &str = "@group(0) @binding(0) var<storage, read> table: array<u
 fn value(j: u32) -> f32 { return unpack2x16float(table[j / 2u])[j % 2u]; }";
 
 /// Token embedding lookup from a table split into row chunks ([`GpuMatrix::upload_split`] in
-/// f32, or [`GpuMatrix::upload_split_f16`]): one dispatch per chunk, each writing the tokens
+/// f32, or [`GpuMatrix::upload_f16_rows`]): one dispatch per chunk, each writing the tokens
 /// whose ids fall in it.
 pub struct Embedding {
     f32: wgpu::ComputePipeline,

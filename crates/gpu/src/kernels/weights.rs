@@ -170,18 +170,41 @@ impl GpuMatrix {
         Ok(out)
     }
 
-    /// Uploads `[n, k]` weights given as f16 bits, split like [`Self::upload_split`]: a table
-    /// read as f16 goes up without a host copy in f32.
-    pub fn upload_split_f16(gpu: &Gpu, bits: &[u16], n: usize, k: usize) -> Result<Vec<Self>> {
+    /// Uploads `[n, k]` weights given as f16 bits, split like [`Self::upload_split`] and read
+    /// `piece` rows at a time through `rows` (the bits of rows `r`), each piece written before
+    /// the next is read: a vocabulary-sized table goes up without a host copy in f32, and in a
+    /// page without passing whole through the worker's wasm heap (which keeps its high-water
+    /// mark: 2 × 311 MB for the 0.6B's table read whole).
+    pub fn upload_f16_rows(
+        gpu: &Gpu,
+        n: usize,
+        k: usize,
+        piece: usize,
+        mut rows: impl FnMut(std::ops::Range<usize>) -> Result<Vec<u16>>,
+    ) -> Result<Vec<Self>> {
         let format = WeightFormat::F16;
-        if bits.len() != n * k || !format.fits_rows(k) {
-            return Err(GpuError::Shape(format!("{} f16 values for a [{n}, {k}] matrix (k must be even)", bits.len())));
+        if !format.fits_rows(k) {
+            return Err(GpuError::Shape(format!("an f16 [{n}, {k}] matrix needs an even row length")));
         }
-        let rows = split_rows(gpu, format.row_bytes(k), n, &format!("a [{n}, {k}] f16 matrix"))?;
+        let per_block = split_rows(gpu, format.row_bytes(k), n, &format!("a [{n}, {k}] f16 matrix"))?;
         let mut out = Vec::new();
-        for block in bits.chunks(rows * k) {
-            let words: Vec<u32> = block.chunks(2).map(|p| f16_word(p[0], p[1])).collect();
-            out.push(Self::from_encoded(gpu, format, &words, &[], block.len() / k, k));
+        let mut r0 = 0;
+        while r0 < n {
+            let block = per_block.min(n - r0);
+            let mut upload = gpu.begin_weights(block * k / 2);
+            let mut p0 = r0;
+            while p0 < r0 + block {
+                let p = piece.max(1).min(r0 + block - p0);
+                let bits = rows(p0..p0 + p)?;
+                if bits.len() != p * k {
+                    return Err(GpuError::Shape(format!("{} f16 values for {p} rows of {k}", bits.len())));
+                }
+                let words: Vec<u32> = bits.chunks(2).map(|w| f16_word(w[0], w[1])).collect();
+                upload.write(bytemuck::cast_slice(&words));
+                p0 += p;
+            }
+            out.push(Self { format, data: upload.finish(), scales: None, n: block, k });
+            r0 += block;
         }
         Ok(out)
     }
