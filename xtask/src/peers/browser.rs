@@ -90,6 +90,8 @@ fn chromium_peak_mib() -> Option<f64> {
             gpu = gpu.max(m);
         }
     }
+    // The split goes to the log: the GPU process is where SwiftShader keeps WebGPU's buffers.
+    eprintln!("peak RSS: renderer {renderer:.0} MiB + GPU process {gpu:.0} MiB");
     (renderer > 0.0).then_some(renderer + gpu)
 }
 
