@@ -217,7 +217,7 @@ impl WeightUpload<'_> {
     ///
     /// Panics past the buffer's end or on a partial word (callers write whole rows of words).
     pub fn write(&mut self, bytes: &[u8]) {
-        assert!(bytes.len() % 4 == 0, "weights are written in whole 32-bit words");
+        assert!(bytes.len().is_multiple_of(4), "weights are written in whole 32-bit words");
         assert!(self.written + bytes.len() as u64 <= self.buffer.len as u64 * 4, "weights written past their buffer");
         if !bytes.is_empty() {
             self.gpu.queue.write_buffer(&self.buffer.buffer, self.written, bytes);
