@@ -76,6 +76,11 @@ pub fn gemm_limited(
         RowLimits::All => whole,
         RowLimits::Columns(l) | RowLimits::Depth(l) => l[r0..r0 + rows].iter().copied().max().unwrap_or(0).min(whole),
     };
+    // Columns past every row's limit: no panel there is copied or multiplied.
+    let widest = match limits {
+        RowLimits::Columns(_) => reach(0, m, n),
+        _ => n,
+    };
     // B's panels are copied to contiguous `kc × NR` blocks (zero-padded past `n`): read in place,
     // rows `ldb` apart map to few cache sets (keys × 4 bytes: 8 KiB at 2,048 keys) and thrash L1.
     let mut panel = vec![0.0f32; KC.min(k) * NR];
@@ -87,8 +92,8 @@ pub fn gemm_limited(
                 RowLimits::Columns(_) => reach(r0, rows, n) > c0,
                 _ => true,
             };
-            if !needed(0, m) {
-                continue;
+            if c0 >= widest {
+                break;
             }
             for kk in 0..kc {
                 let src = &b[(k0 + kk) * ldb + c0..(k0 + kk) * ldb + c0 + cols];
