@@ -36,8 +36,8 @@ pub trait WeightSource {
         dtype: DType,
         device: &Device,
     ) -> Result<Tensor> {
-        let t = self.tensor(name, shape, dtype, device)?;
         check_rows(name, shape, &rows)?;
+        let t = self.tensor(name, shape, dtype, device)?;
         Ok(t.narrow(0, rows.start, rows.len())?)
     }
 
